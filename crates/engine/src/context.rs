@@ -1,0 +1,386 @@
+//! Device setup, buffer helpers, readback and the pipeline cache.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{invalid, EngineError, Result};
+use crate::tensor::{DType, GpuBuffer};
+
+/// How to set up the device.
+#[derive(Clone, Debug, Default)]
+pub struct ContextOptions {
+    /// Ignore shader-f16 even when present: exercises the f32 path that WebGPU without f16 takes.
+    pub force_f32: bool,
+    /// Adapter preference (discrete GPU first by default).
+    pub power_preference: wgpu::PowerPreference,
+}
+
+/// What the engine runs on, for logs and capability decisions.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    pub name: String,
+    pub backend: wgpu::Backend,
+    pub device_type: wgpu::DeviceType,
+    pub driver: String,
+    /// shader-f16 enabled (and therefore an f16 KV cache).
+    pub f16: bool,
+    pub limits: wgpu::Limits,
+}
+
+impl std::fmt::Display for DeviceInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({:?}, {:?}, driver {:?}), f16 {}, max storage binding {} MiB, max buffer {} MiB",
+            self.name,
+            self.backend,
+            self.device_type,
+            self.driver,
+            self.f16,
+            self.limits.max_storage_buffer_binding_size >> 20,
+            self.limits.max_buffer_size >> 20
+        )
+    }
+}
+
+/// A wgpu device plus everything the kernels need; create one per process and share it.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: DeviceInfo,
+    pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
+    /// Bound where a kernel's optional input (bias, layer scale, image features) is absent.
+    pub(crate) dummy: wgpu::Buffer,
+}
+
+impl GpuContext {
+    /// Picks an adapter and requests a device with the adapter's own limits (WebGPU's defaults are far smaller:
+    /// 128 MiB bindings at most, and real GPUs offer several GiB) and shader-f16 when available.
+    pub async fn new(options: ContextOptions) -> Result<GpuContext> {
+        #[cfg(not(target_arch = "wasm32"))]
+        let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        #[cfg(target_arch = "wasm32")]
+        let desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: options.power_preference,
+                force_fallback_adapter: false,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| EngineError::NoAdapter(e.to_string()))?;
+        Self::from_adapter(adapter, options).await
+    }
+
+    /// Native convenience: [`GpuContext::new`] on the current thread.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(options: ContextOptions) -> Result<GpuContext> {
+        pollster::block_on(Self::new(options))
+    }
+
+    /// Creates the device on a caller-chosen adapter.
+    pub async fn from_adapter(adapter: wgpu::Adapter, options: ContextOptions) -> Result<GpuContext> {
+        let f16 = adapter.features().contains(wgpu::Features::SHADER_F16) && !options.force_f32;
+        let mut features = wgpu::Features::empty();
+        if f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("meddr-engine"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| EngineError::RequestDevice(e.to_string()))?;
+        let a = adapter.get_info();
+        let info = DeviceInfo {
+            name: a.name,
+            backend: a.backend,
+            device_type: a.device_type,
+            driver: format!("{} {}", a.driver, a.driver_info).trim().to_string(),
+            f16,
+            limits: device.limits(),
+        };
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(GpuContext { device, queue, info, pipelines: Mutex::new(HashMap::new()), dummy })
+    }
+
+    /// Largest single storage binding (and buffer) the kernels may use, kept below 4 GiB so that byte
+    /// offsets fit the kernels' u32 arithmetic.
+    pub fn max_binding_bytes(&self) -> u64 {
+        let l = &self.info.limits;
+        (l.max_storage_buffer_binding_size.min(l.max_buffer_size).min(u32::MAX as u64 - 3) / 4) * 4
+    }
+
+    /// KV cache element type: f16 with shader-f16, f32 otherwise.
+    pub fn kv_dtype(&self) -> DType {
+        if self.info.f16 {
+            DType::F16
+        } else {
+            DType::F32
+        }
+    }
+
+    /// Allocates an uninitialised (zeroed by wgpu) buffer of `len` elements.
+    pub fn zeros(&self, dtype: DType, len: u64, label: &str) -> Result<GpuBuffer> {
+        if dtype == DType::F16 && !self.info.f16 {
+            return Err(EngineError::NoF16 { op: "zeros", field: "dtype" });
+        }
+        let bytes = len.checked_mul(dtype.size()).ok_or_else(|| invalid("zeros", "len", len, "overflows"))?;
+        let size = (bytes.div_ceil(4) * 4).max(4);
+        if size > self.max_binding_bytes() {
+            return Err(EngineError::TooLarge { op: "zeros", field: "len", needed: size, limit: self.max_binding_bytes() });
+        }
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(GpuBuffer { buffer, len, dtype })
+    }
+
+    /// Uploads host f32 values (activations, norm weights, biases).
+    pub fn upload_f32(&self, data: &[f32], label: &str) -> Result<GpuBuffer> {
+        self.upload_pod(DType::F32, data, label)
+    }
+
+    /// Uploads host u32 values (token ids).
+    pub fn upload_u32(&self, data: &[u32], label: &str) -> Result<GpuBuffer> {
+        self.upload_pod(DType::U32, data, label)
+    }
+
+    fn upload_pod<T: bytemuck::Pod>(&self, dtype: DType, data: &[T], label: &str) -> Result<GpuBuffer> {
+        let buf = self.zeros(dtype, data.len() as u64, label)?;
+        if !data.is_empty() {
+            self.queue.write_buffer(&buf.buffer, 0, bytemuck::cast_slice(data));
+        }
+        Ok(buf)
+    }
+
+    /// Overwrites elements from `offset` (e.g. the next token id) without a new allocation.
+    pub fn write_u32(&self, buf: &GpuBuffer, offset: u64, data: &[u32]) -> Result<()> {
+        buf.expect("write_u32", "buf", DType::U32)?;
+        buf.check_span("write_u32", "offset", offset, data.len() as u64)?;
+        self.queue.write_buffer(&buf.buffer, offset * 4, bytemuck::cast_slice(data));
+        Ok(())
+    }
+
+    /// Overwrites f32 elements from `offset`.
+    pub fn write_f32(&self, buf: &GpuBuffer, offset: u64, data: &[f32]) -> Result<()> {
+        buf.expect("write_f32", "buf", DType::F32)?;
+        buf.check_span("write_f32", "offset", offset, data.len() as u64)?;
+        self.queue.write_buffer(&buf.buffer, offset * 4, bytemuck::cast_slice(data));
+        Ok(())
+    }
+
+    pub fn encoder(&self) -> wgpu::CommandEncoder {
+        self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("meddr") })
+    }
+
+    /// Submits one recorded encoder (a whole decode step should be one submit).
+    pub fn submit(&self, encoder: wgpu::CommandEncoder) {
+        self.queue.submit([encoder.finish()]);
+    }
+
+    /// Blocks until the GPU is idle (natively; the browser polls by itself).
+    pub fn poll_wait(&self) {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        }
+    }
+
+    /// Copies `len_bytes` from `offset_bytes` of `src` to the host (rounded to 4-byte multiples).
+    pub async fn read_bytes(&self, src: &wgpu::Buffer, offset_bytes: u64, len_bytes: u64) -> Result<Vec<u8>> {
+        let size = len_bytes.div_ceil(4) * 4;
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        if offset_bytes % 4 != 0 || offset_bytes.checked_add(size).is_none_or(|e| e > src.size()) {
+            return Err(invalid("read", "offset_bytes", offset_bytes, format!("with {size} bytes does not fit the {}-byte buffer", src.size())));
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.encoder();
+        enc.copy_buffer_to_buffer(src, offset_bytes, &staging, 0, size);
+        self.submit(enc);
+        let (tx, rx) = oneshot();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r.map_err(|e| e.to_string())));
+        self.poll_wait();
+        rx.await.map_err(EngineError::Map)?;
+        let data = {
+            let view = staging.get_mapped_range(..).map_err(|e| EngineError::Map(e.to_string()))?;
+            view[..len_bytes as usize].to_vec()
+        };
+        staging.unmap();
+        Ok(data)
+    }
+
+    /// Reads a whole f32 buffer back.
+    pub async fn read_f32(&self, buf: &GpuBuffer) -> Result<Vec<f32>> {
+        buf.expect("read_f32", "buf", DType::F32)?;
+        let bytes = self.read_bytes(&buf.buffer, 0, buf.len * 4).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Reads `len` u32 elements from `offset` (one u32 per decode step for the sampled token).
+    pub async fn read_u32(&self, buf: &GpuBuffer, offset: u64, len: u64) -> Result<Vec<u32>> {
+        buf.expect("read_u32", "buf", DType::U32)?;
+        buf.check_span("read_u32", "offset", offset, len)?;
+        let bytes = self.read_bytes(&buf.buffer, offset * 4, len * 4).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Reads an f16 buffer (the KV cache) back as f32.
+    pub async fn read_f16_as_f32(&self, buf: &GpuBuffer) -> Result<Vec<f32>> {
+        buf.expect("read_f16", "buf", DType::F16)?;
+        let bytes = self.read_bytes(&buf.buffer, 0, buf.len * 2).await?;
+        Ok(bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect())
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_f32_blocking(&self, buf: &GpuBuffer) -> Result<Vec<f32>> {
+        pollster::block_on(self.read_f32(buf))
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_f16_as_f32_blocking(&self, buf: &GpuBuffer) -> Result<Vec<f32>> {
+        pollster::block_on(self.read_f16_as_f32(buf))
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_u32_blocking(&self, buf: &GpuBuffer, offset: u64, len: u64) -> Result<Vec<u32>> {
+        pollster::block_on(self.read_u32(buf, offset, len))
+    }
+
+    /// Returns the cached pipeline `key`, compiling `source()` on first use.
+    pub(crate) fn pipeline(&self, key: &str, entry: &str, source: impl FnOnce() -> String) -> wgpu::ComputePipeline {
+        if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
+            return p.clone();
+        }
+        // Compile outside the lock: shader compilation is slow on CPU drivers and other threads may need
+        // unrelated pipelines meanwhile. A rare duplicate compile is harmless.
+        let src = source();
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(key),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(key),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_string())
+            .or_insert(pipeline)
+            .clone()
+    }
+
+    /// Records one dispatch: binding 0 is a fresh uniform buffer with `params` (each recorded op needs its
+    /// own, since all writes land before the single submit), then `buffers` at their binding numbers.
+    pub(crate) fn dispatch(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        pipeline: &wgpu::ComputePipeline,
+        params: &[u32],
+        buffers: &[(u32, &wgpu::Buffer)],
+        groups: [u32; 3],
+    ) {
+        if groups.contains(&0) {
+            return;
+        }
+        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: bytemuck::cast_slice(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        entries.extend(buffers.iter().map(|&(binding, b)| wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }));
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+    }
+
+    /// Splits `n` workgroups over x and y (each ≤ the per-dimension limit, 65535 by default); kernels rebuild
+    /// the linear index as `wid.x + wid.y · num_workgroups.x`.
+    pub(crate) fn grid(&self, op: &'static str, n: u64) -> Result<[u32; 3]> {
+        let max = u64::from(self.info.limits.max_compute_workgroups_per_dimension.max(1));
+        if n == 0 {
+            return Ok([0, 0, 0]);
+        }
+        let x = n.min(max);
+        let y = n.div_ceil(x);
+        if y > max {
+            return Err(invalid(op, "workgroups", n, format!("exceeds {max}²")));
+        }
+        Ok([x as u32, y as u32, 1])
+    }
+}
+
+/// Minimal one-shot channel for map_async's callback, so readback is a plain future on the web too.
+struct Slot<T> {
+    value: Option<T>,
+    waker: Option<Waker>,
+}
+
+struct Sender<T>(Arc<Mutex<Slot<T>>>);
+struct Receiver<T>(Arc<Mutex<Slot<T>>>);
+
+fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
+    let slot = Arc::new(Mutex::new(Slot { value: None, waker: None }));
+    (Sender(slot.clone()), Receiver(slot))
+}
+
+impl<T> Sender<T> {
+    fn send(self, v: T) {
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        s.value = Some(v);
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+impl<T> Future for Receiver<T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match s.value.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}

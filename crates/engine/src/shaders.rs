@@ -1,0 +1,60 @@
+//! WGSL sources and the tiny templating that makes per-type variants.
+//!
+//! Kernels are plain `.wgsl` files with `{{NAME}}` placeholders. `{{DEQUANT}}` receives the shared byte helpers
+//! of `dequant.wgsl` plus the one `//#type X` section that defines `dq4` for the weight's block format, so
+//! every kernel/type pair compiles to a straight-line decoder with no runtime type switch.
+
+use crate::tensor::DType;
+use crate::weight::WeightType;
+
+pub(crate) const DEQUANT: &str = include_str!("shaders/dequant.wgsl");
+pub(crate) const MATVEC: &str = include_str!("shaders/matvec_quant.wgsl");
+pub(crate) const MATMUL: &str = include_str!("shaders/matmul_quant.wgsl");
+pub(crate) const NORM: &str = include_str!("shaders/norm.wgsl");
+pub(crate) const ROPE: &str = include_str!("shaders/rope.wgsl");
+pub(crate) const ATTENTION: &str = include_str!("shaders/attention.wgsl");
+pub(crate) const KV_CACHE: &str = include_str!("shaders/kv_cache.wgsl");
+pub(crate) const ACTIVATION: &str = include_str!("shaders/activation.wgsl");
+pub(crate) const EMBED: &str = include_str!("shaders/embed.wgsl");
+pub(crate) const VISION: &str = include_str!("shaders/vision.wgsl");
+pub(crate) const PIXEL_SHUFFLE: &str = include_str!("shaders/pixel_shuffle.wgsl");
+pub(crate) const SAMPLING: &str = include_str!("shaders/sampling.wgsl");
+
+/// Replaces every `{{key}}`; panics (a build-time bug, covered by the tests) if a placeholder is left over.
+pub(crate) fn render(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut s = template.to_string();
+    for (k, v) in vars {
+        s = s.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    assert!(!s.contains("{{"), "unfilled placeholder in shader template");
+    s
+}
+
+/// The helpers of `dequant.wgsl` followed by the `dq4` section for `ty`.
+pub(crate) fn dequant(ty: WeightType) -> String {
+    let (common, sections) = DEQUANT.split_once("//#type ").expect("dequant.wgsl has type sections");
+    let sections = format!("//#type {sections}");
+    let marker = format!("//#type {}\n", ty.name());
+    let start = sections.find(&marker).expect("every WeightType has a dequant section") + marker.len();
+    let rest = &sections[start..];
+    let end = rest.find("//#").expect("sections are terminated");
+    format!("{common}{}", &rest[..end])
+}
+
+/// Template variables for kernels whose storage element type varies (KV cache).
+pub(crate) fn kv_vars(dtype: DType) -> [(&'static str, &'static str); 2] {
+    [("KV_T", dtype.wgsl()), ("ENABLE_F16", if dtype == DType::F16 { "enable f16;" } else { "" })]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_has_exactly_one_dq4() {
+        for ty in WeightType::ALL {
+            let src = dequant(ty);
+            assert_eq!(src.matches("fn dq4(").count(), 1, "{ty:?}");
+        }
+    }
+}

@@ -1,0 +1,126 @@
+{{ENABLE_F16}}
+// Scaled dot-product attention with grouped KV heads, one workgroup per (query token, head).
+//
+// Keys are visited in tiles of 64 with an online (running max / running sum) softmax, so memory stays
+// O(head_dim) per workgroup for any sequence length: the ViT's 1025 tokens and a 4k-token KV cache use the
+// same kernel. Causal mode: query t sits at absolute position pos_start + t and sees keys 0 ..= pos_start + t.
+// K/V element type is spliced in (f32 activations, or the f16 KV cache when the device has shader-f16).
+
+struct Params {
+    n_q: u32,
+    n_heads: u32,
+    n_kv_heads: u32,
+    head_dim: u32,
+    q_offset: u32,
+    q_stride: u32,
+    k_offset: u32,
+    k_stride: u32,
+    v_offset: u32,
+    v_stride: u32,
+    o_offset: u32,
+    o_stride: u32,
+    n_kv: u32,
+    causal: u32,
+    pos_start: u32,
+    scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> Q: array<f32>;
+@group(0) @binding(2) var<storage, read> K: array<{{KV_T}}>;
+@group(0) @binding(3) var<storage, read> V: array<{{KV_T}}>;
+@group(0) @binding(4) var<storage, read_write> O: array<f32>;
+
+const WG: u32 = 64u;
+const MAX_HD: u32 = 256u;
+const NEG: f32 = -3.0e38; // "−∞" that stays finite so exp(NEG − m) is exactly 0
+
+var<workgroup> qs: array<f32, MAX_HD>;
+var<workgroup> ps: array<f32, WG>;
+var<workgroup> red: array<f32, WG>;
+
+fn wg_reduce(lid: u32, v: f32, is_max: bool) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            if (is_max) {
+                red[lid] = max(red[lid], red[lid + s]);
+            } else {
+                red[lid] += red[lid + s];
+            }
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let job = wid.x + wid.y * nwg.x;
+    if (job >= P.n_q * P.n_heads) {
+        return;
+    }
+    let t = job / P.n_heads;
+    let h = job % P.n_heads;
+    let kvh = h / (P.n_heads / P.n_kv_heads);
+    let hd = P.head_dim;
+    var visible = P.n_kv;
+    if (P.causal != 0u) {
+        visible = min(P.n_kv, P.pos_start + t + 1u);
+    }
+    let qb = P.q_offset + t * P.q_stride + h * hd;
+    for (var d = lid; d < hd; d += WG) {
+        qs[d] = Q[qb + d];
+    }
+    workgroupBarrier();
+
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0); // dims lid + 64i
+    var m = NEG;
+    var l = 0.0;
+    let kh = kvh * hd;
+    for (var j0 = 0u; j0 < visible; j0 += WG) {
+        let j = j0 + lid;
+        var s = NEG;
+        if (j < visible) {
+            let kb = P.k_offset + j * P.k_stride + kh;
+            var dotv = 0.0;
+            for (var d = 0u; d < hd; d++) {
+                dotv += qs[d] * f32(K[kb + d]);
+            }
+            s = dotv * P.scale;
+        }
+        let m_new = max(m, wg_reduce(lid, s, true));
+        let p = exp(s - m_new);
+        ps[lid] = p;
+        let alpha = exp(m - m_new);
+        l = l * alpha + wg_reduce(lid, p, false);
+        m = m_new;
+        let n_here = min(WG, visible - j0);
+        for (var i = 0u; i < 4u; i++) {
+            let d = lid + i * WG;
+            if (d < hd) {
+                var a = acc[i] * alpha;
+                for (var jj = 0u; jj < n_here; jj++) {
+                    a += ps[jj] * f32(V[P.v_offset + (j0 + jj) * P.v_stride + kh + d]);
+                }
+                acc[i] = a;
+            }
+        }
+        workgroupBarrier();
+    }
+    let inv = select(0.0, 1.0 / l, l > 0.0);
+    let ob = P.o_offset + t * P.o_stride + h * hd;
+    for (var i = 0u; i < 4u; i++) {
+        let d = lid + i * WG;
+        if (d < hd) {
+            O[ob + d] = acc[i] * inv;
+        }
+    }
+}

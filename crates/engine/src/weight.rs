@@ -1,0 +1,236 @@
+//! Quantized weights kept in their GGUF block form on the GPU.
+
+use crate::context::GpuContext;
+use crate::error::{invalid, EngineError, Result};
+
+/// ggml block formats the kernels can read directly (named as ggml names them).
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WeightType {
+    F32,
+    F16,
+    BF16,
+    Q8_0,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+}
+
+impl WeightType {
+    pub const ALL: [WeightType; 10] = [
+        WeightType::F32,
+        WeightType::F16,
+        WeightType::BF16,
+        WeightType::Q8_0,
+        WeightType::Q4_0,
+        WeightType::Q4_1,
+        WeightType::Q5_0,
+        WeightType::Q4_K,
+        WeightType::Q5_K,
+        WeightType::Q6_K,
+    ];
+
+    /// Elements per block.
+    pub const fn block_size(self) -> u64 {
+        match self {
+            WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1,
+            WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q5_0 => 32,
+            WeightType::Q4_K | WeightType::Q5_K | WeightType::Q6_K => 256,
+        }
+    }
+
+    /// Bytes per block.
+    pub const fn type_size(self) -> u64 {
+        match self {
+            WeightType::F32 => 4,
+            WeightType::F16 | WeightType::BF16 => 2,
+            WeightType::Q8_0 => 34,
+            WeightType::Q4_0 => 18,
+            WeightType::Q4_1 => 20,
+            WeightType::Q5_0 => 22,
+            WeightType::Q4_K => 144,
+            WeightType::Q5_K => 176,
+            WeightType::Q6_K => 210,
+        }
+    }
+
+    /// The `ggml_type` id stored in GGUF tensor infos.
+    pub const fn ggml_id(self) -> u32 {
+        match self {
+            WeightType::F32 => 0,
+            WeightType::F16 => 1,
+            WeightType::Q4_0 => 2,
+            WeightType::Q4_1 => 3,
+            WeightType::Q5_0 => 6,
+            WeightType::Q8_0 => 8,
+            WeightType::Q4_K => 12,
+            WeightType::Q5_K => 13,
+            WeightType::Q6_K => 14,
+            WeightType::BF16 => 30,
+        }
+    }
+
+    pub fn from_ggml_id(id: u32) -> Result<Self> {
+        WeightType::ALL.into_iter().find(|t| t.ggml_id() == id).ok_or(EngineError::UnsupportedType(id))
+    }
+
+    /// Section name in `dequant.wgsl`.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            WeightType::F32 => "F32",
+            WeightType::F16 => "F16",
+            WeightType::BF16 => "BF16",
+            WeightType::Q8_0 => "Q8_0",
+            WeightType::Q4_0 => "Q4_0",
+            WeightType::Q4_1 => "Q4_1",
+            WeightType::Q5_0 => "Q5_0",
+            WeightType::Q4_K => "Q4_K",
+            WeightType::Q5_K => "Q5_K",
+            WeightType::Q6_K => "Q6_K",
+        }
+    }
+}
+
+/// Shape of a 2-D weight: `rows` rows of `row_len` elements (GGUF dims `[row_len, rows]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightDesc {
+    pub ty: WeightType,
+    pub rows: u64,
+    pub row_len: u64,
+}
+
+impl WeightDesc {
+    /// Packed bytes per row.
+    pub fn row_bytes(&self) -> Result<u64> {
+        const OP: &str = "weight";
+        if self.row_len == 0 || self.row_len % self.ty.block_size() != 0 {
+            return Err(invalid(OP, "row_len", self.row_len, format!("must be a positive multiple of the {:?} block size {}", self.ty, self.ty.block_size())));
+        }
+        // Kernels decode 4 elements per step, so float rows must hold whole groups of 4.
+        if self.row_len % 4 != 0 {
+            return Err(invalid(OP, "row_len", self.row_len, "must be a multiple of 4"));
+        }
+        if self.rows == 0 {
+            return Err(invalid(OP, "rows", 0u64, "must be positive"));
+        }
+        (self.row_len / self.ty.block_size())
+            .checked_mul(self.ty.type_size())
+            .ok_or_else(|| invalid(OP, "row_len", self.row_len, "overflows the byte size"))
+    }
+
+    /// Packed bytes of the whole tensor (what the GGUF file holds).
+    pub fn total_bytes(&self) -> Result<u64> {
+        self.row_bytes()?
+            .checked_mul(self.rows)
+            .ok_or_else(|| invalid("weight", "rows", self.rows, "overflows the byte size"))
+    }
+}
+
+/// One storage buffer holding whole rows `first_row .. first_row + n_rows` of a weight.
+#[derive(Clone, Debug)]
+pub struct WeightPart {
+    pub buffer: wgpu::Buffer,
+    pub first_row: u64,
+    pub n_rows: u64,
+}
+
+/// A weight resident on the GPU in its packed GGUF form (GPU bytes ≈ file bytes, never expanded).
+///
+/// Tensors larger than one storage binding (128 MiB on lavapipe) are split by whole rows into several buffers;
+/// every kernel runs once per part and writes its rows at `first_row`.
+#[derive(Clone, Debug)]
+pub struct GpuWeight {
+    pub ty: WeightType,
+    pub rows: u64,
+    pub row_len: u64,
+    pub row_bytes: u64,
+    pub parts: Vec<WeightPart>,
+}
+
+/// Host bytes staged per `write_buffer`: bounds host memory while streaming from mmap or a browser `File`.
+pub const UPLOAD_CHUNK_BYTES: usize = 16 << 20;
+
+impl GpuWeight {
+    /// Uploads a whole tensor from a byte slice (e.g. a slice of an mmap).
+    pub fn upload(ctx: &GpuContext, desc: WeightDesc, label: &str, bytes: &[u8]) -> Result<GpuWeight> {
+        let total = desc.total_bytes()?;
+        if bytes.len() as u64 != total {
+            return Err(invalid("weight", "bytes", bytes.len() as u64, format!("{:?} × {} × {} needs {total} bytes", desc.ty, desc.rows, desc.row_len)));
+        }
+        Self::upload_with(ctx, desc, label, None, |offset, dst: &mut [u8]| {
+            let start = offset as usize;
+            dst.copy_from_slice(&bytes[start..start + dst.len()]);
+            Ok::<(), std::convert::Infallible>(())
+        })
+    }
+
+    /// Uploads a tensor by pulling byte ranges from `read(offset, dst)` in chunks of at most
+    /// [`UPLOAD_CHUNK_BYTES`], so the caller never holds the whole tensor.
+    ///
+    /// `max_part_bytes` lowers the per-buffer size below the device's binding limit (tests use it to exercise
+    /// splitting without allocating 128 MiB).
+    pub fn upload_with<E: std::fmt::Display>(
+        ctx: &GpuContext,
+        desc: WeightDesc,
+        label: &str,
+        max_part_bytes: Option<u64>,
+        mut read: impl FnMut(u64, &mut [u8]) -> std::result::Result<(), E>,
+    ) -> Result<GpuWeight> {
+        let row_bytes = desc.row_bytes()?;
+        let total = desc.total_bytes()?;
+        let mut limit = ctx.max_binding_bytes();
+        if let Some(m) = max_part_bytes {
+            limit = limit.min(m);
+        }
+        if row_bytes > limit {
+            return Err(EngineError::TooLarge { op: "weight", field: "row_len", needed: row_bytes, limit });
+        }
+        let rows_per_part = limit / row_bytes;
+        let mut parts = Vec::new();
+        let mut chunk = Vec::new();
+        let mut first_row = 0u64;
+        let mut pending = 0u64;
+        while first_row < desc.rows {
+            let n_rows = rows_per_part.min(desc.rows - first_row);
+            let bytes = n_rows * row_bytes;
+            let size = bytes.div_ceil(4) * 4;
+            let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let base = first_row * row_bytes;
+            let mut done = 0u64;
+            while done < bytes {
+                let n = (bytes - done).min(UPLOAD_CHUNK_BYTES as u64) as usize;
+                // write_buffer wants 4-byte multiples: only a part's last chunk can need zero padding.
+                chunk.clear();
+                chunk.resize(n.div_ceil(4) * 4, 0);
+                read(base + done, &mut chunk[..n]).map_err(|e| EngineError::Read { offset: base + done, message: e.to_string() })?;
+                ctx.queue.write_buffer(&buffer, done, &chunk);
+                done += n as u64;
+                pending += n as u64;
+                if pending >= 256 << 20 {
+                    // Staging copies are released only after a submit completes; keep them bounded.
+                    ctx.queue.submit([]);
+                    ctx.poll_wait();
+                    pending = 0;
+                }
+            }
+            parts.push(WeightPart { buffer, first_row, n_rows });
+            first_row += n_rows;
+        }
+        debug_assert_eq!(parts.iter().map(|p| p.n_rows * row_bytes).sum::<u64>(), total);
+        ctx.queue.submit([]);
+        Ok(GpuWeight { ty: desc.ty, rows: desc.rows, row_len: desc.row_len, row_bytes, parts })
+    }
+
+    /// Bytes resident on the GPU (the packed size plus ≤ 3 bytes of padding per part).
+    pub fn gpu_bytes(&self) -> u64 {
+        self.parts.iter().map(|p| p.buffer.size()).sum()
+    }
+}

@@ -1,0 +1,484 @@
+//! Every kernel against the CPU reference (`meddr-reference`) or a naive f64 truth, on lavapipe or any
+//! adapter wgpu finds. Shapes are small and deliberately awkward: sizes that are not multiples of the tile or
+//! workgroup, single rows, strided views, several head dims and GQA ratios, split weights.
+
+use std::sync::OnceLock;
+
+use meddr_engine::{AttnShape, ContextOptions, DType, GpuBuffer, GpuContext, GpuWeight, KvCache, RopeTable, Rows, WeightDesc, WeightType};
+use meddr_quants::QuantType;
+use meddr_reference::ops as r;
+
+fn make_ctx(force_f32: bool) -> GpuContext {
+    match GpuContext::new_blocking(ContextOptions { force_f32, ..Default::default() }) {
+        Ok(c) => c,
+        Err(e) => panic!("no usable GPU adapter for the engine tests: {e}. Install lavapipe: apt-get install -y mesa-vulkan-drivers libvulkan1"),
+    }
+}
+
+/// The default context (shader-f16 when the adapter has it; lavapipe does).
+fn ctx() -> &'static GpuContext {
+    static C: OnceLock<GpuContext> = OnceLock::new();
+    C.get_or_init(|| make_ctx(false))
+}
+
+/// The f32-only context: the path WebGPU devices without shader-f16 take.
+fn ctx32() -> &'static GpuContext {
+    static C: OnceLock<GpuContext> = OnceLock::new();
+    C.get_or_init(|| make_ctx(true))
+}
+
+fn ctx16() -> &'static GpuContext {
+    let c = ctx();
+    assert!(c.info.f16, "the adapter {} lacks shader-f16, so the f16 path cannot be tested here", c.info.name);
+    c
+}
+
+/// Deterministic values in [-1, 1).
+fn rand_vec(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn qt(t: WeightType) -> QuantType {
+    QuantType::from_ggml_id(t.ggml_id()).expect("same ggml ids")
+}
+
+/// Quantizes random rows, uploads them, and returns the weight plus its dequantized f32 truth.
+fn make_weight(c: &GpuContext, ty: WeightType, rows: usize, row_len: usize, seed: u64, max_part: Option<u64>) -> (GpuWeight, Vec<f32>) {
+    let src = rand_vec(seed, rows * row_len);
+    let mut bytes = Vec::new();
+    meddr_quants::quantize(qt(ty), &src, &mut bytes).unwrap();
+    let mut deq = vec![0.0; src.len()];
+    meddr_quants::dequantize(qt(ty), &bytes, &mut deq).unwrap();
+    let desc = WeightDesc { ty, rows: rows as u64, row_len: row_len as u64 };
+    let w = GpuWeight::upload_with(c, desc, "w", max_part, |off, dst: &mut [u8]| {
+        dst.copy_from_slice(&bytes[off as usize..off as usize + dst.len()]);
+        Ok::<(), String>(())
+    })
+    .unwrap();
+    (w, deq)
+}
+
+fn run(c: &GpuContext, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
+    let mut enc = c.encoder();
+    f(&mut enc);
+    c.submit(enc);
+}
+
+fn read(c: &GpuContext, b: &GpuBuffer) -> Vec<f32> {
+    c.read_f32_blocking(b).unwrap()
+}
+
+/// Asserts |got − want| ≤ tol[i] elementwise, reporting the worst offender.
+fn assert_within(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -> f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0usize, 0.0f32);
+    for i in 0..got.len() {
+        let err = (got[i] - want[i]).abs();
+        assert!(err.is_finite() || got[i] == want[i], "{what}[{i}]: got {} want {}", got[i], want[i]);
+        let ratio = err / tol(i);
+        if ratio > worst.1 {
+            worst = (i, ratio);
+        }
+    }
+    let i = worst.0;
+    assert!(worst.1 <= 1.0, "{what}[{i}]: got {} want {} (error {:.3e} > tolerance {:.3e})", got[i], want[i], (got[i] - want[i]).abs(), tol(i));
+}
+
+/// Naive `y[t, o] = Σ w[o, i] x[t, i] + b[o]` in f64, plus `Σ |w x|` per output for the tolerance.
+fn naive_linear(x: &[f32], n: usize, k: usize, w: &[f32], rows: usize, bias: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
+    let mut y = Vec::new();
+    let mut mag = Vec::new();
+    for t in 0..n {
+        for o in 0..rows {
+            let (mut s, mut m) = (0.0f64, 0.0f64);
+            for i in 0..k {
+                let p = f64::from(w[o * k + i]) * f64::from(x[t * k + i]);
+                s += p;
+                m += p.abs();
+            }
+            let b = bias.map_or(0.0, |b| f64::from(b[o]));
+            y.push((s + b) as f32);
+            mag.push((m + b.abs()) as f32);
+        }
+    }
+    (y, mag)
+}
+
+/// Row length per type: K-quants need 256-multiples, legacy quants 32; float rows use 92 (not a multiple of
+/// the 32-wide K tile, so the tail masking is exercised).
+fn row_len_for(ty: WeightType) -> usize {
+    match ty.block_size() {
+        1 => 92,
+        32 => 160,
+        _ => 512,
+    }
+}
+
+/// Relative tolerance on Σ|w·x|: f32 accumulation over ≤ 512 terms in a different order than the f64 truth
+/// errs by ≲ (terms per thread + log₂ tree)·2⁻²⁴·Σ|w·x| ≈ 1e-6 relative; 1e-5 leaves slack for FMA contraction in
+/// the dequantisation, yet one wrongly decoded element (≳ 1/512 of the magnitude) would exceed it 200-fold.
+const LIN_REL: f32 = 1e-5;
+
+fn check_linear(c: &GpuContext, ty: WeightType, rows: usize, n: usize, tiled: bool, seed: u64, max_part: Option<u64>) {
+    let k = row_len_for(ty);
+    let (w, deq) = make_weight(c, ty, rows, k, seed, max_part);
+    // x lives in a strided view: offset 3, row stride k + 5.
+    let stride = k + 5;
+    let xs = rand_vec(seed + 1, n * k);
+    let mut xbuf = vec![9.0f32; 3 + n * stride];
+    for t in 0..n {
+        xbuf[3 + t * stride..3 + t * stride + k].copy_from_slice(&xs[t * k..(t + 1) * k]);
+    }
+    let bias = rand_vec(seed + 2, rows);
+    let use_bias = seed % 2 == 0;
+    let x = c.upload_f32(&xbuf, "x").unwrap();
+    let b = c.upload_f32(&bias, "b").unwrap();
+    let y = c.zeros(DType::F32, (n * rows) as u64, "y").unwrap();
+    let xv = Rows { rows: n as u32, width: k as u32, offset: 3, stride: stride as u32 };
+    let yv = Rows::dense(n as u32, rows as u32);
+    run(c, |enc| {
+        let bias = use_bias.then_some(&b);
+        if tiled {
+            c.matmul(enc, &w, &x, xv, bias, &y, yv).unwrap()
+        } else {
+            c.matvec(enc, &w, &x, xv, bias, &y, yv).unwrap()
+        }
+    });
+    let got = read(c, &y);
+    let (want, mag) = naive_linear(&xs, n, k, &deq, rows, use_bias.then_some(&bias[..]));
+    let what = format!("{} {ty:?} rows {rows} n {n} parts {}", if tiled { "matmul" } else { "matvec" }, w.parts.len());
+    assert_within(&what, &got, &want, |i| LIN_REL * mag[i] + 1e-7);
+}
+
+#[test]
+fn device_info_is_reported() {
+    let c = ctx();
+    println!("{}", c.info);
+    assert!(c.max_binding_bytes() >= 1 << 20);
+    assert!(!ctx32().info.f16, "force_f32 must disable shader-f16");
+    assert_eq!(ctx32().kv_dtype(), DType::F32);
+}
+
+#[test]
+fn matvec_every_type() {
+    for (i, ty) in WeightType::ALL.into_iter().enumerate() {
+        check_linear(ctx(), ty, 37, 1, false, 10 + i as u64, None);
+        check_linear(ctx(), ty, 5, 3, false, 31 + i as u64, None);
+    }
+}
+
+#[test]
+fn matmul_every_type() {
+    for (i, ty) in WeightType::ALL.into_iter().enumerate() {
+        check_linear(ctx(), ty, 70, 33, true, 50 + i as u64, None);
+    }
+    // A single row and a single token through the tiled kernel.
+    check_linear(ctx(), WeightType::Q4_K, 1, 1, true, 71, None);
+    check_linear(ctx(), WeightType::Q6_K, 3, 45, true, 72, None);
+}
+
+#[test]
+fn weight_split_across_bindings() {
+    let c = ctx();
+    // Q5_0 rows of 160 elements are 110 bytes; a 4-row binding limit gives parts of 4 rows (440 bytes).
+    let (w, _) = make_weight(c, WeightType::Q5_0, 37, 160, 90, Some(440));
+    assert_eq!(w.parts.len(), 10);
+    assert_eq!(w.parts.iter().map(|p| p.n_rows).sum::<u64>(), 37);
+    assert!(w.parts.windows(2).all(|p| p[0].first_row + p[0].n_rows == p[1].first_row));
+    assert!(w.gpu_bytes() < 37 * 110 + 4 * 10, "packed bytes are uploaded as-is");
+    check_linear(c, WeightType::Q5_0, 37, 2, false, 91, Some(440));
+    check_linear(c, WeightType::Q5_0, 37, 9, true, 92, Some(440));
+    check_linear(c, WeightType::Q6_K, 7, 1, false, 93, Some(420));
+    // A row larger than the limit is refused with a typed error.
+    let desc = WeightDesc { ty: WeightType::F32, rows: 2, row_len: 64 };
+    let e = GpuWeight::upload_with(c, desc, "w", Some(100), |_, _: &mut [u8]| Ok::<(), String>(())).unwrap_err();
+    assert!(e.to_string().contains("row_len"), "{e}");
+}
+
+#[test]
+fn bad_shapes_are_typed_errors() {
+    let c = ctx();
+    let desc = WeightDesc { ty: WeightType::Q4_0, rows: 2, row_len: 48 };
+    let e = GpuWeight::upload(c, desc, "w", &[0u8; 54]).unwrap_err();
+    assert!(e.to_string().contains("row_len") && e.to_string().contains("48"), "{e}");
+    let (w, _) = make_weight(c, WeightType::Q8_0, 4, 64, 3, None);
+    let x = c.zeros(DType::F32, 63, "x").unwrap();
+    let y = c.zeros(DType::F32, 4, "y").unwrap();
+    let mut enc = c.encoder();
+    let e = c.matvec(&mut enc, &w, &x, Rows::dense(1, 63), None, &y, Rows::dense(1, 4)).unwrap_err();
+    assert!(e.to_string().contains("x.width") && e.to_string().contains("63"), "{e}");
+    let e = c.matvec(&mut enc, &w, &x, Rows::dense(1, 64), None, &y, Rows::dense(1, 4)).unwrap_err();
+    assert!(e.to_string().contains("`x`"), "{e}");
+}
+
+#[test]
+fn rms_and_layer_norm() {
+    let c = ctx();
+    // q_norm-style: RMSNorm over the q third (width 300) of fused [5, 900] rows, written densely.
+    let (rows, w3, width) = (5usize, 900usize, 300usize);
+    let xs = rand_vec(1, rows * w3);
+    let g = rand_vec(2, width);
+    let x = c.upload_f32(&xs, "x").unwrap();
+    let gb = c.upload_f32(&g, "g").unwrap();
+    let y = c.zeros(DType::F32, (rows * width) as u64, "y").unwrap();
+    run(c, |e| c.rms_norm(e, &x, Rows::columns(rows as u32, w3 as u32, 300, width as u32), &gb, 1e-6, &y, Rows::dense(rows as u32, width as u32)).unwrap());
+    let slice: Vec<f32> = (0..rows).flat_map(|r| xs[r * w3 + 300..r * w3 + 600].to_vec()).collect();
+    let want = r::rms_norm(&slice, rows, width, &g, 1e-6);
+    assert_within("rms_norm", &read(c, &y), &want, |i| 2e-6 * (1.0 + want[i].abs()));
+
+    // LayerNorm with a large mean offset (the two-pass variance must not cancel) and a single row.
+    for (rows, width) in [(3usize, 1000usize), (1, 7)] {
+        let xs: Vec<f32> = rand_vec(3, rows * width).iter().map(|v| v * 3.0 + 50.0).collect();
+        let g = rand_vec(4, width);
+        let b = rand_vec(5, width);
+        let (x, gb, bb) = (c.upload_f32(&xs, "x").unwrap(), c.upload_f32(&g, "g").unwrap(), c.upload_f32(&b, "b").unwrap());
+        let y = c.zeros(DType::F32, (rows * width) as u64, "y").unwrap();
+        let v = Rows::dense(rows as u32, width as u32);
+        run(c, |e| c.layer_norm(e, &x, v, &gb, &bb, 1e-5, &y, v).unwrap());
+        let want = r::layer_norm(&xs, rows, width, &g, &b, 1e-5);
+        // |x − mean| ~ 3 carries the f32 rounding of x ≈ 50 (2⁻¹⁹ relative to 50 ≈ 1e-4 of the centred value).
+        assert_within("layer_norm", &read(c, &y), &want, |i| 2e-5 * (1.0 + want[i].abs()));
+    }
+}
+
+#[test]
+fn rope_adjacent_pairs() {
+    let c = ctx();
+    for (hd, heads, n, start) in [(16u32, 4u32, 3u32, 5u32), (128, 2, 2, 900), (64, 3, 1, 0)] {
+        let table = RopeTable::new(c, 1024, hd, 5_000_000.0).unwrap();
+        let width = (heads * hd) as usize;
+        let xs = rand_vec(u64::from(hd), n as usize * width);
+        let x = c.upload_f32(&xs, "x").unwrap();
+        run(c, |e| c.rope(e, &x, Rows::dense(n, width as u32), heads, start, &table).unwrap());
+        let pos: Vec<usize> = (0..n as usize).map(|t| start as usize + t).collect();
+        let want = r::rope_adjacent_pairs(&xs, n as usize, heads as usize, hd as usize, &pos, 5_000_000.0);
+        // The table holds the reference's exact cos/sin; only the 2-term f32 rotation can round differently.
+        assert_within("rope", &read(c, &x), &want, |_| 3e-7);
+    }
+    let table = RopeTable::new(c, 8, 16, 1e4).unwrap();
+    let x = c.zeros(DType::F32, 32, "x").unwrap();
+    let mut enc = c.encoder();
+    let e = c.rope(&mut enc, &x, Rows::dense(2, 16), 1, 7, &table).unwrap_err();
+    assert!(e.to_string().contains("pos_start"), "{e}");
+}
+
+/// Attention tolerance: softmax weights and the weighted sum accumulate in f32 with GPU `exp` (a few ulp), and
+/// outputs are convex combinations of |v| ≤ 1, so an absolute 2e-6 bound is about 30 ulp of the inputs.
+const ATT_ABS: f32 = 2e-6;
+
+#[test]
+fn attention_bidirectional_from_fused_qkv() {
+    let c = ctx();
+    for (hd, heads, n) in [(16u32, 3u32, 70u32), (128, 2, 65), (32, 1, 1)] {
+        let cw = (heads * hd) as usize;
+        let qkv = rand_vec(u64::from(hd + n), n as usize * 3 * cw);
+        let buf = c.upload_f32(&qkv, "qkv").unwrap();
+        let o = c.zeros(DType::F32, u64::from(n) * cw as u64, "o").unwrap();
+        let view = |col: u32| Rows::columns(n, 3 * cw as u32, col, cw as u32);
+        let shape = AttnShape { n_heads: heads, n_kv_heads: heads, head_dim: hd, causal_start: None };
+        run(c, |e| c.attention(e, shape, &buf, view(0), &buf, view(cw as u32), &buf, view(2 * cw as u32), &o, Rows::dense(n, cw as u32)).unwrap());
+        let split = |col: usize| -> Vec<f32> { (0..n as usize).flat_map(|t| qkv[t * 3 * cw + col..t * 3 * cw + col + cw].to_vec()).collect() };
+        let want = r::attention(&split(0), &split(cw), &split(2 * cw), n as usize, n as usize, heads as usize, heads as usize, hd as usize, None);
+        assert_within(&format!("attention hd {hd} n {n}"), &read(c, &o), &want, |_| ATT_ABS);
+    }
+}
+
+fn round_f16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+/// Prefill `n0` tokens then decode one, through kv_write + causal GQA attention on the cache.
+fn check_causal(c: &GpuContext, hd: u32, n_kv_heads: u32, ratio: u32, n0: u32) {
+    let heads = n_kv_heads * ratio;
+    let (qw, kw) = ((heads * hd) as usize, (n_kv_heads * hd) as usize);
+    let total = n0 + 1;
+    let cache = KvCache::new(c, 1, 80, kw as u32).unwrap();
+    let ks = rand_vec(u64::from(hd * 7 + ratio), total as usize * kw);
+    let vs = rand_vec(u64::from(hd * 11 + ratio), total as usize * kw);
+    let qs = rand_vec(u64::from(hd * 13 + ratio), total as usize * qw);
+    let f16 = cache.dtype() == DType::F16;
+    let (kt, vt) = if f16 { (round_f16(&ks), round_f16(&vs)) } else { (ks.clone(), vs.clone()) };
+    let mut got = Vec::new();
+    for (start, n) in [(0u32, n0), (n0, 1)] {
+        let (a, b) = (start as usize, (start + n) as usize);
+        let k = c.upload_f32(&ks[a * kw..b * kw], "k").unwrap();
+        let v = c.upload_f32(&vs[a * kw..b * kw], "v").unwrap();
+        let q = c.upload_f32(&qs[a * qw..b * qw], "q").unwrap();
+        let o = c.zeros(DType::F32, u64::from(n) * qw as u64, "o").unwrap();
+        let shape = AttnShape { n_heads: heads, n_kv_heads, head_dim: hd, causal_start: Some(start) };
+        run(c, |e| {
+            c.kv_write(e, &k, Rows::dense(n, kw as u32), &cache.k[0], start).unwrap();
+            c.kv_write(e, &v, Rows::dense(n, kw as u32), &cache.v[0], start).unwrap();
+            let kv = cache.view(start + n);
+            c.attention(e, shape, &q, Rows::dense(n, qw as u32), &cache.k[0], kv, &cache.v[0], kv, &o, Rows::dense(n, qw as u32)).unwrap();
+        });
+        got.extend(read(c, &o));
+    }
+    let want = r::attention(&qs, &kt, &vt, total as usize, total as usize, heads as usize, n_kv_heads as usize, hd as usize, Some(0));
+    assert_within(&format!("causal hd {hd} kv {n_kv_heads} ratio {ratio} f16 {f16}"), &got, &want, |_| ATT_ABS);
+    // The cache holds exactly what was written (rounded to f16 on the f16 path).
+    let cached = if f16 { c.read_f16_as_f32_blocking(&cache.k[0]).unwrap() } else { read(c, &cache.k[0]) };
+    assert_eq!(&cached[..total as usize * kw], &kt[..]);
+}
+
+#[test]
+fn attention_causal_kv_cache_gqa_f32() {
+    let c = ctx32();
+    check_causal(c, 16, 2, 1, 5);
+    check_causal(c, 32, 1, 3, 66);
+    check_causal(c, 64, 2, 7, 4);
+    check_causal(c, 128, 1, 7, 3);
+}
+
+#[test]
+fn attention_causal_kv_cache_gqa_f16() {
+    let c = ctx16();
+    check_causal(c, 16, 2, 3, 5);
+    check_causal(c, 128, 2, 1, 70);
+    check_causal(c, 64, 1, 7, 2);
+}
+
+#[test]
+fn gelu_silu_residual_softmax() {
+    let c = ctx();
+    // GELU over [-10, 10] (tails included).
+    let xs: Vec<f32> = (0..2001).map(|i| (i as f32 - 1000.0) / 100.0).collect();
+    let x = c.upload_f32(&xs, "x").unwrap();
+    run(c, |e| c.gelu(e, &x, xs.len() as u64).unwrap());
+    let want = r::gelu_erf(&xs);
+    let got = read(c, &x);
+    // erfc's 1.2e-7 relative error plus GPU exp and f32 rounding: 1e-6 relative to the output, with a 1e-7
+    // absolute floor where the output crosses zero (x ≈ 0).
+    assert_within("gelu", &got, &want, |i| 1e-6 * want[i].abs() + 1e-7);
+
+    let (g, u) = (rand_vec(7, 999).iter().map(|v| v * 8.0).collect::<Vec<_>>(), rand_vec(8, 999));
+    let gb = c.upload_f32(&g, "g").unwrap();
+    let ub = c.upload_f32(&u, "u").unwrap();
+    run(c, |e| c.silu_mul(e, &gb, &ub, 999).unwrap());
+    let want: Vec<f32> = r::silu(&g).iter().zip(&u).map(|(a, b)| a * b).collect();
+    assert_within("silu_mul", &read(c, &gb), &want, |i| 2e-6 * (1.0 + want[i].abs()));
+
+    let (rows, w) = (3u32, 77u32);
+    let (a, b, ls) = (rand_vec(9, 231), rand_vec(10, 231), rand_vec(11, 77));
+    for with_ls in [true, false] {
+        let ab = c.upload_f32(&a, "a").unwrap();
+        let bb = c.upload_f32(&b, "b").unwrap();
+        let lb = c.upload_f32(&ls, "ls").unwrap();
+        run(c, |e| c.add_scaled(e, &ab, &bb, with_ls.then_some(&lb), rows, w).unwrap());
+        let want: Vec<f32> = (0..231).map(|i| a[i] + if with_ls { ls[i % 77] * b[i] } else { b[i] }).collect();
+        assert_eq!(read(c, &ab), want, "add_scaled ls {with_ls}");
+    }
+
+    let xs: Vec<f32> = rand_vec(12, 3 * 300).iter().map(|v| v * 20.0).collect();
+    let x = c.upload_f32(&xs, "x").unwrap();
+    run(c, |e| c.softmax(e, &x, 3, 300).unwrap());
+    let mut want = xs.clone();
+    want.chunks_mut(300).for_each(r::softmax_inplace);
+    assert_within("softmax", &read(c, &x), &want, |i| 1e-6 * want[i] + 1e-9);
+}
+
+#[test]
+fn patch_embedding_cls_pos_and_pixel_shuffle() {
+    let c = ctx();
+    // 3×56×56 image, 14-pixel patches → 16 patches of 588; F16 conv weight (row_len 588 is not a tile multiple).
+    let (s, p, cw) = (56u32, 14u32, 24usize);
+    let g = s / p;
+    let n_patches = (g * g) as usize;
+    let pixels = rand_vec(20, 3 * (s * s) as usize);
+    let (w, deq) = make_weight(c, WeightType::F16, cw, 588, 21, None);
+    let bias = rand_vec(22, cw);
+    let cls = rand_vec(23, cw);
+    let pos = rand_vec(24, (n_patches + 1) * cw);
+    let px = c.upload_f32(&pixels, "px").unwrap();
+    let cols = c.zeros(DType::F32, (n_patches * 588) as u64, "cols").unwrap();
+    let pe = c.zeros(DType::F32, (n_patches * cw) as u64, "pe").unwrap();
+    let (bb, cb, pb) = (c.upload_f32(&bias, "b").unwrap(), c.upload_f32(&cls, "cls").unwrap(), c.upload_f32(&pos, "pos").unwrap());
+    let out = c.zeros(DType::F32, ((n_patches + 1) * cw) as u64, "out").unwrap();
+    let shuffled = c.zeros(DType::F32, (n_patches * cw) as u64, "sh").unwrap();
+    run(c, |e| {
+        c.im2col(e, &px, s, p, &cols).unwrap();
+        c.matmul(e, &w, &cols, Rows::dense(n_patches as u32, 588), Some(&bb), &pe, Rows::dense(n_patches as u32, cw as u32)).unwrap();
+        c.cls_pos(e, &pe, &cb, &pb, n_patches as u32, cw as u32, &out).unwrap();
+        c.pixel_shuffle_v1(e, &out, g, cw as u32, 1, &shuffled).unwrap();
+    });
+    let patches = r::patch_embed(&pixels, s as usize, p as usize, &deq, cw, &bias);
+    let mut want: Vec<f32> = cls.clone();
+    want.extend_from_slice(&patches);
+    want.iter_mut().zip(&pos).for_each(|(a, b)| *a += b);
+    let got = read(c, &out);
+    assert_within("patch embed + cls + pos", &got, &want, |_| 1e-5 * 588.0 * 0.5);
+    // Pixel shuffle is a pure permutation: compare exactly against the reference applied to the GPU's tokens.
+    let want_sh = r::pixel_shuffle_v1(&got[cw..], g as usize, cw);
+    assert_eq!(read(c, &shuffled), want_sh);
+}
+
+#[test]
+fn embedding_lookup_with_image_splice() {
+    let c = ctx();
+    let (vocab, width) = (50usize, 64usize);
+    // Split into parts of 8 rows to check the per-part dispatch (Q8_0 row = 68 bytes).
+    let (table, deq) = make_weight(c, WeightType::Q8_0, vocab, width, 30, Some(8 * 68));
+    assert_eq!(table.parts.len(), 7);
+    let img_id = 42u32;
+    let ids = [3u32, 42, 49, 42, 0, 42, 1000, 17, 42];
+    let feats = rand_vec(31, 3 * width); // only 3 features for 4 image tokens: the 4th gets zeros
+    let idb = c.upload_u32(&ids, "ids").unwrap();
+    let fb = c.upload_f32(&feats, "f").unwrap();
+    for splice in [true, false] {
+        let out = c.upload_f32(&vec![7.0; ids.len() * width], "out").unwrap();
+        run(c, |e| c.embed(e, &table, &idb, ids.len() as u32, splice.then_some((&fb, 3, img_id)), &out).unwrap());
+        let got = read(c, &out);
+        let mut k = 0;
+        for (t, &id) in ids.iter().enumerate() {
+            let row = &got[t * width..(t + 1) * width];
+            let want: Vec<f32> = if splice && id == img_id {
+                k += 1;
+                if k <= 3 { feats[(k - 1) * width..k * width].to_vec() } else { vec![0.0; width] }
+            } else if (id as usize) < vocab {
+                deq[id as usize * width..(id as usize + 1) * width].to_vec()
+            } else {
+                vec![0.0; width]
+            };
+            assert_eq!(row, &want[..], "token {t} id {id} splice {splice}");
+        }
+    }
+}
+
+#[test]
+fn argmax_and_top_n() {
+    let c = ctx();
+    let n = 1000usize;
+    let mut logits = rand_vec(40, n);
+    logits[700] = 5.0;
+    logits[123] = 5.0; // tie: the lower index wins
+    logits[5] = 4.5;
+    logits[999] = f32::NAN; // never picked
+    let lb = c.upload_f32(&logits, "l").unwrap();
+    let out = c.zeros(DType::U32, 1 + 2 * 6, "out").unwrap();
+    run(c, |e| {
+        c.argmax(e, &lb, 0, n as u32, &out, 0).unwrap();
+        c.top_n(e, &lb, 0, n as u32, 6, &out, 1).unwrap();
+    });
+    let got = c.read_u32_blocking(&out, 0, 13).unwrap();
+    assert_eq!(got[0], 123);
+    let finite: Vec<f32> = logits.iter().map(|&v| if v.is_nan() { f32::NEG_INFINITY } else { v }).collect();
+    let want = r::top_k(&finite, 6);
+    for (j, (i, v)) in want.iter().enumerate() {
+        assert_eq!((got[1 + 2 * j] as usize, f32::from_bits(got[2 + 2 * j])), (*i, *v), "top_n rank {j}");
+    }
+    // Fewer entries than k: the rest report u32::MAX. A sub-range with an offset.
+    let out = c.zeros(DType::U32, 8, "out").unwrap();
+    run(c, |e| c.top_n(e, &lb, 4, 3, 4, &out, 0).unwrap());
+    let got = c.read_u32_blocking(&out, 0, 8).unwrap();
+    let want: Vec<u32> = r::top_k(&logits[4..7], 3).iter().map(|&(i, _)| i as u32).collect();
+    assert_eq!(want[0], 1);
+    assert_eq!([got[0], got[2], got[4], got[6]], [want[0], want[1], want[2], u32::MAX]);
+}

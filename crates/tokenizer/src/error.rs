@@ -1,0 +1,39 @@
+use std::path::PathBuf;
+
+/// Every failure names the offending field or value; nothing in this crate panics on bad input.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("malformed SentencePiece model at byte offset {offset}: {what}")]
+    Protobuf { offset: usize, what: String },
+    #[error("unsupported tokenizer: {0}")]
+    Unsupported(String),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid JSON in {what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid tokenizer configuration: {0}")]
+    Config(String),
+    #[error("added token {content:?} has id {id}, which {problem}")]
+    AddedToken { content: String, id: u64, problem: String },
+    #[error("token id {id} is out of range (vocabulary size {vocab_size})")]
+    IdOutOfRange { id: u64, vocab_size: usize },
+    #[error("tokenizers crate error: {0}")]
+    Tokenizers(String),
+}
+
+impl TokenizerError {
+    pub(crate) fn config(msg: impl Into<String>) -> Self {
+        Self::Config(msg.into())
+    }
+    pub(crate) fn tk(e: impl std::fmt::Display) -> Self {
+        Self::Tokenizers(e.to_string())
+    }
+}

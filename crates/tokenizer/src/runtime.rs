@@ -1,0 +1,336 @@
+//! Runtime tokenizer: encoding through the `tokenizers` crate, decoding with slow-`LlamaTokenizer` semantics.
+
+use std::str::FromStr;
+
+use tokenizers::Model;
+
+use crate::hf_json::{self, JsonInfo};
+use crate::spec::{token_type, TokenizerSpec};
+use crate::{Result, TokenizerError};
+
+/// How SentencePiece itself decodes a piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SpKind {
+    Normal,
+    Byte(u8),
+    /// Decodes to nothing.
+    Control,
+    Unknown,
+}
+
+/// SentencePiece's surface for the unknown piece (`kDefaultUnknownSymbol`).
+const UNK_SURFACE: &str = " \u{2047} ";
+const SPACE: char = '\u{2581}';
+
+/// A piece handed to SentencePiece's decoder by the slow tokenizer: a vocabulary id, or a string that is not a
+/// piece (the first token after its leading `▁` was cut), which SentencePiece echoes verbatim.
+enum Piece<'a> {
+    Id(u32),
+    Raw(&'a str),
+}
+
+pub struct MedDrTokenizer {
+    tk: tokenizers::Tokenizer,
+    /// Content of every id (pieces, then added tokens).
+    contents: Vec<String>,
+    sp_kind: Vec<SpKind>,
+    /// Hugging Face special tokens (`all_special_ids`).
+    special: Vec<bool>,
+    /// Tokens the slow tokenizer emits verbatim between `' '`-joined sub-texts: non-special added tokens and
+    /// special added tokens beyond the SentencePiece vocabulary (transformers 4.37 `legacy_added_tokens`).
+    legacy_added: Vec<bool>,
+    /// SentencePiece `add_dummy_prefix`: its decoder then drops the `▁` of the first piece.
+    add_dummy_prefix: bool,
+}
+
+impl std::fmt::Debug for MedDrTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MedDrTokenizer").field("vocab_size", &self.contents.len()).finish_non_exhaustive()
+    }
+}
+
+impl MedDrTokenizer {
+    /// Builds from the spec's JSON; SentencePiece piece types come from `token_types` (GGUF is authoritative).
+    pub fn from_spec(spec: &TokenizerSpec) -> Result<Self> {
+        let mut t = Self::from_hf_json(&spec.hf_json)?;
+        if t.contents.len() != spec.tokens.len() || spec.token_types.len() != spec.tokens.len() {
+            return Err(TokenizerError::config(format!(
+                "tokenizer JSON has {} tokens but the spec has {} tokens / {} types",
+                t.contents.len(),
+                spec.tokens.len(),
+                spec.token_types.len()
+            )));
+        }
+        for (i, &ty) in spec.token_types.iter().enumerate() {
+            t.sp_kind[i] = match ty {
+                token_type::BYTE => hf_json::byte_piece(&t.contents[i]).map(SpKind::Byte).ok_or_else(|| {
+                    TokenizerError::config(format!("token {i} {:?} has type BYTE but is not <0xHH>", t.contents[i]))
+                })?,
+                token_type::CONTROL => SpKind::Control,
+                token_type::UNKNOWN => SpKind::Unknown,
+                _ => SpKind::Normal,
+            };
+        }
+        t.add_dummy_prefix = spec.add_space_prefix;
+        Ok(t)
+    }
+
+    /// Builds from a `tokenizers` JSON alone (as written by [`TokenizerSpec`] or a Llama-style `tokenizer.json`).
+    pub fn from_hf_json(json: &str) -> Result<Self> {
+        let info: JsonInfo = hf_json::inspect(json)?;
+        let tk = tokenizers::Tokenizer::from_str(json).map_err(TokenizerError::tk)?;
+        let n = info.vocab.len();
+        let total = n.max(info.added.iter().map(|a| a.id as usize + 1).max().unwrap_or(0));
+        if tk.get_vocab_size(true) != total {
+            return Err(TokenizerError::config(format!(
+                "tokenizer JSON: {} tokens per the tokenizers crate, {total} per vocab + added_tokens (gap or clash)",
+                tk.get_vocab_size(true)
+            )));
+        }
+        let mut contents = info.vocab.clone();
+        contents.resize(total, String::new());
+        let mut special = vec![false; total];
+        let mut legacy_added = vec![false; total];
+        let mut filled = vec![false; total];
+        for a in &info.added {
+            let i = a.id as usize;
+            if i < n && contents[i] != a.content {
+                return Err(TokenizerError::AddedToken {
+                    content: a.content.clone(),
+                    id: a.id.into(),
+                    problem: format!("is the vocabulary entry {:?}", contents[i]),
+                });
+            }
+            contents[i] = a.content.clone();
+            filled[i] = true;
+            special[i] = a.special;
+            legacy_added[i] = !a.special || i >= n;
+        }
+        if let Some(i) = (n..total).find(|&i| !filled[i]) {
+            return Err(TokenizerError::IdOutOfRange { id: i as u64, vocab_size: total })
+                .map_err(|e| TokenizerError::config(format!("tokenizer JSON leaves id {i} undefined ({e})")));
+        }
+        let controls: std::collections::HashSet<&str> = info.controls.iter().map(String::as_str).collect();
+        let sp_kind = contents
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i >= n {
+                    SpKind::Normal
+                } else if info.unk_token.as_deref() == Some(c.as_str()) {
+                    SpKind::Unknown
+                } else if let Some(b) = hf_json::byte_piece(c).filter(|_| info.byte_fallback) {
+                    SpKind::Byte(b)
+                } else if controls.contains(c.as_str()) {
+                    SpKind::Control
+                } else {
+                    SpKind::Normal
+                }
+            })
+            .collect();
+        Ok(Self { tk, contents, sp_kind, special, legacy_added, add_dummy_prefix: info.add_dummy_prefix })
+    }
+
+    /// Token ids of `text`; added tokens are matched first; BOS/EOS only if the post-processor adds them.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.tk.encode(text, true).map_err(TokenizerError::tk)?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.tk.token_to_id(token)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<&str> {
+        self.contents.get(id as usize).map(String::as_str)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.contents.len()
+    }
+
+    /// Hugging Face special token (dropped by `skip_special_tokens`).
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.get(id as usize).copied().unwrap_or(false)
+    }
+
+    /// Decodes like transformers 4.37's slow `LlamaTokenizer.decode` (legacy, `spaces_between_special_tokens`
+    /// left at its default `True`):
+    /// 1. with `skip_special`, HF special ids are dropped;
+    /// 2. "legacy added" tokens (see [`MedDrTokenizer`] fields) split the rest into sub-texts that are joined
+    ///    with `' '`; an empty sub-text before such a token is dropped;
+    /// 3. each run of other ids goes through `convert_tokens_to_string`: the first token loses one leading `▁`;
+    ///    a special token that follows a non-special token (not at the start) is preceded by `' '`; the
+    ///    non-special stretches are decoded by SentencePiece (controls vanish, byte pieces are decoded as UTF-8
+    ///    with one U+FFFD per invalid byte).
+    ///
+    /// The `tokenizers` decoder cannot express rules 2–3 (nor SentencePiece's per-byte U+FFFD rule, its
+    /// ByteFallback replaces a whole invalid byte run), hence this layer.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        let n = self.contents.len();
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= n) {
+            return Err(TokenizerError::IdOutOfRange { id: bad.into(), vocab_size: n });
+        }
+        let mut sub_texts: Vec<String> = Vec::new();
+        let mut run: Vec<u32> = Vec::new();
+        for &id in ids {
+            let i = id as usize;
+            if skip_special && self.special[i] {
+                continue;
+            }
+            if self.legacy_added[i] {
+                if !run.is_empty() {
+                    let s = self.tokens_to_string(&run);
+                    if !s.is_empty() {
+                        sub_texts.push(s);
+                    }
+                    run.clear();
+                }
+                sub_texts.push(self.contents[i].clone());
+            } else {
+                run.push(id);
+            }
+        }
+        if !run.is_empty() {
+            sub_texts.push(self.tokens_to_string(&run));
+        }
+        Ok(sub_texts.join(" "))
+    }
+
+    /// `LlamaTokenizer.convert_tokens_to_string` (legacy).
+    fn tokens_to_string(&self, run: &[u32]) -> String {
+        let first_cut: Option<&str> = run.first().and_then(|&id| self.contents[id as usize].strip_prefix(SPACE));
+        let mut out = String::new();
+        let mut seg: Vec<Piece> = Vec::new();
+        let mut prev_special = false;
+        for (i, &id) in run.iter().enumerate() {
+            if self.special[id as usize] {
+                if !prev_special && i != 0 {
+                    out.push(' ');
+                }
+                self.sp_decode(&seg, &mut out);
+                seg.clear();
+                out.push_str(&self.contents[id as usize]);
+                prev_special = true;
+            } else {
+                let piece = match (i, first_cut) {
+                    (0, Some(cut)) => match self.tk.get_model().token_to_id(cut) {
+                        Some(pid) => Piece::Id(pid),
+                        None => Piece::Raw(cut),
+                    },
+                    _ => Piece::Id(id),
+                };
+                seg.push(piece);
+                prev_special = false;
+            }
+        }
+        self.sp_decode(&seg, &mut out);
+        out
+    }
+
+    /// SentencePiece `DecodePieces`, appending to `out` (which starts a fresh decode: `is_bos_ws` is judged on
+    /// the text this call produces).
+    fn sp_decode(&self, pieces: &[Piece], out: &mut String) {
+        let start = out.len();
+        let mut bytes: Vec<u8> = Vec::new();
+        for p in pieces {
+            let id = match p {
+                Piece::Id(id) => *id as usize,
+                Piece::Raw(s) => {
+                    flush_bytes(&mut bytes, out);
+                    out.push_str(s);
+                    continue;
+                }
+            };
+            match self.sp_kind[id] {
+                SpKind::Byte(b) => bytes.push(b),
+                kind => {
+                    flush_bytes(&mut bytes, out);
+                    match kind {
+                        SpKind::Control => {}
+                        SpKind::Unknown => out.push_str(UNK_SURFACE),
+                        _ => {
+                            let mut piece = self.contents[id].as_str();
+                            if out.len() == start && self.add_dummy_prefix {
+                                piece = piece.strip_prefix(SPACE).unwrap_or(piece);
+                            }
+                            out.extend(piece.chars().map(|c| if c == SPACE { ' ' } else { c }));
+                        }
+                    }
+                }
+            }
+        }
+        flush_bytes(&mut bytes, out);
+    }
+
+    /// Starts a streaming decoder for generated ids.
+    pub fn decode_stream(&self) -> DecodeStream<'_> {
+        DecodeStream { tokenizer: self, ids: Vec::new(), emitted: 0 }
+    }
+}
+
+/// SentencePiece turns a run of byte pieces into text one UTF-8 character at a time; each byte that does not
+/// start a valid character becomes one U+FFFD.
+fn flush_bytes(bytes: &mut Vec<u8>, out: &mut String) {
+    let mut rest: &[u8] = bytes;
+    while !rest.is_empty() {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                out.push_str(s);
+                break;
+            }
+            Err(e) => {
+                let (valid, tail) = rest.split_at(e.valid_up_to());
+                // `valid` is valid UTF-8 by construction of `valid_up_to`.
+                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                out.push('\u{FFFD}');
+                rest = &tail[1..];
+            }
+        }
+    }
+    bytes.clear();
+}
+
+/// Incremental detokenizer for generation, with `skip_special_tokens=True` semantics (what upstream `chat()`
+/// returns). Each step re-decodes the ids so far and yields only the new complete text: while the text ends in
+/// U+FFFD (possibly an unfinished multi-byte character) it holds back, so a delta never has to be retracted.
+pub struct DecodeStream<'a> {
+    tokenizer: &'a MedDrTokenizer,
+    ids: Vec<u32>,
+    /// Bytes of decoded text already handed out.
+    emitted: usize,
+}
+
+impl DecodeStream<'_> {
+    /// Adds one generated id; returns the new text, if any is ready.
+    pub fn step(&mut self, id: u32) -> Result<Option<String>> {
+        self.ids.push(id);
+        let text = self.tokenizer.decode(&self.ids, true)?;
+        if text.ends_with('\u{FFFD}') {
+            return Ok(None);
+        }
+        Ok(self.delta(text))
+    }
+
+    /// Flushes whatever is held back (e.g. a genuinely invalid byte at the end of generation).
+    pub fn finish(&mut self) -> Result<Option<String>> {
+        let text = self.tokenizer.decode(&self.ids, true)?;
+        Ok(self.delta(text))
+    }
+
+    /// The whole text decoded so far.
+    pub fn text(&self) -> Result<String> {
+        self.tokenizer.decode(&self.ids, true)
+    }
+
+    fn delta(&mut self, text: String) -> Option<String> {
+        // With specials skipped, appending ids only appends text once byte sequences are complete; should a
+        // prefix ever change anyway, hand out only what extends past the last emitted position.
+        if text.len() <= self.emitted || !text.is_char_boundary(self.emitted) {
+            return None;
+        }
+        let d = text[self.emitted..].to_owned();
+        self.emitted = text.len();
+        Some(d)
+    }
+}

@@ -1,0 +1,217 @@
+//! The streaming conversion: one pass over the checkpoint, a bounded chunk of rows in memory at a time,
+//! rows quantized in parallel, bytes appended to the GGUF as they are produced.
+
+use crate::checkpoint::{CheckpointConfig, ShardSet, SourceTensor};
+use crate::error::{QuantizeError, Result};
+use crate::metadata::{self, MetadataInput};
+use crate::plan::{self, PlannedTensor, RowOrder, Source};
+use crate::progress::Progress;
+use crate::recipe::FileType;
+use meddr_gguf::{GgmlType, GgufWriter, TensorSpec, WriteOptions};
+use meddr_quants::QuantType;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Target elements per chunk: 4 Mi f32 = 16 MiB, plus its quantized copy — small against any model.
+const CHUNK_ELEMS: usize = 4 << 20;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub ftype: FileType,
+    pub vision_type: Option<GgmlType>,
+    pub threads: Option<usize>,
+    pub force: bool,
+    /// Show progress (a bar on a terminal, plain lines otherwise).
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub output: PathBuf,
+    pub tensors: usize,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+    pub seconds: f64,
+    pub lora_merged: bool,
+    pub vision_layers_kept: usize,
+}
+
+pub fn quant_type(ty: GgmlType) -> Result<QuantType> {
+    QuantType::from_ggml_id(ty as u32).ok_or_else(|| QuantizeError::Usage(format!("block type {} cannot be written", ty.name())))
+}
+
+pub fn quantize_checkpoint(dir: &Path, output: &Path, opts: &Options) -> Result<Summary> {
+    let start = Instant::now();
+    if !dir.is_dir() {
+        return Err(QuantizeError::Usage(format!("checkpoint directory {} does not exist", dir.display())));
+    }
+    if output.exists() && !opts.force {
+        return Err(QuantizeError::OutputExists { path: output.to_path_buf() });
+    }
+    let cfg = CheckpointConfig::from_file(&dir.join("config.json"))?;
+    let shards = ShardSet::open(dir)?;
+    let tokenizer = meddr_tokenizer::TokenizerSpec::from_hf_dir(dir).map_err(|e| QuantizeError::Tokenizer(e.to_string()))?;
+    let vision_type = opts.vision_type.unwrap_or_else(|| opts.ftype.default_vision_type());
+    let plan = plan::build(&cfg, &shards, opts.ftype, vision_type)?;
+    if tokenizer.tokens.len() != plan.vocab {
+        return Err(QuantizeError::Tokenizer(format!(
+            "the tokenizer has {} tokens but embed_tokens has {} rows",
+            tokenizer.tokens.len(),
+            plan.vocab
+        )));
+    }
+    let name = dir
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "MedDr".into());
+    let md = metadata::build(&MetadataInput { name: &name, cfg: &cfg, plan: &plan, ftype: opts.ftype, tokenizer: &tokenizer })
+        .map_err(QuantizeError::Tokenizer)?;
+
+    let specs: Vec<TensorSpec> = plan
+        .tensors
+        .iter()
+        .map(|t| TensorSpec { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty })
+        .collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| QuantizeError::Usage(format!("cannot start worker threads: {e}")))?;
+    let mut writer = GgufWriter::create_with(output, WriteOptions { overwrite: opts.force, ..WriteOptions::default() }, md, specs)?;
+    let progress = Progress::new(plan.input_bytes, opts.progress);
+    let mut chunk = ChunkBuffers::default();
+    for t in &plan.tensors {
+        pool.install(|| write_tensor(&shards, t, &mut writer, &progress, &mut chunk))?;
+    }
+    writer.finish()?;
+    progress.finish();
+    let output_bytes = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+    Ok(Summary {
+        output: output.to_path_buf(),
+        tensors: plan.tensors.len(),
+        input_bytes: plan.input_bytes,
+        output_bytes,
+        seconds: start.elapsed().as_secs_f64(),
+        lora_merged: plan.lora.is_some(),
+        vision_layers_kept: plan.vision_layers_kept,
+    })
+}
+
+#[derive(Default)]
+struct ChunkBuffers {
+    scratch: Vec<u8>,
+    rows: Vec<f32>,
+    permuted: Vec<f32>,
+    out: Vec<u8>,
+}
+
+fn write_tensor(shards: &ShardSet, t: &PlannedTensor, writer: &mut GgufWriter, progress: &Progress, buf: &mut ChunkBuffers) -> Result<()> {
+    let qt = quant_type(t.ty)?;
+    let row_bytes = meddr_quants::quantized_size(qt, t.row_len).map_err(|source| QuantizeError::Quant { name: t.name.clone(), source })?;
+    let (base, lora) = match &t.source {
+        Source::Plain(n) => (&shards.tensors[n], None),
+        Source::Lora { base, a, b, scale } => {
+            let ta = &shards.tensors[a];
+            let tb = &shards.tensors[b];
+            let av = shards.read_all_f32(ta)?;
+            let bv = shards.read_all_f32(tb)?;
+            progress.add(ta.n_bytes + tb.n_bytes);
+            (&shards.tensors[base], Some((av, bv, ta.shape[0], *scale)))
+        }
+    };
+    let align = match t.order {
+        RowOrder::Same => 1,
+        RowOrder::RopePairs { head_dim } => head_dim,
+    };
+    let mut chunk_rows = (CHUNK_ELEMS / t.row_len.max(1)).max(1);
+    chunk_rows = (chunk_rows / align).max(1) * align;
+    writer.begin_tensor(&t.name)?;
+    let mut r0 = 0;
+    while r0 < t.rows {
+        let r1 = (r0 + chunk_rows).min(t.rows);
+        let n = (r1 - r0) * t.row_len;
+        buf.rows.resize(n, 0.0);
+        shards.read_f32(base, r0 * t.row_len, n, &mut buf.scratch, &mut buf.rows)?;
+        if let Some((a, b, rank, scale)) = &lora {
+            merge_lora(&mut buf.rows, r0, t.row_len, a, b, *rank, *scale);
+        }
+        let rows: &[f32] = match t.order {
+            RowOrder::Same => &buf.rows,
+            RowOrder::RopePairs { head_dim } => {
+                permute_rope_pairs(&buf.rows, &mut buf.permuted, t.row_len, head_dim);
+                &buf.permuted
+            }
+        };
+        buf.out.resize((r1 - r0) * row_bytes, 0);
+        buf.out
+            .par_chunks_mut(row_bytes)
+            .zip(rows.par_chunks(t.row_len))
+            .enumerate()
+            .try_for_each(|(i, (dst, src))| {
+                meddr_quants::quantize_into(qt, src, dst).map_err(|source| QuantizeError::Quant {
+                    name: format!("{} (source {}, row {})", t.name, base.name, r0 + i),
+                    source,
+                })
+            })?;
+        writer.write_bytes(&buf.out)?;
+        progress.add(((r1 - r0) * t.row_len * base.dtype.size()) as u64);
+        r0 = r1;
+    }
+    writer.end_tensor()?;
+    Ok(())
+}
+
+/// `W[r] += scale · Σ_k B[r, k] · A[k]` for the rows of this chunk, in f32 like PEFT's merge.
+fn merge_lora(rows: &mut [f32], first_row: usize, row_len: usize, a: &[f32], b: &[f32], rank: usize, scale: f32) {
+    rows.par_chunks_mut(row_len).enumerate().for_each(|(i, w)| {
+        let r = first_row + i;
+        let brow = &b[r * rank..(r + 1) * rank];
+        let mut delta = vec![0f32; row_len];
+        for (k, &bk) in brow.iter().enumerate() {
+            let arow = &a[k * row_len..(k + 1) * row_len];
+            for (d, &x) in delta.iter_mut().zip(arow) {
+                *d += bk * x;
+            }
+        }
+        for (x, d) in w.iter_mut().zip(&delta) {
+            *x += scale * d;
+        }
+    });
+}
+
+/// llama.cpp's q/k permutation on whole heads: output row `h·hd + 2i + j` ← source row `h·hd + j·hd/2 + i`.
+pub fn permute_rope_pairs(src: &[f32], dst: &mut Vec<f32>, row_len: usize, head_dim: usize) {
+    dst.resize(src.len(), 0.0);
+    let rows = src.len() / row_len;
+    let half = head_dim / 2;
+    for out_row in 0..rows {
+        let h = out_row / head_dim;
+        let within = out_row % head_dim;
+        let (i, j) = (within / 2, within % 2);
+        let src_row = h * head_dim + j * half + i;
+        dst[out_row * row_len..(out_row + 1) * row_len].copy_from_slice(&src[src_row * row_len..(src_row + 1) * row_len]);
+    }
+}
+
+/// For tests and tools: the f32 values the plan would write for one tensor, before quantization.
+pub fn planned_tensor_f32(shards: &ShardSet, t: &PlannedTensor) -> Result<Vec<f32>> {
+    let base: &SourceTensor = match &t.source {
+        Source::Plain(n) | Source::Lora { base: n, .. } => &shards.tensors[n],
+    };
+    let mut rows = shards.read_all_f32(base)?;
+    if let Source::Lora { a, b, scale, .. } = &t.source {
+        let ta = &shards.tensors[a];
+        let av = shards.read_all_f32(ta)?;
+        let bv = shards.read_all_f32(&shards.tensors[b])?;
+        merge_lora(&mut rows, 0, t.row_len, &av, &bv, ta.shape[0], *scale);
+    }
+    Ok(match t.order {
+        RowOrder::Same => rows,
+        RowOrder::RopePairs { head_dim } => {
+            let mut out = Vec::new();
+            permute_rope_pairs(&rows, &mut out, t.row_len, head_dim);
+            out
+        }
+    })
+}

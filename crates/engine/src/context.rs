@@ -85,7 +85,10 @@ impl GpuContext {
     }
 
     /// Creates the device on a caller-chosen adapter.
-    pub async fn from_adapter(adapter: wgpu::Adapter, options: ContextOptions) -> Result<GpuContext> {
+    pub async fn from_adapter(
+        adapter: wgpu::Adapter,
+        options: ContextOptions,
+    ) -> Result<GpuContext> {
         let f16 = adapter.features().contains(wgpu::Features::SHADER_F16) && !options.force_f32;
         let mut features = wgpu::Features::empty();
         if f16 {
@@ -116,14 +119,24 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        Ok(GpuContext { device, queue, info, pipelines: Mutex::new(HashMap::new()), dummy })
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            pipelines: Mutex::new(HashMap::new()),
+            dummy,
+        })
     }
 
     /// Largest single storage binding (and buffer) the kernels may use, kept below 4 GiB so that byte
     /// offsets fit the kernels' u32 arithmetic.
     pub fn max_binding_bytes(&self) -> u64 {
         let l = &self.info.limits;
-        (l.max_storage_buffer_binding_size.min(l.max_buffer_size).min(u32::MAX as u64 - 3) / 4) * 4
+        (l.max_storage_buffer_binding_size
+            .min(l.max_buffer_size)
+            .min(u32::MAX as u64 - 3)
+            / 4)
+            * 4
     }
 
     /// KV cache element type: f16 with shader-f16, f32 otherwise.
@@ -138,17 +151,29 @@ impl GpuContext {
     /// Allocates an uninitialised (zeroed by wgpu) buffer of `len` elements.
     pub fn zeros(&self, dtype: DType, len: u64, label: &str) -> Result<GpuBuffer> {
         if dtype == DType::F16 && !self.info.f16 {
-            return Err(EngineError::NoF16 { op: "zeros", field: "dtype" });
+            return Err(EngineError::NoF16 {
+                op: "zeros",
+                field: "dtype",
+            });
         }
-        let bytes = len.checked_mul(dtype.size()).ok_or_else(|| invalid("zeros", "len", len, "overflows"))?;
+        let bytes = len
+            .checked_mul(dtype.size())
+            .ok_or_else(|| invalid("zeros", "len", len, "overflows"))?;
         let size = (bytes.div_ceil(4) * 4).max(4);
         if size > self.max_binding_bytes() {
-            return Err(EngineError::TooLarge { op: "zeros", field: "len", needed: size, limit: self.max_binding_bytes() });
+            return Err(EngineError::TooLarge {
+                op: "zeros",
+                field: "len",
+                needed: size,
+                limit: self.max_binding_bytes(),
+            });
         }
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         Ok(GpuBuffer { buffer, len, dtype })
@@ -164,10 +189,16 @@ impl GpuContext {
         self.upload_pod(DType::U32, data, label)
     }
 
-    fn upload_pod<T: bytemuck::Pod>(&self, dtype: DType, data: &[T], label: &str) -> Result<GpuBuffer> {
+    fn upload_pod<T: bytemuck::Pod>(
+        &self,
+        dtype: DType,
+        data: &[T],
+        label: &str,
+    ) -> Result<GpuBuffer> {
         let buf = self.zeros(dtype, data.len() as u64, label)?;
         if !data.is_empty() {
-            self.queue.write_buffer(&buf.buffer, 0, bytemuck::cast_slice(data));
+            self.queue
+                .write_buffer(&buf.buffer, 0, bytemuck::cast_slice(data));
         }
         Ok(buf)
     }
@@ -176,7 +207,8 @@ impl GpuContext {
     pub fn write_u32(&self, buf: &GpuBuffer, offset: u64, data: &[u32]) -> Result<()> {
         buf.expect("write_u32", "buf", DType::U32)?;
         buf.check_span("write_u32", "offset", offset, data.len() as u64)?;
-        self.queue.write_buffer(&buf.buffer, offset * 4, bytemuck::cast_slice(data));
+        self.queue
+            .write_buffer(&buf.buffer, offset * 4, bytemuck::cast_slice(data));
         Ok(())
     }
 
@@ -184,12 +216,16 @@ impl GpuContext {
     pub fn write_f32(&self, buf: &GpuBuffer, offset: u64, data: &[f32]) -> Result<()> {
         buf.expect("write_f32", "buf", DType::F32)?;
         buf.check_span("write_f32", "offset", offset, data.len() as u64)?;
-        self.queue.write_buffer(&buf.buffer, offset * 4, bytemuck::cast_slice(data));
+        self.queue
+            .write_buffer(&buf.buffer, offset * 4, bytemuck::cast_slice(data));
         Ok(())
     }
 
     pub fn encoder(&self) -> wgpu::CommandEncoder {
-        self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("meddr") })
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("meddr"),
+            })
     }
 
     /// Submits one recorded encoder (a whole decode step should be one submit).
@@ -206,13 +242,30 @@ impl GpuContext {
     }
 
     /// Copies `len_bytes` from `offset_bytes` of `src` to the host (rounded to 4-byte multiples).
-    pub async fn read_bytes(&self, src: &wgpu::Buffer, offset_bytes: u64, len_bytes: u64) -> Result<Vec<u8>> {
+    pub async fn read_bytes(
+        &self,
+        src: &wgpu::Buffer,
+        offset_bytes: u64,
+        len_bytes: u64,
+    ) -> Result<Vec<u8>> {
         let size = len_bytes.div_ceil(4) * 4;
         if size == 0 {
             return Ok(Vec::new());
         }
-        if offset_bytes % 4 != 0 || offset_bytes.checked_add(size).is_none_or(|e| e > src.size()) {
-            return Err(invalid("read", "offset_bytes", offset_bytes, format!("with {size} bytes does not fit the {}-byte buffer", src.size())));
+        if offset_bytes % 4 != 0
+            || offset_bytes
+                .checked_add(size)
+                .is_none_or(|e| e > src.size())
+        {
+            return Err(invalid(
+                "read",
+                "offset_bytes",
+                offset_bytes,
+                format!(
+                    "with {size} bytes does not fit the {}-byte buffer",
+                    src.size()
+                ),
+            ));
         }
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -224,11 +277,15 @@ impl GpuContext {
         enc.copy_buffer_to_buffer(src, offset_bytes, &staging, 0, size);
         self.submit(enc);
         let (tx, rx) = oneshot();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r.map_err(|e| e.to_string())));
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            tx.send(r.map_err(|e| e.to_string()))
+        });
         self.poll_wait();
         rx.await.map_err(EngineError::Map)?;
         let data = {
-            let view = staging.get_mapped_range(..).map_err(|e| EngineError::Map(e.to_string()))?;
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| EngineError::Map(e.to_string()))?;
             view[..len_bytes as usize].to_vec()
         };
         staging.unmap();
@@ -254,7 +311,10 @@ impl GpuContext {
     pub async fn read_f16_as_f32(&self, buf: &GpuBuffer) -> Result<Vec<f32>> {
         buf.expect("read_f16", "buf", DType::F16)?;
         let bytes = self.read_bytes(&buf.buffer, 0, buf.len * 2).await?;
-        Ok(bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect())
+        Ok(bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect())
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -273,25 +333,39 @@ impl GpuContext {
     }
 
     /// Returns the cached pipeline `key`, compiling `source()` on first use.
-    pub(crate) fn pipeline(&self, key: &str, entry: &str, source: impl FnOnce() -> String) -> wgpu::ComputePipeline {
-        if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
+    pub(crate) fn pipeline(
+        &self,
+        key: &str,
+        entry: &str,
+        source: impl FnOnce() -> String,
+    ) -> wgpu::ComputePipeline {
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+        {
             return p.clone();
         }
         // Compile outside the lock: shader compilation is slow on CPU drivers and other threads may need
         // unrelated pipelines meanwhile. A rare duplicate compile is harmless.
         let src = source();
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(key),
-            source: wgpu::ShaderSource::Wgsl(src.into()),
-        });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(key),
-            layout: None,
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(key),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(key),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
         self.pipelines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -313,19 +387,30 @@ impl GpuContext {
         if groups.contains(&0) {
             return;
         }
-        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: bytemuck::cast_slice(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        entries.extend(buffers.iter().map(|&(binding, b)| wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }));
+        let uniform = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: bytemuck::cast_slice(params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        entries.extend(buffers.iter().map(|&(binding, b)| wgpu::BindGroupEntry {
+            binding,
+            resource: b.as_entire_binding(),
+        }));
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: None,
+        });
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
@@ -357,7 +442,10 @@ struct Sender<T>(Arc<Mutex<Slot<T>>>);
 struct Receiver<T>(Arc<Mutex<Slot<T>>>);
 
 fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
-    let slot = Arc::new(Mutex::new(Slot { value: None, waker: None }));
+    let slot = Arc::new(Mutex::new(Slot {
+        value: None,
+        waker: None,
+    }));
     (Sender(slot.clone()), Receiver(slot))
 }
 

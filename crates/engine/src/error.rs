@@ -8,15 +8,33 @@ pub enum EngineError {
     #[error("requesting the device failed: {0}")]
     RequestDevice(String),
     #[error("{op}: `{field}` = {value} is invalid: {why}")]
-    Invalid { op: &'static str, field: &'static str, value: u64, why: String },
+    Invalid {
+        op: &'static str,
+        field: &'static str,
+        value: u64,
+        why: String,
+    },
     #[error("{op}: `{field}` needs {needed} bytes but the device allows at most {limit}")]
-    TooLarge { op: &'static str, field: &'static str, needed: u64, limit: u64 },
+    TooLarge {
+        op: &'static str,
+        field: &'static str,
+        needed: u64,
+        limit: u64,
+    },
     #[error("{op}: `{field}` must have dtype {expected:?}, got {got:?}")]
-    DType { op: &'static str, field: &'static str, expected: crate::DType, got: crate::DType },
+    DType {
+        op: &'static str,
+        field: &'static str,
+        expected: crate::DType,
+        got: crate::DType,
+    },
     #[error("ggml type id {0} is not supported by the engine")]
     UnsupportedType(u32),
     #[error("{op}: the device lacks shader-f16, so `{field}` cannot be f16")]
-    NoF16 { op: &'static str, field: &'static str },
+    NoF16 {
+        op: &'static str,
+        field: &'static str,
+    },
     #[error("reading weight bytes at offset {offset} failed: {message}")]
     Read { offset: u64, message: String },
     #[error("mapping a buffer for readback failed: {0}")]
@@ -26,6 +44,16 @@ pub enum EngineError {
 pub type Result<T> = std::result::Result<T, EngineError>;
 
 /// Shorthand for [`EngineError::Invalid`].
-pub(crate) fn invalid(op: &'static str, field: &'static str, value: impl TryInto<u64>, why: impl Into<String>) -> EngineError {
-    EngineError::Invalid { op, field, value: value.try_into().unwrap_or(u64::MAX), why: why.into() }
+pub(crate) fn invalid(
+    op: &'static str,
+    field: &'static str,
+    value: impl TryInto<u64>,
+    why: impl Into<String>,
+) -> EngineError {
+    EngineError::Invalid {
+        op,
+        field,
+        value: value.try_into().unwrap_or(u64::MAX),
+        why: why.into(),
+    }
 }

@@ -17,7 +17,12 @@ impl KvCache {
     pub fn new(ctx: &GpuContext, layers: u32, capacity: u32, width: u32) -> Result<KvCache> {
         let len = u64::from(capacity) * u64::from(width);
         if len == 0 {
-            return Err(invalid("kv_cache", "capacity", capacity, "capacity and width must be positive"));
+            return Err(invalid(
+                "kv_cache",
+                "capacity",
+                capacity,
+                "capacity and width must be positive",
+            ));
         }
         let dtype = ctx.kv_dtype();
         let mut k = Vec::with_capacity(layers as usize);
@@ -26,7 +31,12 @@ impl KvCache {
             k.push(ctx.zeros(dtype, len, "kv.k")?);
             v.push(ctx.zeros(dtype, len, "kv.v")?);
         }
-        Ok(KvCache { k, v, capacity, width })
+        Ok(KvCache {
+            k,
+            v,
+            capacity,
+            width,
+        })
     }
 
     /// The view attention reads: the first `n` cached positions.
@@ -52,15 +62,28 @@ pub struct RopeTable {
 impl RopeTable {
     pub fn new(ctx: &GpuContext, max_pos: u32, head_dim: u32, theta: f32) -> Result<RopeTable> {
         if head_dim == 0 || head_dim % 2 != 0 {
-            return Err(invalid("rope_table", "head_dim", head_dim, "must be even and positive"));
+            return Err(invalid(
+                "rope_table",
+                "head_dim",
+                head_dim,
+                "must be even and positive",
+            ));
         }
         if !(theta.is_finite() && theta > 0.0) {
-            return Err(invalid("rope_table", "theta", theta.to_bits(), format!("{theta} must be finite and positive")));
+            return Err(invalid(
+                "rope_table",
+                "theta",
+                theta.to_bits(),
+                format!("{theta} must be finite and positive"),
+            ));
         }
         let half = (head_dim / 2) as usize;
-        let len = (max_pos as usize).checked_mul(half * 2).ok_or_else(|| invalid("rope_table", "max_pos", max_pos, "overflows"))?;
-        let inv_freq: Vec<f32> =
-            (0..half).map(|i| 1.0 / (f64::from(theta).powf((2 * i) as f64 / f64::from(head_dim)) as f32)).collect();
+        let len = (max_pos as usize)
+            .checked_mul(half * 2)
+            .ok_or_else(|| invalid("rope_table", "max_pos", max_pos, "overflows"))?;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / (f64::from(theta).powf((2 * i) as f64 / f64::from(head_dim)) as f32))
+            .collect();
         let mut data = Vec::with_capacity(len);
         for pos in 0..max_pos {
             for &fr in &inv_freq {
@@ -69,6 +92,10 @@ impl RopeTable {
                 data.push(angle.sin() as f32);
             }
         }
-        Ok(RopeTable { buffer: ctx.upload_f32(&data, "rope_table")?, max_pos, head_dim })
+        Ok(RopeTable {
+            buffer: ctx.upload_f32(&data, "rope_table")?,
+            max_pos,
+            head_dim,
+        })
     }
 }

@@ -45,25 +45,66 @@ fn same_width(op: &'static str, field: &'static str, got: u32, want: u64) -> Res
 impl GpuContext {
     /// `y[t] = W x[t] (+ b)` for each row t of `xv` via the matvec kernel (decode; few rows).
     #[allow(clippy::too_many_arguments)]
-    pub fn matvec(&self, enc: &mut Enc, w: &GpuWeight, x: &GpuBuffer, xv: Rows, bias: Option<&GpuBuffer>, y: &GpuBuffer, yv: Rows) -> Result<()> {
+    pub fn matvec(
+        &self,
+        enc: &mut Enc,
+        w: &GpuWeight,
+        x: &GpuBuffer,
+        xv: Rows,
+        bias: Option<&GpuBuffer>,
+        y: &GpuBuffer,
+        yv: Rows,
+    ) -> Result<()> {
         self.linear_impl(enc, "matvec", w, x, xv, bias, y, yv)
     }
 
     /// `Y = X Wᵀ (+ b)` via the tiled matmul (prefill, ViT).
     #[allow(clippy::too_many_arguments)]
-    pub fn matmul(&self, enc: &mut Enc, w: &GpuWeight, x: &GpuBuffer, xv: Rows, bias: Option<&GpuBuffer>, y: &GpuBuffer, yv: Rows) -> Result<()> {
+    pub fn matmul(
+        &self,
+        enc: &mut Enc,
+        w: &GpuWeight,
+        x: &GpuBuffer,
+        xv: Rows,
+        bias: Option<&GpuBuffer>,
+        y: &GpuBuffer,
+        yv: Rows,
+    ) -> Result<()> {
         self.linear_impl(enc, "matmul", w, x, xv, bias, y, yv)
     }
 
     /// Matvec for up to [`MATVEC_MAX_ROWS`] rows, tiled matmul beyond.
     #[allow(clippy::too_many_arguments)]
-    pub fn linear(&self, enc: &mut Enc, w: &GpuWeight, x: &GpuBuffer, xv: Rows, bias: Option<&GpuBuffer>, y: &GpuBuffer, yv: Rows) -> Result<()> {
-        let op = if xv.rows <= MATVEC_MAX_ROWS { "matvec" } else { "matmul" };
+    pub fn linear(
+        &self,
+        enc: &mut Enc,
+        w: &GpuWeight,
+        x: &GpuBuffer,
+        xv: Rows,
+        bias: Option<&GpuBuffer>,
+        y: &GpuBuffer,
+        yv: Rows,
+    ) -> Result<()> {
+        let op = if xv.rows <= MATVEC_MAX_ROWS {
+            "matvec"
+        } else {
+            "matmul"
+        };
         self.linear_impl(enc, op, w, x, xv, bias, y, yv)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn linear_impl(&self, enc: &mut Enc, op: &'static str, w: &GpuWeight, x: &GpuBuffer, xv: Rows, bias: Option<&GpuBuffer>, y: &GpuBuffer, yv: Rows) -> Result<()> {
+    fn linear_impl(
+        &self,
+        enc: &mut Enc,
+        op: &'static str,
+        w: &GpuWeight,
+        x: &GpuBuffer,
+        xv: Rows,
+        bias: Option<&GpuBuffer>,
+        y: &GpuBuffer,
+        yv: Rows,
+    ) -> Result<()> {
         x.expect(op, "x", DType::F32)?;
         y.expect(op, "y", DType::F32)?;
         same_width(op, "x.width", xv.width, w.row_len)?;
@@ -80,12 +121,25 @@ impl GpuContext {
             return Ok(());
         }
         let matvec = op == "matvec";
-        if matvec && u64::from(n) > u64::from(self.info.limits.max_compute_workgroups_per_dimension) {
-            return Err(invalid(op, "x.rows", n, "too many rows for matvec; use matmul"));
+        if matvec && u64::from(n) > u64::from(self.info.limits.max_compute_workgroups_per_dimension)
+        {
+            return Err(invalid(
+                op,
+                "x.rows",
+                n,
+                "too many rows for matvec; use matmul",
+            ));
         }
         let key = format!("{op}/{}", w.ty.name());
         let pipeline = self.pipeline(&key, "main", || {
-            render(if matvec { shaders::MATVEC } else { shaders::MATMUL }, &[("DEQUANT", &shaders::dequant(w.ty))])
+            render(
+                if matvec {
+                    shaders::MATVEC
+                } else {
+                    shaders::MATMUL
+                },
+                &[("DEQUANT", &shaders::dequant(w.ty))],
+            )
         });
         for part in &w.parts {
             let params = [
@@ -110,29 +164,71 @@ impl GpuContext {
                 let gy = u64::from(n).div_ceil(32);
                 let max = u64::from(self.info.limits.max_compute_workgroups_per_dimension);
                 if gx > max || gy > max {
-                    return Err(invalid(op, "x.rows", n, "tile grid exceeds the workgroup limit"));
+                    return Err(invalid(
+                        op,
+                        "x.rows",
+                        n,
+                        "tile grid exceeds the workgroup limit",
+                    ));
                 }
                 [gx as u32, gy as u32, 1]
             };
             let b = bias.map_or(&self.dummy, |b| &b.buffer);
-            self.dispatch(enc, &pipeline, &params, &[(1, &part.buffer), (2, &x.buffer), (3, b), (4, &y.buffer)], groups);
+            self.dispatch(
+                enc,
+                &pipeline,
+                &params,
+                &[(1, &part.buffer), (2, &x.buffer), (3, b), (4, &y.buffer)],
+                groups,
+            );
         }
         Ok(())
     }
 
     /// RMSNorm of each row: `x · rsqrt(mean(x²) + eps) · g`. Also the ViT's q/k norms (width = all heads).
-    pub fn rms_norm(&self, enc: &mut Enc, x: &GpuBuffer, xv: Rows, g: &GpuBuffer, eps: f32, y: &GpuBuffer, yv: Rows) -> Result<()> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn rms_norm(
+        &self,
+        enc: &mut Enc,
+        x: &GpuBuffer,
+        xv: Rows,
+        g: &GpuBuffer,
+        eps: f32,
+        y: &GpuBuffer,
+        yv: Rows,
+    ) -> Result<()> {
         self.norm(enc, "rms_norm", x, xv, g, None, eps, y, yv)
     }
 
     /// LayerNorm of each row with affine weight and bias (the projector's first layer).
     #[allow(clippy::too_many_arguments)]
-    pub fn layer_norm(&self, enc: &mut Enc, x: &GpuBuffer, xv: Rows, g: &GpuBuffer, b: &GpuBuffer, eps: f32, y: &GpuBuffer, yv: Rows) -> Result<()> {
+    pub fn layer_norm(
+        &self,
+        enc: &mut Enc,
+        x: &GpuBuffer,
+        xv: Rows,
+        g: &GpuBuffer,
+        b: &GpuBuffer,
+        eps: f32,
+        y: &GpuBuffer,
+        yv: Rows,
+    ) -> Result<()> {
         self.norm(enc, "layer_norm", x, xv, g, Some(b), eps, y, yv)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn norm(&self, enc: &mut Enc, op: &'static str, x: &GpuBuffer, xv: Rows, g: &GpuBuffer, b: Option<&GpuBuffer>, eps: f32, y: &GpuBuffer, yv: Rows) -> Result<()> {
+    fn norm(
+        &self,
+        enc: &mut Enc,
+        op: &'static str,
+        x: &GpuBuffer,
+        xv: Rows,
+        g: &GpuBuffer,
+        b: Option<&GpuBuffer>,
+        eps: f32,
+        y: &GpuBuffer,
+        yv: Rows,
+    ) -> Result<()> {
         x.expect(op, "x", DType::F32)?;
         y.expect(op, "y", DType::F32)?;
         g.expect(op, "weight", DType::F32)?;
@@ -146,57 +242,143 @@ impl GpuContext {
             b.check_span(op, "bias", 0, u64::from(xv.width))?;
         }
         if !(eps.is_finite() && eps >= 0.0) {
-            return Err(invalid(op, "eps", eps.to_bits(), format!("{eps} must be finite and ≥ 0")));
+            return Err(invalid(
+                op,
+                "eps",
+                eps.to_bits(),
+                format!("{eps} must be finite and ≥ 0"),
+            ));
         }
         let pipeline = self.pipeline(op, op, || shaders::NORM.to_string());
-        let params = [xv.rows, xv.width, xv.offset, xv.stride, yv.offset, yv.stride, f(eps), 0];
+        let params = [
+            xv.rows,
+            xv.width,
+            xv.offset,
+            xv.stride,
+            yv.offset,
+            yv.stride,
+            f(eps),
+            0,
+        ];
         let mut bufs = vec![(1, &x.buffer), (2, &g.buffer), (3, &y.buffer)];
         if let Some(b) = b {
             bufs.push((4, &b.buffer));
         }
-        self.dispatch(enc, &pipeline, &params, &bufs, self.grid(op, u64::from(xv.rows))?);
+        self.dispatch(
+            enc,
+            &pipeline,
+            &params,
+            &bufs,
+            self.grid(op, u64::from(xv.rows))?,
+        );
         Ok(())
     }
 
     /// RoPE on adjacent pairs, in place, for rows at positions `pos_start ..`.
-    pub fn rope(&self, enc: &mut Enc, x: &GpuBuffer, xv: Rows, n_heads: u32, pos_start: u32, table: &RopeTable) -> Result<()> {
+    pub fn rope(
+        &self,
+        enc: &mut Enc,
+        x: &GpuBuffer,
+        xv: Rows,
+        n_heads: u32,
+        pos_start: u32,
+        table: &RopeTable,
+    ) -> Result<()> {
         const OP: &str = "rope";
         x.expect(OP, "x", DType::F32)?;
         xv.check(OP, "x", x)?;
-        same_width(OP, "x.width", xv.width, u64::from(n_heads) * u64::from(table.head_dim))?;
+        same_width(
+            OP,
+            "x.width",
+            xv.width,
+            u64::from(n_heads) * u64::from(table.head_dim),
+        )?;
         let end = u64::from(pos_start) + u64::from(xv.rows);
         if end > u64::from(table.max_pos) {
-            return Err(invalid(OP, "pos_start", pos_start, format!("+ {} rows passes the table's {} positions", xv.rows, table.max_pos)));
+            return Err(invalid(
+                OP,
+                "pos_start",
+                pos_start,
+                format!(
+                    "+ {} rows passes the table's {} positions",
+                    xv.rows, table.max_pos
+                ),
+            ));
         }
         let pipeline = self.pipeline(OP, "main", || shaders::ROPE.to_string());
         let half = table.head_dim / 2;
-        let params = [xv.rows, n_heads, half, xv.offset, xv.stride, pos_start, 0, 0];
+        let params = [
+            xv.rows, n_heads, half, xv.offset, xv.stride, pos_start, 0, 0,
+        ];
         let total = u64::from(xv.rows) * u64::from(n_heads) * u64::from(half);
-        self.dispatch(enc, &pipeline, &params, &[(1, &x.buffer), (2, &table.buffer.buffer)], self.grid(OP, total.div_ceil(64))?);
+        self.dispatch(
+            enc,
+            &pipeline,
+            &params,
+            &[(1, &x.buffer), (2, &table.buffer.buffer)],
+            self.grid(OP, total.div_ceil(64))?,
+        );
         Ok(())
     }
 
     /// Attention of `qv.rows` queries over `kv.rows` keys/values (f32 activations or the f16/f32 KV cache),
     /// written to `o`. Memory is O(head_dim) per (query, head) whatever the sequence length.
     #[allow(clippy::too_many_arguments)]
-    pub fn attention(&self, enc: &mut Enc, shape: AttnShape, q: &GpuBuffer, qv: Rows, k: &GpuBuffer, kv: Rows, v: &GpuBuffer, vv: Rows, o: &GpuBuffer, ov: Rows) -> Result<()> {
+    pub fn attention(
+        &self,
+        enc: &mut Enc,
+        shape: AttnShape,
+        q: &GpuBuffer,
+        qv: Rows,
+        k: &GpuBuffer,
+        kv: Rows,
+        v: &GpuBuffer,
+        vv: Rows,
+        o: &GpuBuffer,
+        ov: Rows,
+    ) -> Result<()> {
         const OP: &str = "attention";
-        let AttnShape { n_heads, n_kv_heads, head_dim, causal_start } = shape;
+        let AttnShape {
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            causal_start,
+        } = shape;
         if head_dim == 0 || head_dim > 256 {
             return Err(invalid(OP, "head_dim", head_dim, "must be in 1..=256"));
         }
         if n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
-            return Err(invalid(OP, "n_kv_heads", n_kv_heads, format!("must divide n_heads = {n_heads}")));
+            return Err(invalid(
+                OP,
+                "n_kv_heads",
+                n_kv_heads,
+                format!("must divide n_heads = {n_heads}"),
+            ));
         }
         q.expect(OP, "q", DType::F32)?;
         o.expect(OP, "o", DType::F32)?;
         if k.dtype != v.dtype || k.dtype == DType::U32 {
-            return Err(EngineError::DType { op: OP, field: "v", expected: k.dtype, got: v.dtype });
+            return Err(EngineError::DType {
+                op: OP,
+                field: "v",
+                expected: k.dtype,
+                got: v.dtype,
+            });
         }
-        same_width(OP, "q.width", qv.width, u64::from(n_heads) * u64::from(head_dim))?;
+        same_width(
+            OP,
+            "q.width",
+            qv.width,
+            u64::from(n_heads) * u64::from(head_dim),
+        )?;
         same_width(OP, "o.width", ov.width, u64::from(qv.width))?;
         same_width(OP, "o.rows", ov.rows, u64::from(qv.rows))?;
-        same_width(OP, "k.width", kv.width, u64::from(n_kv_heads) * u64::from(head_dim))?;
+        same_width(
+            OP,
+            "k.width",
+            kv.width,
+            u64::from(n_kv_heads) * u64::from(head_dim),
+        )?;
         same_width(OP, "v.width", vv.width, u64::from(kv.width))?;
         same_width(OP, "v.rows", vv.rows, u64::from(kv.rows))?;
         qv.check(OP, "q", q)?;
@@ -204,7 +386,9 @@ impl GpuContext {
         vv.check(OP, "v", v)?;
         ov.check(OP, "o", o)?;
         let key = format!("attention/{}", k.dtype.wgsl());
-        let pipeline = self.pipeline(&key, "main", || render(shaders::ATTENTION, &shaders::kv_vars(k.dtype)));
+        let pipeline = self.pipeline(&key, "main", || {
+            render(shaders::ATTENTION, &shaders::kv_vars(k.dtype))
+        });
         let scale = 1.0 / (head_dim as f32).sqrt();
         let params = [
             qv.rows,
@@ -225,32 +409,77 @@ impl GpuContext {
             f(scale),
         ];
         let jobs = u64::from(qv.rows) * u64::from(n_heads);
-        self.dispatch(enc, &pipeline, &params, &[(1, &q.buffer), (2, &k.buffer), (3, &v.buffer), (4, &o.buffer)], self.grid(OP, jobs)?);
+        self.dispatch(
+            enc,
+            &pipeline,
+            &params,
+            &[
+                (1, &q.buffer),
+                (2, &k.buffer),
+                (3, &v.buffer),
+                (4, &o.buffer),
+            ],
+            self.grid(OP, jobs)?,
+        );
         Ok(())
     }
 
     /// Copies the rows of `src` (K or V of new tokens) into `cache` rows `pos .. pos + rows`.
-    pub fn kv_write(&self, enc: &mut Enc, src: &GpuBuffer, sv: Rows, cache: &GpuBuffer, pos: u32) -> Result<()> {
+    pub fn kv_write(
+        &self,
+        enc: &mut Enc,
+        src: &GpuBuffer,
+        sv: Rows,
+        cache: &GpuBuffer,
+        pos: u32,
+    ) -> Result<()> {
         const OP: &str = "kv_write";
         src.expect(OP, "src", DType::F32)?;
         sv.check(OP, "src", src)?;
         if cache.dtype == DType::U32 {
-            return Err(EngineError::DType { op: OP, field: "cache", expected: DType::F32, got: cache.dtype });
+            return Err(EngineError::DType {
+                op: OP,
+                field: "cache",
+                expected: DType::F32,
+                got: cache.dtype,
+            });
         }
         let start = u64::from(pos) * u64::from(sv.width);
         cache.check_span(OP, "pos", start, u64::from(sv.rows) * u64::from(sv.width))?;
         let key = format!("kv_write/{}", cache.dtype.wgsl());
-        let pipeline = self.pipeline(&key, "main", || render(shaders::KV_CACHE, &shaders::kv_vars(cache.dtype)));
+        let pipeline = self.pipeline(&key, "main", || {
+            render(shaders::KV_CACHE, &shaders::kv_vars(cache.dtype))
+        });
         let params = [sv.rows, sv.width, sv.offset, sv.stride, pos, 0, 0, 0];
         let total = u64::from(sv.rows) * u64::from(sv.width);
-        self.dispatch(enc, &pipeline, &params, &[(1, &src.buffer), (2, &cache.buffer)], self.grid(OP, total.div_ceil(64))?);
+        self.dispatch(
+            enc,
+            &pipeline,
+            &params,
+            &[(1, &src.buffer), (2, &cache.buffer)],
+            self.grid(OP, total.div_ceil(64))?,
+        );
         Ok(())
     }
 
-    fn elementwise(&self, enc: &mut Enc, entry: &'static str, n: u64, width: u32, has_scale: bool, bufs: &[(u32, &wgpu::Buffer)]) -> Result<()> {
+    fn elementwise(
+        &self,
+        enc: &mut Enc,
+        entry: &'static str,
+        n: u64,
+        width: u32,
+        has_scale: bool,
+        bufs: &[(u32, &wgpu::Buffer)],
+    ) -> Result<()> {
         let pipeline = self.pipeline(entry, entry, || shaders::ACTIVATION.to_string());
         let params = [u(entry, "n", n)?, width, u32::from(has_scale), 0];
-        self.dispatch(enc, &pipeline, &params, bufs, self.grid(entry, n.div_ceil(256))?);
+        self.dispatch(
+            enc,
+            &pipeline,
+            &params,
+            bufs,
+            self.grid(entry, n.div_ceil(256))?,
+        );
         Ok(())
     }
 
@@ -267,11 +496,26 @@ impl GpuContext {
         up.expect("silu_mul", "up", DType::F32)?;
         gate.check_span("silu_mul", "n", 0, n)?;
         up.check_span("silu_mul", "n", 0, n)?;
-        self.elementwise(enc, "silu_mul", n, 1, false, &[(1, &gate.buffer), (2, &up.buffer)])
+        self.elementwise(
+            enc,
+            "silu_mul",
+            n,
+            1,
+            false,
+            &[(1, &gate.buffer), (2, &up.buffer)],
+        )
     }
 
     /// Residual `x += ls ⊙ y` over `rows × width` (layer scale per column), or `x += y` without `ls`.
-    pub fn add_scaled(&self, enc: &mut Enc, x: &GpuBuffer, y: &GpuBuffer, ls: Option<&GpuBuffer>, rows: u32, width: u32) -> Result<()> {
+    pub fn add_scaled(
+        &self,
+        enc: &mut Enc,
+        x: &GpuBuffer,
+        y: &GpuBuffer,
+        ls: Option<&GpuBuffer>,
+        rows: u32,
+        width: u32,
+    ) -> Result<()> {
         const OP: &str = "add_scaled";
         x.expect(OP, "x", DType::F32)?;
         y.expect(OP, "y", DType::F32)?;
@@ -283,7 +527,14 @@ impl GpuContext {
             s.check_span(OP, "width", 0, u64::from(width))?;
         }
         let s = ls.map_or(&self.dummy, |s| &s.buffer);
-        self.elementwise(enc, OP, n, width.max(1), ls.is_some(), &[(1, &x.buffer), (2, &y.buffer), (3, s)])
+        self.elementwise(
+            enc,
+            OP,
+            n,
+            width.max(1),
+            ls.is_some(),
+            &[(1, &x.buffer), (2, &y.buffer), (3, s)],
+        )
     }
 
     /// Softmax of each of `rows` rows of `width`, in place.
@@ -297,14 +548,28 @@ impl GpuContext {
         }
         let pipeline = self.pipeline(OP, OP, || shaders::ACTIVATION.to_string());
         let params = [u(OP, "n", n)?, width, 0, 0];
-        self.dispatch(enc, &pipeline, &params, &[(1, &x.buffer)], self.grid(OP, u64::from(rows))?);
+        self.dispatch(
+            enc,
+            &pipeline,
+            &params,
+            &[(1, &x.buffer)],
+            self.grid(OP, u64::from(rows))?,
+        );
         Ok(())
     }
 
     /// Token embeddings: row `ids[t]` of the packed `token_embd`, dequantized, for each of `n_tok` ids
     /// (read on the GPU). With `image = Some((features, n_img, img_id))` the k-th `img_id` token gets
     /// `features` row k instead (zeros past `n_img`). Ids outside the vocabulary give zero rows.
-    pub fn embed(&self, enc: &mut Enc, table: &GpuWeight, ids: &GpuBuffer, n_tok: u32, image: Option<(&GpuBuffer, u32, u32)>, out: &GpuBuffer) -> Result<()> {
+    pub fn embed(
+        &self,
+        enc: &mut Enc,
+        table: &GpuWeight,
+        ids: &GpuBuffer,
+        n_tok: u32,
+        image: Option<(&GpuBuffer, u32, u32)>,
+        out: &GpuBuffer,
+    ) -> Result<()> {
         const OP: &str = "embed";
         ids.expect(OP, "ids", DType::U32)?;
         out.expect(OP, "out", DType::F32)?;
@@ -321,26 +586,75 @@ impl GpuContext {
         };
         let splice = u32::from(image.is_some());
         let key = format!("embed_rows/{}", table.ty.name());
-        let rows = self.pipeline(&key, "embed_rows", || render(shaders::EMBED, &[("DEQUANT", &shaders::dequant(table.ty))]));
+        let rows = self.pipeline(&key, "embed_rows", || {
+            render(shaders::EMBED, &[("DEQUANT", &shaders::dequant(table.ty))])
+        });
         let groups = self.grid(OP, u64::from(n_tok))?;
         for part in &table.parts {
-            let params = [n_tok, width, u(OP, "row_bytes", table.row_bytes)?, u(OP, "first_row", part.first_row)?, u(OP, "n_rows", part.n_rows)?, img_id, n_img, splice];
-            self.dispatch(enc, &rows, &params, &[(1, &part.buffer), (2, &ids.buffer), (3, &out.buffer)], groups);
+            let params = [
+                n_tok,
+                width,
+                u(OP, "row_bytes", table.row_bytes)?,
+                u(OP, "first_row", part.first_row)?,
+                u(OP, "n_rows", part.n_rows)?,
+                img_id,
+                n_img,
+                splice,
+            ];
+            self.dispatch(
+                enc,
+                &rows,
+                &params,
+                &[(1, &part.buffer), (2, &ids.buffer), (3, &out.buffer)],
+                groups,
+            );
         }
         // The fixup kernel never decodes weights; any type's source works, F32 is as good as any.
-        let fixup = self.pipeline("embed_fixup", "embed_fixup", || render(shaders::EMBED, &[("DEQUANT", &shaders::dequant(crate::WeightType::F32))]));
-        let params = [n_tok, width, 0, 0, u(OP, "vocab", table.rows)?, img_id, n_img, splice];
-        self.dispatch(enc, &fixup, &params, &[(2, &ids.buffer), (3, &out.buffer), (4, img_buf)], groups);
+        let fixup = self.pipeline("embed_fixup", "embed_fixup", || {
+            render(
+                shaders::EMBED,
+                &[("DEQUANT", &shaders::dequant(crate::WeightType::F32))],
+            )
+        });
+        let params = [
+            n_tok,
+            width,
+            0,
+            0,
+            u(OP, "vocab", table.rows)?,
+            img_id,
+            n_img,
+            splice,
+        ];
+        self.dispatch(
+            enc,
+            &fixup,
+            &params,
+            &[(2, &ids.buffer), (3, &out.buffer), (4, img_buf)],
+            groups,
+        );
         Ok(())
     }
 
     /// im2col for the patch embedding: CHW pixels `[3, S, S]` → `[(S/p)², 3p²]` rows in (channel, y, x) order.
-    pub fn im2col(&self, enc: &mut Enc, pixels: &GpuBuffer, image_size: u32, patch: u32, out: &GpuBuffer) -> Result<()> {
+    pub fn im2col(
+        &self,
+        enc: &mut Enc,
+        pixels: &GpuBuffer,
+        image_size: u32,
+        patch: u32,
+        out: &GpuBuffer,
+    ) -> Result<()> {
         const OP: &str = "im2col";
         pixels.expect(OP, "pixels", DType::F32)?;
         out.expect(OP, "out", DType::F32)?;
         if patch == 0 || image_size % patch != 0 {
-            return Err(invalid(OP, "image_size", image_size, format!("must be a multiple of patch = {patch}")));
+            return Err(invalid(
+                OP,
+                "image_size",
+                image_size,
+                format!("must be a multiple of patch = {patch}"),
+            ));
         }
         let s = u64::from(image_size);
         pixels.check_span(OP, "image_size", 0, 3 * s * s)?;
@@ -348,16 +662,36 @@ impl GpuContext {
         let pipeline = self.pipeline(OP, OP, || shaders::VISION.to_string());
         let n = u(OP, "image_size", 3 * s * s)?;
         let params = [image_size, patch, image_size / patch, 0, n, 0, 0, 0];
-        self.dispatch(enc, &pipeline, &params, &[(1, &pixels.buffer), (2, &out.buffer)], self.grid(OP, u64::from(n).div_ceil(256))?);
+        self.dispatch(
+            enc,
+            &pipeline,
+            &params,
+            &[(1, &pixels.buffer), (2, &out.buffer)],
+            self.grid(OP, u64::from(n).div_ceil(256))?,
+        );
         Ok(())
     }
 
     /// `out = [cls; patches] + pos`: prepends the class embedding to `n_patches` rows of width `c` and adds the
     /// `(n_patches + 1) × c` position embedding.
     #[allow(clippy::too_many_arguments)]
-    pub fn cls_pos(&self, enc: &mut Enc, patches: &GpuBuffer, cls: &GpuBuffer, pos: &GpuBuffer, n_patches: u32, c: u32, out: &GpuBuffer) -> Result<()> {
+    pub fn cls_pos(
+        &self,
+        enc: &mut Enc,
+        patches: &GpuBuffer,
+        cls: &GpuBuffer,
+        pos: &GpuBuffer,
+        n_patches: u32,
+        c: u32,
+        out: &GpuBuffer,
+    ) -> Result<()> {
         const OP: &str = "cls_pos";
-        for (field, b) in [("patches", patches), ("cls", cls), ("pos", pos), ("out", out)] {
+        for (field, b) in [
+            ("patches", patches),
+            ("cls", cls),
+            ("pos", pos),
+            ("out", out),
+        ] {
             b.expect(OP, field, DType::F32)?;
         }
         let n = (u64::from(n_patches) + 1) * u64::from(c);
@@ -367,13 +701,32 @@ impl GpuContext {
         out.check_span(OP, "out", 0, n)?;
         let pipeline = self.pipeline(OP, OP, || shaders::VISION.to_string());
         let params = [0, 0, 0, c, u(OP, "n_patches", n)?, 0, 0, 0];
-        self.dispatch(enc, &pipeline, &params, &[(1, &patches.buffer), (2, &out.buffer), (3, &cls.buffer), (4, &pos.buffer)], self.grid(OP, n.div_ceil(256))?);
+        self.dispatch(
+            enc,
+            &pipeline,
+            &params,
+            &[
+                (1, &patches.buffer),
+                (2, &out.buffer),
+                (3, &cls.buffer),
+                (4, &pos.buffer),
+            ],
+            self.grid(OP, n.div_ceil(256))?,
+        );
         Ok(())
     }
 
     /// Upstream pixel shuffle v1 on a `grid × grid` token grid of width `c` that starts after `skip` rows
     /// (1 to drop CLS): writes `(grid/2)²` tokens of width `4c`.
-    pub fn pixel_shuffle_v1(&self, enc: &mut Enc, x: &GpuBuffer, grid: u32, c: u32, skip: u32, out: &GpuBuffer) -> Result<()> {
+    pub fn pixel_shuffle_v1(
+        &self,
+        enc: &mut Enc,
+        x: &GpuBuffer,
+        grid: u32,
+        c: u32,
+        skip: u32,
+        out: &GpuBuffer,
+    ) -> Result<()> {
         const OP: &str = "pixel_shuffle_v1";
         x.expect(OP, "x", DType::F32)?;
         out.expect(OP, "out", DType::F32)?;
@@ -385,35 +738,79 @@ impl GpuContext {
         out.check_span(OP, "out", 0, cells)?;
         let pipeline = self.pipeline(OP, "main", || shaders::PIXEL_SHUFFLE.to_string());
         let params = [grid, c, skip, u(OP, "grid", cells)?];
-        self.dispatch(enc, &pipeline, &params, &[(1, &x.buffer), (2, &out.buffer)], self.grid(OP, cells.div_ceil(256))?);
+        self.dispatch(
+            enc,
+            &pipeline,
+            &params,
+            &[(1, &x.buffer), (2, &out.buffer)],
+            self.grid(OP, cells.div_ceil(256))?,
+        );
         Ok(())
     }
 
     /// Greedy pick: `out[out_index]` = index of the largest of `logits[offset .. offset + n]` (first on ties).
-    pub fn argmax(&self, enc: &mut Enc, logits: &GpuBuffer, offset: u32, n: u32, out: &GpuBuffer, out_index: u32) -> Result<()> {
+    pub fn argmax(
+        &self,
+        enc: &mut Enc,
+        logits: &GpuBuffer,
+        offset: u32,
+        n: u32,
+        out: &GpuBuffer,
+        out_index: u32,
+    ) -> Result<()> {
         self.sampling(enc, "argmax", logits, offset, n, 1, out, out_index)
     }
 
     /// The `k` best `(index, value bits)` pairs of `logits[offset .. offset + n]`, best first, into
     /// `out[out_index ..  out_index + 2k]` (index `u32::MAX` when fewer than k exist).
     #[allow(clippy::too_many_arguments)]
-    pub fn top_n(&self, enc: &mut Enc, logits: &GpuBuffer, offset: u32, n: u32, k: u32, out: &GpuBuffer, out_index: u32) -> Result<()> {
+    pub fn top_n(
+        &self,
+        enc: &mut Enc,
+        logits: &GpuBuffer,
+        offset: u32,
+        n: u32,
+        k: u32,
+        out: &GpuBuffer,
+        out_index: u32,
+    ) -> Result<()> {
         self.sampling(enc, "top_n", logits, offset, n, k, out, out_index)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn sampling(&self, enc: &mut Enc, op: &'static str, logits: &GpuBuffer, offset: u32, n: u32, k: u32, out: &GpuBuffer, out_index: u32) -> Result<()> {
+    fn sampling(
+        &self,
+        enc: &mut Enc,
+        op: &'static str,
+        logits: &GpuBuffer,
+        offset: u32,
+        n: u32,
+        k: u32,
+        out: &GpuBuffer,
+        out_index: u32,
+    ) -> Result<()> {
         logits.expect(op, "logits", DType::F32)?;
         out.expect(op, "out", DType::U32)?;
         logits.check_span(op, "n", u64::from(offset), u64::from(n))?;
         let slots = if op == "argmax" { 1 } else { 2 * u64::from(k) };
         out.check_span(op, "out_index", u64::from(out_index), slots)?;
         if k > 1024 {
-            return Err(invalid(op, "k", k, "must be ≤ 1024 (one pass over the logits per pick)"));
+            return Err(invalid(
+                op,
+                "k",
+                k,
+                "must be ≤ 1024 (one pass over the logits per pick)",
+            ));
         }
         let pipeline = self.pipeline(op, op, || shaders::SAMPLING.to_string());
         let params = [n, offset, k, out_index];
-        self.dispatch(enc, &pipeline, &params, &[(1, &logits.buffer), (2, &out.buffer)], [1, 1, 1]);
+        self.dispatch(
+            enc,
+            &pipeline,
+            &params,
+            &[(1, &logits.buffer), (2, &out.buffer)],
+            [1, 1, 1],
+        );
         Ok(())
     }
 }

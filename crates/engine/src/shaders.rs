@@ -32,10 +32,15 @@ pub(crate) fn render(template: &str, vars: &[(&str, &str)]) -> String {
 
 /// The helpers of `dequant.wgsl` followed by the `dq4` section for `ty`.
 pub(crate) fn dequant(ty: WeightType) -> String {
-    let (common, sections) = DEQUANT.split_once("//#type ").expect("dequant.wgsl has type sections");
+    let (common, sections) = DEQUANT
+        .split_once("//#type ")
+        .expect("dequant.wgsl has type sections");
     let sections = format!("//#type {sections}");
     let marker = format!("//#type {}\n", ty.name());
-    let start = sections.find(&marker).expect("every WeightType has a dequant section") + marker.len();
+    let start = sections
+        .find(&marker)
+        .expect("every WeightType has a dequant section")
+        + marker.len();
     let rest = &sections[start..];
     let end = rest.find("//#").expect("sections are terminated");
     format!("{common}{}", &rest[..end])
@@ -43,7 +48,17 @@ pub(crate) fn dequant(ty: WeightType) -> String {
 
 /// Template variables for kernels whose storage element type varies (KV cache).
 pub(crate) fn kv_vars(dtype: DType) -> [(&'static str, &'static str); 2] {
-    [("KV_T", dtype.wgsl()), ("ENABLE_F16", if dtype == DType::F16 { "enable f16;" } else { "" })]
+    [
+        ("KV_T", dtype.wgsl()),
+        (
+            "ENABLE_F16",
+            if dtype == DType::F16 {
+                "enable f16;"
+            } else {
+                ""
+            },
+        ),
+    ]
 }
 
 #[cfg(test)]

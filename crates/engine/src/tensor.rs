@@ -40,16 +40,32 @@ pub struct GpuBuffer {
 impl GpuBuffer {
     pub(crate) fn expect(&self, op: &'static str, field: &'static str, dtype: DType) -> Result<()> {
         if self.dtype != dtype {
-            return Err(EngineError::DType { op, field, expected: dtype, got: self.dtype });
+            return Err(EngineError::DType {
+                op,
+                field,
+                expected: dtype,
+                got: self.dtype,
+            });
         }
         Ok(())
     }
 
     /// Checks that `len` elements from `offset` lie inside the buffer.
-    pub(crate) fn check_span(&self, op: &'static str, field: &'static str, offset: u64, len: u64) -> Result<()> {
+    pub(crate) fn check_span(
+        &self,
+        op: &'static str,
+        field: &'static str,
+        offset: u64,
+        len: u64,
+    ) -> Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len => Ok(()),
-            _ => Err(invalid(op, field, offset.saturating_add(len), format!("runs past the buffer's {} elements", self.len))),
+            _ => Err(invalid(
+                op,
+                field,
+                offset.saturating_add(len),
+                format!("runs past the buffer's {} elements", self.len),
+            )),
         }
     }
 }
@@ -69,18 +85,38 @@ pub struct Rows {
 impl Rows {
     /// Contiguous rows from element 0.
     pub const fn dense(rows: u32, width: u32) -> Self {
-        Rows { rows, width, offset: 0, stride: width }
+        Rows {
+            rows,
+            width,
+            offset: 0,
+            stride: width,
+        }
     }
 
     /// Columns `col .. col + width` of a dense `[rows, full_width]` tensor.
     pub const fn columns(rows: u32, full_width: u32, col: u32, width: u32) -> Self {
-        Rows { rows, width, offset: col, stride: full_width }
+        Rows {
+            rows,
+            width,
+            offset: col,
+            stride: full_width,
+        }
     }
 
     /// Elements between the first and one past the last element the view touches.
-    pub(crate) fn check(&self, op: &'static str, field: &'static str, buf: &GpuBuffer) -> Result<()> {
+    pub(crate) fn check(
+        &self,
+        op: &'static str,
+        field: &'static str,
+        buf: &GpuBuffer,
+    ) -> Result<()> {
         if self.rows > 1 && self.stride < self.width {
-            return Err(invalid(op, field, self.stride, format!("stride is smaller than the width {}", self.width)));
+            return Err(invalid(
+                op,
+                field,
+                self.stride,
+                format!("stride is smaller than the width {}", self.width),
+            ));
         }
         if self.rows == 0 {
             return Ok(());

@@ -74,7 +74,10 @@ impl WeightType {
     }
 
     pub fn from_ggml_id(id: u32) -> Result<Self> {
-        WeightType::ALL.into_iter().find(|t| t.ggml_id() == id).ok_or(EngineError::UnsupportedType(id))
+        WeightType::ALL
+            .into_iter()
+            .find(|t| t.ggml_id() == id)
+            .ok_or(EngineError::UnsupportedType(id))
     }
 
     /// Section name in `dequant.wgsl`.
@@ -107,11 +110,25 @@ impl WeightDesc {
     pub fn row_bytes(&self) -> Result<u64> {
         const OP: &str = "weight";
         if self.row_len == 0 || self.row_len % self.ty.block_size() != 0 {
-            return Err(invalid(OP, "row_len", self.row_len, format!("must be a positive multiple of the {:?} block size {}", self.ty, self.ty.block_size())));
+            return Err(invalid(
+                OP,
+                "row_len",
+                self.row_len,
+                format!(
+                    "must be a positive multiple of the {:?} block size {}",
+                    self.ty,
+                    self.ty.block_size()
+                ),
+            ));
         }
         // Kernels decode 4 elements per step, so float rows must hold whole groups of 4.
         if self.row_len % 4 != 0 {
-            return Err(invalid(OP, "row_len", self.row_len, "must be a multiple of 4"));
+            return Err(invalid(
+                OP,
+                "row_len",
+                self.row_len,
+                "must be a multiple of 4",
+            ));
         }
         if self.rows == 0 {
             return Err(invalid(OP, "rows", 0u64, "must be positive"));
@@ -155,10 +172,23 @@ pub const UPLOAD_CHUNK_BYTES: usize = 16 << 20;
 
 impl GpuWeight {
     /// Uploads a whole tensor from a byte slice (e.g. a slice of an mmap).
-    pub fn upload(ctx: &GpuContext, desc: WeightDesc, label: &str, bytes: &[u8]) -> Result<GpuWeight> {
+    pub fn upload(
+        ctx: &GpuContext,
+        desc: WeightDesc,
+        label: &str,
+        bytes: &[u8],
+    ) -> Result<GpuWeight> {
         let total = desc.total_bytes()?;
         if bytes.len() as u64 != total {
-            return Err(invalid("weight", "bytes", bytes.len() as u64, format!("{:?} × {} × {} needs {total} bytes", desc.ty, desc.rows, desc.row_len)));
+            return Err(invalid(
+                "weight",
+                "bytes",
+                bytes.len() as u64,
+                format!(
+                    "{:?} × {} × {} needs {total} bytes",
+                    desc.ty, desc.rows, desc.row_len
+                ),
+            ));
         }
         Self::upload_with(ctx, desc, label, None, |offset, dst: &mut [u8]| {
             let start = offset as usize;
@@ -186,7 +216,12 @@ impl GpuWeight {
             limit = limit.min(m);
         }
         if row_bytes > limit {
-            return Err(EngineError::TooLarge { op: "weight", field: "row_len", needed: row_bytes, limit });
+            return Err(EngineError::TooLarge {
+                op: "weight",
+                field: "row_len",
+                needed: row_bytes,
+                limit,
+            });
         }
         let rows_per_part = limit / row_bytes;
         let mut parts = Vec::new();
@@ -210,7 +245,10 @@ impl GpuWeight {
                 // write_buffer wants 4-byte multiples: only a part's last chunk can need zero padding.
                 chunk.clear();
                 chunk.resize(n.div_ceil(4) * 4, 0);
-                read(base + done, &mut chunk[..n]).map_err(|e| EngineError::Read { offset: base + done, message: e.to_string() })?;
+                read(base + done, &mut chunk[..n]).map_err(|e| EngineError::Read {
+                    offset: base + done,
+                    message: e.to_string(),
+                })?;
                 ctx.queue.write_buffer(&buffer, done, &chunk);
                 done += n as u64;
                 pending += n as u64;
@@ -221,12 +259,25 @@ impl GpuWeight {
                     pending = 0;
                 }
             }
-            parts.push(WeightPart { buffer, first_row, n_rows });
+            parts.push(WeightPart {
+                buffer,
+                first_row,
+                n_rows,
+            });
             first_row += n_rows;
         }
-        debug_assert_eq!(parts.iter().map(|p| p.n_rows * row_bytes).sum::<u64>(), total);
+        debug_assert_eq!(
+            parts.iter().map(|p| p.n_rows * row_bytes).sum::<u64>(),
+            total
+        );
         ctx.queue.submit([]);
-        Ok(GpuWeight { ty: desc.ty, rows: desc.rows, row_len: desc.row_len, row_bytes, parts })
+        Ok(GpuWeight {
+            ty: desc.ty,
+            rows: desc.rows,
+            row_len: desc.row_len,
+            row_bytes,
+            parts,
+        })
     }
 
     /// Bytes resident on the GPU (the packed size plus ≤ 3 bytes of padding per part).

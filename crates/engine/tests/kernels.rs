@@ -4,7 +4,10 @@
 
 use std::sync::OnceLock;
 
-use meddr_engine::{AttnShape, ContextOptions, DType, GpuBuffer, GpuContext, GpuWeight, KvCache, RopeTable, Rows, WeightDesc, WeightType};
+use meddr_engine::{
+    AttnShape, ContextOptions, DType, GpuBuffer, GpuContext, GpuWeight, KvCache, RopeTable, Rows,
+    WeightDesc, WeightType,
+};
 use meddr_quants::QuantType;
 use meddr_reference::ops as r;
 
@@ -29,7 +32,11 @@ fn ctx32() -> &'static GpuContext {
 
 fn ctx16() -> &'static GpuContext {
     let c = ctx();
-    assert!(c.info.f16, "the adapter {} lacks shader-f16, so the f16 path cannot be tested here", c.info.name);
+    assert!(
+        c.info.f16,
+        "the adapter {} lacks shader-f16, so the f16 path cannot be tested here",
+        c.info.name
+    );
     c
 }
 
@@ -51,13 +58,24 @@ fn qt(t: WeightType) -> QuantType {
 }
 
 /// Quantizes random rows, uploads them, and returns the weight plus its dequantized f32 truth.
-fn make_weight(c: &GpuContext, ty: WeightType, rows: usize, row_len: usize, seed: u64, max_part: Option<u64>) -> (GpuWeight, Vec<f32>) {
+fn make_weight(
+    c: &GpuContext,
+    ty: WeightType,
+    rows: usize,
+    row_len: usize,
+    seed: u64,
+    max_part: Option<u64>,
+) -> (GpuWeight, Vec<f32>) {
     let src = rand_vec(seed, rows * row_len);
     let mut bytes = Vec::new();
     meddr_quants::quantize(qt(ty), &src, &mut bytes).unwrap();
     let mut deq = vec![0.0; src.len()];
     meddr_quants::dequantize(qt(ty), &bytes, &mut deq).unwrap();
-    let desc = WeightDesc { ty, rows: rows as u64, row_len: row_len as u64 };
+    let desc = WeightDesc {
+        ty,
+        rows: rows as u64,
+        row_len: row_len as u64,
+    };
     let w = GpuWeight::upload_with(c, desc, "w", max_part, |off, dst: &mut [u8]| {
         dst.copy_from_slice(&bytes[off as usize..off as usize + dst.len()]);
         Ok::<(), String>(())
@@ -82,18 +100,37 @@ fn assert_within(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -> f
     let mut worst = (0usize, 0.0f32);
     for i in 0..got.len() {
         let err = (got[i] - want[i]).abs();
-        assert!(err.is_finite() || got[i] == want[i], "{what}[{i}]: got {} want {}", got[i], want[i]);
+        assert!(
+            err.is_finite() || got[i] == want[i],
+            "{what}[{i}]: got {} want {}",
+            got[i],
+            want[i]
+        );
         let ratio = err / tol(i);
         if ratio > worst.1 {
             worst = (i, ratio);
         }
     }
     let i = worst.0;
-    assert!(worst.1 <= 1.0, "{what}[{i}]: got {} want {} (error {:.3e} > tolerance {:.3e})", got[i], want[i], (got[i] - want[i]).abs(), tol(i));
+    assert!(
+        worst.1 <= 1.0,
+        "{what}[{i}]: got {} want {} (error {:.3e} > tolerance {:.3e})",
+        got[i],
+        want[i],
+        (got[i] - want[i]).abs(),
+        tol(i)
+    );
 }
 
 /// Naive `y[t, o] = Σ w[o, i] x[t, i] + b[o]` in f64, plus `Σ |w x|` per output for the tolerance.
-fn naive_linear(x: &[f32], n: usize, k: usize, w: &[f32], rows: usize, bias: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
+fn naive_linear(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    w: &[f32],
+    rows: usize,
+    bias: Option<&[f32]>,
+) -> (Vec<f32>, Vec<f32>) {
     let mut y = Vec::new();
     let mut mag = Vec::new();
     for t in 0..n {
@@ -127,7 +164,15 @@ fn row_len_for(ty: WeightType) -> usize {
 /// the dequantisation, yet one wrongly decoded element (≳ 1/512 of the magnitude) would exceed it 200-fold.
 const LIN_REL: f32 = 1e-5;
 
-fn check_linear(c: &GpuContext, ty: WeightType, rows: usize, n: usize, tiled: bool, seed: u64, max_part: Option<u64>) {
+fn check_linear(
+    c: &GpuContext,
+    ty: WeightType,
+    rows: usize,
+    n: usize,
+    tiled: bool,
+    seed: u64,
+    max_part: Option<u64>,
+) {
     let k = row_len_for(ty);
     let (w, deq) = make_weight(c, ty, rows, k, seed, max_part);
     // x lives in a strided view: offset 3, row stride k + 5.
@@ -142,7 +187,12 @@ fn check_linear(c: &GpuContext, ty: WeightType, rows: usize, n: usize, tiled: bo
     let x = c.upload_f32(&xbuf, "x").unwrap();
     let b = c.upload_f32(&bias, "b").unwrap();
     let y = c.zeros(DType::F32, (n * rows) as u64, "y").unwrap();
-    let xv = Rows { rows: n as u32, width: k as u32, offset: 3, stride: stride as u32 };
+    let xv = Rows {
+        rows: n as u32,
+        width: k as u32,
+        offset: 3,
+        stride: stride as u32,
+    };
     let yv = Rows::dense(n as u32, rows as u32);
     run(c, |enc| {
         let bias = use_bias.then_some(&b);
@@ -154,7 +204,11 @@ fn check_linear(c: &GpuContext, ty: WeightType, rows: usize, n: usize, tiled: bo
     });
     let got = read(c, &y);
     let (want, mag) = naive_linear(&xs, n, k, &deq, rows, use_bias.then_some(&bias[..]));
-    let what = format!("{} {ty:?} rows {rows} n {n} parts {}", if tiled { "matmul" } else { "matvec" }, w.parts.len());
+    let what = format!(
+        "{} {ty:?} rows {rows} n {n} parts {}",
+        if tiled { "matmul" } else { "matvec" },
+        w.parts.len()
+    );
     assert_within(&what, &got, &want, |i| LIN_REL * mag[i] + 1e-7);
 }
 
@@ -192,30 +246,73 @@ fn weight_split_across_bindings() {
     let (w, _) = make_weight(c, WeightType::Q5_0, 37, 160, 90, Some(440));
     assert_eq!(w.parts.len(), 10);
     assert_eq!(w.parts.iter().map(|p| p.n_rows).sum::<u64>(), 37);
-    assert!(w.parts.windows(2).all(|p| p[0].first_row + p[0].n_rows == p[1].first_row));
-    assert!(w.gpu_bytes() < 37 * 110 + 4 * 10, "packed bytes are uploaded as-is");
+    assert!(w
+        .parts
+        .windows(2)
+        .all(|p| p[0].first_row + p[0].n_rows == p[1].first_row));
+    assert!(
+        w.gpu_bytes() < 37 * 110 + 4 * 10,
+        "packed bytes are uploaded as-is"
+    );
     check_linear(c, WeightType::Q5_0, 37, 2, false, 91, Some(440));
     check_linear(c, WeightType::Q5_0, 37, 9, true, 92, Some(440));
     check_linear(c, WeightType::Q6_K, 7, 1, false, 93, Some(420));
     // A row larger than the limit is refused with a typed error.
-    let desc = WeightDesc { ty: WeightType::F32, rows: 2, row_len: 64 };
-    let e = GpuWeight::upload_with(c, desc, "w", Some(100), |_, _: &mut [u8]| Ok::<(), String>(())).unwrap_err();
+    let desc = WeightDesc {
+        ty: WeightType::F32,
+        rows: 2,
+        row_len: 64,
+    };
+    let e = GpuWeight::upload_with(c, desc, "w", Some(100), |_, _: &mut [u8]| {
+        Ok::<(), String>(())
+    })
+    .unwrap_err();
     assert!(e.to_string().contains("row_len"), "{e}");
 }
 
 #[test]
 fn bad_shapes_are_typed_errors() {
     let c = ctx();
-    let desc = WeightDesc { ty: WeightType::Q4_0, rows: 2, row_len: 48 };
+    let desc = WeightDesc {
+        ty: WeightType::Q4_0,
+        rows: 2,
+        row_len: 48,
+    };
     let e = GpuWeight::upload(c, desc, "w", &[0u8; 54]).unwrap_err();
-    assert!(e.to_string().contains("row_len") && e.to_string().contains("48"), "{e}");
+    assert!(
+        e.to_string().contains("row_len") && e.to_string().contains("48"),
+        "{e}"
+    );
     let (w, _) = make_weight(c, WeightType::Q8_0, 4, 64, 3, None);
     let x = c.zeros(DType::F32, 63, "x").unwrap();
     let y = c.zeros(DType::F32, 4, "y").unwrap();
     let mut enc = c.encoder();
-    let e = c.matvec(&mut enc, &w, &x, Rows::dense(1, 63), None, &y, Rows::dense(1, 4)).unwrap_err();
-    assert!(e.to_string().contains("x.width") && e.to_string().contains("63"), "{e}");
-    let e = c.matvec(&mut enc, &w, &x, Rows::dense(1, 64), None, &y, Rows::dense(1, 4)).unwrap_err();
+    let e = c
+        .matvec(
+            &mut enc,
+            &w,
+            &x,
+            Rows::dense(1, 63),
+            None,
+            &y,
+            Rows::dense(1, 4),
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("x.width") && e.to_string().contains("63"),
+        "{e}"
+    );
+    let e = c
+        .matvec(
+            &mut enc,
+            &w,
+            &x,
+            Rows::dense(1, 64),
+            None,
+            &y,
+            Rows::dense(1, 4),
+        )
+        .unwrap_err();
     assert!(e.to_string().contains("`x`"), "{e}");
 }
 
@@ -229,23 +326,49 @@ fn rms_and_layer_norm() {
     let x = c.upload_f32(&xs, "x").unwrap();
     let gb = c.upload_f32(&g, "g").unwrap();
     let y = c.zeros(DType::F32, (rows * width) as u64, "y").unwrap();
-    run(c, |e| c.rms_norm(e, &x, Rows::columns(rows as u32, w3 as u32, 300, width as u32), &gb, 1e-6, &y, Rows::dense(rows as u32, width as u32)).unwrap());
-    let slice: Vec<f32> = (0..rows).flat_map(|r| xs[r * w3 + 300..r * w3 + 600].to_vec()).collect();
+    run(c, |e| {
+        c.rms_norm(
+            e,
+            &x,
+            Rows::columns(rows as u32, w3 as u32, 300, width as u32),
+            &gb,
+            1e-6,
+            &y,
+            Rows::dense(rows as u32, width as u32),
+        )
+        .unwrap()
+    });
+    let slice: Vec<f32> = (0..rows)
+        .flat_map(|r| xs[r * w3 + 300..r * w3 + 600].to_vec())
+        .collect();
     let want = r::rms_norm(&slice, rows, width, &g, 1e-6);
-    assert_within("rms_norm", &read(c, &y), &want, |i| 2e-6 * (1.0 + want[i].abs()));
+    assert_within("rms_norm", &read(c, &y), &want, |i| {
+        2e-6 * (1.0 + want[i].abs())
+    });
 
     // LayerNorm with a large mean offset (the two-pass variance must not cancel) and a single row.
     for (rows, width) in [(3usize, 1000usize), (1, 7)] {
-        let xs: Vec<f32> = rand_vec(3, rows * width).iter().map(|v| v * 3.0 + 50.0).collect();
+        let xs: Vec<f32> = rand_vec(3, rows * width)
+            .iter()
+            .map(|v| v * 3.0 + 50.0)
+            .collect();
         let g = rand_vec(4, width);
         let b = rand_vec(5, width);
-        let (x, gb, bb) = (c.upload_f32(&xs, "x").unwrap(), c.upload_f32(&g, "g").unwrap(), c.upload_f32(&b, "b").unwrap());
+        let (x, gb, bb) = (
+            c.upload_f32(&xs, "x").unwrap(),
+            c.upload_f32(&g, "g").unwrap(),
+            c.upload_f32(&b, "b").unwrap(),
+        );
         let y = c.zeros(DType::F32, (rows * width) as u64, "y").unwrap();
         let v = Rows::dense(rows as u32, width as u32);
-        run(c, |e| c.layer_norm(e, &x, v, &gb, &bb, 1e-5, &y, v).unwrap());
+        run(c, |e| {
+            c.layer_norm(e, &x, v, &gb, &bb, 1e-5, &y, v).unwrap()
+        });
         let want = r::layer_norm(&xs, rows, width, &g, &b, 1e-5);
         // |x − mean| ~ 3 carries the f32 rounding of x ≈ 50 (2⁻¹⁹ relative to 50 ≈ 1e-4 of the centred value).
-        assert_within("layer_norm", &read(c, &y), &want, |i| 2e-5 * (1.0 + want[i].abs()));
+        assert_within("layer_norm", &read(c, &y), &want, |i| {
+            2e-5 * (1.0 + want[i].abs())
+        });
     }
 }
 
@@ -257,16 +380,28 @@ fn rope_adjacent_pairs() {
         let width = (heads * hd) as usize;
         let xs = rand_vec(u64::from(hd), n as usize * width);
         let x = c.upload_f32(&xs, "x").unwrap();
-        run(c, |e| c.rope(e, &x, Rows::dense(n, width as u32), heads, start, &table).unwrap());
+        run(c, |e| {
+            c.rope(e, &x, Rows::dense(n, width as u32), heads, start, &table)
+                .unwrap()
+        });
         let pos: Vec<usize> = (0..n as usize).map(|t| start as usize + t).collect();
-        let want = r::rope_adjacent_pairs(&xs, n as usize, heads as usize, hd as usize, &pos, 5_000_000.0);
+        let want = r::rope_adjacent_pairs(
+            &xs,
+            n as usize,
+            heads as usize,
+            hd as usize,
+            &pos,
+            5_000_000.0,
+        );
         // The table holds the reference's exact cos/sin; only the 2-term f32 rotation can round differently.
         assert_within("rope", &read(c, &x), &want, |_| 3e-7);
     }
     let table = RopeTable::new(c, 8, 16, 1e4).unwrap();
     let x = c.zeros(DType::F32, 32, "x").unwrap();
     let mut enc = c.encoder();
-    let e = c.rope(&mut enc, &x, Rows::dense(2, 16), 1, 7, &table).unwrap_err();
+    let e = c
+        .rope(&mut enc, &x, Rows::dense(2, 16), 1, 7, &table)
+        .unwrap_err();
     assert!(e.to_string().contains("pos_start"), "{e}");
 }
 
@@ -283,11 +418,49 @@ fn attention_bidirectional_from_fused_qkv() {
         let buf = c.upload_f32(&qkv, "qkv").unwrap();
         let o = c.zeros(DType::F32, u64::from(n) * cw as u64, "o").unwrap();
         let view = |col: u32| Rows::columns(n, 3 * cw as u32, col, cw as u32);
-        let shape = AttnShape { n_heads: heads, n_kv_heads: heads, head_dim: hd, causal_start: None };
-        run(c, |e| c.attention(e, shape, &buf, view(0), &buf, view(cw as u32), &buf, view(2 * cw as u32), &o, Rows::dense(n, cw as u32)).unwrap());
-        let split = |col: usize| -> Vec<f32> { (0..n as usize).flat_map(|t| qkv[t * 3 * cw + col..t * 3 * cw + col + cw].to_vec()).collect() };
-        let want = r::attention(&split(0), &split(cw), &split(2 * cw), n as usize, n as usize, heads as usize, heads as usize, hd as usize, None);
-        assert_within(&format!("attention hd {hd} n {n}"), &read(c, &o), &want, |_| ATT_ABS);
+        let shape = AttnShape {
+            n_heads: heads,
+            n_kv_heads: heads,
+            head_dim: hd,
+            causal_start: None,
+        };
+        run(c, |e| {
+            c.attention(
+                e,
+                shape,
+                &buf,
+                view(0),
+                &buf,
+                view(cw as u32),
+                &buf,
+                view(2 * cw as u32),
+                &o,
+                Rows::dense(n, cw as u32),
+            )
+            .unwrap()
+        });
+        let split = |col: usize| -> Vec<f32> {
+            (0..n as usize)
+                .flat_map(|t| qkv[t * 3 * cw + col..t * 3 * cw + col + cw].to_vec())
+                .collect()
+        };
+        let want = r::attention(
+            &split(0),
+            &split(cw),
+            &split(2 * cw),
+            n as usize,
+            n as usize,
+            heads as usize,
+            heads as usize,
+            hd as usize,
+            None,
+        );
+        assert_within(
+            &format!("attention hd {hd} n {n}"),
+            &read(c, &o),
+            &want,
+            |_| ATT_ABS,
+        );
     }
 }
 
@@ -305,7 +478,11 @@ fn check_causal(c: &GpuContext, hd: u32, n_kv_heads: u32, ratio: u32, n0: u32) {
     let vs = rand_vec(u64::from(hd * 11 + ratio), total as usize * kw);
     let qs = rand_vec(u64::from(hd * 13 + ratio), total as usize * qw);
     let f16 = cache.dtype() == DType::F16;
-    let (kt, vt) = if f16 { (round_f16(&ks), round_f16(&vs)) } else { (ks.clone(), vs.clone()) };
+    let (kt, vt) = if f16 {
+        (round_f16(&ks), round_f16(&vs))
+    } else {
+        (ks.clone(), vs.clone())
+    };
     let mut got = Vec::new();
     for (start, n) in [(0u32, n0), (n0, 1)] {
         let (a, b) = (start as usize, (start + n) as usize);
@@ -313,19 +490,57 @@ fn check_causal(c: &GpuContext, hd: u32, n_kv_heads: u32, ratio: u32, n0: u32) {
         let v = c.upload_f32(&vs[a * kw..b * kw], "v").unwrap();
         let q = c.upload_f32(&qs[a * qw..b * qw], "q").unwrap();
         let o = c.zeros(DType::F32, u64::from(n) * qw as u64, "o").unwrap();
-        let shape = AttnShape { n_heads: heads, n_kv_heads, head_dim: hd, causal_start: Some(start) };
+        let shape = AttnShape {
+            n_heads: heads,
+            n_kv_heads,
+            head_dim: hd,
+            causal_start: Some(start),
+        };
         run(c, |e| {
-            c.kv_write(e, &k, Rows::dense(n, kw as u32), &cache.k[0], start).unwrap();
-            c.kv_write(e, &v, Rows::dense(n, kw as u32), &cache.v[0], start).unwrap();
+            c.kv_write(e, &k, Rows::dense(n, kw as u32), &cache.k[0], start)
+                .unwrap();
+            c.kv_write(e, &v, Rows::dense(n, kw as u32), &cache.v[0], start)
+                .unwrap();
             let kv = cache.view(start + n);
-            c.attention(e, shape, &q, Rows::dense(n, qw as u32), &cache.k[0], kv, &cache.v[0], kv, &o, Rows::dense(n, qw as u32)).unwrap();
+            c.attention(
+                e,
+                shape,
+                &q,
+                Rows::dense(n, qw as u32),
+                &cache.k[0],
+                kv,
+                &cache.v[0],
+                kv,
+                &o,
+                Rows::dense(n, qw as u32),
+            )
+            .unwrap();
         });
         got.extend(read(c, &o));
     }
-    let want = r::attention(&qs, &kt, &vt, total as usize, total as usize, heads as usize, n_kv_heads as usize, hd as usize, Some(0));
-    assert_within(&format!("causal hd {hd} kv {n_kv_heads} ratio {ratio} f16 {f16}"), &got, &want, |_| ATT_ABS);
+    let want = r::attention(
+        &qs,
+        &kt,
+        &vt,
+        total as usize,
+        total as usize,
+        heads as usize,
+        n_kv_heads as usize,
+        hd as usize,
+        Some(0),
+    );
+    assert_within(
+        &format!("causal hd {hd} kv {n_kv_heads} ratio {ratio} f16 {f16}"),
+        &got,
+        &want,
+        |_| ATT_ABS,
+    );
     // The cache holds exactly what was written (rounded to f16 on the f16 path).
-    let cached = if f16 { c.read_f16_as_f32_blocking(&cache.k[0]).unwrap() } else { read(c, &cache.k[0]) };
+    let cached = if f16 {
+        c.read_f16_as_f32_blocking(&cache.k[0]).unwrap()
+    } else {
+        read(c, &cache.k[0])
+    };
     assert_eq!(&cached[..total as usize * kw], &kt[..]);
 }
 
@@ -359,12 +574,17 @@ fn gelu_silu_residual_softmax() {
     // absolute floor where the output crosses zero (x ≈ 0).
     assert_within("gelu", &got, &want, |i| 1e-6 * want[i].abs() + 1e-7);
 
-    let (g, u) = (rand_vec(7, 999).iter().map(|v| v * 8.0).collect::<Vec<_>>(), rand_vec(8, 999));
+    let (g, u) = (
+        rand_vec(7, 999).iter().map(|v| v * 8.0).collect::<Vec<_>>(),
+        rand_vec(8, 999),
+    );
     let gb = c.upload_f32(&g, "g").unwrap();
     let ub = c.upload_f32(&u, "u").unwrap();
     run(c, |e| c.silu_mul(e, &gb, &ub, 999).unwrap());
     let want: Vec<f32> = r::silu(&g).iter().zip(&u).map(|(a, b)| a * b).collect();
-    assert_within("silu_mul", &read(c, &gb), &want, |i| 2e-6 * (1.0 + want[i].abs()));
+    assert_within("silu_mul", &read(c, &gb), &want, |i| {
+        2e-6 * (1.0 + want[i].abs())
+    });
 
     let (rows, w) = (3u32, 77u32);
     let (a, b, ls) = (rand_vec(9, 231), rand_vec(10, 231), rand_vec(11, 77));
@@ -372,8 +592,13 @@ fn gelu_silu_residual_softmax() {
         let ab = c.upload_f32(&a, "a").unwrap();
         let bb = c.upload_f32(&b, "b").unwrap();
         let lb = c.upload_f32(&ls, "ls").unwrap();
-        run(c, |e| c.add_scaled(e, &ab, &bb, with_ls.then_some(&lb), rows, w).unwrap());
-        let want: Vec<f32> = (0..231).map(|i| a[i] + if with_ls { ls[i % 77] * b[i] } else { b[i] }).collect();
+        run(c, |e| {
+            c.add_scaled(e, &ab, &bb, with_ls.then_some(&lb), rows, w)
+                .unwrap()
+        });
+        let want: Vec<f32> = (0..231)
+            .map(|i| a[i] + if with_ls { ls[i % 77] * b[i] } else { b[i] })
+            .collect();
         assert_eq!(read(c, &ab), want, "add_scaled ls {with_ls}");
     }
 
@@ -398,23 +623,44 @@ fn patch_embedding_cls_pos_and_pixel_shuffle() {
     let cls = rand_vec(23, cw);
     let pos = rand_vec(24, (n_patches + 1) * cw);
     let px = c.upload_f32(&pixels, "px").unwrap();
-    let cols = c.zeros(DType::F32, (n_patches * 588) as u64, "cols").unwrap();
+    let cols = c
+        .zeros(DType::F32, (n_patches * 588) as u64, "cols")
+        .unwrap();
     let pe = c.zeros(DType::F32, (n_patches * cw) as u64, "pe").unwrap();
-    let (bb, cb, pb) = (c.upload_f32(&bias, "b").unwrap(), c.upload_f32(&cls, "cls").unwrap(), c.upload_f32(&pos, "pos").unwrap());
-    let out = c.zeros(DType::F32, ((n_patches + 1) * cw) as u64, "out").unwrap();
+    let (bb, cb, pb) = (
+        c.upload_f32(&bias, "b").unwrap(),
+        c.upload_f32(&cls, "cls").unwrap(),
+        c.upload_f32(&pos, "pos").unwrap(),
+    );
+    let out = c
+        .zeros(DType::F32, ((n_patches + 1) * cw) as u64, "out")
+        .unwrap();
     let shuffled = c.zeros(DType::F32, (n_patches * cw) as u64, "sh").unwrap();
     run(c, |e| {
         c.im2col(e, &px, s, p, &cols).unwrap();
-        c.matmul(e, &w, &cols, Rows::dense(n_patches as u32, 588), Some(&bb), &pe, Rows::dense(n_patches as u32, cw as u32)).unwrap();
-        c.cls_pos(e, &pe, &cb, &pb, n_patches as u32, cw as u32, &out).unwrap();
-        c.pixel_shuffle_v1(e, &out, g, cw as u32, 1, &shuffled).unwrap();
+        c.matmul(
+            e,
+            &w,
+            &cols,
+            Rows::dense(n_patches as u32, 588),
+            Some(&bb),
+            &pe,
+            Rows::dense(n_patches as u32, cw as u32),
+        )
+        .unwrap();
+        c.cls_pos(e, &pe, &cb, &pb, n_patches as u32, cw as u32, &out)
+            .unwrap();
+        c.pixel_shuffle_v1(e, &out, g, cw as u32, 1, &shuffled)
+            .unwrap();
     });
     let patches = r::patch_embed(&pixels, s as usize, p as usize, &deq, cw, &bias);
     let mut want: Vec<f32> = cls.clone();
     want.extend_from_slice(&patches);
     want.iter_mut().zip(&pos).for_each(|(a, b)| *a += b);
     let got = read(c, &out);
-    assert_within("patch embed + cls + pos", &got, &want, |_| 1e-5 * 588.0 * 0.5);
+    assert_within("patch embed + cls + pos", &got, &want, |_| {
+        1e-5 * 588.0 * 0.5
+    });
     // Pixel shuffle is a pure permutation: compare exactly against the reference applied to the GPU's tokens.
     let want_sh = r::pixel_shuffle_v1(&got[cw..], g as usize, cw);
     assert_eq!(read(c, &shuffled), want_sh);
@@ -434,14 +680,28 @@ fn embedding_lookup_with_image_splice() {
     let fb = c.upload_f32(&feats, "f").unwrap();
     for splice in [true, false] {
         let out = c.upload_f32(&vec![7.0; ids.len() * width], "out").unwrap();
-        run(c, |e| c.embed(e, &table, &idb, ids.len() as u32, splice.then_some((&fb, 3, img_id)), &out).unwrap());
+        run(c, |e| {
+            c.embed(
+                e,
+                &table,
+                &idb,
+                ids.len() as u32,
+                splice.then_some((&fb, 3, img_id)),
+                &out,
+            )
+            .unwrap()
+        });
         let got = read(c, &out);
         let mut k = 0;
         for (t, &id) in ids.iter().enumerate() {
             let row = &got[t * width..(t + 1) * width];
             let want: Vec<f32> = if splice && id == img_id {
                 k += 1;
-                if k <= 3 { feats[(k - 1) * width..k * width].to_vec() } else { vec![0.0; width] }
+                if k <= 3 {
+                    feats[(k - 1) * width..k * width].to_vec()
+                } else {
+                    vec![0.0; width]
+                }
             } else if (id as usize) < vocab {
                 deq[id as usize * width..(id as usize + 1) * width].to_vec()
             } else {
@@ -469,16 +729,29 @@ fn argmax_and_top_n() {
     });
     let got = c.read_u32_blocking(&out, 0, 13).unwrap();
     assert_eq!(got[0], 123);
-    let finite: Vec<f32> = logits.iter().map(|&v| if v.is_nan() { f32::NEG_INFINITY } else { v }).collect();
+    let finite: Vec<f32> = logits
+        .iter()
+        .map(|&v| if v.is_nan() { f32::NEG_INFINITY } else { v })
+        .collect();
     let want = r::top_k(&finite, 6);
     for (j, (i, v)) in want.iter().enumerate() {
-        assert_eq!((got[1 + 2 * j] as usize, f32::from_bits(got[2 + 2 * j])), (*i, *v), "top_n rank {j}");
+        assert_eq!(
+            (got[1 + 2 * j] as usize, f32::from_bits(got[2 + 2 * j])),
+            (*i, *v),
+            "top_n rank {j}"
+        );
     }
     // Fewer entries than k: the rest report u32::MAX. A sub-range with an offset.
     let out = c.zeros(DType::U32, 8, "out").unwrap();
     run(c, |e| c.top_n(e, &lb, 4, 3, 4, &out, 0).unwrap());
     let got = c.read_u32_blocking(&out, 0, 8).unwrap();
-    let want: Vec<u32> = r::top_k(&logits[4..7], 3).iter().map(|&(i, _)| i as u32).collect();
+    let want: Vec<u32> = r::top_k(&logits[4..7], 3)
+        .iter()
+        .map(|&(i, _)| i as u32)
+        .collect();
     assert_eq!(want[0], 1);
-    assert_eq!([got[0], got[2], got[4], got[6]], [want[0], want[1], want[2], u32::MAX]);
+    assert_eq!(
+        [got[0], got[2], got[4], got[6]],
+        [want[0], want[1], want[2], u32::MAX]
+    );
 }

@@ -54,10 +54,14 @@ fn sniff(bytes: &[u8]) -> Result<Kind, ImageError> {
         return Err(ImageError::UnsupportedFormat { format: "DICOM" });
     }
     if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
-        return Err(ImageError::UnsupportedFormat { format: "HEIF/AVIF" });
+        return Err(ImageError::UnsupportedFormat {
+            format: "HEIF/AVIF",
+        });
     }
     let first: Vec<String> = bytes.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    Err(ImageError::UnknownFormat { first_bytes: first.join(" ") })
+    Err(ImageError::UnknownFormat {
+        first_bytes: first.join(" "),
+    })
 }
 
 pub(crate) fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, ImageError> {
@@ -82,28 +86,46 @@ fn limits() -> Limits {
 fn map_err(e: image::ImageError, name: &'static str) -> ImageError {
     use image::error::ImageError as E;
     match e {
-        E::Limits(l) => ImageError::Corrupt { format: name, detail: format!("decoder limit exceeded: {l}") },
-        E::Unsupported(u) => ImageError::UnsupportedFeature { format: name, feature: u.to_string() },
-        E::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            ImageError::Truncated { format: name, detail: io.to_string() }
-        }
+        E::Limits(l) => ImageError::Corrupt {
+            format: name,
+            detail: format!("decoder limit exceeded: {l}"),
+        },
+        E::Unsupported(u) => ImageError::UnsupportedFeature {
+            format: name,
+            feature: u.to_string(),
+        },
+        E::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => ImageError::Truncated {
+            format: name,
+            detail: io.to_string(),
+        },
         other => {
             let msg = other.to_string();
             let lower = msg.to_ascii_lowercase();
             if lower.contains("eof") || lower.contains("end of") || lower.contains("truncat") {
-                ImageError::Truncated { format: name, detail: msg }
+                ImageError::Truncated {
+                    format: name,
+                    detail: msg,
+                }
             } else {
-                ImageError::Corrupt { format: name, detail: msg }
+                ImageError::Corrupt {
+                    format: name,
+                    detail: msg,
+                }
             }
         }
     }
 }
 
-fn decode_other(bytes: &[u8], fmt: ImageFormat, name: &'static str) -> Result<RgbImage, ImageError> {
+fn decode_other(
+    bytes: &[u8],
+    fmt: ImageFormat,
+    name: &'static str,
+) -> Result<RgbImage, ImageError> {
     // Header dimensions first, so absurd sizes fail before any pixel buffer exists. PNG's IHDR
     // is read directly: the png crate wants to see IDAT before it reports the size.
     if fmt == ImageFormat::Png && bytes.len() >= 24 && &bytes[12..16] == b"IHDR" {
-        let be = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let be =
+            |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         check_dimensions_u64(be(16) as u64, be(20) as u64)?;
     }
     let (w, h) = ImageReader::with_format(Cursor::new(bytes), fmt)
@@ -122,9 +144,17 @@ fn to_rgb_pillow(img: DynamicImage, name: &'static str) -> Result<RgbImage, Imag
     check_dimensions_u64(width as u64, height as u64)?;
     let data: Vec<u8> = match img {
         DynamicImage::ImageRgb8(b) => b.into_raw(),
-        DynamicImage::ImageRgba8(b) => b.as_raw().chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        DynamicImage::ImageRgba8(b) => b
+            .as_raw()
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect(),
         DynamicImage::ImageLuma8(b) => b.as_raw().iter().flat_map(|&v| [v, v, v]).collect(),
-        DynamicImage::ImageLumaA8(b) => b.as_raw().chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
+        DynamicImage::ImageLumaA8(b) => b
+            .as_raw()
+            .chunks_exact(2)
+            .flat_map(|p| [p[0], p[0], p[0]])
+            .collect(),
         // Pillow opens 16-bit grey as mode I; I → RGB clips to 0..=255.
         DynamicImage::ImageLuma16(b) => b
             .as_raw()
@@ -144,12 +174,21 @@ fn to_rgb_pillow(img: DynamicImage, name: &'static str) -> Result<RgbImage, Imag
             })
             .collect(),
         DynamicImage::ImageRgb16(b) => b.as_raw().iter().map(|&v| (v >> 8) as u8).collect(),
-        DynamicImage::ImageRgba16(b) => {
-            b.as_raw().chunks_exact(4).flat_map(|p| [(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8]).collect()
-        }
+        DynamicImage::ImageRgba16(b) => b
+            .as_raw()
+            .chunks_exact(4)
+            .flat_map(|p| [(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8])
+            .collect(),
         other => {
-            return Err(ImageError::UnsupportedColor { format: name, color_type: format!("{:?}", other.color()) })
+            return Err(ImageError::UnsupportedColor {
+                format: name,
+                color_type: format!("{:?}", other.color()),
+            })
         }
     };
-    Ok(RgbImage { width, height, data })
+    Ok(RgbImage {
+        width,
+        height,
+        data,
+    })
 }

@@ -20,15 +20,24 @@ use crate::{check_dimensions_u64, ImageError, RgbImage};
 const F: &str = "JPEG";
 
 fn corrupt(detail: impl Into<String>) -> ImageError {
-    ImageError::Corrupt { format: F, detail: detail.into() }
+    ImageError::Corrupt {
+        format: F,
+        detail: detail.into(),
+    }
 }
 
 fn truncated(detail: impl Into<String>) -> ImageError {
-    ImageError::Truncated { format: F, detail: detail.into() }
+    ImageError::Truncated {
+        format: F,
+        detail: detail.into(),
+    }
 }
 
 fn unsupported(feature: impl Into<String>) -> ImageError {
-    ImageError::UnsupportedFeature { format: F, feature: feature.into() }
+    ImageError::UnsupportedFeature {
+        format: F,
+        feature: feature.into(),
+    }
 }
 
 /// Zig-zag index → natural (row-major) position; the 16 extra entries absorb run-length
@@ -98,12 +107,19 @@ impl Huffman {
             }
             // A complete prefix code never needs more codes than the length allows.
             if code > (1 << len) {
-                return Err(corrupt(format!("Huffman table overflows at code length {len}")));
+                return Err(corrupt(format!(
+                    "Huffman table overflows at code length {len}"
+                )));
             }
             code <<= 1;
         }
         maxcode[17] = i32::MAX;
-        Ok(Self { fast, maxcode, valoffset, values })
+        Ok(Self {
+            fast,
+            maxcode,
+            valoffset,
+            values,
+        })
     }
 }
 
@@ -121,7 +137,15 @@ struct Bits<'a> {
 
 impl<'a> Bits<'a> {
     fn new(data: &'a [u8], pos: usize) -> Self {
-        Self { data, pos, buf: 0, nbits: 0, stopped: false, real_bits: 0, used_bits: 0 }
+        Self {
+            data,
+            pos,
+            buf: 0,
+            nbits: 0,
+            stopped: false,
+            real_bits: 0,
+            used_bits: 0,
+        }
     }
 
     fn fill(&mut self) {
@@ -195,7 +219,11 @@ impl<'a> Bits<'a> {
             if code <= h.maxcode[len as usize] {
                 self.consume(len);
                 let idx = code + h.valoffset[len as usize];
-                return h.values.get(idx as usize).copied().ok_or_else(|| corrupt("bad Huffman code"));
+                return h
+                    .values
+                    .get(idx as usize)
+                    .copied()
+                    .ok_or_else(|| corrupt("bad Huffman code"));
             }
         }
         Err(corrupt("bad Huffman code"))
@@ -224,7 +252,9 @@ impl<'a> Bits<'a> {
                 }
                 (Some(&0xFF), Some(&0xFF)) => p += 1,
                 (Some(&0xFF), Some(&0)) => p += 2,
-                (Some(&0xFF), Some(&m)) => return Err(corrupt(format!("expected RST marker, found 0xFF{m:02X}"))),
+                (Some(&0xFF), Some(&m)) => {
+                    return Err(corrupt(format!("expected RST marker, found 0xFF{m:02X}")))
+                }
                 (Some(_), _) => p += 1,
                 (None, _) => return Err(truncated("missing RST marker")),
             }
@@ -323,7 +353,9 @@ pub fn decode_rgb(data: &[u8]) -> Result<RgbImage, ImageError> {
                 None => {
                     // Sequential files whose data is complete decode fine without EOI.
                     return match &dec.frame {
-                        Some(f) if !f.progressive && scans_done > 0 && dec.all_blocks_seen() => dec.finish(),
+                        Some(f) if !f.progressive && scans_done > 0 && dec.all_blocks_seen() => {
+                            dec.finish()
+                        }
                         _ => Err(truncated("file ends before EOI")),
                     };
                 }
@@ -345,16 +377,26 @@ pub fn decode_rgb(data: &[u8]) -> Result<RgbImage, ImageError> {
             _ => {
                 let len = be16(data, pos)?;
                 if len < 2 || pos + len > data.len() {
-                    return Err(truncated(format!("marker 0xFF{marker:02X} length {len} at byte {pos}")));
+                    return Err(truncated(format!(
+                        "marker 0xFF{marker:02X} length {len} at byte {pos}"
+                    )));
                 }
                 let seg = &data[pos + 2..pos + len];
                 let next = pos + len;
                 match marker {
                     0xC0..=0xC2 => dec.sof(seg, marker == 0xC2)?,
                     0xC3 => return Err(unsupported("lossless JPEG (SOF3)")),
-                    0xC5..=0xC7 => return Err(unsupported(format!("hierarchical JPEG (SOF{})", marker - 0xC0))),
+                    0xC5..=0xC7 => {
+                        return Err(unsupported(format!(
+                            "hierarchical JPEG (SOF{})",
+                            marker - 0xC0
+                        )))
+                    }
                     0xC9..=0xCB | 0xCD..=0xCF => {
-                        return Err(unsupported(format!("arithmetic-coded JPEG (SOF{})", marker - 0xC0)))
+                        return Err(unsupported(format!(
+                            "arithmetic-coded JPEG (SOF{})",
+                            marker - 0xC0
+                        )))
                     }
                     0xC4 => dec.dht(seg)?,
                     0xCC => return Err(unsupported("arithmetic coding conditioning (DAC)")),
@@ -368,7 +410,9 @@ pub fn decode_rgb(data: &[u8]) -> Result<RgbImage, ImageError> {
                     0xDC => return Err(unsupported("DNL marker")),
                     // libjpeg only honours these when at least 14 / 12 bytes long.
                     0xE0 if seg.len() >= 14 && seg.starts_with(b"JFIF\0") => dec.jfif = true,
-                    0xEE if seg.len() >= 12 && seg.starts_with(b"Adobe") => dec.adobe_transform = Some(seg[11]),
+                    0xEE if seg.len() >= 12 && seg.starts_with(b"Adobe") => {
+                        dec.adobe_transform = Some(seg[11])
+                    }
                     0xDA => {
                         let scan = dec.sos(seg)?;
                         pos = dec.decode_scan(data, next, &scan)?;
@@ -392,7 +436,10 @@ impl Decoder {
             return Err(corrupt(format!("SOF segment length {} < 6", s.len())));
         }
         if s[0] != 8 {
-            return Err(unsupported(format!("sample precision {} bits (only 8)", s[0])));
+            return Err(unsupported(format!(
+                "sample precision {} bits (only 8)",
+                s[0]
+            )));
         }
         let height = be16(s, 1)?;
         let width = be16(s, 3)?;
@@ -402,10 +449,16 @@ impl Decoder {
         }
         check_dimensions_u64(width as u64, height as u64)?;
         if !matches!(n, 1 | 3 | 4) {
-            return Err(ImageError::UnsupportedColor { format: F, color_type: format!("{n} components") });
+            return Err(ImageError::UnsupportedColor {
+                format: F,
+                color_type: format!("{n} components"),
+            });
         }
         if s.len() < 6 + 3 * n {
-            return Err(corrupt(format!("SOF segment length {} too short for {n} components", s.len())));
+            return Err(corrupt(format!(
+                "SOF segment length {} too short for {n} components",
+                s.len()
+            )));
         }
         let mut comps = Vec::with_capacity(n);
         for i in 0..n {
@@ -448,7 +501,11 @@ impl Decoder {
             c.dh = (height * c.v).div_ceil(max_v);
             c.bw = c.dw.div_ceil(8);
             c.bh = c.dh.div_ceil(8);
-            (c.stride, c.rows) = if n == 1 { (c.bw, c.bh) } else { (mcus_x * c.h, mcus_y * c.v) };
+            (c.stride, c.rows) = if n == 1 {
+                (c.bw, c.bh)
+            } else {
+                (mcus_x * c.h, mcus_y * c.v)
+            };
             let len = c
                 .stride
                 .checked_mul(c.rows)
@@ -456,7 +513,16 @@ impl Decoder {
                 .ok_or_else(|| corrupt("coefficient buffer size overflows"))?;
             c.coefs = vec![0; len];
         }
-        self.frame = Some(Frame { width, height, progressive, comps, max_h, max_v, mcus_x, mcus_y });
+        self.frame = Some(Frame {
+            width,
+            height,
+            progressive,
+            comps,
+            max_h,
+            max_v,
+            mcus_x,
+            mcus_y,
+        });
         Ok(())
     }
 
@@ -473,7 +539,9 @@ impl Decoder {
             counts.copy_from_slice(&s[1..17]);
             let total: usize = counts.iter().map(|&c| c as usize).sum();
             if total > 256 || s.len() < 17 + total {
-                return Err(corrupt(format!("Huffman table with {total} symbols does not fit")));
+                return Err(corrupt(format!(
+                    "Huffman table with {total} symbols does not fit"
+                )));
             }
             let table = Huffman::new(&counts, s[17..17 + total].to_vec())?;
             if class == 0 {
@@ -491,11 +559,17 @@ impl Decoder {
             let (pq, id) = (s[0] >> 4, (s[0] & 15) as usize);
             let size = if pq == 0 { 64 } else { 128 };
             if pq > 1 || id > 3 || s.len() < 1 + size {
-                return Err(corrupt(format!("quantization table precision {pq} id {id}")));
+                return Err(corrupt(format!(
+                    "quantization table precision {pq} id {id}"
+                )));
             }
             let mut q = [0u16; 64];
             for (k, &nat) in NATURAL.iter().take(64).enumerate() {
-                q[nat] = if pq == 0 { s[1 + k] as u16 } else { ((s[1 + 2 * k] as u16) << 8) | s[2 + 2 * k] as u16 };
+                q[nat] = if pq == 0 {
+                    s[1 + k] as u16
+                } else {
+                    ((s[1 + 2 * k] as u16) << 8) | s[2 + 2 * k] as u16
+                };
             }
             self.qt[id] = Some(q);
             s = &s[1 + size..];
@@ -504,10 +578,16 @@ impl Decoder {
     }
 
     fn sos(&self, s: &[u8]) -> Result<Scan, ImageError> {
-        let frame = self.frame.as_ref().ok_or_else(|| corrupt("SOS before SOF"))?;
+        let frame = self
+            .frame
+            .as_ref()
+            .ok_or_else(|| corrupt("SOS before SOF"))?;
         let n = *s.first().ok_or_else(|| corrupt("empty SOS segment"))? as usize;
         if n == 0 || n > 4 || s.len() < 1 + 2 * n + 3 {
-            return Err(corrupt(format!("SOS with {n} components, length {}", s.len())));
+            return Err(corrupt(format!(
+                "SOS with {n} components, length {}",
+                s.len()
+            )));
         }
         let mut comps = Vec::with_capacity(n);
         for i in 0..n {
@@ -519,12 +599,19 @@ impl Decoder {
                 .ok_or_else(|| corrupt(format!("SOS names unknown component id {id}")))?;
             let (td, ta) = ((t >> 4) as usize, (t & 15) as usize);
             if td > 3 || ta > 3 {
-                return Err(corrupt(format!("SOS component {id} uses Huffman tables DC {td} / AC {ta}")));
+                return Err(corrupt(format!(
+                    "SOS component {id} uses Huffman tables DC {td} / AC {ta}"
+                )));
             }
             comps.push((ci, td, ta));
         }
         let p = 1 + 2 * n;
-        let (ss, se, ah, al) = (s[p] as usize, s[p + 1] as usize, (s[p + 2] >> 4) as u32, (s[p + 2] & 15) as u32);
+        let (ss, se, ah, al) = (
+            s[p] as usize,
+            s[p + 1] as usize,
+            (s[p + 2] >> 4) as u32,
+            (s[p + 2] & 15) as u32,
+        );
         if frame.progressive {
             let bad = ss > se
                 || se > 63
@@ -533,11 +620,16 @@ impl Decoder {
                 || al > 13
                 || (ah != 0 && ah != al + 1);
             if bad {
-                return Err(corrupt(format!("progressive scan Ss={ss} Se={se} Ah={ah} Al={al} with {n} components")));
+                return Err(corrupt(format!(
+                    "progressive scan Ss={ss} Se={se} Ah={ah} Al={al} with {n} components"
+                )));
             }
         }
         // Sequential scans: libjpeg ignores Ss/Se/Ah/Al (with a warning), and so do we.
-        let blocks: usize = comps.iter().map(|&(ci, _, _)| frame.comps[ci].h * frame.comps[ci].v).sum();
+        let blocks: usize = comps
+            .iter()
+            .map(|&(ci, _, _)| frame.comps[ci].h * frame.comps[ci].v)
+            .sum();
         if n > 1 && blocks > 10 {
             return Err(corrupt(format!("{blocks} blocks per MCU (max 10)")));
         }
@@ -545,17 +637,29 @@ impl Decoder {
             let needs_dc = !frame.progressive || (ss == 0 && ah == 0);
             let needs_ac = !frame.progressive || ss > 0;
             if needs_dc && self.dc.get(td).and_then(|t| t.as_ref()).is_none() {
-                return Err(corrupt(format!("component {ci} uses missing DC table {td}")));
+                return Err(corrupt(format!(
+                    "component {ci} uses missing DC table {td}"
+                )));
             }
             if needs_ac && self.ac.get(ta).and_then(|t| t.as_ref()).is_none() {
-                return Err(corrupt(format!("component {ci} uses missing AC table {ta}")));
+                return Err(corrupt(format!(
+                    "component {ci} uses missing AC table {ta}"
+                )));
             }
         }
-        Ok(Scan { comps, ss, se, ah, al })
+        Ok(Scan {
+            comps,
+            ss,
+            se,
+            ah,
+            al,
+        })
     }
 
     fn all_blocks_seen(&self) -> bool {
-        self.frame.as_ref().is_some_and(|f| f.comps.iter().all(|c| c.coef_bits[0] >= 0))
+        self.frame
+            .as_ref()
+            .is_some_and(|f| f.comps.iter().all(|c| c.coef_bits[0] >= 0))
     }
 
     fn decode_scan(&mut self, data: &[u8], start: usize, scan: &Scan) -> Result<usize, ImageError> {
@@ -565,7 +669,11 @@ impl Decoder {
         if r.is_ok() {
             for &(ci, _, _) in &scan.comps {
                 let c = &mut frame.comps[ci];
-                let (ss, se) = if frame.progressive { (scan.ss, scan.se) } else { (0, 63) };
+                let (ss, se) = if frame.progressive {
+                    (scan.ss, scan.se)
+                } else {
+                    (0, 63)
+                };
                 for k in ss..=se {
                     c.coef_bits[k] = if frame.progressive { scan.al as i32 } else { 0 };
                 }
@@ -646,7 +754,13 @@ impl Decoder {
         Ok(bits.pos)
     }
 
-    fn ac_first(bits: &mut Bits, ac: &Huffman, block: &mut [i16; 64], scan: &Scan, eobrun: &mut u32) -> Result<(), ImageError> {
+    fn ac_first(
+        bits: &mut Bits,
+        ac: &Huffman,
+        block: &mut [i16; 64],
+        scan: &Scan,
+        eobrun: &mut u32,
+    ) -> Result<(), ImageError> {
         if *eobrun > 0 {
             *eobrun -= 1;
             return Ok(());
@@ -670,12 +784,22 @@ impl Decoder {
         Ok(())
     }
 
-    fn ac_refine(bits: &mut Bits, ac: &Huffman, block: &mut [i16; 64], scan: &Scan, eobrun: &mut u32) -> Result<(), ImageError> {
+    fn ac_refine(
+        bits: &mut Bits,
+        ac: &Huffman,
+        block: &mut [i16; 64],
+        scan: &Scan,
+        eobrun: &mut u32,
+    ) -> Result<(), ImageError> {
         let p1 = 1i16 << scan.al;
         let m1 = (-1i16) << scan.al;
         let refine = |bits: &mut Bits, coef: &mut i16| {
             if bits.bits(1) != 0 && (*coef & p1) == 0 {
-                *coef = if *coef >= 0 { coef.wrapping_add(p1) } else { coef.wrapping_add(m1) };
+                *coef = if *coef >= 0 {
+                    coef.wrapping_add(p1)
+                } else {
+                    coef.wrapping_add(m1)
+                };
             }
         };
         let mut k = scan.ss;
@@ -723,12 +847,22 @@ impl Decoder {
     }
 
     fn finish(&self) -> Result<RgbImage, ImageError> {
-        let frame = self.frame.as_ref().ok_or_else(|| corrupt("no SOF marker before EOI"))?;
+        let frame = self
+            .frame
+            .as_ref()
+            .ok_or_else(|| corrupt("no SOF marker before EOI"))?;
         if frame.progressive {
             let dc_known = frame.comps.iter().all(|c| c.coef_bits[0] >= 0);
-            let ac_incomplete = frame.comps.iter().any(|c| c.coef_bits[1..10].iter().any(|&b| b != 0));
+            let ac_incomplete = frame
+                .comps
+                .iter()
+                .any(|c| c.coef_bits[1..10].iter().any(|&b| b != 0));
             let q_ok = frame.comps.iter().all(|c| {
-                self.qt[c.tq].is_some_and(|q| [0usize, 1, 8, 16, 9, 2, 3, 10, 17, 24].iter().all(|&i| q[i] != 0))
+                self.qt[c.tq].is_some_and(|q| {
+                    [0usize, 1, 8, 16, 9, 2, 3, 10, 17, 24]
+                        .iter()
+                        .all(|&i| q[i] != 0)
+                })
             });
             if dc_known && ac_incomplete && q_ok {
                 return Err(unsupported(
@@ -738,17 +872,36 @@ impl Decoder {
         }
         let mut planes = Vec::with_capacity(frame.comps.len());
         for c in &frame.comps {
-            let q = self.qt[c.tq].ok_or_else(|| corrupt(format!("missing quantization table {}", c.tq)))?;
+            let q = self.qt[c.tq]
+                .ok_or_else(|| corrupt(format!("missing quantization table {}", c.tq)))?;
             let pw = c.bw * 8;
             let mut plane = vec![0u8; pw * c.bh * 8];
             for by in 0..c.bh {
                 for bx in 0..c.bw {
                     let off = (by * c.stride + bx) * 64;
-                    idct_islow(&c.coefs[off..off + 64], &q, &mut plane[by * 8 * pw + bx * 8..], pw);
+                    idct_islow(
+                        &c.coefs[off..off + 64],
+                        &q,
+                        &mut plane[by * 8 * pw + bx * 8..],
+                        pw,
+                    );
                 }
             }
-            let (hr, vr) = if frame.comps.len() == 1 { (1, 1) } else { (frame.max_h / c.h, frame.max_v / c.v) };
-            planes.push(upsample(&plane, pw, c.dw, c.dh, hr, vr, frame.width, frame.height));
+            let (hr, vr) = if frame.comps.len() == 1 {
+                (1, 1)
+            } else {
+                (frame.max_h / c.h, frame.max_v / c.v)
+            };
+            planes.push(upsample(
+                &plane,
+                pw,
+                c.dw,
+                c.dh,
+                hr,
+                vr,
+                frame.width,
+                frame.height,
+            ));
         }
         color_convert(frame, &planes, self.jfif, self.adobe_transform)
     }
@@ -881,7 +1034,16 @@ fn idct_islow(coefs: &[i16], q: &[u16; 64], out: &mut [u8], stride: usize) {
 /// 2 wide); plain replication otherwise. Vertical neighbours beyond the top / bottom edge repeat
 /// the first / last real row, as libjpeg's context-row pointers do.
 #[allow(clippy::too_many_arguments)]
-fn upsample(p: &[u8], pw: usize, dw: usize, dh: usize, hr: usize, vr: usize, w: usize, h: usize) -> Vec<u8> {
+fn upsample(
+    p: &[u8],
+    pw: usize,
+    dw: usize,
+    dh: usize,
+    hr: usize,
+    vr: usize,
+    w: usize,
+    h: usize,
+) -> Vec<u8> {
     let mut out = vec![0u8; w * h];
     let at = |x: usize, y: usize| p[y * pw + x] as i32;
     let above = |y: usize| y.saturating_sub(1);
@@ -901,7 +1063,11 @@ fn upsample(p: &[u8], pw: usize, dw: usize, dh: usize, hr: usize, vr: usize, w: 
         }
         (1, 2) => {
             for y in 0..h {
-                let (iy, bias, ny) = if y % 2 == 0 { (y / 2, 1, above(y / 2)) } else { (y / 2, 2, below(y / 2)) };
+                let (iy, bias, ny) = if y % 2 == 0 {
+                    (y / 2, 1, above(y / 2))
+                } else {
+                    (y / 2, 2, below(y / 2))
+                };
                 for x in 0..w {
                     out[y * w + x] = ((at(x, iy) * 3 + at(x, ny) + bias) >> 2) as u8;
                 }
@@ -1005,7 +1171,11 @@ fn color_convert(
             } else {
                 let (crr, cbb, crg, cbg) = ycc_tables();
                 for i in 0..n {
-                    let (y, cb, cr) = (planes[0][i] as i32, planes[1][i] as usize, planes[2][i] as usize);
+                    let (y, cb, cr) = (
+                        planes[0][i] as i32,
+                        planes[1][i] as usize,
+                        planes[2][i] as usize,
+                    );
                     data[3 * i] = clamp(y + crr[cr]);
                     data[3 * i + 1] = clamp(y + ((cbg[cb] + crg[cr]) >> 16));
                     data[3 * i + 2] = clamp(y + cbb[cb]);
@@ -1019,7 +1189,11 @@ fn color_convert(
             for i in 0..n {
                 let k = planes[3][i];
                 let (c, m, y) = if ycck {
-                    let (yy, cb, cr) = (planes[0][i] as i32, planes[1][i] as usize, planes[2][i] as usize);
+                    let (yy, cb, cr) = (
+                        planes[0][i] as i32,
+                        planes[1][i] as usize,
+                        planes[2][i] as usize,
+                    );
                     (
                         clamp(255 - (yy + crr[cr])),
                         clamp(255 - (yy + ((cbg[cb] + crg[cr]) >> 16))),
@@ -1037,10 +1211,17 @@ fn color_convert(
             }
         }
         other => {
-            return Err(ImageError::UnsupportedColor { format: F, color_type: format!("{other} components") });
+            return Err(ImageError::UnsupportedColor {
+                format: F,
+                color_type: format!("{other} components"),
+            });
         }
     }
-    Ok(RgbImage { width: frame.width as u32, height: frame.height as u32, data })
+    Ok(RgbImage {
+        width: frame.width as u32,
+        height: frame.height as u32,
+        data,
+    })
 }
 
 #[cfg(test)]
@@ -1059,7 +1240,7 @@ mod tests {
 
     #[test]
     fn dc_only_block_matches_closed_form() {
-        // A DC-only block is flat: (dc·q·8 + 4·8·... ) → descale(dc·q·4, 5) + 128.
+        // A DC-only block is flat: pass 1 gives dc·q·4, pass 2 descales that by 5 bits, +128.
         let mut coefs = [0i16; 64];
         coefs[0] = -37;
         let q = [3u16; 64];

@@ -8,7 +8,8 @@
 //!   (replicated), 3 = YCbCr or RGB (per JFIF/Adobe/component ids), 4 = CMYK/YCCK read as
 //!   inverted (Adobe) CMYK and converted with Pillow's `MULDIV255` formula. Arithmetic coding,
 //!   lossless, hierarchical, 12-bit and 2-component JPEGs are rejected with a typed error.
-//! - PNG, BMP, TIFF, WebP via the `image` crate: grey is replicated, alpha is dropped without
+//! - PNG, BMP, TIFF, WebP via the `image` crate (its `jpeg` feature is left off: JPEG never goes
+//!   through it): grey is replicated, alpha is dropped without
 //!   compositing, palettes are expanded, 16-bit RGB(A) / grey+alpha keep the high byte, 16-bit
 //!   grey is clipped to 0..=255 (Pillow opens it as mode `I`, whose RGB conversion clips).
 //!   Float samples are rejected.
@@ -45,7 +46,11 @@ impl RgbImage {
         for _ in 0..n {
             data.extend_from_slice(&color);
         }
-        Ok(Self { width, height, data })
+        Ok(Self {
+            width,
+            height,
+            data,
+        })
     }
 
     /// The pixel at column `x`, row `y`, or `None` outside the image.
@@ -103,19 +108,41 @@ pub enum ImageError {
     #[error("zero-size image: width {width}, height {height}")]
     ZeroSize { width: u32, height: u32 },
     #[error("image too large: {width}x{height} (limits: side {max_side}, {max_pixels} pixels)")]
-    TooLarge { width: u64, height: u64, max_side: u32, max_pixels: u64 },
+    TooLarge {
+        width: u64,
+        height: u64,
+        max_side: u32,
+        max_pixels: u64,
+    },
     #[error("unsupported colour type {color_type} in {format}")]
-    UnsupportedColor { format: &'static str, color_type: String },
+    UnsupportedColor {
+        format: &'static str,
+        color_type: String,
+    },
     #[error("unsupported {format} feature: {feature}")]
-    UnsupportedFeature { format: &'static str, feature: String },
+    UnsupportedFeature {
+        format: &'static str,
+        feature: String,
+    },
     #[error("truncated {format} data: {detail}")]
-    Truncated { format: &'static str, detail: String },
+    Truncated {
+        format: &'static str,
+        detail: String,
+    },
     #[error("corrupt {format} data: {detail}")]
-    Corrupt { format: &'static str, detail: String },
+    Corrupt {
+        format: &'static str,
+        detail: String,
+    },
     #[error("invalid config field {field}: {value}")]
     InvalidConfig { field: &'static str, value: String },
     #[error("invalid image buffer: {width}x{height} needs {expected} bytes, got {actual}")]
-    BadBuffer { width: u32, height: u32, expected: u64, actual: u64 },
+    BadBuffer {
+        width: u32,
+        height: u32,
+        expected: u64,
+        actual: u64,
+    },
 }
 
 /// Rejects zero and absurd sizes before anything is allocated.
@@ -125,9 +152,13 @@ pub fn check_dimensions(width: u32, height: u32) -> Result<(), ImageError> {
 
 pub(crate) fn check_dimensions_u64(width: u64, height: u64) -> Result<(), ImageError> {
     if width == 0 || height == 0 {
-        return Err(ImageError::ZeroSize { width: width as u32, height: height as u32 });
+        return Err(ImageError::ZeroSize {
+            width: width as u32,
+            height: height as u32,
+        });
     }
-    if width > MAX_DIMENSION as u64 || height > MAX_DIMENSION as u64 || width * height > MAX_PIXELS {
+    if width > MAX_DIMENSION as u64 || height > MAX_DIMENSION as u64 || width * height > MAX_PIXELS
+    {
         return Err(ImageError::TooLarge {
             width,
             height,
@@ -164,7 +195,11 @@ pub fn expand_to_square(img: &RgbImage, color: [u8; 3]) -> RgbImage {
         return img.clone();
     }
     let s = w.max(h);
-    let (ox, oy) = if w > h { (0, (s - h) / 2) } else { ((s - w) / 2, 0) };
+    let (ox, oy) = if w > h {
+        (0, (s - h) / 2)
+    } else {
+        ((s - w) / 2, 0)
+    };
     let mut data = Vec::with_capacity(s * s * 3);
     for _ in 0..s * s {
         data.extend_from_slice(&color);
@@ -173,7 +208,11 @@ pub fn expand_to_square(img: &RgbImage, color: [u8; 3]) -> RgbImage {
         let dst = ((y + oy) * s + ox) * 3;
         data[dst..dst + w * 3].copy_from_slice(&img.data[y * w * 3..(y + 1) * w * 3]);
     }
-    RgbImage { width: s as u32, height: s as u32, data }
+    RgbImage {
+        width: s as u32,
+        height: s as u32,
+        data,
+    }
 }
 
 /// `ToTensor` + `Normalize` in f32 with true divisions (as torch does), channel-first.
@@ -194,12 +233,22 @@ pub fn normalize_chw(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> 
 /// The whole MedDr transform from file bytes to `pixel_values`.
 pub fn preprocess(bytes: &[u8], cfg: &PreprocessConfig) -> Result<PreprocessedImage, ImageError> {
     if cfg.image_size == 0 || cfg.image_size > MAX_DIMENSION {
-        return Err(ImageError::InvalidConfig { field: "image_size", value: cfg.image_size.to_string() });
+        return Err(ImageError::InvalidConfig {
+            field: "image_size",
+            value: cfg.image_size.to_string(),
+        });
     }
     let rgb = decode_rgb(bytes)?;
-    let rgb = if cfg.pad2square { expand_to_square(&rgb, cfg.pad_color) } else { rgb };
+    let rgb = if cfg.pad2square {
+        expand_to_square(&rgb, cfg.pad_color)
+    } else {
+        rgb
+    };
     check_buffer(&rgb)?;
     let resized = resize_bicubic(&rgb, cfg.image_size, cfg.image_size);
     let pixel_values = normalize_chw(&resized, cfg.mean, cfg.std);
-    Ok(PreprocessedImage { pixel_values, resized })
+    Ok(PreprocessedImage {
+        pixel_values,
+        resized,
+    })
 }

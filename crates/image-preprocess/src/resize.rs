@@ -44,7 +44,9 @@ fn precompute(in_size: usize, out_size: usize) -> Coeffs {
         let ss = 1.0 / filterscale;
         // C's (int) truncates toward zero; clamping mirrors Pillow's bounds checks.
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-        let xmax_abs = ((center + support + 0.5) as i64).min(in_size as i64).max(xmin as i64) as usize;
+        let xmax_abs = ((center + support + 0.5) as i64)
+            .min(in_size as i64)
+            .max(xmin as i64) as usize;
         let n = (xmax_abs - xmin).min(ksize);
         let mut ww = 0.0;
         for (x, kx) in k.iter_mut().enumerate().take(n) {
@@ -56,11 +58,19 @@ fn precompute(in_size: usize, out_size: usize) -> Coeffs {
             let v = if ww != 0.0 { kx / ww } else { *kx };
             let f = v * (1u32 << PRECISION_BITS) as f64;
             // Round half away from zero, then C's truncating cast.
-            weights[xx * ksize + x] = if v < 0.0 { (f - 0.5) as i32 } else { (f + 0.5) as i32 };
+            weights[xx * ksize + x] = if v < 0.0 {
+                (f - 0.5) as i32
+            } else {
+                (f + 0.5) as i32
+            };
         }
         bounds.push((xmin, n));
     }
-    Coeffs { ksize, bounds, weights }
+    Coeffs {
+        ksize,
+        bounds,
+        weights,
+    }
 }
 
 #[inline]
@@ -74,7 +84,11 @@ pub fn resize_bicubic(img: &RgbImage, width: u32, height: u32) -> RgbImage {
     let (iw, ih) = (img.width as usize, img.height as usize);
     let (ow, oh) = (width as usize, height as usize);
     if ow == 0 || oh == 0 || iw == 0 || ih == 0 || img.data.len() != iw * ih * 3 {
-        return RgbImage { width: 0, height: 0, data: Vec::new() };
+        return RgbImage {
+            width: 0,
+            height: 0,
+            data: Vec::new(),
+        };
     }
     if iw == ow && ih == oh {
         return img.clone();
@@ -111,7 +125,11 @@ pub fn resize_bicubic(img: &RgbImage, width: u32, height: u32) -> RgbImage {
         sh = rows;
     }
     if ih == oh {
-        return RgbImage { width, height, data: src.into_owned() };
+        return RgbImage {
+            width,
+            height,
+            data: src.into_owned(),
+        };
     }
     let mut out = vec![0u8; ow * oh * 3];
     for (yy, &(ymin, n)) in vc.bounds.iter().enumerate() {
@@ -128,7 +146,11 @@ pub fn resize_bicubic(img: &RgbImage, width: u32, height: u32) -> RgbImage {
             *d = clip8(s);
         }
     }
-    RgbImage { width, height, data: out }
+    RgbImage {
+        width,
+        height,
+        data: out,
+    }
 }
 
 #[cfg(test)]
@@ -140,8 +162,14 @@ mod tests {
         for (i, o) in [(20, 448), (500, 448), (720, 448), (3, 7)] {
             let c = precompute(i, o);
             for (xx, &(_, n)) in c.bounds.iter().enumerate() {
-                let s: i64 = c.weights[xx * c.ksize..xx * c.ksize + n].iter().map(|&w| w as i64).sum();
-                assert!((s - (1 << PRECISION_BITS)).abs() <= n as i64, "{i}->{o} at {xx}: {s}");
+                let s: i64 = c.weights[xx * c.ksize..xx * c.ksize + n]
+                    .iter()
+                    .map(|&w| w as i64)
+                    .sum();
+                assert!(
+                    (s - (1 << PRECISION_BITS)).abs() <= n as i64,
+                    "{i}->{o} at {xx}: {s}"
+                );
             }
         }
     }

@@ -9,7 +9,9 @@ fn fixture(name: &str) -> Vec<u8> {
 
 /// Offset of the first SOFn marker's segment in a JPEG.
 fn sof_offset(j: &[u8]) -> usize {
-    (2..j.len() - 1).find(|&i| j[i] == 0xFF && matches!(j[i + 1], 0xC0..=0xC2)).unwrap()
+    (2..j.len() - 1)
+        .find(|&i| j[i] == 0xFF && matches!(j[i + 1], 0xC0..=0xC2))
+        .unwrap()
 }
 
 fn png_with_ihdr(w: u32, h: u32) -> Vec<u8> {
@@ -25,7 +27,11 @@ fn png_with_ihdr(w: u32, h: u32) -> Vec<u8> {
     for &b in &chunk {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     v.extend_from_slice(&(!crc).to_be_bytes());
@@ -35,7 +41,10 @@ fn png_with_ihdr(w: u32, h: u32) -> Vec<u8> {
 #[test]
 fn empty_input() {
     assert_eq!(decode_rgb(&[]), Err(ImageError::Empty));
-    assert_eq!(preprocess(&[], &PreprocessConfig::default()).unwrap_err(), ImageError::Empty);
+    assert_eq!(
+        preprocess(&[], &PreprocessConfig::default()).unwrap_err(),
+        ImageError::Empty
+    );
 }
 
 #[test]
@@ -51,7 +60,11 @@ fn random_bytes_name_the_first_bytes() {
         .collect();
     match decode_rgb(&bytes) {
         Err(e @ ImageError::UnknownFormat { .. }) => {
-            assert!(e.to_string().contains(&format!("{:02x} {:02x}", bytes[0], bytes[1])), "{e}")
+            assert!(
+                e.to_string()
+                    .contains(&format!("{:02x} {:02x}", bytes[0], bytes[1])),
+                "{e}"
+            )
         }
         other => panic!("expected UnknownFormat, got {other:?}"),
     }
@@ -94,8 +107,17 @@ fn zero_size_images() {
     let s = sof_offset(&j);
     j[s + 7] = 0; // width high byte
     j[s + 8] = 0; // width low byte
-    assert_eq!(decode_rgb(&j), Err(ImageError::ZeroSize { width: 0, height: 576 }));
-    assert!(matches!(decode_rgb(&png_with_ihdr(0, 10)), Err(ImageError::ZeroSize { .. } | ImageError::Corrupt { .. })));
+    assert_eq!(
+        decode_rgb(&j),
+        Err(ImageError::ZeroSize {
+            width: 0,
+            height: 576
+        })
+    );
+    assert!(matches!(
+        decode_rgb(&png_with_ihdr(0, 10)),
+        Err(ImageError::ZeroSize { .. } | ImageError::Corrupt { .. })
+    ));
 }
 
 #[test]
@@ -104,11 +126,21 @@ fn absurd_dimensions_fail_before_decoding() {
     let s = sof_offset(&j);
     j[s + 5..s + 9].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
     match decode_rgb(&j) {
-        Err(e @ ImageError::TooLarge { width: 65535, height: 65535, .. }) => assert!(e.to_string().contains("65535")),
+        Err(
+            e @ ImageError::TooLarge {
+                width: 65535,
+                height: 65535,
+                ..
+            },
+        ) => assert!(e.to_string().contains("65535")),
         other => panic!("expected TooLarge, got {other:?}"),
     }
     match decode_rgb(&png_with_ihdr(100_000, 100_000)) {
-        Err(ImageError::TooLarge { width: 100_000, height: 100_000, .. }) => {}
+        Err(ImageError::TooLarge {
+            width: 100_000,
+            height: 100_000,
+            ..
+        }) => {}
         other => panic!("expected TooLarge, got {other:?}"),
     }
 }
@@ -118,7 +150,10 @@ fn unsupported_jpeg_modes_are_typed() {
     let mut j = fixture("test2.jpg");
     let s = sof_offset(&j);
     j[s + 1] = 0xC9; // arithmetic coding
-    assert!(matches!(decode_rgb(&j), Err(ImageError::UnsupportedFeature { format: "JPEG", .. })));
+    assert!(matches!(
+        decode_rgb(&j),
+        Err(ImageError::UnsupportedFeature { format: "JPEG", .. })
+    ));
     j[s + 1] = 0xC0;
     j[s + 4] = 12; // 12-bit precision
     let e = decode_rgb(&j).unwrap_err();
@@ -145,9 +180,13 @@ fn corrupt_jpeg_never_panics() {
 fn float_tiff_is_an_unsupported_colour_type() {
     let img = image::Rgb32FImage::from_pixel(4, 3, image::Rgb([0.5f32, 0.25, 1.0]));
     let mut buf = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb32F(img).write_to(&mut buf, image::ImageFormat::Tiff).unwrap();
+    image::DynamicImage::ImageRgb32F(img)
+        .write_to(&mut buf, image::ImageFormat::Tiff)
+        .unwrap();
     match decode_rgb(buf.get_ref()) {
-        Err(e @ ImageError::UnsupportedColor { format: "TIFF", .. }) => assert!(e.to_string().contains("Rgb32F"), "{e}"),
+        Err(e @ ImageError::UnsupportedColor { format: "TIFF", .. }) => {
+            assert!(e.to_string().contains("Rgb32F"), "{e}")
+        }
         other => panic!("expected UnsupportedColor, got {other:?}"),
     }
 }
@@ -155,6 +194,15 @@ fn float_tiff_is_an_unsupported_colour_type() {
 #[test]
 fn bad_config_is_rejected() {
     let j = fixture("test2.jpg");
-    let cfg = PreprocessConfig { image_size: 0, ..Default::default() };
-    assert!(matches!(preprocess(&j, &cfg), Err(ImageError::InvalidConfig { field: "image_size", .. })));
+    let cfg = PreprocessConfig {
+        image_size: 0,
+        ..Default::default()
+    };
+    assert!(matches!(
+        preprocess(&j, &cfg),
+        Err(ImageError::InvalidConfig {
+            field: "image_size",
+            ..
+        })
+    ));
 }

@@ -9,14 +9,22 @@ use serde_json::Value;
 fn full_pipeline_matches_pillow_for_every_format() {
     let dir = std::env::temp_dir().join(format!("meddr-image-pillow-{}", std::process::id()));
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pillow_reference.py");
-    let out = std::process::Command::new(common::python()).arg(&script).arg(&dir).output().expect("run python");
+    let out = std::process::Command::new(common::python())
+        .arg(&script)
+        .arg(&dir)
+        .output()
+        .expect("run python");
     assert!(
         out.status.success(),
         "pillow_reference.py failed (the venv needs `pip install pillow==10.2.0 numpy`):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["pillow"], "10.2.0", "reference must come from Pillow 10.2.0");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["pillow"], "10.2.0",
+        "reference must come from Pillow 10.2.0"
+    );
     let images = manifest["images"].as_array().unwrap();
     assert!(images.len() >= 30);
     let mut failures = Vec::new();
@@ -33,12 +41,22 @@ fn full_pipeline_matches_pillow_for_every_format() {
             }
         };
         let size = (rgb.width as u64, rgb.height as u64);
-        if size != (im["width"].as_u64().unwrap(), im["height"].as_u64().unwrap()) {
+        if size
+            != (
+                im["width"].as_u64().unwrap(),
+                im["height"].as_u64().unwrap(),
+            )
+        {
             failures.push(format!("{name}: size {size:?}"));
             continue;
         }
-        let diffs: Vec<i32> =
-            rgb.data.iter().zip(&want_rgb).map(|(&a, &b)| (a as i32 - b as i32).abs()).filter(|&d| d > 0).collect();
+        let diffs: Vec<i32> = rgb
+            .data
+            .iter()
+            .zip(&want_rgb)
+            .map(|(&a, &b)| (a as i32 - b as i32).abs())
+            .filter(|&d| d > 0)
+            .collect();
         if !diffs.is_empty() || rgb.data.len() != want_rgb.len() {
             failures.push(format!(
                 "{name} ({}): {} of {} decoded samples differ, max {}",
@@ -49,12 +67,25 @@ fn full_pipeline_matches_pillow_for_every_format() {
             ));
             continue;
         }
-        let got = preprocess(&bytes, &PreprocessConfig::default()).unwrap().resized;
-        let n = got.data.iter().zip(&want_448).filter(|(a, b)| a != b).count();
+        let got = preprocess(&bytes, &PreprocessConfig::default())
+            .unwrap()
+            .resized;
+        let n = got
+            .data
+            .iter()
+            .zip(&want_448)
+            .filter(|(a, b)| a != b)
+            .count();
         if n > 0 || got.data.len() != want_448.len() {
             failures.push(format!("{name}: {n} resized bytes differ"));
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(failures.is_empty(), "{} of {} images differ from Pillow:\n{}", failures.len(), images.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} images differ from Pillow:\n{}",
+        failures.len(),
+        images.len(),
+        failures.join("\n")
+    );
 }

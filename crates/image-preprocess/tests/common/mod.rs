@@ -7,7 +7,9 @@ pub fn workspace_root() -> PathBuf {
 }
 
 pub fn shared_dir() -> PathBuf {
-    std::env::var_os("MEDDR_SHARED").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared"))
+    std::env::var_os("MEDDR_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared"))
 }
 
 pub fn python() -> PathBuf {
@@ -24,5 +26,8 @@ pub fn python() -> PathBuf {
 
 pub fn sha256_hex(b: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }

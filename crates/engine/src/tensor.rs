@@ -103,7 +103,7 @@ impl Rows {
         }
     }
 
-    /// Elements between the first and one past the last element the view touches.
+    /// Checks that every element the view touches lies inside `buf`.
     pub(crate) fn check(
         &self,
         op: &'static str,

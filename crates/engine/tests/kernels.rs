@@ -755,3 +755,101 @@ fn argmax_and_top_n() {
         [want[0], want[1], want[2], u32::MAX]
     );
 }
+
+#[test]
+fn slice_upload_and_linear_dispatch() {
+    let c = ctx();
+    let (rows, k) = (19usize, 96usize);
+    let src = rand_vec(60, rows * k);
+    let mut bytes = Vec::new();
+    meddr_quants::quantize(QuantType::Q4_1, &src, &mut bytes).unwrap();
+    let mut deq = vec![0.0; src.len()];
+    meddr_quants::dequantize(QuantType::Q4_1, &bytes, &mut deq).unwrap();
+    let desc = WeightDesc {
+        ty: WeightType::Q4_1,
+        rows: rows as u64,
+        row_len: k as u64,
+    };
+    let w = GpuWeight::upload(c, desc, "w", &bytes).unwrap();
+    assert_eq!(
+        w.gpu_bytes(),
+        bytes.len() as u64,
+        "GPU bytes = file bytes (already a multiple of 4 here)"
+    );
+    // Both sides of MATVEC_MAX_ROWS.
+    for n in [
+        meddr_engine::MATVEC_MAX_ROWS as usize,
+        meddr_engine::MATVEC_MAX_ROWS as usize + 3,
+    ] {
+        let xs = rand_vec(61 + n as u64, n * k);
+        let x = c.upload_f32(&xs, "x").unwrap();
+        let y = c.zeros(DType::F32, (n * rows) as u64, "y").unwrap();
+        run(c, |e| {
+            c.linear(
+                e,
+                &w,
+                &x,
+                Rows::dense(n as u32, k as u32),
+                None,
+                &y,
+                Rows::dense(n as u32, rows as u32),
+            )
+            .unwrap()
+        });
+        let (want, mag) = naive_linear(&xs, n, k, &deq, rows, None);
+        assert_within(&format!("linear n {n}"), &read(c, &y), &want, |i| {
+            LIN_REL * mag[i] + 1e-7
+        });
+    }
+}
+
+/// Two greedy decode steps recorded as one encoder each, the sampled id fed back on the GPU (embed reads the
+/// argmax output buffer) and only one u32 read back per step: the shape of the real decode loop.
+#[test]
+fn greedy_steps_feed_back_on_gpu() {
+    let c = ctx();
+    let (vocab, h) = (40usize, 64usize);
+    let (embd, embd_f) = make_weight(c, WeightType::Q8_0, vocab, h, 70, None);
+    let (head, head_f) = make_weight(c, WeightType::Q4_0, vocab, h, 71, None);
+    let norm_w: Vec<f32> = rand_vec(72, h).iter().map(|v| 1.0 + 0.5 * v).collect();
+    let nb = c.upload_f32(&norm_w, "norm").unwrap();
+    let tok = c.upload_u32(&[5], "tok").unwrap();
+    let (x, xn, logits) = (
+        c.zeros(DType::F32, h as u64, "x").unwrap(),
+        c.zeros(DType::F32, h as u64, "xn").unwrap(),
+        c.zeros(DType::F32, vocab as u64, "logits").unwrap(),
+    );
+    let mut cpu_tok = 5usize;
+    for step in 0..2 {
+        let mut enc = c.encoder();
+        c.embed(&mut enc, &embd, &tok, 1, None, &x).unwrap();
+        c.rms_norm(
+            &mut enc,
+            &x,
+            Rows::dense(1, h as u32),
+            &nb,
+            1e-5,
+            &xn,
+            Rows::dense(1, h as u32),
+        )
+        .unwrap();
+        c.linear(
+            &mut enc,
+            &head,
+            &xn,
+            Rows::dense(1, h as u32),
+            None,
+            &logits,
+            Rows::dense(1, vocab as u32),
+        )
+        .unwrap();
+        c.argmax(&mut enc, &logits, 0, vocab as u32, &tok, 0)
+            .unwrap();
+        c.submit(enc);
+        let got = c.read_u32_blocking(&tok, 0, 1).unwrap()[0] as usize;
+        let xr = r::rms_norm(&embd_f[cpu_tok * h..(cpu_tok + 1) * h], 1, h, &norm_w, 1e-5);
+        let l = r::matmul_wt(&xr, 1, h, &head_f, vocab, None);
+        cpu_tok = r::argmax(&l).unwrap();
+        assert_eq!(got, cpu_tok, "step {step}");
+    }
+}

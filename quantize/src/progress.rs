@@ -3,6 +3,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 pub struct Progress {
@@ -11,6 +12,7 @@ pub struct Progress {
     total: u64,
     done: AtomicU64,
     last_pct: AtomicU64,
+    last_print: Mutex<Option<Instant>>,
     start: Instant,
 }
 
@@ -25,7 +27,7 @@ impl Progress {
             );
             b
         });
-        Progress { bar, plain: enabled && !tty, total, done: AtomicU64::new(0), last_pct: AtomicU64::new(0), start: Instant::now() }
+        Progress { bar, plain: enabled && !tty, total, done: AtomicU64::new(0), last_pct: AtomicU64::new(0), last_print: Mutex::new(None), start: Instant::now() }
     }
 
     pub fn add(&self, bytes: u64) {
@@ -35,8 +37,12 @@ impl Progress {
         } else if self.plain && self.total > 0 {
             let pct = done * 100 / self.total;
             let step = pct / 5 * 5;
-            if step > self.last_pct.load(Ordering::Relaxed) {
+            // A line per 5 %, at most one every 2 s (always the last), so logs stay short.
+            let mut last = self.last_print.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.map_or(true, |t| t.elapsed().as_secs_f64() >= 2.0) || done >= self.total;
+            if step > self.last_pct.load(Ordering::Relaxed) && due {
                 self.last_pct.store(step, Ordering::Relaxed);
+                *last = Some(Instant::now());
                 let secs = self.start.elapsed().as_secs_f64().max(1e-9);
                 let rate = done as f64 / secs;
                 let eta = (self.total - done.min(self.total)) as f64 / rate.max(1.0);

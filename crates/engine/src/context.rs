@@ -292,6 +292,28 @@ impl GpuContext {
         Ok(data)
     }
 
+    /// Maps the first `len` bytes of a caller-owned MAP_READ buffer whose copy was recorded in an earlier
+    /// submit, so a decode step can record its readback copy in its own (single) submit.
+    pub(crate) async fn map_read(&self, staging: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let (tx, rx) = oneshot();
+        staging.map_async(wgpu::MapMode::Read, 0..len, move |r| {
+            tx.send(r.map_err(|e| e.to_string()))
+        });
+        self.poll_wait();
+        rx.await.map_err(EngineError::Map)?;
+        let data = {
+            let view = staging
+                .get_mapped_range(0..len)
+                .map_err(|e| EngineError::Map(e.to_string()))?;
+            view.to_vec()
+        };
+        staging.unmap();
+        Ok(data)
+    }
+
     /// Reads a whole f32 buffer back.
     pub async fn read_f32(&self, buf: &GpuBuffer) -> Result<Vec<f32>> {
         buf.expect("read_f32", "buf", DType::F32)?;

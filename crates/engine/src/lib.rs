@@ -12,6 +12,7 @@
 mod context;
 mod error;
 mod kv;
+mod model;
 mod ops;
 mod shaders;
 mod tensor;
@@ -20,6 +21,10 @@ mod weight;
 pub use context::{ContextOptions, DeviceInfo, GpuContext};
 pub use error::{EngineError, Result};
 pub use kv::{KvCache, RopeTable};
+pub use model::{
+    GpuModel, ImageFeatures, LlmConfig, LoadOptions, MemoryPlan, ModelError, ModelResult, Readback, Step,
+    StepInput, VisionConfig,
+};
 pub use ops::{AttnShape, MATVEC_MAX_ROWS};
 pub use tensor::{DType, GpuBuffer, Rows};
 pub use weight::{GpuWeight, WeightDesc, WeightPart, WeightType, UPLOAD_CHUNK_BYTES};

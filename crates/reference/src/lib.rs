@@ -13,10 +13,12 @@
 //! tolerances (vision features 1e-4 at magnitude 3, logits 2e-3 at magnitude 70).
 
 mod error;
+pub mod gguf_store;
 mod model;
 pub mod ops;
 
 pub use error::RefError;
+pub use gguf_store::{GgufConfigError, GgufStore};
 pub use model::{
     GreedyStep, KvCache, LlmConfig, ModelConfig, ReferenceModel, Tensor, VisionConfig, WeightStore,
 };

@@ -1,0 +1,206 @@
+//! `meddr info`: what is in a MedDr GGUF and what running it costs in memory.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use meddr_gguf::GgufHeader;
+use meddr_reference::ModelConfig;
+use meddr_runtime::ModelInfo;
+
+/// The three parts of the file, by tensor-name prefix (`docs/gguf-layout.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Component {
+    Vit,
+    Projector,
+    Llm,
+}
+
+impl Component {
+    pub fn of(name: &str) -> Component {
+        if name.starts_with("v.") {
+            Component::Vit
+        } else if name.starts_with("mm.") {
+            Component::Projector
+        } else {
+            Component::Llm
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Component::Vit => "ViT",
+            Component::Projector => "projector",
+            Component::Llm => "LLM",
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ComponentStats {
+    pub tensors: usize,
+    pub params: u64,
+    pub bytes: u64,
+    /// Type name → (tensor count, bytes).
+    pub types: BTreeMap<&'static str, (usize, u64)>,
+}
+
+pub fn component_stats(h: &GgufHeader) -> BTreeMap<Component, ComponentStats> {
+    let mut out: BTreeMap<Component, ComponentStats> = BTreeMap::new();
+    for t in &h.tensors {
+        let s = out.entry(Component::of(&t.name)).or_default();
+        s.tensors += 1;
+        s.params = s.params.saturating_add(t.n_elements());
+        s.bytes = s.bytes.saturating_add(t.byte_size());
+        let e = s.types.entry(t.ty.name()).or_default();
+        e.0 += 1;
+        e.1 = e.1.saturating_add(t.byte_size());
+    }
+    out
+}
+
+/// KV cache bytes for `tokens` positions with `elem` bytes per value: keys and values of every layer.
+pub fn kv_cache_bytes(cfg: &ModelConfig, tokens: usize, elem: u64) -> u64 {
+    let l = &cfg.llm;
+    2u64.saturating_mul(l.layers as u64)
+        .saturating_mul((l.kv_heads * l.head_dim) as u64)
+        .saturating_mul(tokens as u64)
+        .saturating_mul(elem)
+}
+
+/// Prompt chunk the LLM activation estimate assumes (an image prompt is ≈ 300 tokens on MedDr).
+pub const PREFILL_CHUNK: usize = 512;
+
+/// Peak f32 activations of one ViT pass: the residual stream, the normed input, q/k/v, the attention output,
+/// the MLP hidden layer and one head's full score matrix per head (no flash attention).
+pub fn vit_activation_bytes(cfg: &ModelConfig) -> u64 {
+    let Some(v) = &cfg.vision else { return 0 };
+    let t = v.num_positions() as u64;
+    let per_token = (6 * v.hidden + v.mlp) as u64;
+    4 * (t * per_token + v.heads as u64 * t * t)
+}
+
+/// Projector: the shuffled 4C input, the hidden layer and the output for every image token.
+pub fn projector_activation_bytes(cfg: &ModelConfig) -> u64 {
+    let Some(v) = &cfg.vision else { return 0 };
+    4 * cfg.num_image_tokens as u64 * (4 * v.hidden + 2 * v.llm_hidden) as u64
+}
+
+/// LLM prefill of a [`PREFILL_CHUNK`]-token chunk against a full context: residual, q/k/v, attention output,
+/// gate/up/act, the score matrix, plus the logits row.
+pub fn llm_activation_bytes(cfg: &ModelConfig) -> u64 {
+    let l = &cfg.llm;
+    let n = PREFILL_CHUNK.min(l.context_length) as u64;
+    let per_token =
+        (3 * l.hidden + 2 * l.heads * l.head_dim + 2 * l.kv_heads * l.head_dim + 3 * l.ffn) as u64;
+    4 * (n * per_token + l.heads as u64 * n * l.context_length as u64 + l.vocab as u64)
+}
+
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.2} {} ({bytes} B)", UNITS[u])
+    }
+}
+
+/// The text `meddr info` prints.
+pub fn render(h: &GgufHeader, info: &ModelInfo, cfg: &ModelConfig, file_len: u64) -> String {
+    let mut s = String::new();
+    let l = &cfg.llm;
+    let _ = writeln!(s, "name: {}", info.name.as_deref().unwrap_or("(none)"));
+    let _ = writeln!(
+        s,
+        "architecture: llama + MedDr vision (meddr.format_version {}, file type {}, {} tensors, {})",
+        info.format_version,
+        h.get_u32("general.file_type").map(|v| v.to_string()).unwrap_or_else(|_| "?".into()),
+        h.tensors.len(),
+        human(file_len)
+    );
+    let _ = writeln!(
+        s,
+        "LLM: hidden {}, layers {}, heads {} (kv {}, head_dim {}), ffn {}, vocab {}, context {}, rope_theta {}, rms eps {:e}",
+        l.hidden, l.layers, l.heads, l.kv_heads, l.head_dim, l.ffn, l.vocab, l.context_length, l.rope_theta, l.eps
+    );
+    match (&cfg.vision, &info.vision) {
+        (Some(v), Some(vi)) => {
+            let _ = writeln!(
+                s,
+                "ViT: image {}, patch {}, hidden {}, heads {}, mlp {}, layers {}, eps {:e}; projector {} → {} → {}",
+                v.image_size, v.patch_size, v.hidden, v.heads, v.mlp, v.layers, v.eps, 4 * v.hidden, v.llm_hidden, v.llm_hidden
+            );
+            let p = &vi.preprocessing;
+            let _ = writeln!(
+                s,
+                "image: {} tokens (<IMG_CONTEXT> id {}, <img> {}, </img> {}); pad2square {} colour {:?}, mean {:?}, std {:?}",
+                vi.num_image_tokens, vi.context_token_id, vi.start_token_id, vi.end_token_id, p.pad2square, p.pad_color, p.mean, p.std
+            );
+        }
+        _ => {
+            let _ = writeln!(s, "ViT: none (text-only file)");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "chat: template {}, system {:?}, eos {} (upstream stop), template stop list {:?}",
+        info.chat_template, info.system_message, info.eos_token_id, info.stop_token_ids
+    );
+    let _ = writeln!(s, "\ntensors per component:");
+    let stats = component_stats(h);
+    for (c, st) in &stats {
+        let types: Vec<String> = st
+            .types
+            .iter()
+            .map(|(t, (n, b))| format!("{t} ×{n} ({})", human(*b)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  {:<9} {:>4} tensors, {:>12} params, {}; {}",
+            c.label(),
+            st.tensors,
+            st.params,
+            human(st.bytes),
+            types.join(", ")
+        );
+    }
+    let weights = |c| stats.get(&c).map(|s| s.bytes).unwrap_or(0);
+    let ctx = l.context_length;
+    let _ = writeln!(s, "\nmemory plan (estimates):");
+    let _ = writeln!(
+        s,
+        "  ViT        weights {}, activations {}",
+        human(weights(Component::Vit)),
+        human(vit_activation_bytes(cfg))
+    );
+    let _ = writeln!(
+        s,
+        "  projector  weights {}, activations {}",
+        human(weights(Component::Projector)),
+        human(projector_activation_bytes(cfg))
+    );
+    let _ = writeln!(
+        s,
+        "  LLM        weights {}, KV cache at {ctx} tokens: f16 {}, f32 {}; activations ({}-token prefill chunk) {}",
+        human(weights(Component::Llm)),
+        human(kv_cache_bytes(cfg, ctx, 2)),
+        human(kv_cache_bytes(cfg, ctx, 4)),
+        PREFILL_CHUNK.min(ctx),
+        human(llm_activation_bytes(cfg))
+    );
+    let total_f16 = weights(Component::Vit)
+        + weights(Component::Projector)
+        + weights(Component::Llm)
+        + kv_cache_bytes(cfg, ctx, 2)
+        + vit_activation_bytes(cfg).max(llm_activation_bytes(cfg));
+    let _ = writeln!(
+        s,
+        "  total (all weights resident, f16 KV cache, peak activations) {}",
+        human(total_f16)
+    );
+    s
+}

@@ -1,0 +1,387 @@
+//! The `meddr` binary end to end on the dev fixture (f32 GGUF written by the quantizer library).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use meddr_gguf::{GgufFile, GgufWriter, TensorSpec, Value};
+use meddr_quantize::{quantize_checkpoint, FileType, Options};
+use serde_json::Value as Json;
+
+/// Log-probs of the f32 reference vs upstream's f32 log-softmax (logit tolerance 2e-3 ⇒ log-prob ≤ 4e-3).
+const LOGPROB_TOL: f64 = 4e-3;
+
+fn fixtures() -> PathBuf {
+    let shared = match std::env::var_os("MEDDR_SHARED") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
+    };
+    let d = shared.join("fixtures");
+    assert!(
+        d.is_dir(),
+        "shared fixtures not found at {} (set MEDDR_SHARED)",
+        d.display()
+    );
+    d
+}
+
+fn tmp() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("meddr-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn model() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let out = tmp().join("dev-f32.gguf");
+        let opts = Options {
+            ftype: FileType::F32,
+            vision_type: None,
+            threads: None,
+            force: true,
+            progress: false,
+        };
+        quantize_checkpoint(&fixtures().join("checkpoints/dev"), &out, &opts)
+            .expect("quantize dev checkpoint");
+        out
+    })
+}
+
+fn expected() -> &'static Json {
+    static E: OnceLock<Json> = OnceLock::new();
+    E.get_or_init(|| {
+        let s = std::fs::read_to_string(fixtures().join("expected/dev/expected.json")).unwrap();
+        serde_json::from_str(&s).unwrap()
+    })
+}
+
+fn sample(id: &str) -> &'static Json {
+    expected()["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap()
+}
+
+fn u32s(v: &Json) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
+}
+
+fn meddr(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meddr"))
+        .args(args)
+        .output()
+        .expect("spawn meddr")
+}
+
+fn run_json(id: &str, extra: &[&str]) -> Json {
+    let s = sample(id);
+    let q = s["question"].as_str().unwrap();
+    let mut args = vec![
+        "run",
+        "-m",
+        model().to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--json",
+        "-p",
+        q,
+    ];
+    let img;
+    if let Some(name) = s["image"].as_str() {
+        img = fixtures().join("images").join(name);
+        args.extend(["--image", img.to_str().unwrap()]);
+    }
+    args.extend(extra);
+    let out = meddr(&args);
+    assert!(
+        out.status.success(),
+        "{id}: meddr failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{id}: stdout is not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn ids_of(j: &Json) -> Vec<u64> {
+    j["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_u64().unwrap())
+        .collect()
+}
+
+fn check_greedy_24(id: &str) {
+    let s = sample(id);
+    let j = run_json(
+        id,
+        &["--ignore-eos", "--max-new-tokens", "24", "--logprobs", "3"],
+    );
+    assert_eq!(ids_of(&j), u32s(&s["greedy_tokens"]), "{id}: greedy tokens");
+    assert_eq!(
+        j["prompt_tokens"].as_u64(),
+        s["num_input_ids"].as_u64(),
+        "{id}: prompt tokens"
+    );
+    assert_eq!(j["stop_reason"], "max_tokens");
+    assert_eq!(j["text"], s["greedy_text"], "{id}: text");
+    for (i, (t, step)) in j["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(s["steps"].as_array().unwrap())
+        .enumerate()
+    {
+        let got = t["logprob"].as_f64().unwrap();
+        let want = step["logprob"].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= LOGPROB_TOL,
+            "{id} step {i}: logprob {got} vs {want}"
+        );
+        let top = t["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        let want_top: Vec<u64> = step["top5"].as_array().unwrap()[..3]
+            .iter()
+            .map(|p| p[0].as_u64().unwrap())
+            .collect();
+        let got_top: Vec<u64> = top.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+        assert_eq!(got_top, want_top, "{id} step {i}: top ids");
+    }
+    assert!(j["timings"]["prefill_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn image_sample_greedy_matches_upstream() {
+    check_greedy_24("img_test2_report");
+}
+
+#[test]
+fn text_only_greedy_matches_upstream() {
+    // Token 2 at step 20 does not stop anything here (--ignore-eos), and must not under the default either.
+    check_greedy_24("text_only");
+}
+
+#[test]
+fn default_stopping_matches_upstream_generate() {
+    let s = sample("img_synth_rgba_short");
+    let j = run_json("img_synth_rgba_short", &["--max-new-tokens", "24"]);
+    assert_eq!(ids_of(&j), u32s(&s["upstream_generate_tokens"]));
+    assert_eq!(j["stop_reason"], "eos");
+    assert_eq!(j["text"], s["upstream_generate_text"]);
+    assert!(
+        j["tokens"][0]["logprob"].is_null(),
+        "no log-probs unless asked"
+    );
+}
+
+#[test]
+fn streaming_text_mode_prints_answer_and_disclaimer() {
+    let s = sample("text_only");
+    let out = meddr(&[
+        "run",
+        "-m",
+        model().to_str().unwrap(),
+        "-p",
+        s["question"].as_str().unwrap(),
+        "--max-new-tokens",
+        "24",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    // Default policy: the 2 at step 20 does not stop, so this is the 24-token upstream output.
+    assert_eq!(
+        stdout,
+        format!("{}\n", s["upstream_generate_text"].as_str().unwrap())
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("Research aid, not a medical device: do not use for diagnosis."),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn info_reports_components_and_memory() {
+    let out = meddr(&["info", model().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "ViT",
+        "projector",
+        "LLM",
+        "f32 ×",
+        "KV cache at 4096 tokens",
+        "hidden 192",
+        "layers 3",
+    ] {
+        assert!(s.contains(needle), "missing {needle:?} in:\n{s}");
+    }
+    // Independent KV arithmetic: 2 (k, v) × 3 layers × 2 kv heads × 32 × 4096 positions × 2 bytes.
+    assert!(
+        s.contains(&format!("f16 3.00 MiB ({} B)", 2 * 3 * 64 * 4096 * 2)),
+        "{s}"
+    );
+    assert!(
+        s.contains(&format!("f32 6.00 MiB ({} B)", 2 * 3 * 64 * 4096 * 4)),
+        "{s}"
+    );
+}
+
+/// Asserts a clean failure: non-zero exit, one line on stderr containing `needle`, no panic.
+fn assert_fails(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one line expected: {stderr}"
+    );
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+}
+
+/// Copies the model with edited metadata and an optional tensor left out.
+fn rewrite(
+    name: &str,
+    edit: impl Fn(&mut Vec<(String, Value)>),
+    drop_tensor: Option<&str>,
+) -> PathBuf {
+    let src = GgufFile::open(model()).unwrap();
+    let mut meta = src.header.metadata.clone();
+    edit(&mut meta);
+    let keep: Vec<_> = src
+        .header
+        .tensors
+        .iter()
+        .filter(|t| Some(t.name.as_str()) != drop_tensor)
+        .collect();
+    let specs = keep
+        .iter()
+        .map(|t| TensorSpec::new(t.name.clone(), t.dims.clone(), t.ty))
+        .collect();
+    let out = tmp().join(name);
+    let _ = std::fs::remove_file(&out);
+    let mut w = GgufWriter::create(&out, meta, specs).unwrap();
+    for t in keep {
+        w.write_tensor(&t.name, src.tensor_data(t)).unwrap();
+    }
+    w.finish().unwrap();
+    out
+}
+
+fn run_args<'a>(model: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["run", "-m", model, "-p", "Is this abnormal?"];
+    if !extra.contains(&"--max-new-tokens") {
+        a.extend(["--max-new-tokens", "2"]);
+    }
+    a.extend(extra);
+    a
+}
+
+#[test]
+fn wrong_architecture_is_refused() {
+    let p = rewrite(
+        "gpt2.gguf",
+        |m| {
+            for (k, v) in m.iter_mut() {
+                if k == "general.architecture" {
+                    *v = Value::String("gpt2".into());
+                }
+            }
+        },
+        None,
+    );
+    assert_fails(
+        &meddr(&run_args(p.to_str().unwrap(), &[])),
+        "not a MedDr GGUF",
+    );
+    let p = rewrite(
+        "plain-llama.gguf",
+        |m| m.retain(|(k, _)| k != "meddr.format_version"),
+        None,
+    );
+    assert_fails(
+        &meddr(&["info", p.to_str().unwrap()]),
+        "not a MedDr GGUF: meddr.format_version is missing",
+    );
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let p = rewrite("missing.gguf", |_| {}, Some("blk.1.ffn_up.weight"));
+    assert_fails(
+        &meddr(&run_args(p.to_str().unwrap(), &[])),
+        "blk.1.ffn_up.weight",
+    );
+}
+
+#[test]
+fn truncated_file_is_refused() {
+    let bytes = std::fs::read(model()).unwrap();
+    let p = tmp().join("truncated.gguf");
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    assert_fails(&meddr(&run_args(p.to_str().unwrap(), &[])), "truncated");
+    std::fs::write(&p, &bytes[..1000]).unwrap();
+    assert_fails(&meddr(&["info", p.to_str().unwrap()]), "truncated");
+}
+
+#[test]
+fn bad_images_are_refused() {
+    let m = model().to_str().unwrap();
+    let p = tmp().join("corrupt.jpg");
+    let mut jpeg = std::fs::read(fixtures().join("images/test2.jpg")).unwrap();
+    jpeg.truncate(600);
+    std::fs::write(&p, &jpeg).unwrap();
+    assert_fails(
+        &meddr(&run_args(m, &["--image", p.to_str().unwrap()])),
+        "corrupt.jpg",
+    );
+    let p = tmp().join("text.png");
+    std::fs::write(&p, b"this is not an image at all").unwrap();
+    assert_fails(
+        &meddr(&run_args(m, &["--image", p.to_str().unwrap()])),
+        "text.png",
+    );
+    assert_fails(
+        &meddr(&run_args(m, &["--image", "/nonexistent/x.jpg"])),
+        "/nonexistent/x.jpg",
+    );
+}
+
+#[test]
+fn context_overflow_and_gpu_device_are_clear_errors() {
+    let m = model().to_str().unwrap();
+    assert_fails(
+        &meddr(&run_args(m, &["--max-new-tokens", "5000"])),
+        "context overflow",
+    );
+    assert_fails(
+        &meddr(&run_args(m, &["--device", "gpu"])),
+        "GPU backend not built yet",
+    );
+    assert_fails(&meddr(&run_args(m, &["--top-p", "0"])), "top_p");
+}

@@ -1,0 +1,43 @@
+use thiserror::Error;
+
+/// Error type a [`crate::Backend`] reports; boxed so GPU, CPU and test backends keep their own error types.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything the runtime can report. Messages name the offending key, option or value.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error("not a MedDr GGUF: {reason}")]
+    NotMedDr { reason: String },
+    #[error("GGUF metadata key `{key}` is missing")]
+    MissingKey { key: String },
+    #[error("GGUF metadata key `{key}` is unusable: {reason}")]
+    BadKey { key: String, reason: String },
+    #[error("option `{field}` = {value} is invalid: {reason}")]
+    InvalidOption {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error(
+        "context overflow: the prompt has {prompt_tokens} tokens and up to {max_new_tokens} new tokens were \
+         requested, {needed} in all, but the model's context length is {context_length}"
+    )]
+    ContextOverflow {
+        prompt_tokens: usize,
+        max_new_tokens: usize,
+        needed: usize,
+        context_length: usize,
+    },
+    #[error("the prompt is empty: at least one token is needed")]
+    EmptyPrompt,
+    #[error("backend returned unusable logits ({len} values): {reason}")]
+    BadLogits { len: usize, reason: &'static str },
+    #[error("sampled token id {id} is outside the tokenizer's vocabulary of {vocab}")]
+    TokenOutOfRange { id: u32, vocab: usize },
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] meddr_tokenizer::TokenizerError),
+    #[error("backend: {0}")]
+    Backend(BackendError),
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

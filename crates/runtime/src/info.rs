@@ -1,0 +1,256 @@
+//! What a runtime needs to know about a MedDr GGUF besides the weights (`docs/gguf-layout.md`).
+
+use meddr_gguf::{GgufError, GgufHeader};
+use meddr_tokenizer::{MedDrTokenizer, TokenizerSpec};
+
+use crate::error::{Result, RuntimeError};
+
+/// Image preprocessing as the file describes it (`meddr.vision.*`, `clip.vision.*`); mirrors
+/// `meddr_image::PreprocessConfig` without depending on the decoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImagePreprocessing {
+    pub image_size: u32,
+    pub pad2square: bool,
+    pub pad_color: [u8; 3],
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+/// Model facts for prompting, stopping and preprocessing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub name: Option<String>,
+    pub format_version: u32,
+    pub context_length: usize,
+    pub vocab_size: usize,
+    /// `meddr.chat.eos_token_id`: the only token upstream stops on.
+    pub eos_token_id: u32,
+    /// `meddr.chat.stop_token_ids`: the Hermes-2 template's list (optional stop policy).
+    pub stop_token_ids: Vec<u32>,
+    pub system_message: String,
+    pub chat_template: String,
+    /// `None` for a text-only file (no `clip.has_vision_encoder`).
+    pub vision: Option<VisionInfo>,
+}
+
+/// Image-related ids and preprocessing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisionInfo {
+    pub num_image_tokens: usize,
+    pub context_token_id: u32,
+    pub start_token_id: u32,
+    pub end_token_id: u32,
+    pub preprocessing: ImagePreprocessing,
+}
+
+fn key_err(key: &str, e: GgufError) -> RuntimeError {
+    match e {
+        GgufError::MissingKey { .. } => RuntimeError::MissingKey { key: key.into() },
+        other => RuntimeError::BadKey {
+            key: key.into(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn u32_key(h: &GgufHeader, key: &str) -> Result<u32> {
+    h.get_u32(key).map_err(|e| key_err(key, e))
+}
+
+fn usize_key(h: &GgufHeader, key: &str) -> Result<usize> {
+    let v = u32_key(h, key)?;
+    usize::try_from(v).map_err(|_| RuntimeError::BadKey {
+        key: key.into(),
+        reason: format!("{v} does not fit in usize"),
+    })
+}
+
+fn f32x3(h: &GgufHeader, key: &str) -> Result<[f32; 3]> {
+    let v = h.get_f32_array(key).map_err(|e| key_err(key, e))?;
+    <[f32; 3]>::try_from(v.as_slice()).map_err(|_| RuntimeError::BadKey {
+        key: key.into(),
+        reason: format!("expected 3 values, found {}", v.len()),
+    })
+}
+
+impl ModelInfo {
+    /// Checks that the header is a MedDr file (`general.architecture = "llama"` plus `meddr.format_version`)
+    /// before reading anything else, so a plain llama.cpp model gets one clear error.
+    pub fn from_gguf_header(h: &GgufHeader) -> Result<ModelInfo> {
+        let arch = match h.get_str("general.architecture") {
+            Ok(a) => a,
+            Err(GgufError::MissingKey { .. }) => {
+                return Err(RuntimeError::NotMedDr {
+                    reason: "general.architecture is missing".into(),
+                })
+            }
+            Err(e) => {
+                return Err(RuntimeError::NotMedDr {
+                    reason: format!("general.architecture is unusable: {e}"),
+                })
+            }
+        };
+        if arch != "llama" {
+            return Err(RuntimeError::NotMedDr {
+                reason: format!("general.architecture is {arch:?}, expected \"llama\""),
+            });
+        }
+        let format_version = match h.get("meddr.format_version") {
+            None => {
+                return Err(RuntimeError::NotMedDr {
+                    reason: "meddr.format_version is missing (a plain llama GGUF?)".into(),
+                })
+            }
+            Some(_) => u32_key(h, "meddr.format_version")?,
+        };
+        if format_version != 1 {
+            return Err(RuntimeError::BadKey {
+                key: "meddr.format_version".into(),
+                reason: format!("{format_version} is not supported (this build reads version 1)"),
+            });
+        }
+        let vocab_size = match h.get("llama.vocab_size") {
+            Some(_) => usize_key(h, "llama.vocab_size")?,
+            None => h
+                .get_str_array("tokenizer.ggml.tokens")
+                .map_err(|e| key_err("tokenizer.ggml.tokens", e))?
+                .len(),
+        };
+        let has_vision = match h.get("clip.has_vision_encoder") {
+            Some(_) => h
+                .get_bool("clip.has_vision_encoder")
+                .map_err(|e| key_err("clip.has_vision_encoder", e))?,
+            None => false,
+        };
+        let vision = if has_vision {
+            let pad = h
+                .get_u32_array("meddr.vision.pad_color")
+                .map_err(|e| key_err("meddr.vision.pad_color", e))?;
+            let pad_color = match pad.as_slice() {
+                &[r, g, b] if r <= 255 && g <= 255 && b <= 255 => [r as u8, g as u8, b as u8],
+                _ => {
+                    return Err(RuntimeError::BadKey {
+                        key: "meddr.vision.pad_color".into(),
+                        reason: format!("{pad:?} is not three values in 0..=255"),
+                    })
+                }
+            };
+            let resize = h
+                .get_str("meddr.vision.resize")
+                .map_err(|e| key_err("meddr.vision.resize", e))?;
+            if resize != "pillow_bicubic_u8" {
+                return Err(RuntimeError::BadKey {
+                    key: "meddr.vision.resize".into(),
+                    reason: format!("{resize:?} is not supported (only \"pillow_bicubic_u8\")"),
+                });
+            }
+            let tiles = u32_key(h, "meddr.vision.tiles")?;
+            if tiles != 1 {
+                return Err(RuntimeError::BadKey {
+                    key: "meddr.vision.tiles".into(),
+                    reason: format!("{tiles} is not supported (only one 448 tile)"),
+                });
+            }
+            Some(VisionInfo {
+                num_image_tokens: usize_key(h, "meddr.image.num_tokens")?,
+                context_token_id: u32_key(h, "meddr.image.context_token_id")?,
+                start_token_id: u32_key(h, "meddr.image.start_token_id")?,
+                end_token_id: u32_key(h, "meddr.image.end_token_id")?,
+                preprocessing: ImagePreprocessing {
+                    image_size: u32_key(h, "clip.vision.image_size")?,
+                    pad2square: h
+                        .get_bool("meddr.vision.pad2square")
+                        .map_err(|e| key_err("meddr.vision.pad2square", e))?,
+                    pad_color,
+                    mean: f32x3(h, "clip.vision.image_mean")?,
+                    std: f32x3(h, "clip.vision.image_std")?,
+                },
+            })
+        } else {
+            None
+        };
+        let stop_token_ids = match h.get("meddr.chat.stop_token_ids") {
+            Some(_) => h
+                .get_u32_array("meddr.chat.stop_token_ids")
+                .map_err(|e| key_err("meddr.chat.stop_token_ids", e))?,
+            None => Vec::new(),
+        };
+        Ok(ModelInfo {
+            name: h.get_str("general.name").ok().map(str::to_owned),
+            format_version,
+            context_length: usize_key(h, "llama.context_length")?,
+            vocab_size,
+            eos_token_id: u32_key(h, "meddr.chat.eos_token_id")?,
+            stop_token_ids,
+            system_message: h
+                .get_str("meddr.chat.system_message")
+                .map_err(|e| key_err("meddr.chat.system_message", e))?
+                .to_owned(),
+            chat_template: h
+                .get_str("meddr.chat.template")
+                .map_err(|e| key_err("meddr.chat.template", e))?
+                .to_owned(),
+            vision,
+        })
+    }
+
+    /// The token ids generation stops on under `policy`.
+    pub fn stop_ids(&self, policy: crate::StopPolicy) -> Vec<u32> {
+        match policy {
+            crate::StopPolicy::UpstreamEos => vec![self.eos_token_id],
+            crate::StopPolicy::TemplateStopList => self.stop_token_ids.clone(),
+            crate::StopPolicy::IgnoreEos => Vec::new(),
+        }
+    }
+}
+
+/// The tokenizer stored in the file: `tokenizer.huggingface.json` when present (exact), otherwise rebuilt from
+/// the `tokenizer.ggml.*` arrays.
+pub fn tokenizer_from_gguf_header(h: &GgufHeader) -> Result<MedDrTokenizer> {
+    let hf_json = match h.get("tokenizer.huggingface.json") {
+        Some(_) => Some(
+            h.get_str("tokenizer.huggingface.json")
+                .map_err(|e| key_err("tokenizer.huggingface.json", e))?
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let tokens: Vec<String> = h
+        .get_str_array("tokenizer.ggml.tokens")
+        .map_err(|e| key_err("tokenizer.ggml.tokens", e))?
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let scores = h
+        .get_f32_array("tokenizer.ggml.scores")
+        .map_err(|e| key_err("tokenizer.ggml.scores", e))?;
+    let types = h
+        .get_i32_array("tokenizer.ggml.token_type")
+        .map_err(|e| key_err("tokenizer.ggml.token_type", e))?;
+    let opt_u32 = |key: &str| -> Result<Option<u32>> {
+        match h.get(key) {
+            Some(_) => u32_key(h, key).map(Some),
+            None => Ok(None),
+        }
+    };
+    let opt_bool = |key: &str, default: bool| -> Result<bool> {
+        match h.get(key) {
+            Some(_) => h.get_bool(key).map_err(|e| key_err(key, e)),
+            None => Ok(default),
+        }
+    };
+    let spec = TokenizerSpec::from_gguf_parts(
+        tokens,
+        scores,
+        types,
+        u32_key(h, "tokenizer.ggml.bos_token_id")?,
+        u32_key(h, "tokenizer.ggml.eos_token_id")?,
+        opt_u32("tokenizer.ggml.unknown_token_id")?.unwrap_or(0),
+        opt_u32("tokenizer.ggml.padding_token_id")?,
+        opt_bool("tokenizer.ggml.add_bos_token", true)?,
+        opt_bool("tokenizer.ggml.add_eos_token", false)?,
+        opt_bool("tokenizer.ggml.add_space_prefix", true)?,
+        hf_json,
+    )?;
+    Ok(MedDrTokenizer::from_spec(&spec)?)
+}

@@ -1,0 +1,21 @@
+//! MedDr generation runtime, independent of where the model runs.
+//!
+//! Pure logic (no file system, threads or clocks beyond `web-time`) so the same code drives the CPU reference,
+//! the native GPU engine and the browser build: model facts from GGUF metadata ([`ModelInfo`]), upstream's
+//! prompt ([`build_prompt`]), Hugging Face-compatible sampling ([`Sampler`]) and the streaming generation loop
+//! over any [`Backend`] ([`generate`]).
+
+mod error;
+mod generate;
+mod info;
+mod prompt;
+pub mod sampler;
+
+pub use error::{BackendError, Result, RuntimeError};
+pub use generate::{
+    check_request, generate, Backend, GenerationOptions, GenerationResult, StopPolicy, StopReason,
+    Timings, TokenEvent, TokenOut, MAX_LOGPROBS,
+};
+pub use info::{tokenizer_from_gguf_header, ImagePreprocessing, ModelInfo, VisionInfo};
+pub use prompt::{build_prompt, python_strip, IMG_CONTEXT, IMG_END, IMG_START};
+pub use sampler::{Sampler, SamplingParams};

@@ -1,0 +1,307 @@
+//! The generation loop on a scripted backend: stopping policies, cancellation, overflow, log-probs, streaming.
+
+mod common;
+
+use std::ops::ControlFlow;
+
+use common::*;
+use meddr_runtime::sampler::log_softmax;
+use meddr_runtime::{
+    generate, Backend, BackendError, GenerationOptions, ModelInfo, RuntimeError, SamplingParams,
+    StopPolicy, StopReason,
+};
+
+const VOCAB: usize = 2009;
+
+/// Emits logits that make `script[i]` the clear greedy choice at step `i`.
+struct Scripted {
+    script: Vec<u32>,
+    step: usize,
+    prefills: usize,
+    decoded: Vec<u32>,
+    device_sampling: bool,
+    context: usize,
+}
+
+impl Scripted {
+    fn new(script: &[u32]) -> Self {
+        Scripted {
+            script: script.to_vec(),
+            step: 0,
+            prefills: 0,
+            decoded: vec![],
+            device_sampling: false,
+            context: 4096,
+        }
+    }
+    fn logits(&self) -> Vec<f32> {
+        let mut l: Vec<f32> = (0..VOCAB).map(|i| ((i * 37 % 101) as f32) * 0.01).collect();
+        l[self.script[self.step] as usize] = 5.0 + self.step as f32 * 0.1;
+        l
+    }
+}
+
+impl Backend for Scripted {
+    fn encode_image(&mut self, _pv: &[f32]) -> Result<Vec<f32>, BackendError> {
+        Err("no vision".into())
+    }
+    fn prefill(&mut self, _ids: &[u32], _f: Option<&[f32]>) -> Result<Vec<f32>, BackendError> {
+        self.prefills += 1;
+        self.step = 0;
+        Ok(self.logits())
+    }
+    fn decode(&mut self, token: u32) -> Result<Vec<f32>, BackendError> {
+        self.decoded.push(token);
+        self.step += 1;
+        Ok(self.logits())
+    }
+    fn context_length(&self) -> usize {
+        self.context
+    }
+    fn decode_sampled(
+        &mut self,
+        token: u32,
+        _s: &SamplingParams,
+        _step: usize,
+    ) -> Option<Result<u32, BackendError>> {
+        if !self.device_sampling {
+            return None;
+        }
+        self.decoded.push(token);
+        self.step += 1;
+        Some(Ok(self.script[self.step]))
+    }
+}
+
+fn info() -> ModelInfo {
+    ModelInfo {
+        name: None,
+        format_version: 1,
+        context_length: 4096,
+        vocab_size: VOCAB,
+        eos_token_id: 7,
+        stop_token_ids: vec![2, 6, 7, 8],
+        system_message: "Answer the questions.".into(),
+        chat_template: "Hermes-2".into(),
+        vision: None,
+    }
+}
+
+fn opts(max: usize, stop: StopPolicy) -> GenerationOptions {
+    GenerationOptions {
+        max_new_tokens: max,
+        stop,
+        ..Default::default()
+    }
+}
+
+const SCRIPT: [u32; 8] = [955, 916, 2, 1050, 7, 300, 301, 302];
+
+#[test]
+fn upstream_policy_stops_on_eos_only() {
+    let tok = tokenizer();
+    let mut b = Scripted::new(&SCRIPT);
+    let r = generate(
+        &mut b,
+        &tok,
+        &info(),
+        &[6, 1923],
+        None,
+        &opts(8, StopPolicy::UpstreamEos),
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    let ids: Vec<u32> = r.tokens.iter().map(|t| t.id).collect();
+    assert_eq!(
+        ids,
+        &SCRIPT[..5],
+        "token 2 must not stop; 7 stops and is kept"
+    );
+    assert_eq!(r.stop_reason, StopReason::Eos);
+    assert_eq!(r.prompt_tokens, 2);
+    assert_eq!(r.text, tok.decode(&SCRIPT[..5], true).unwrap());
+    assert_eq!(
+        r.tokens.iter().map(|t| t.text.as_str()).collect::<String>(),
+        r.text
+    );
+    // The stop token is never fed back.
+    assert_eq!(b.decoded, &SCRIPT[..4]);
+    assert!(r
+        .tokens
+        .iter()
+        .all(|t| t.logprob.is_none() && t.top_logprobs.is_empty()));
+}
+
+#[test]
+fn template_list_and_ignore_eos() {
+    let tok = tokenizer();
+    let mut b = Scripted::new(&SCRIPT);
+    let r = generate(
+        &mut b,
+        &tok,
+        &info(),
+        &[6],
+        None,
+        &opts(8, StopPolicy::TemplateStopList),
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert_eq!(
+        r.tokens.iter().map(|t| t.id).collect::<Vec<_>>(),
+        &SCRIPT[..3]
+    );
+    assert_eq!(r.stop_reason, StopReason::Eos);
+
+    let mut b = Scripted::new(&SCRIPT);
+    let r = generate(
+        &mut b,
+        &tok,
+        &info(),
+        &[6],
+        None,
+        &opts(7, StopPolicy::IgnoreEos),
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert_eq!(
+        r.tokens.iter().map(|t| t.id).collect::<Vec<_>>(),
+        &SCRIPT[..7]
+    );
+    assert_eq!(r.stop_reason, StopReason::MaxTokens);
+}
+
+#[test]
+fn callback_streams_and_cancels() {
+    let tok = tokenizer();
+    let mut b = Scripted::new(&SCRIPT);
+    let mut seen = vec![];
+    let r = generate(
+        &mut b,
+        &tok,
+        &info(),
+        &[6],
+        None,
+        &opts(8, StopPolicy::IgnoreEos),
+        |ev| {
+            seen.push((ev.index, ev.token.id));
+            if ev.index == 1 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(seen, vec![(0, 955), (1, 916)]);
+    assert_eq!(r.stop_reason, StopReason::Cancelled);
+    assert_eq!(r.tokens.len(), 2);
+    assert_eq!(b.decoded, vec![955]);
+}
+
+#[test]
+fn context_overflow_is_refused_before_any_work() {
+    let tok = tokenizer();
+    let mut b = Scripted::new(&SCRIPT);
+    b.context = 100;
+    let prompt = vec![6u32; 90];
+    let e = generate(
+        &mut b,
+        &tok,
+        &info(),
+        &prompt,
+        None,
+        &opts(11, StopPolicy::UpstreamEos),
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            RuntimeError::ContextOverflow {
+                prompt_tokens: 90,
+                max_new_tokens: 11,
+                needed: 101,
+                context_length: 100
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("context length is 100"), "{e}");
+    assert_eq!(b.prefills, 0);
+    // Exactly full is fine.
+    let mut b = Scripted::new(&[10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21]);
+    b.context = 100;
+    let r = generate(
+        &mut b,
+        &tok,
+        &info(),
+        &prompt,
+        None,
+        &opts(10, StopPolicy::IgnoreEos),
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert_eq!(r.tokens.len(), 10);
+    assert_eq!(r.stop_reason, StopReason::MaxTokens);
+    let e = generate(
+        &mut b,
+        &tok,
+        &info(),
+        &[],
+        None,
+        &opts(1, StopPolicy::IgnoreEos),
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap_err();
+    assert!(matches!(e, RuntimeError::EmptyPrompt));
+}
+
+#[test]
+fn logprobs_are_the_raw_log_softmax() {
+    let tok = tokenizer();
+    let mut b = Scripted::new(&SCRIPT);
+    let mut o = opts(3, StopPolicy::IgnoreEos);
+    o.logprobs = Some(4);
+    let r = generate(&mut b, &tok, &info(), &[6], None, &o, |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    let mut replay = Scripted::new(&SCRIPT);
+    for (i, t) in r.tokens.iter().enumerate() {
+        replay.step = i;
+        let lp = log_softmax(&replay.logits());
+        assert_eq!(t.logprob, Some(lp[t.id as usize]));
+        assert_eq!(t.top_logprobs.len(), 4);
+        assert_eq!(t.top_logprobs[0], (t.id, lp[t.id as usize]));
+        let mut sorted = lp.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let got: Vec<f32> = t.top_logprobs.iter().map(|p| p.1).collect();
+        assert_eq!(got, sorted[..4].to_vec());
+    }
+    o.logprobs = Some(21);
+    assert!(generate(&mut b, &tok, &info(), &[6], None, &o, |_| {
+        ControlFlow::Continue(())
+    })
+    .is_err());
+}
+
+#[test]
+fn device_sampling_path_gives_the_same_tokens() {
+    let tok = tokenizer();
+    let mut b = Scripted::new(&SCRIPT);
+    b.device_sampling = true;
+    let r = generate(
+        &mut b,
+        &tok,
+        &info(),
+        &[6],
+        None,
+        &opts(8, StopPolicy::UpstreamEos),
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert_eq!(
+        r.tokens.iter().map(|t| t.id).collect::<Vec<_>>(),
+        &SCRIPT[..5]
+    );
+}

@@ -2,6 +2,8 @@
 //! the model report of `meddr info`.
 
 pub mod cpu;
+pub mod gpu;
 pub mod report;
 
 pub use cpu::CpuBackend;
+pub use gpu::{GpuBackend, GpuOptions};

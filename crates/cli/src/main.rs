@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use meddr_cli::{report, CpuBackend};
+use meddr_cli::{report, CpuBackend, GpuBackend, GpuOptions};
 use meddr_gguf::GgufFile;
 use meddr_reference::{GgufStore, ModelConfig};
 use meddr_runtime::{
@@ -47,6 +47,8 @@ enum Command {
     /// Answer a question, optionally about an image (greedy by default, like upstream's demo).
     #[command(after_help = EXAMPLES)]
     Run(RunArgs),
+    /// Measure load time, ViT ms per image, prefill and decode tok/s, bytes read per decoded token and GB/s.
+    Bench(BenchArgs),
     /// Show hyper-parameters, tensor types and sizes per component, and a memory plan.
     Info {
         /// GGUF file written by meddr-quantize.
@@ -56,7 +58,7 @@ enum Command {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Device {
-    /// wgpu engine (not built into this binary yet).
+    /// wgpu engine (Vulkan, Metal, DX12 or GL): weights stay quantized on the GPU.
     Gpu,
     /// f32 reference on the CPU: exact but slow; dequantises the whole file into memory.
     Cpu,
@@ -102,15 +104,46 @@ struct RunArgs {
     /// Print one JSON object (tokens, log-probs, text, stop reason, timings) instead of streaming text.
     #[arg(long)]
     json: bool,
-    /// Where to run. Only `cpu` is available in this build.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    /// Where to run: the wgpu engine, or the f32 CPU reference (exact, slow, whole model in RAM as f32).
+    #[arg(long, value_enum, default_value_t = Device::Gpu)]
     device: Device,
+    /// GPU: KV-cache positions (default: the model's context length).
+    #[arg(long)]
+    context_length: Option<u32>,
+    /// GPU: free the vision tower once the image is encoded (MedDr at 4 bits then fits a 24 GB card).
+    #[arg(long)]
+    release_vision: bool,
+    /// GPU: use f32 kernels even where shader-f16 exists (the path WebGPU without f16 takes).
+    #[arg(long)]
+    force_f32: bool,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// GGUF model file.
+    #[arg(short = 'm', long)]
+    model: PathBuf,
+    /// Prompt length in tokens for the prefill measurement.
+    #[arg(long, default_value_t = 64)]
+    prompt_tokens: usize,
+    /// Decoded tokens for the decode measurement.
+    #[arg(long, default_value_t = 32)]
+    decode_tokens: usize,
+    /// Also time the ViT on an image (models with a vision tower; a synthetic grey image when none is given).
+    #[arg(long)]
+    image: Option<PathBuf>,
+    #[arg(long)]
+    force_f32: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Run(a) => run(a),
+        Command::Bench(b) => bench(b),
         Command::Info { model } => info(&model),
     };
     match r {
@@ -172,9 +205,6 @@ fn read_image(path: &Path, info: &ModelInfo) -> Result<Vec<f32>> {
 }
 
 fn run(a: RunArgs) -> Result<()> {
-    if a.device == Device::Gpu {
-        bail!("GPU backend not built yet; use --device cpu");
-    }
     let (file, info) = open_model(&a.model)?;
     let tokenizer = tokenizer_from_gguf_header(&file.header).context("tokenizer in the GGUF")?;
     let opts = GenerationOptions {
@@ -211,10 +241,18 @@ fn run(a: RunArgs) -> Result<()> {
     // Reject impossible requests before the (slow) weight load.
     check_request(ids.len(), &opts, info.context_length)?;
 
-    let store = GgufStore::from_file(file);
-    let mut backend =
-        CpuBackend::load(&store).with_context(|| format!("loading {}", a.model.display()))?;
-    drop(store);
+    let mut backend: Box<dyn Backend> = match a.device {
+        Device::Gpu => {
+            let gopts = GpuOptions { force_f32: a.force_f32, context_length: a.context_length, release_vision_after_encode: a.release_vision };
+            let b = GpuBackend::load(&file, &gopts).with_context(|| format!("loading {} on the GPU", a.model.display()))?;
+            check_request(ids.len(), &opts, b.context_length())?;
+            Box::new(b)
+        }
+        Device::Cpu => {
+            let store = GgufStore::from_file(file);
+            Box::new(CpuBackend::load(&store).with_context(|| format!("loading {}", a.model.display()))?)
+        }
+    };
     let features = match &pixel_values {
         Some(pv) => Some(
             backend
@@ -226,7 +264,7 @@ fn run(a: RunArgs) -> Result<()> {
     let json_mode = a.json;
     let mut stdout = std::io::stdout().lock();
     let result = generate(
-        &mut backend,
+        backend.as_mut(),
         &tokenizer,
         &info,
         &ids,
@@ -285,4 +323,66 @@ fn to_json(r: &GenerationResult) -> Value {
         },
         "disclaimer": DISCLAIMER,
     })
+}
+
+fn bench(b: BenchArgs) -> Result<()> {
+    use meddr_engine::{Readback, StepInput};
+    use std::time::Instant;
+    let t0 = Instant::now();
+    let (file, info) = open_model(&b.model)?;
+    let gpu = GpuBackend::load(&file, &GpuOptions { force_f32: b.force_f32, context_length: None, release_vision_after_encode: false })
+        .with_context(|| format!("loading {} on the GPU", b.model.display()))?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let mut backend = gpu;
+    let vit_ms = match &info.vision {
+        Some(v) => {
+            let pv = match &b.image {
+                Some(p) => read_image(p, &info)?,
+                None => vec![0.0f32; 3 * (v.preprocessing.image_size as usize).pow(2)],
+            };
+            let t = Instant::now();
+            backend.encode_image(&pv).map_err(|e| anyhow!("encoding the image: {e}"))?;
+            Some(t.elapsed().as_secs_f64() * 1e3)
+        }
+        None => None,
+    };
+    let vocab = info.vocab_size.max(2) as u32;
+    // Ordinary text tokens (ids past the special ones), deterministic.
+    let ids: Vec<u32> = (0..b.prompt_tokens as u32).map(|i| 100 + (i * 7919) % (vocab - 100).max(1)).collect();
+    check_request(ids.len(), &GenerationOptions { max_new_tokens: b.decode_tokens, ..Default::default() }, backend.context_length())?;
+    let model = backend_model(&mut backend);
+    let t = Instant::now();
+    model.prefill(&ids, None, b.decode_tokens as u32, Readback::Token)?;
+    let prefill_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for _ in 0..b.decode_tokens {
+        model.decode_step(StepInput::Greedy, Readback::Token)?;
+    }
+    let decode_s = t.elapsed().as_secs_f64();
+    let bytes = model.decode_weight_bytes();
+    let decode_tps = b.decode_tokens as f64 / decode_s.max(1e-9);
+    let out = json!({
+        "model": b.model.display().to_string(),
+        "device": model.context().info.to_string(),
+        "load_s": load_s,
+        "vit_ms_per_image": vit_ms,
+        "prefill_tokens": b.prompt_tokens,
+        "prefill_tokens_per_s": b.prompt_tokens as f64 / prefill_s.max(1e-9),
+        "decode_tokens": b.decode_tokens,
+        "decode_tokens_per_s": decode_tps,
+        "weight_bytes_per_decoded_token": bytes,
+        "effective_gb_per_s": bytes as f64 * decode_tps / 1e9,
+    });
+    if b.json {
+        println!("{out}");
+    } else {
+        for (k, v) in out.as_object().into_iter().flatten() {
+            println!("{k:>32}: {v}");
+        }
+    }
+    Ok(())
+}
+
+fn backend_model(b: &mut GpuBackend) -> &mut meddr_engine::GpuModel {
+    b.model_mut()
 }

@@ -62,19 +62,34 @@ impl GpuContext {
     /// Picks an adapter and requests a device with the adapter's own limits (WebGPU's defaults are far smaller:
     /// 128 MiB bindings at most, and real GPUs offer several GiB) and shader-f16 when available.
     pub async fn new(options: ContextOptions) -> Result<GpuContext> {
+        let request = |desc: wgpu::InstanceDescriptor| async move {
+            let instance = wgpu::Instance::new(desc);
+            instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: options.power_preference,
+                    force_fallback_adapter: false,
+                    ..Default::default()
+                })
+                .await
+        };
         #[cfg(not(target_arch = "wasm32"))]
-        let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        let adapter = {
+            let from_env = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+            if std::env::var_os("WGPU_BACKEND").is_some() {
+                request(from_env).await
+            } else {
+                // Vulkan/Metal/DX12 first: probing GL (EGL/Wayland) on a headless machine only prints noise.
+                let mut primary = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+                primary.backends = wgpu::Backends::PRIMARY;
+                match request(primary).await {
+                    Ok(a) => Ok(a),
+                    Err(_) => request(from_env).await,
+                }
+            }
+        };
         #[cfg(target_arch = "wasm32")]
-        let desc = wgpu::InstanceDescriptor::new_without_display_handle();
-        let instance = wgpu::Instance::new(desc);
-        let adapter = instance
-            .request_adapter(&wgpu::RequestAdapterOptions {
-                power_preference: options.power_preference,
-                force_fallback_adapter: false,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| EngineError::NoAdapter(e.to_string()))?;
+        let adapter = request(wgpu::InstanceDescriptor::new_without_display_handle()).await;
+        let adapter = adapter.map_err(|e| EngineError::NoAdapter(e.to_string()))?;
         Self::from_adapter(adapter, options).await
     }
 

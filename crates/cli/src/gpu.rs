@@ -1,0 +1,89 @@
+//! [`Backend`] over the wgpu engine. Greedy decoding runs on the device: each step is one submit whose only
+//! readback is the 4-byte token id; logits come back only when the caller samples on the CPU or wants
+//! log-probabilities.
+
+use std::sync::Arc;
+
+use meddr_engine::{ContextOptions, GpuContext, GpuModel, ImageFeatures, LoadOptions, Readback, StepInput};
+use meddr_gguf::GgufFile;
+use meddr_runtime::{Backend, BackendError, SamplingParams};
+
+pub struct GpuBackend {
+    model: GpuModel,
+    /// The last encoded image stays on the GPU, so prefill need not upload the features again.
+    image: Option<(ImageFeatures, Vec<f32>)>,
+    release_vision_after_encode: bool,
+}
+
+pub struct GpuOptions {
+    pub force_f32: bool,
+    pub context_length: Option<u32>,
+    pub release_vision_after_encode: bool,
+}
+
+impl GpuBackend {
+    pub fn load(file: &GgufFile, opts: &GpuOptions) -> Result<Self, anyhow::Error> {
+        let ctx = GpuContext::new_blocking(ContextOptions { force_f32: opts.force_f32, ..Default::default() })?;
+        let load = LoadOptions { context_length: opts.context_length, ..Default::default() };
+        let model = GpuModel::load(Arc::new(ctx), file, &load)?;
+        Ok(GpuBackend { model, image: None, release_vision_after_encode: opts.release_vision_after_encode })
+    }
+
+    pub fn model(&self) -> &GpuModel {
+        &self.model
+    }
+
+    pub fn model_mut(&mut self) -> &mut GpuModel {
+        &mut self.model
+    }
+}
+
+fn boxed(e: meddr_engine::ModelError) -> BackendError {
+    Box::new(e)
+}
+
+fn logits(step: meddr_engine::Step) -> Result<Vec<f32>, BackendError> {
+    step.logits.ok_or_else(|| "the engine returned no logits".into())
+}
+
+impl Backend for GpuBackend {
+    fn encode_image(&mut self, pixel_values: &[f32]) -> Result<Vec<f32>, BackendError> {
+        let f = self.model.encode_image(pixel_values).map_err(boxed)?;
+        let host = self.model.read_image_features(&f).map_err(boxed)?;
+        if self.release_vision_after_encode {
+            self.model.release_vision();
+        }
+        self.image = Some((f, host.clone()));
+        Ok(host)
+    }
+
+    fn prefill(&mut self, ids: &[u32], image_features: Option<&[f32]>) -> Result<Vec<f32>, BackendError> {
+        let step = match image_features {
+            None => self.model.prefill(ids, None, 0, Readback::TokenAndLogits),
+            Some(host) => match &self.image {
+                Some((gpu, cached)) if cached.as_slice() == host => {
+                    self.model.prefill(ids, Some(gpu), 0, Readback::TokenAndLogits)
+                }
+                _ => return Err("image features must come from this backend's encode_image".into()),
+            },
+        }
+        .map_err(boxed)?;
+        logits(step)
+    }
+
+    fn decode(&mut self, token: u32) -> Result<Vec<f32>, BackendError> {
+        logits(self.model.decode_step(StepInput::Token(token), Readback::TokenAndLogits).map_err(boxed)?)
+    }
+
+    fn context_length(&self) -> usize {
+        self.model.capacity() as usize
+    }
+
+    fn decode_sampled(&mut self, token: u32, sampling: &SamplingParams, _step: usize) -> Option<Result<u32, BackendError>> {
+        // Only plain greedy runs on the device; the GPU argmax is the runtime's greedy choice (first max).
+        if sampling.temperature > 0.0 || sampling.repetition_penalty != 1.0 {
+            return None;
+        }
+        Some(self.model.decode_step(StepInput::Token(token), Readback::Token).map(|s| s.token).map_err(boxed))
+    }
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds the browser app into web/dist: wasm (Debian rustc-web + build-std, no rustup target needed),
+# JS bindings with the pinned wasm-bindgen CLI, and the static files of web/www.
+# Installs the toolchain of docs/toolchain.md when missing (needs root for apt).
+set -euo pipefail
+WEB="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$WEB")"
+WB_VERSION=0.2.130   # must equal the wasm-bindgen crate version pinned in web/Cargo.toml
+PROFILE="${MEDDR_WEB_PROFILE:-release}"
+TARGET_DIR="${MEDDR_WASM_TARGET_DIR:-$WEB/target-wasm}"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+need_apt=()
+[ -x /usr/bin/rustc ] && [ -x /usr/bin/cargo ] || need_apt+=(rustc-web cargo-web)
+[ -d /usr/lib/rustlib/src/rust/library/std ] || need_apt+=(rust-web-src)
+command -v wasm-ld-14 >/dev/null || need_apt+=(lld)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "build.sh: installing ${need_apt[*]}" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq rustc-web cargo-web rust-web-src lld >&2
+fi
+
+WB=""
+for cand in "$(command -v wasm-bindgen || true)" "$HOME/.cargo/bin/wasm-bindgen"; do
+  if [ -n "$cand" ] && [ -x "$cand" ] && "$cand" --version 2>/dev/null | grep -q " $WB_VERSION\$"; then WB="$cand"; break; fi
+done
+if [ -z "$WB" ]; then
+  echo "build.sh: installing wasm-bindgen-cli $WB_VERSION (a few minutes)" >&2
+  INSTALL_CARGO="$(command -v cargo || echo /usr/bin/cargo)"
+  CARGO_TARGET_DIR="${TMPDIR:-/tmp}/wasm-bindgen-cli-build" "$INSTALL_CARGO" install wasm-bindgen-cli --version "$WB_VERSION" >&2
+  WB="$HOME/.cargo/bin/wasm-bindgen"
+fi
+
+cd "$ROOT"
+flag=(--release); [ "$PROFILE" = release ] || flag=()
+# /usr/bin first: Debian's cargo/rustc 1.96 with its std sources; RUSTC_BOOTSTRAP allows -Zbuild-std.
+PATH=/usr/bin:$PATH CARGO_TARGET_DIR="$TARGET_DIR" \
+  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld-14 RUSTC_BOOTSTRAP=1 \
+  /usr/bin/cargo build "${flag[@]}" --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort -p meddr-web >&2
+WASM="$TARGET_DIR/wasm32-unknown-unknown/$PROFILE/meddr_web.wasm"
+
+rm -rf "$WEB/dist"
+mkdir -p "$WEB/dist/pkg"
+"$WB" --target web --out-dir "$WEB/dist/pkg" "$WASM"
+cp -r "$WEB/www/." "$WEB/dist/"
+size=$(stat -c %s "$WEB/dist/pkg/meddr_web_bg.wasm")
+gz=$(gzip -9c "$WEB/dist/pkg/meddr_web_bg.wasm" | wc -c)
+echo "build.sh: web/dist ready; meddr_web_bg.wasm $size bytes ($gz gzipped)" >&2

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# CI test of the browser build, end to end and in a real browser:
+#  1. installs what is missing (Debian chromium, the wasm toolchain via build.sh, npm ci) and builds web/dist;
+#  2. quantizes the dev fixture checkpoint with our quantizer (f32 and q4_k_m);
+#  3. native reference: the same Session code on native wgpu (Chromium's SwiftShader when present);
+#  4. the real page in headless Chromium (WebGPU on SwiftShader): pick the model file, pick test2.jpg, ask
+#     the fixture's question, greedy with --ignore-eos; asserts token ids == native, and for f32 also ==
+#     upstream PyTorch's greedy_tokens (expected.json, img_test2_report); screenshots;
+#  5. wasm memory stays bounded: loads a ~300 MB model and asserts it is several times the final wasm heap;
+#  6. URL loading: an interrupted download resumes (HTTP Range) into OPFS, the next load comes from the cache.
+# Exit status 0 = all passed. Output files: web/test-output/.
+set -euo pipefail
+WEB="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$WEB")"
+SHARED="${MEDDR_SHARED:-$ROOT/../shared}"
+OUT="$WEB/test-output"
+mkdir -p "$OUT"
+export PATH="$HOME/.cargo/bin:$PATH"
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+need=()
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v node >/dev/null || need+=(nodejs npm)
+dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || need+=(mesa-vulkan-drivers libvulkan1)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "e2e-test: apt-get install ${need[*]}"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+(cd "$WEB" && [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund)
+
+echo "e2e-test: building web/dist"
+"$WEB/build.sh"
+
+FIX="$SHARED/fixtures"
+SAMPLE_JSON="$OUT/sample.json"
+python3 - "$FIX/expected/dev/expected.json" > "$SAMPLE_JSON" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+s = next(x for x in d["samples"] if x["id"] == "img_test2_report")
+json.dump({"image": s["image"], "question": s["question"], "greedy_tokens": s["greedy_tokens"]}, sys.stdout)
+PY
+QUESTION="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["question"])' "$SAMPLE_JSON")"
+IMAGE="$FIX/images/$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["image"])' "$SAMPLE_JSON")"
+NTOK="$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["greedy_tokens"]))' "$SAMPLE_JSON")"
+
+cd "$ROOT"
+echo "e2e-test: building the quantizer and the native twin"
+cargo build -q -p meddr-quantize --bin meddr-quantize --bin meddr-synth-checkpoint
+cargo build -q -p meddr-web --example native_generate
+TDIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+for t in f32 q4_k_m; do
+  "$TDIR/meddr-quantize" "$FIX/checkpoints/dev" -o "$OUT/dev-$t.gguf" --type "$t" --force -q
+done
+
+SWS=/usr/lib/chromium/vk_swiftshader_icd.json
+native() { if [ -f "$SWS" ]; then VK_ICD_FILENAMES="$SWS" "$TDIR/examples/native_generate" "$@"; else "$TDIR/examples/native_generate" "$@"; fi; }
+
+fail=0
+for t in f32 q4_k_m; do
+  echo "e2e-test: $t native"
+  native --model "$OUT/dev-$t.gguf" --image "$IMAGE" --question "$QUESTION" --max-new-tokens "$NTOK" --ignore-eos > "$OUT/native-$t.json"
+  echo "e2e-test: $t browser"
+  "$WEB/e2e.sh" --model "$OUT/dev-$t.gguf" --image "$IMAGE" --question "$QUESTION" --max-new-tokens "$NTOK" \
+    --ignore-eos --screenshot "$OUT/browser-$t.png" > "$OUT/browser-$t.json"
+  python3 - "$t" "$OUT/browser-$t.json" "$OUT/native-$t.json" "$SAMPLE_JSON" <<'PY' || fail=1
+import json, sys
+t, b, n, s = sys.argv[1], *(json.load(open(p)) for p in sys.argv[2:])
+print(f"  browser tokens {b['tokens']}\n  native  tokens {n['tokens']}")
+print(f"  browser decode {b['stats']['decodeTokensPerSec']:.2f} tok/s, native {n['stats']['decodeTokensPerSec']:.2f} tok/s")
+ok = b["tokens"] == n["tokens"]
+if t == "f32":
+    ok &= b["tokens"] == s["greedy_tokens"]
+    print(f"  upstream greedy {s['greedy_tokens']}")
+print(f"  {t}: {'PASS' if ok else 'FAIL'}")
+sys.exit(0 if ok else 1)
+PY
+done
+
+echo "e2e-test: wasm memory bound with a larger model"
+if [ ! -s "$OUT/big-f32.gguf" ]; then
+  rm -rf "$OUT/big-ckpt"
+  "$TDIR/meddr-synth-checkpoint" -o "$OUT/big-ckpt" --preset dev --llm-hidden 1024 --llm-layers 6 --llm-ffn 2816 \
+    --llm-heads 8 --llm-kv-heads 2 --force > /dev/null
+  "$TDIR/meddr-quantize" "$OUT/big-ckpt" -o "$OUT/big-f32.gguf" --type f32 --force -q
+  rm -rf "$OUT/big-ckpt"
+fi
+"$WEB/e2e.sh" --model "$OUT/big-f32.gguf" --load-only > "$OUT/browser-memory.json"
+python3 - "$OUT/browser-memory.json" <<'PY' || fail=1
+import json, sys
+m = json.load(open(sys.argv[1]))["memory"]
+ratio = m["modelFileBytes"] / m["wasmHeapBytes"]
+print(f"  model {m['modelFileBytes']/2**20:.0f} MiB, GPU {m['gpuWeightBytes']/2**20:.0f} MiB, wasm heap {m['wasmHeapBytes']/2**20:.1f} MiB: model/heap = {ratio:.1f}")
+ok = ratio >= 4
+print(f"  memory: {'PASS' if ok else 'FAIL'} (need model >= 4x wasm heap)")
+sys.exit(0 if ok else 1)
+PY
+
+echo "e2e-test: a file that is not a MedDr GGUF gets a clear message"
+set +e
+"$WEB/e2e.sh" --model "$IMAGE" --load-only > "$OUT/browser-notgguf.json"; rc=$?
+set -e
+python3 - "$OUT/browser-notgguf.json" "$rc" <<'PY' || fail=1
+import json, sys
+e = json.load(open(sys.argv[1])).get("error", "")
+ok = sys.argv[2] == "2" and e.startswith("not a GGUF file")
+print(f"  message: {e!r}\n  not-gguf: {'PASS' if ok else 'FAIL'}")
+sys.exit(0 if ok else 1)
+PY
+
+echo "e2e-test: URL download resume + OPFS cache"
+"$WEB/e2e.sh" --model "$OUT/dev-q4_k_m.gguf" --url-test > "$OUT/browser-url.json" || fail=1
+cat "$OUT/browser-url.json"
+
+[ "$fail" = 0 ] && echo "e2e-test: ALL PASSED" || echo "e2e-test: FAILED"
+exit "$fail"

@@ -1,0 +1,167 @@
+// Drives the real web app in headless Debian Chromium (WebGPU on SwiftShader) through its UI.
+// Usage: node e2e.mjs --model m.gguf [--image img.jpg] --question "…" --max-new-tokens N [--ignore-eos]
+//        [--temperature T] [--screenshot out.png] [--load-only] [--url-test] [--dist dir] [--timeout s]
+// Prints one JSON object on stdout: {"tokens": [...], "text": "...", ...}.
+import { createServer } from 'node:http';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
+import { extname, join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const args = { dist: join(here, 'dist'), timeout: 900, temperature: 0 };
+const argv = process.argv.slice(2);
+for (let i = 0; i < argv.length; i++) {
+  const a = argv[i];
+  const val = () => { if (i + 1 >= argv.length) throw new Error(`${a} needs a value`); return argv[++i]; };
+  switch (a) {
+    case '--model': args.model = resolve(val()); break;
+    case '--image': args.image = resolve(val()); break;
+    case '--question': args.question = val(); break;
+    case '--max-new-tokens': args.maxNewTokens = Number(val()); break;
+    case '--ignore-eos': args.ignoreEos = true; break;
+    case '--temperature': args.temperature = Number(val()); break;
+    case '--screenshot': args.screenshot = resolve(val()); break;
+    case '--load-only': args.loadOnly = true; break;
+    case '--url-test': args.urlTest = true; break;
+    case '--dist': args.dist = resolve(val()); break;
+    case '--timeout': args.timeout = Number(val()); break;
+    case '--f32': args.forceF32 = true; break;
+    default: throw new Error(`unknown argument ${a}`);
+  }
+}
+if (!args.model) throw new Error('--model is required');
+if (!existsSync(join(args.dist, 'index.html'))) throw new Error(`${args.dist}/index.html missing: run web/build.sh first`);
+const log = (...m) => process.stderr.write(m.join(' ') + '\n');
+
+// ---- static server on 127.0.0.1 with Range support (for the resumable URL download) -------------------
+const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css',
+  '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png', '.jpg': 'image/jpeg' };
+const modelStat = statSync(args.model);
+const etag = `"${modelStat.size}-${Math.floor(modelStat.mtimeMs)}"`;
+const served = { modelBytes: 0, modelRequests: 0, interruptNext: 0 };
+const server = createServer((req, res) => {
+  const url = new URL(req.url, 'http://x');
+  if (url.pathname === '/__model.gguf') {
+    served.modelRequests++;
+    let start = 0, end = modelStat.size - 1, status = 200;
+    const range = /^bytes=(\d+)-$/.exec(req.headers.range || '');
+    if (range && (!req.headers['if-range'] || req.headers['if-range'] === etag)) {
+      start = Number(range[1]); status = 206;
+      res.setHeader('Content-Range', `bytes ${start}-${end}/${modelStat.size}`);
+    }
+    res.writeHead(status, { 'Content-Type': 'application/octet-stream', 'Content-Length': end - start + 1,
+      'ETag': etag, 'Accept-Ranges': 'bytes', 'Cache-Control': 'no-store' });
+    const cut = served.interruptNext; served.interruptNext = 0;
+    const stream = createReadStream(args.model, { start, end });
+    let sent = 0;
+    stream.on('data', (chunk) => {
+      if (cut && sent + chunk.length > cut) {
+        const part = chunk.subarray(0, cut - sent);
+        res.write(part); served.modelBytes += part.length; sent += part.length;
+        stream.destroy(); res.socket.destroy(); return;
+      }
+      sent += chunk.length; served.modelBytes += chunk.length;
+      if (!res.write(chunk)) { stream.pause(); res.once('drain', () => stream.resume()); }
+    });
+    stream.on('end', () => res.end());
+    return;
+  }
+  const file = join(args.dist, url.pathname === '/' ? 'index.html' : decodeURIComponent(url.pathname));
+  if (!file.startsWith(args.dist) || !existsSync(file) || statSync(file).isDirectory()) { res.writeHead(404); res.end(); return; }
+  res.writeHead(200, { 'Content-Type': MIME[extname(file)] || 'application/octet-stream', 'Cache-Control': 'no-store' });
+  res.end(readFileSync(file));
+});
+await new Promise((r) => server.listen(0, '127.0.0.1', r));
+const base = `http://127.0.0.1:${server.address().port}/`;
+
+const browser = await chromium.launch({
+  executablePath: process.env.MEDDR_CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader',
+    '--use-webgpu-adapter=swiftshader', '--disable-background-networking', '--disable-component-update',
+    '--disable-sync', '--no-first-run', '--disable-quic', '--disable-dev-shm-usage'],
+});
+let exitCode = 0;
+try {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 1300 } });
+  const page = await context.newPage();
+  page.on('console', (m) => log('[page]', m.type(), m.text()));
+  page.on('pageerror', (e) => log('[page error]', e.message));
+  page.on('worker', (w) => w.on('console', (m) => log('[worker]', m.type(), m.text())));
+  const ms = args.timeout * 1000;
+  const waitState = async (states) => {
+    await page.waitForFunction((s) => s.includes(document.body.dataset.state), states, { timeout: ms, polling: 200 });
+    return page.evaluate(() => document.body.dataset.state);
+  };
+  const meddr = () => page.evaluate(() => window.meddr);
+  const open = async () => {
+    await page.goto(base + (args.forceF32 ? '?f32=1' : ''));
+    if ((await waitState(['ready', 'error'])) === 'error') throw new Error('engine failed to start: ' + JSON.stringify((await meddr()).errors));
+  };
+  await open();
+  const device = (await meddr()).device;
+  log('device:', device.summary);
+
+  if (args.urlTest) {
+    const loadUrl = async () => {
+      await page.fill('#model-url', base + '__model.gguf');
+      await page.click('#load-url');
+      const st = await waitState(['loaded', 'error']);
+      const m = await meddr();
+      return { state: st, model: m.model, errors: m.errors.map((e) => e.message) };
+    };
+    served.interruptNext = Math.floor(modelStat.size / 3);
+    const before1 = served.modelBytes;
+    const first = await loadUrl();
+    const bytes1 = served.modelBytes - before1;
+    await open();
+    const before2 = served.modelBytes;
+    const second = await loadUrl();
+    const bytes2 = served.modelBytes - before2;
+    await open();
+    const before3 = served.modelBytes;
+    const third = await loadUrl();
+    const bytes3 = served.modelBytes - before3;
+    const out = { modelBytes: modelStat.size,
+      interrupted: { state: first.state, servedBytes: bytes1, error: first.errors.at(-1) },
+      resumed: { state: second.state, servedBytes: bytes2, source: second.model?.source, resumedFrom: second.model?.resumedFrom },
+      cached: { state: third.state, servedBytes: bytes3, source: third.model?.source },
+      memory: (await meddr()).memory };
+    console.log(JSON.stringify(out));
+    const ok = first.state === 'error' && second.state === 'loaded' && second.model.source === 'resumed'
+      && second.model.resumedFrom > 0 && second.model.resumedFrom <= bytes1
+      && bytes2 === modelStat.size - second.model.resumedFrom && third.state === 'loaded' && third.model.source === 'cache' && bytes3 === 0;
+    if (!ok) { log('URL cache/resume test FAILED'); exitCode = 1; }
+  } else {
+    await page.setInputFiles('#model-file', args.model);
+    if ((await waitState(['loaded', 'error'])) === 'error') {
+      const m = await meddr();
+      console.log(JSON.stringify({ error: m.errors.at(-1)?.message, device }));
+      exitCode = 2;
+    } else if (args.loadOnly) {
+      const m = await meddr();
+      console.log(JSON.stringify({ model: m.model, memory: m.memory, device }));
+    } else {
+      if (args.image) await page.setInputFiles('#image-file', args.image);
+      await page.fill('#question', args.question ?? '');
+      if (args.maxNewTokens) await page.fill('#max-tokens', String(args.maxNewTokens));
+      await page.fill('#temperature', String(args.temperature));
+      if (args.ignoreEos) { await page.click('details summary'); await page.check('#ignore-eos'); }
+      await page.click('#ask');
+      const st = await waitState(['done', 'error']);
+      const m = await meddr();
+      if (st === 'error') { console.log(JSON.stringify({ error: m.errors.at(-1)?.message })); exitCode = 2; }
+      else console.log(JSON.stringify({ tokens: m.result.tokens, text: m.result.text, stats: m.result.stats,
+        memory: m.memory, model: m.model, device }));
+    }
+  }
+  if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true });
+} catch (e) {
+  log('e2e failed:', e.stack || e);
+  exitCode = 3;
+} finally {
+  await browser.close();
+  server.close();
+}
+process.exit(exitCode);

@@ -1,0 +1,71 @@
+//! Native twin of the browser's generate path (same `Session` code, native wgpu): reference token ids for
+//! the real-browser test and the native side of the browser-vs-native speed comparison.
+//! Run on Chromium's own SwiftShader with `VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json`.
+//!
+//! `native_generate --model m.gguf [--image img] --question q --max-new-tokens N [--ignore-eos] [--f32]`
+//! prints `{"tokens": [...], "text": ..., "stats": {...}, "device": ...}`.
+
+use std::sync::Arc;
+
+use meddr_engine::{ContextOptions, GpuContext, LoadOptions};
+use meddr_gguf::{ByteSource, FileSource, GgufHeader};
+use meddr_runtime::{GenerationOptions, SamplingParams, StopPolicy};
+use meddr_web::session::Session;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("native_generate: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let mut model = None;
+    let mut image = None;
+    let mut question = String::new();
+    let mut max_new = 64usize;
+    let mut ignore_eos = false;
+    let mut force_f32 = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--model" => model = Some(val()?),
+            "--image" => image = Some(val()?),
+            "--question" => question = val()?,
+            "--max-new-tokens" => max_new = val()?.parse()?,
+            "--ignore-eos" => ignore_eos = true,
+            "--f32" => force_f32 = true,
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let model = model.ok_or("--model is required")?;
+    let ctx = Arc::new(GpuContext::new_blocking(ContextOptions { force_f32, ..Default::default() })?);
+    eprintln!("device: {}", ctx.info);
+    let src = FileSource::open(&model)?;
+    let header = GgufHeader::read_from(&src)?;
+    let opts = LoadOptions { context_length: Some(4096), ..Default::default() };
+    let t = std::time::Instant::now();
+    let mut session = Session::load_from(ctx.clone(), &header, src.len(), &opts, |off, dst: &mut [u8]| {
+        src.read_at(off, dst)
+    })?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let image = image.map(std::fs::read).transpose()?;
+    let gen = GenerationOptions {
+        max_new_tokens: max_new,
+        sampling: SamplingParams::default(),
+        stop: if ignore_eos { StopPolicy::IgnoreEos } else { StopPolicy::UpstreamEos },
+        logprobs: None,
+    };
+    let out = pollster::block_on(session.generate(image.as_deref(), &question, &gen, |_, _| true))?;
+    let json = serde_json::json!({
+        "tokens": out.tokens,
+        "text": out.text,
+        "stopReason": out.stop_reason,
+        "stats": out.stats,
+        "loadMs": load_ms,
+        "device": ctx.info.to_string(),
+    });
+    println!("{json}");
+    Ok(())
+}

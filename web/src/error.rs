@@ -1,0 +1,38 @@
+//! Errors shown to the user as they are: each names the file, field or limit at fault.
+
+use meddr_gguf::GgufError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("not a GGUF file: it starts with {found:02x?} instead of \"GGUF\"")]
+    NotGguf { found: Vec<u8> },
+    #[error("this GGUF is not a MedDr model: {why}")]
+    NotMedDr { why: String },
+    #[error("invalid GGUF: {0}")]
+    Gguf(#[from] GgufError),
+    #[error(
+        "tensor {tensor:?} needs {needed} bytes in one GPU binding, but this device allows at most {limit} \
+         (maxStorageBufferBindingSize); use a smaller quantization or a GPU with larger limits"
+    )]
+    ExceedsDeviceLimit {
+        tensor: String,
+        needed: u64,
+        limit: u64,
+    },
+    #[error("tensor {tensor:?} has ggml type {ty} which the engine cannot run")]
+    UnsupportedTensorType { tensor: String, ty: String },
+    #[error("the model file is {file_len} bytes but its header ends at {header_len}")]
+    Truncated { file_len: u64, header_len: u64 },
+    #[error("GPU engine: {0}")]
+    Engine(#[from] meddr_engine::EngineError),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("image: {0}")]
+    Image(String),
+    #[error("reading the model file at byte {offset}: {message}")]
+    Read { offset: u64, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, WebError>;

@@ -1,0 +1,186 @@
+//! One loaded MedDr model and the streaming generation loop, shared by the browser bindings and the native
+//! comparison tool (`examples/native_generate.rs`), so both sides run the same token-selection code and
+//! differ only in the GPU underneath.
+//!
+//! The loop is async because the browser can only wait for GPU readback by yielding to the event loop
+//! (`meddr_runtime::generate` drives a blocking `Backend`). Greedy decoding feeds the GPU's argmax straight
+//! back ([`StepInput::Greedy`]): each step reads back 4 bytes; sampling reads the logits row.
+
+use std::sync::Arc;
+
+use meddr_engine::{GpuContext, GpuModel, LoadOptions, Readback, StepInput};
+use meddr_gguf::GgufHeader;
+use meddr_image::{preprocess, PreprocessConfig};
+use meddr_runtime::{
+    build_prompt, check_request, tokenizer_from_gguf_header, GenerationOptions, ModelInfo, Sampler, StopPolicy,
+};
+use meddr_tokenizer::MedDrTokenizer;
+use serde::Serialize;
+use web_time::Instant;
+
+use crate::check::{check_device_limits, check_meddr, ModelSummary};
+use crate::error::{Result, WebError};
+
+/// Timings and counts of one answer.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerateStats {
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub image_ms: f64,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+    /// Tokens after the first, per second of decoding (the first comes from the prefill).
+    pub decode_tokens_per_sec: f64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerateOutput {
+    /// Generated ids, the stop token included when generation ended on it (as upstream returns it).
+    pub tokens: Vec<u32>,
+    /// Decoded text without special tokens.
+    pub text: String,
+    /// The caller cancelled.
+    pub stopped: bool,
+    pub stop_reason: &'static str,
+    pub stats: GenerateStats,
+}
+
+pub struct Session {
+    pub model: GpuModel,
+    pub info: ModelInfo,
+    pub tokenizer: MedDrTokenizer,
+    pub summary: ModelSummary,
+}
+
+impl Session {
+    /// Checks the header (MedDr file, device limits) and loads every weight through `read(offset, dst)`.
+    pub fn load_from<E: std::fmt::Display>(
+        ctx: Arc<GpuContext>,
+        header: &GgufHeader,
+        file_len: u64,
+        opts: &LoadOptions,
+        read: impl FnMut(u64, &mut [u8]) -> std::result::Result<(), E>,
+    ) -> Result<Session> {
+        let summary = check_meddr(header, file_len)?;
+        check_device_limits(header, ctx.max_binding_bytes())?;
+        let info = ModelInfo::from_gguf_header(header).map_err(|e| WebError::NotMedDr { why: e.to_string() })?;
+        let tokenizer = tokenizer_from_gguf_header(header).map_err(|e| WebError::Tokenizer(e.to_string()))?;
+        let model = GpuModel::load_from(ctx, header, opts, read).map_err(|e| WebError::Other(e.to_string()))?;
+        Ok(Session { model, info, tokenizer, summary })
+    }
+
+    /// Prompt ids exactly as upstream builds them (Hermes-2 template, MedDr's system message).
+    pub fn prompt_ids(&self, question: &str, has_image: bool) -> Result<Vec<u32>> {
+        let n_img = match (&self.info.vision, has_image) {
+            (Some(v), true) => v.num_image_tokens,
+            (None, true) => return Err(WebError::Other("this model file has no vision tower".into())),
+            _ => 0,
+        };
+        let prompt = build_prompt(&self.info.system_message, question, has_image, n_img);
+        self.tokenizer.encode(&prompt).map_err(|e| WebError::Tokenizer(e.to_string()))
+    }
+
+    /// Decodes a JPEG/PNG and applies the file's preprocessing (Pillow-exact).
+    pub fn pixel_values(&self, image: &[u8]) -> Result<Vec<f32>> {
+        let v = self
+            .info
+            .vision
+            .as_ref()
+            .ok_or_else(|| WebError::Other("this model file has no vision tower".into()))?;
+        let p = &v.preprocessing;
+        let cfg = PreprocessConfig {
+            image_size: p.image_size,
+            pad2square: p.pad2square,
+            pad_color: p.pad_color,
+            mean: p.mean,
+            std: p.std,
+        };
+        Ok(preprocess(image, &cfg).map_err(|e| WebError::Image(e.to_string()))?.pixel_values)
+    }
+
+    /// Answers `question` (about `image`, if any), calling `on_token(id, text_delta)` per token;
+    /// `on_token` returning false stops after that token.
+    pub async fn generate(
+        &mut self,
+        image: Option<&[u8]>,
+        question: &str,
+        opts: &GenerationOptions,
+        mut on_token: impl FnMut(u32, &str) -> bool,
+    ) -> Result<GenerateOutput> {
+        let ids = self.prompt_ids(question, image.is_some())?;
+        let context = (self.model.capacity() as usize).min(self.info.context_length);
+        check_request(ids.len(), opts, context).map_err(|e| WebError::Other(e.to_string()))?;
+        let max_new = u32::try_from(opts.max_new_tokens).unwrap_or(u32::MAX);
+        let mut stats = GenerateStats { prompt_tokens: ids.len(), ..Default::default() };
+        let mut out = GenerateOutput {
+            tokens: Vec::new(),
+            text: String::new(),
+            stopped: false,
+            stop_reason: "max_tokens",
+            stats: GenerateStats::default(),
+        };
+        if opts.max_new_tokens == 0 {
+            out.stats = stats;
+            return Ok(out);
+        }
+        let engine = |e: meddr_engine::ModelError| WebError::Other(e.to_string());
+        let t0 = Instant::now();
+        let features = match image {
+            Some(bytes) => {
+                let pv = self.pixel_values(bytes)?;
+                Some(self.model.encode_image(&pv).map_err(engine)?)
+            }
+            None => None,
+        };
+        stats.image_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let greedy = opts.sampling.is_greedy() && opts.sampling.repetition_penalty == 1.0;
+        let read = if greedy { Readback::Token } else { Readback::TokenAndLogits };
+        let mut sampler = Sampler::new(opts.sampling.clone()).map_err(|e| WebError::Other(e.to_string()))?;
+        let stop_ids = if opts.stop == StopPolicy::IgnoreEos { Vec::new() } else { self.info.stop_ids(opts.stop) };
+        let t1 = Instant::now();
+        let mut step = self.model.prefill_async(&ids, features.as_ref(), max_new, read).await.map_err(engine)?;
+        // The image features live until the prefill has consumed them.
+        drop(features);
+        stats.prefill_ms = t1.elapsed().as_secs_f64() * 1e3;
+        let t2 = Instant::now();
+        let mut history = ids;
+        let mut stream = self.tokenizer.decode_stream();
+        loop {
+            let id = match step.logits.take() {
+                Some(l) if !greedy => sampler.sample(&l, &history).map_err(|e| WebError::Other(e.to_string()))?,
+                _ => step.token,
+            };
+            history.push(id);
+            out.tokens.push(id);
+            let delta = stream.step(id).map_err(|e| WebError::Tokenizer(e.to_string()))?.unwrap_or_default();
+            out.text.push_str(&delta);
+            let go_on = on_token(id, &delta);
+            if stop_ids.contains(&id) {
+                out.stop_reason = "eos";
+                break;
+            }
+            if !go_on {
+                out.stopped = true;
+                out.stop_reason = "cancelled";
+                break;
+            }
+            if out.tokens.len() >= opts.max_new_tokens {
+                break;
+            }
+            let input = if greedy { StepInput::Greedy } else { StepInput::Token(id) };
+            step = self.model.decode_step_async(input, read).await.map_err(engine)?;
+        }
+        if let Some(rest) = stream.finish().map_err(|e| WebError::Tokenizer(e.to_string()))? {
+            out.text.push_str(&rest);
+        }
+        stats.decode_ms = t2.elapsed().as_secs_f64() * 1e3;
+        stats.new_tokens = out.tokens.len();
+        if out.tokens.len() > 1 && stats.decode_ms > 0.0 {
+            stats.decode_tokens_per_sec = (out.tokens.len() - 1) as f64 / (stats.decode_ms / 1e3);
+        }
+        out.stats = stats;
+        Ok(out)
+    }
+}

@@ -1,0 +1,357 @@
+//! JavaScript API (see `web/www/meddr.d.ts` for the worker protocol built on it).
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+
+use js_sys::{Function, Object, Reflect, Uint8Array};
+use meddr_engine::{ContextOptions, GpuContext, LoadOptions};
+use meddr_gguf::GgufHeader;
+use meddr_runtime::{GenerationOptions, SamplingParams, StopPolicy};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::Blob;
+
+use crate::check::{check_device_limits, check_meddr, next_header_step, FIRST_HEADER_SLICE};
+use crate::error::{Result, WebError};
+use crate::session::Session;
+
+fn js_err(e: WebError) -> JsValue {
+    js_sys::Error::new(&e.to_string()).into()
+}
+
+fn js_msg(v: &JsValue) -> String {
+    v.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| v.as_string())
+        .unwrap_or_else(|| format!("{v:?}"))
+}
+
+fn set(obj: &Object, key: &str, v: impl Into<JsValue>) {
+    let _ = Reflect::set(obj, &JsValue::from_str(key), &v.into());
+}
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &str = r#"
+export interface DeviceInfo {
+  name: string; backend: string; driver: string;
+  /** shader-f16 enabled; false means the f32 path (f32 KV cache). */
+  f16: boolean;
+  maxStorageBindingBytes: number; maxBufferBytes: number; summary: string;
+}
+export interface MemoryInfo { wasmHeapBytes: number; gpuWeightBytes: number; modelFileBytes: number; }
+export interface ModelSummary {
+  name: string; fileBytes: number; headerBytes: number; tensorBytes: number; nTensors: number;
+  fileType: number | null; llmLayers: number; hidden: number; vocab: number; visionLayers: number;
+  visionWidth: number; largestRowBytes: number; largestTensorBytes: number;
+  /** Set after a full load: the engine's per-component GPU plan, its total, and the KV cache positions. */
+  memoryPlan?: string; gpuBytes?: number; contextLength?: number;
+}
+export interface GenerateOptions {
+  maxNewTokens?: number; temperature?: number; topP?: number; topK?: number; seed?: number;
+  /** Keep generating past the end-of-answer token (benchmarks, fixed-length comparisons). */
+  ignoreEos?: boolean;
+}
+export interface GenerateStats {
+  promptTokens: number; newTokens: number; imageMs: number; prefillMs: number; decodeMs: number;
+  decodeTokensPerSec: number;
+}
+export interface GenerateResult {
+  tokens: number[]; text: string; stopped: boolean; stopReason: "eos" | "max_tokens" | "cancelled";
+  stats: GenerateStats;
+}
+export type ProgressCallback = (phase: "header" | "weights" | "done", loadedBytes: number, totalBytes: number) => void;
+/** Called per generated token; return false to stop. */
+export type TokenCallback = (id: number, textDelta: string) => boolean;
+"#;
+
+/// Current size of the wasm linear memory (it only grows, so this is also the peak).
+#[wasm_bindgen(js_name = wasmMemoryBytes)]
+pub fn wasm_memory_bytes() -> f64 {
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .map(|m| m.buffer().dyn_into::<js_sys::ArrayBuffer>().map(|b| b.byte_length() as f64).unwrap_or(0.0))
+        .unwrap_or(0.0)
+}
+
+/// Reads `[start, start + dst.len())` of a Blob into `dst`.
+async fn read_blob(blob: &Blob, start: u64, dst: &mut [u8]) -> Result<()> {
+    let end = start + dst.len() as u64;
+    let err = |m: String| WebError::Read { offset: start, message: m };
+    let part = blob
+        .slice_with_f64_and_f64(start as f64, end as f64)
+        .map_err(|e| err(js_msg(&e)))?;
+    let buf = JsFuture::from(part.array_buffer()).await.map_err(|e| err(js_msg(&e)))?;
+    let arr = Uint8Array::new(&buf);
+    if arr.length() as usize != dst.len() {
+        return Err(err(format!("got {} bytes, wanted {}", arr.length(), dst.len())));
+    }
+    arr.copy_to(dst);
+    Ok(())
+}
+
+/// Parses the GGUF header from growing prefixes of the Blob (64 KiB first, at least doubling).
+async fn read_header(blob: &Blob, file_len: u64) -> Result<GgufHeader> {
+    let mut prefix = vec![0u8; FIRST_HEADER_SLICE.min(file_len) as usize];
+    read_blob(blob, 0, &mut prefix).await?;
+    loop {
+        match next_header_step(&prefix, file_len)? {
+            Ok(h) => return Ok(h),
+            Err(want) => {
+                let have = prefix.len();
+                prefix.resize(want as usize, 0);
+                read_blob(blob, have as u64, &mut prefix[have..]).await?;
+            }
+        }
+    }
+}
+
+/// Throttled `onProgress(phase, loaded, total)` calls (posting a message per 16 MiB chunk is plenty).
+struct Progress {
+    cb: Option<Function>,
+    total: u64,
+    done: u64,
+    last_report: u64,
+}
+
+impl Progress {
+    fn report(&mut self, phase: &str, force: bool) {
+        if !force && self.done - self.last_report < (8 << 20) {
+            return;
+        }
+        self.last_report = self.done;
+        if let Some(cb) = &self.cb {
+            let _ = cb.call3(
+                &JsValue::NULL,
+                &JsValue::from_str(phase),
+                &JsValue::from_f64(self.done.min(self.total) as f64),
+                &JsValue::from_f64(self.total as f64),
+            );
+        }
+    }
+}
+
+fn get_f64(o: &JsValue, key: &str) -> Option<f64> {
+    Reflect::get(o, &JsValue::from_str(key)).ok().and_then(|v| v.as_f64())
+}
+
+fn get_bool(o: &JsValue, key: &str) -> bool {
+    Reflect::get(o, &JsValue::from_str(key)).ok().and_then(|v| v.as_bool()).unwrap_or(false)
+}
+
+/// `GenerateOptions` from JS; absent fields take upstream's defaults (greedy, 512 tokens, stop on eos).
+fn generation_options(o: &JsValue) -> Result<GenerationOptions> {
+    let d = SamplingParams::default();
+    let bad = |field: &str, v: f64| WebError::Other(format!("option {field} = {v} is invalid"));
+    let count = |field: &str, v: Option<f64>, default: usize| -> Result<usize> {
+        match v {
+            None => Ok(default),
+            Some(x) if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= 1e9 => Ok(x as usize),
+            Some(x) => Err(bad(field, x)),
+        }
+    };
+    let max_new_tokens = count("maxNewTokens", get_f64(o, "maxNewTokens"), 512)?;
+    let sampling = SamplingParams {
+        temperature: get_f64(o, "temperature").map_or(d.temperature, |v| v as f32),
+        top_k: count("topK", get_f64(o, "topK"), d.top_k)?,
+        top_p: get_f64(o, "topP").map_or(d.top_p, |v| v as f32),
+        repetition_penalty: get_f64(o, "repetitionPenalty").map_or(d.repetition_penalty, |v| v as f32),
+        seed: count("seed", get_f64(o, "seed"), 0)? as u64,
+    };
+    let stop = if get_bool(o, "ignoreEos") { StopPolicy::IgnoreEos } else { StopPolicy::UpstreamEos };
+    Ok(GenerationOptions { max_new_tokens, sampling, stop, logprobs: None })
+}
+
+/// The engine as JavaScript sees it: one WebGPU device, at most one loaded model.
+#[wasm_bindgen]
+pub struct Engine {
+    ctx: Arc<GpuContext>,
+    session: RefCell<Option<Session>>,
+    /// Facts of the loaded model readable while a generation holds the session.
+    loaded: RefCell<Option<(crate::check::ModelSummary, u64)>>,
+    busy: Cell<bool>,
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Creates the WebGPU device (the adapter's own limits, shader-f16 when offered and not `forceF32`).
+    pub async fn create(force_f32: bool) -> std::result::Result<Engine, JsValue> {
+        console_panic_hook();
+        let ctx = GpuContext::new(ContextOptions { force_f32, ..Default::default() })
+            .await
+            .map_err(|e| js_err(e.into()))?;
+        Ok(Engine {
+            ctx: Arc::new(ctx),
+            session: RefCell::new(None),
+            loaded: RefCell::new(None),
+            busy: Cell::new(false),
+        })
+    }
+
+    #[wasm_bindgen(js_name = deviceInfo, unchecked_return_type = "DeviceInfo")]
+    pub fn device_info(&self) -> JsValue {
+        let i = &self.ctx.info;
+        let o = Object::new();
+        set(&o, "name", i.name.as_str());
+        set(&o, "backend", format!("{:?}", i.backend));
+        set(&o, "driver", i.driver.as_str());
+        set(&o, "f16", i.f16);
+        set(&o, "maxStorageBindingBytes", i.limits.max_storage_buffer_binding_size as f64);
+        set(&o, "maxBufferBytes", i.limits.max_buffer_size as f64);
+        set(&o, "summary", i.to_string());
+        o.into()
+    }
+
+    #[wasm_bindgen(js_name = memoryInfo, unchecked_return_type = "MemoryInfo")]
+    pub fn memory_info(&self) -> JsValue {
+        let o = Object::new();
+        set(&o, "wasmHeapBytes", wasm_memory_bytes());
+        let (gpu, file) = match &*self.loaded.borrow() {
+            Some((s, gpu)) => (*gpu as f64, s.file_bytes as f64),
+            None => (0.0, 0.0),
+        };
+        set(&o, "gpuWeightBytes", gpu);
+        set(&o, "modelFileBytes", file);
+        o.into()
+    }
+
+    /// Reads and checks only the header (a few `Blob.slice`s of 64 KiB and up).
+    #[wasm_bindgen(js_name = inspectBlob, unchecked_return_type = "ModelSummary")]
+    pub async fn inspect_blob(&self, blob: Blob) -> std::result::Result<JsValue, JsValue> {
+        let len = blob.size() as u64;
+        let h = read_header(&blob, len).await.map_err(js_err)?;
+        let s = check_meddr(&h, len).map_err(js_err)?;
+        check_device_limits(&h, self.ctx.max_binding_bytes()).map_err(js_err)?;
+        Ok(summary_js(&s)?)
+    }
+
+    /// Loads a model from a `File`/`Blob`: the header from growing slices, then every tensor read with
+    /// `FileReaderSync` in ≤ 16 MiB slices straight into GPU buffers. Worker only (FileReaderSync).
+    /// `contextLength` caps the KV cache (default: the file's, at most 4096).
+    #[wasm_bindgen(js_name = loadBlob, unchecked_return_type = "ModelSummary")]
+    pub async fn load_blob(
+        &self,
+        blob: Blob,
+        #[wasm_bindgen(unchecked_param_type = "ProgressCallback | undefined")] on_progress: Option<Function>,
+        context_length: Option<u32>,
+    ) -> std::result::Result<JsValue, JsValue> {
+        if self.busy.replace(true) {
+            return Err(js_sys::Error::new("the engine is busy").into());
+        }
+        let r = self.load_inner(&blob, on_progress, context_length).await;
+        self.busy.set(false);
+        r.map_err(js_err)
+    }
+
+    /// Answers `question` about `image` (JPEG/PNG bytes, optional), streaming through `onToken`.
+    #[wasm_bindgen(unchecked_return_type = "GenerateResult")]
+    pub async fn generate(
+        &self,
+        image: Option<Uint8Array>,
+        question: String,
+        #[wasm_bindgen(unchecked_param_type = "GenerateOptions")] options: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "TokenCallback | undefined")] on_token: Option<Function>,
+    ) -> std::result::Result<JsValue, JsValue> {
+        if self.busy.replace(true) {
+            return Err(js_sys::Error::new("the engine is busy").into());
+        }
+        let r = self.generate_inner(image, &question, &options, on_token).await;
+        self.busy.set(false);
+        r.map_err(js_err)
+    }
+}
+
+impl Engine {
+    async fn load_inner(&self, blob: &Blob, on_progress: Option<Function>, context_length: Option<u32>) -> Result<JsValue> {
+        // Free the previous model's GPU memory before allocating the next.
+        self.session.borrow_mut().take();
+        self.loaded.borrow_mut().take();
+        let len = blob.size() as u64;
+        let header = read_header(blob, len).await?;
+        let summary = check_meddr(&header, len)?;
+        check_device_limits(&header, self.ctx.max_binding_bytes())?;
+        let mut progress = Progress { cb: on_progress, total: summary.tensor_bytes, done: 0, last_report: 0 };
+        progress.report("header", true);
+        let reader = web_sys::FileReaderSync::new().map_err(|e| {
+            WebError::Other(format!("FileReaderSync is unavailable ({}): load models from a Web Worker", js_msg(&e)))
+        })?;
+        let read = |off: u64, dst: &mut [u8]| -> std::result::Result<(), String> {
+            let end = off + dst.len() as u64;
+            let part = blob.slice_with_f64_and_f64(off as f64, end as f64).map_err(|e| js_msg(&e))?;
+            let buf = reader.read_as_array_buffer(&part).map_err(|e| js_msg(&e))?;
+            let arr = Uint8Array::new(&buf);
+            if arr.length() as usize != dst.len() {
+                return Err(format!("got {} bytes, wanted {}", arr.length(), dst.len()));
+            }
+            arr.copy_to(dst);
+            progress.done += dst.len() as u64;
+            progress.report("weights", false);
+            Ok(())
+        };
+        let cap = context_length.unwrap_or(4096);
+        let opts = LoadOptions { context_length: Some(cap), ..Default::default() };
+        let session = Session::load_from(self.ctx.clone(), &header, len, &opts, read)?;
+        progress.done = progress.total;
+        progress.report("done", true);
+        let plan = session.model.memory_plan();
+        let gpu = plan.total_gpu();
+        let js = summary_js(&session.summary)?;
+        set(js.unchecked_ref(), "memoryPlan", plan.to_string());
+        set(js.unchecked_ref(), "gpuBytes", gpu as f64);
+        set(js.unchecked_ref(), "contextLength", session.model.capacity());
+        *self.loaded.borrow_mut() = Some((session.summary.clone(), gpu));
+        *self.session.borrow_mut() = Some(session);
+        Ok(js)
+    }
+
+    async fn generate_inner(
+        &self,
+        image: Option<Uint8Array>,
+        question: &str,
+        options: &JsValue,
+        on_token: Option<Function>,
+    ) -> Result<JsValue> {
+        let opts = generation_options(options)?;
+        let image = image.map(|a| a.to_vec());
+        // Taken out of the cell for the await points; put back whatever happens.
+        let mut session = self
+            .session
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| WebError::Other("no model is loaded".into()))?;
+        let r = session
+            .generate(image.as_deref(), question, &opts, |id, text| match &on_token {
+                Some(cb) => cb
+                    .call2(&JsValue::NULL, &JsValue::from_f64(f64::from(id)), &JsValue::from_str(text))
+                    .map(|v| v.as_bool() != Some(false))
+                    .unwrap_or(false),
+                None => true,
+            })
+            .await;
+        *self.session.borrow_mut() = Some(session);
+        let out = r?;
+        let text = serde_json::to_string(&out).map_err(|e| WebError::Other(e.to_string()))?;
+        js_sys::JSON::parse(&text).map_err(|e| WebError::Other(js_msg(&e)))
+    }
+}
+
+fn summary_js(s: &crate::check::ModelSummary) -> std::result::Result<JsValue, WebError> {
+    let text = serde_json::to_string(s).map_err(|e| WebError::Other(e.to_string()))?;
+    js_sys::JSON::parse(&text).map_err(|e| WebError::Other(js_msg(&e)))
+}
+
+impl From<WebError> for JsValue {
+    fn from(e: WebError) -> JsValue {
+        js_err(e)
+    }
+}
+
+fn console_panic_hook() {
+    use std::sync::Once;
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            web_sys::console::error_1(&JsValue::from_str(&format!("meddr panic: {info}")));
+        }));
+    });
+}

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# The project's test command: installs what is missing, then runs every test of the workspace.
+# The project's test command: installs what is missing, then runs every test of the workspace, then the
+# real-browser test (headless Chromium, WebGPU on SwiftShader). MEDDR_SKIP_BROWSER=1 skips the last part.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash tests/setup.sh
 export MEDDR_PYTHON="$root/.venv/bin/python"
 export MEDDR_SHARED="${MEDDR_SHARED:-$root/../shared}"
+# Headless machines: libwayland (probed by the Vulkan loader) warns on stderr without it.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 cargo test --workspace --locked "$@"
+if [ "${MEDDR_SKIP_BROWSER:-0}" != 1 ]; then
+  bash web/e2e-test.sh
+fi

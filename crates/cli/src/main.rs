@@ -329,15 +329,17 @@ fn bench(b: BenchArgs) -> Result<()> {
     use meddr_engine::{Readback, StepInput};
     use std::time::Instant;
     let t0 = Instant::now();
-    let (file, info) = open_model(&b.model)?;
+    // Any llama-architecture GGUF can be benchmarked (llama.cpp comparisons use plain text models).
+    let file = GgufFile::open(&b.model).with_context(|| format!("cannot read model {}", b.model.display()))?;
+    let info = ModelInfo::from_gguf_header(&file.header).ok();
     let gpu = GpuBackend::load(&file, &GpuOptions { force_f32: b.force_f32, context_length: None, release_vision_after_encode: false })
         .with_context(|| format!("loading {} on the GPU", b.model.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
     let mut backend = gpu;
-    let vit_ms = match &info.vision {
-        Some(v) => {
+    let vit_ms = match info.as_ref().and_then(|i| i.vision.as_ref().map(|v| (i, v))) {
+        Some((info, v)) => {
             let pv = match &b.image {
-                Some(p) => read_image(p, &info)?,
+                Some(p) => read_image(p, info)?,
                 None => vec![0.0f32; 3 * (v.preprocessing.image_size as usize).pow(2)],
             };
             let t = Instant::now();
@@ -346,7 +348,7 @@ fn bench(b: BenchArgs) -> Result<()> {
         }
         None => None,
     };
-    let vocab = info.vocab_size.max(2) as u32;
+    let vocab = backend.model().config.vocab.max(200);
     // Ordinary text tokens (ids past the special ones), deterministic.
     let ids: Vec<u32> = (0..b.prompt_tokens as u32).map(|i| 100 + (i * 7919) % (vocab - 100).max(1)).collect();
     check_request(ids.len(), &GenerationOptions { max_new_tokens: b.decode_tokens, ..Default::default() }, backend.context_length())?;

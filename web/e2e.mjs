@@ -59,7 +59,9 @@ const server = createServer((req, res) => {
       if (cut && sent + chunk.length > cut) {
         const part = chunk.subarray(0, cut - sent);
         res.write(part); served.modelBytes += part.length; sent += part.length;
-        stream.destroy(); res.socket.destroy(); return;
+        // Cut the connection only once the partial bytes have had time to reach the page: an immediate reset
+        // can discard them in flight, and then there is nothing to resume from.
+        stream.destroy(); setTimeout(() => res.socket.destroy(), 500); return;
       }
       sent += chunk.length; served.modelBytes += chunk.length;
       if (!res.write(chunk)) { stream.pause(); res.once('drain', () => stream.resume()); }

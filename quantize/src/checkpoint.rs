@@ -76,37 +76,55 @@ impl CheckpointConfig {
 
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-        let json: Json = serde_json::from_str(&text)
-            .map_err(|source| QuantizeError::Json { path: path.to_path_buf(), source })?;
+        let json: Json = serde_json::from_str(&text).map_err(|source| QuantizeError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_json(&json)
     }
 
     pub fn from_json(j: &Json) -> Result<Self> {
         let model_type = get_str(j, "model_type")?;
         if model_type != "internvl_chat" {
-            return Err(cfg(format!("unsupported model_type {model_type:?} (expected \"internvl_chat\")")));
+            return Err(cfg(format!(
+                "unsupported model_type {model_type:?} (expected \"internvl_chat\")"
+            )));
         }
-        let v = j.get("vision_config").ok_or_else(|| cfg("missing vision_config".into()))?;
-        let l = j.get("llm_config").ok_or_else(|| cfg("missing llm_config".into()))?;
+        let v = j
+            .get("vision_config")
+            .ok_or_else(|| cfg("missing vision_config".into()))?;
+        let l = j
+            .get("llm_config")
+            .ok_or_else(|| cfg("missing llm_config".into()))?;
         let vt = get_str(v, "model_type").unwrap_or_else(|_| "intern_vit_6b".into());
         if vt != "intern_vit_6b" {
-            return Err(cfg(format!("unsupported vision_config.model_type {vt:?} (expected \"intern_vit_6b\")")));
+            return Err(cfg(format!(
+                "unsupported vision_config.model_type {vt:?} (expected \"intern_vit_6b\")"
+            )));
         }
         let lt = get_str(l, "model_type")?;
         if lt != "llama" {
-            return Err(cfg(format!("unsupported llm_config.model_type {lt:?} (expected \"llama\")")));
+            return Err(cfg(format!(
+                "unsupported llm_config.model_type {lt:?} (expected \"llama\")"
+            )));
         }
         let act = get_str(v, "hidden_act").unwrap_or_else(|_| "gelu".into());
         if act != "gelu" {
-            return Err(cfg(format!("vision_config.hidden_act {act:?} is not supported (expected \"gelu\")")));
+            return Err(cfg(format!(
+                "vision_config.hidden_act {act:?} is not supported (expected \"gelu\")"
+            )));
         }
         let act = get_str(l, "hidden_act").unwrap_or_else(|_| "silu".into());
         if act != "silu" {
-            return Err(cfg(format!("llm_config.hidden_act {act:?} is not supported (expected \"silu\")")));
+            return Err(cfg(format!(
+                "llm_config.hidden_act {act:?} is not supported (expected \"silu\")"
+            )));
         }
         if let Some(rs) = l.get("rope_scaling") {
             if !rs.is_null() {
-                return Err(cfg(format!("llm_config.rope_scaling {rs} is not supported")));
+                return Err(cfg(format!(
+                    "llm_config.rope_scaling {rs} is not supported"
+                )));
             }
         }
         if get_bool_or(l, "attention_bias", false)? {
@@ -134,14 +152,19 @@ impl CheckpointConfig {
             hidden: get_usize(l, "hidden_size")?,
             layers: get_usize(l, "num_hidden_layers")?,
             heads: get_usize(l, "num_attention_heads")?,
-            kv_heads: get_usize_or(l, "num_key_value_heads", get_usize(l, "num_attention_heads")?)?,
+            kv_heads: get_usize_or(
+                l,
+                "num_key_value_heads",
+                get_usize(l, "num_attention_heads")?,
+            )?,
             ffn: get_usize(l, "intermediate_size")?,
             eps: get_f64(l, "rms_norm_eps")? as f32,
             rope_theta: get_f64_or(l, "rope_theta", 10000.0)? as f32,
             max_positions: get_usize(l, "max_position_embeddings")?,
             vocab: get_usize(l, "vocab_size")?,
             bos: opt_u32(l, "bos_token_id")?,
-            eos: u32::try_from(eos).map_err(|_| cfg(format!("llm_config.eos_token_id {eos} out of range")))?,
+            eos: u32::try_from(eos)
+                .map_err(|_| cfg(format!("llm_config.eos_token_id {eos} out of range")))?,
             pad: opt_u32(l, "pad_token_id")?,
         };
         let c = CheckpointConfig {
@@ -155,7 +178,9 @@ impl CheckpointConfig {
             llm,
         };
         if get_usize_or(j, "use_backbone_lora", 0)? != 0 {
-            return Err(cfg("use_backbone_lora != 0 (LoRA on the vision tower) is not supported".into()));
+            return Err(cfg(
+                "use_backbone_lora != 0 (LoRA on the vision tower) is not supported".into(),
+            ));
         }
         c.validate()?;
         Ok(c)
@@ -183,35 +208,65 @@ impl CheckpointConfig {
             }
         }
         if v.hidden % v.heads != 0 {
-            return Err(cfg(format!("vision hidden_size {} not divisible by num_attention_heads {}", v.hidden, v.heads)));
+            return Err(cfg(format!(
+                "vision hidden_size {} not divisible by num_attention_heads {}",
+                v.hidden, v.heads
+            )));
         }
         if l.hidden % l.heads != 0 || (l.hidden / l.heads) % 2 != 0 {
-            return Err(cfg(format!("llm hidden_size {} / num_attention_heads {} must be an even head_dim", l.hidden, l.heads)));
+            return Err(cfg(format!(
+                "llm hidden_size {} / num_attention_heads {} must be an even head_dim",
+                l.hidden, l.heads
+            )));
         }
         if l.heads % l.kv_heads != 0 {
-            return Err(cfg(format!("llm num_attention_heads {} not divisible by num_key_value_heads {}", l.heads, l.kv_heads)));
+            return Err(cfg(format!(
+                "llm num_attention_heads {} not divisible by num_key_value_heads {}",
+                l.heads, l.kv_heads
+            )));
         }
         if v.channels != 3 {
-            return Err(cfg(format!("vision num_channels {} (expected 3)", v.channels)));
+            return Err(cfg(format!(
+                "vision num_channels {} (expected 3)",
+                v.channels
+            )));
         }
         if self.force_image_size % v.patch_size != 0 || self.force_image_size > 8192 {
-            return Err(cfg(format!("force_image_size {} is not a multiple of patch_size {}", self.force_image_size, v.patch_size)));
+            return Err(cfg(format!(
+                "force_image_size {} is not a multiple of patch_size {}",
+                self.force_image_size, v.patch_size
+            )));
         }
         if self.downsample_ratio != 0.5 {
-            return Err(cfg(format!("downsample_ratio {} is not supported (MedDr uses 0.5)", self.downsample_ratio)));
+            return Err(cfg(format!(
+                "downsample_ratio {} is not supported (MedDr uses 0.5)",
+                self.downsample_ratio
+            )));
         }
         if self.grid() % 2 != 0 {
-            return Err(cfg(format!("patch grid {} is odd: pixel shuffle 0.5 needs an even grid", self.grid())));
+            return Err(cfg(format!(
+                "patch grid {} is odd: pixel shuffle 0.5 needs an even grid",
+                self.grid()
+            )));
         }
         if self.template != "Hermes-2" {
-            return Err(cfg(format!("template {:?} is not supported (MedDr uses \"Hermes-2\")", self.template)));
+            return Err(cfg(format!(
+                "template {:?} is not supported (MedDr uses \"Hermes-2\")",
+                self.template
+            )));
         }
         let kept = self.vision_layers_kept();
         if kept == 0 || kept > v.layers {
-            return Err(cfg(format!("select_layer {} is out of range for {} vision layers", self.select_layer, v.layers)));
+            return Err(cfg(format!(
+                "select_layer {} is out of range for {} vision layers",
+                self.select_layer, v.layers
+            )));
         }
         if !v.qk_normalization {
-            return Err(cfg("vision qk_normalization false is not supported (MedDr's InternViT-6B uses it)".into()));
+            return Err(cfg(
+                "vision qk_normalization false is not supported (MedDr's InternViT-6B uses it)"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -245,7 +300,9 @@ fn get_usize_or(j: &Json, k: &str, d: usize) -> Result<usize> {
 fn get_i64_or(j: &Json, k: &str, d: i64) -> Result<i64> {
     match j.get(k) {
         None | Some(Json::Null) => Ok(d),
-        Some(v) => v.as_i64().ok_or_else(|| cfg(format!("{k} should be an integer, found {v}"))),
+        Some(v) => v
+            .as_i64()
+            .ok_or_else(|| cfg(format!("{k} should be an integer, found {v}"))),
     }
 }
 fn get_f64(j: &Json, k: &str) -> Result<f64> {
@@ -266,7 +323,9 @@ fn get_f64_or(j: &Json, k: &str, d: f64) -> Result<f64> {
 fn get_bool_or(j: &Json, k: &str, d: bool) -> Result<bool> {
     match j.get(k) {
         None | Some(Json::Null) => Ok(d),
-        Some(v) => v.as_bool().ok_or_else(|| cfg(format!("{k} should be a boolean, found {v}"))),
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| cfg(format!("{k} should be a boolean, found {v}"))),
     }
 }
 fn opt_u32(j: &Json, k: &str) -> Result<Option<u32>> {
@@ -330,12 +389,17 @@ impl ShardSet {
         let mut weight_map: Option<HashMap<String, String>> = None;
         if index_path.exists() {
             let text = std::fs::read_to_string(&index_path).map_err(io_err(&index_path))?;
-            let json: Json = serde_json::from_str(&text)
-                .map_err(|source| QuantizeError::Json { path: index_path.clone(), source })?;
-            let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| QuantizeError::Shard {
+            let json: Json = serde_json::from_str(&text).map_err(|source| QuantizeError::Json {
                 path: index_path.clone(),
-                reason: "no \"weight_map\" object".into(),
+                source,
             })?;
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| QuantizeError::Shard {
+                    path: index_path.clone(),
+                    reason: "no \"weight_map\" object".into(),
+                })?;
             let mut wm = HashMap::new();
             for (k, v) in map {
                 let s = v.as_str().ok_or_else(|| QuantizeError::Shard {
@@ -345,7 +409,9 @@ impl ShardSet {
                 if s.contains('/') || s.contains("..") {
                     return Err(QuantizeError::Shard {
                         path: index_path.clone(),
-                        reason: format!("weight_map[{k:?}] names a file outside the directory: {s:?}"),
+                        reason: format!(
+                            "weight_map[{k:?}] names a file outside the directory: {s:?}"
+                        ),
                     });
                 }
                 if !shard_names.iter().any(|n| n == s) {
@@ -364,7 +430,11 @@ impl ShardSet {
             });
         }
 
-        let mut set = ShardSet { paths: Vec::new(), files: Vec::new(), tensors: BTreeMap::new() };
+        let mut set = ShardSet {
+            paths: Vec::new(),
+            files: Vec::new(),
+            tensors: BTreeMap::new(),
+        };
         for (shard_idx, name) in shard_names.iter().enumerate() {
             let path = dir.join(name);
             let file = File::open(&path).map_err(io_err(&path))?;
@@ -388,7 +458,10 @@ impl ShardSet {
                     }
                 }
                 if set.tensors.contains_key(&t.name) {
-                    return Err(QuantizeError::Shard { path: path.clone(), reason: format!("duplicate tensor {}", t.name) });
+                    return Err(QuantizeError::Shard {
+                        path: path.clone(),
+                        reason: format!("duplicate tensor {}", t.name),
+                    });
                 }
                 set.tensors.insert(t.name.clone(), t);
             }
@@ -396,12 +469,19 @@ impl ShardSet {
             set.files.push(file);
         }
         if let Some(wm) = &weight_map {
-            let mut missing: Vec<&String> = wm.keys().filter(|k| !set.tensors.contains_key(*k)).collect();
+            let mut missing: Vec<&String> = wm
+                .keys()
+                .filter(|k| !set.tensors.contains_key(*k))
+                .collect();
             missing.sort();
             if let Some(first) = missing.first() {
                 return Err(QuantizeError::Shard {
                     path: index_path,
-                    reason: format!("{} tensor(s) listed but absent from their shard, first: {first} (in {})", missing.len(), wm[*first]),
+                    reason: format!(
+                        "{} tensor(s) listed but absent from their shard, first: {first} (in {})",
+                        missing.len(),
+                        wm[*first]
+                    ),
                 });
             }
         }
@@ -414,17 +494,29 @@ impl ShardSet {
     }
 
     /// Reads `count` elements starting at element `start` of `t`, converted to f32, into `out`.
-    pub fn read_f32(&self, t: &SourceTensor, start: usize, count: usize, scratch: &mut Vec<u8>, out: &mut [f32]) -> Result<()> {
+    pub fn read_f32(
+        &self,
+        t: &SourceTensor,
+        start: usize,
+        count: usize,
+        scratch: &mut Vec<u8>,
+        out: &mut [f32],
+    ) -> Result<()> {
         assert_eq!(out.len(), count);
         let es = t.dtype.size();
         let end = start.checked_add(count).filter(|&e| e <= t.n_elements());
         if end.is_none() {
-            return Err(QuantizeError::Tensor { name: t.name.clone(), reason: format!("read of {count} elements at {start} is out of range") });
+            return Err(QuantizeError::Tensor {
+                name: t.name.clone(),
+                reason: format!("read of {count} elements at {start} is out of range"),
+            });
         }
         scratch.resize(count * es, 0);
         let off = t.offset + (start * es) as u64;
         let path = &self.paths[t.shard];
-        self.files[t.shard].read_exact_at(scratch, off).map_err(io_err(path))?;
+        self.files[t.shard]
+            .read_exact_at(scratch, off)
+            .map_err(io_err(path))?;
         match t.dtype {
             SourceDtype::BF16 => {
                 for (o, b) in out.iter_mut().zip(scratch.chunks_exact(2)) {
@@ -456,10 +548,20 @@ impl ShardSet {
 
 /// Parses one shard's header with the `safetensors` crate, which checks offsets, sizes and that the file is
 /// complete. Only the header pages are touched: the file is memory-mapped for this check and unmapped after.
-fn read_shard_header(path: &Path, file: &File, len: u64, shard: usize) -> Result<Vec<SourceTensor>> {
-    let shard_err = |reason: String| QuantizeError::Shard { path: path.to_path_buf(), reason };
+fn read_shard_header(
+    path: &Path,
+    file: &File,
+    len: u64,
+    shard: usize,
+) -> Result<Vec<SourceTensor>> {
+    let shard_err = |reason: String| QuantizeError::Shard {
+        path: path.to_path_buf(),
+        reason,
+    };
     if len < 8 {
-        return Err(shard_err(format!("file is {len} bytes, too short for a header")));
+        return Err(shard_err(format!(
+            "file is {len} bytes, too short for a header"
+        )));
     }
     // SAFETY: read-only mapping of a file we do not modify; only the header pages are touched.
     let map = unsafe { memmap2::Mmap::map(file) }.map_err(io_err(path))?;
@@ -480,11 +582,21 @@ fn read_shard_header(path: &Path, file: &File, len: u64, shard: usize) -> Result
             safetensors::Dtype::F16 => SourceDtype::F16,
             safetensors::Dtype::F32 => SourceDtype::F32,
             other => {
-                return Err(QuantizeError::Tensor { name, reason: format!("dtype {other:?} is not supported (bf16, f16, f32)") })
+                return Err(QuantizeError::Tensor {
+                    name,
+                    reason: format!("dtype {other:?} is not supported (bf16, f16, f32)"),
+                })
             }
         };
         let (b, e) = info.data_offsets;
-        out.push(SourceTensor { name, shard, dtype, shape: info.shape.clone(), offset: base + b as u64, n_bytes: (e - b) as u64 });
+        out.push(SourceTensor {
+            name,
+            shard,
+            dtype,
+            shape: info.shape.clone(),
+            offset: base + b as u64,
+            n_bytes: (e - b) as u64,
+        });
     }
     Ok(out)
 }

@@ -38,21 +38,30 @@ pub struct Summary {
 }
 
 pub fn quant_type(ty: GgmlType) -> Result<QuantType> {
-    QuantType::from_ggml_id(ty as u32).ok_or_else(|| QuantizeError::Usage(format!("block type {} cannot be written", ty.name())))
+    QuantType::from_ggml_id(ty as u32)
+        .ok_or_else(|| QuantizeError::Usage(format!("block type {} cannot be written", ty.name())))
 }
 
 pub fn quantize_checkpoint(dir: &Path, output: &Path, opts: &Options) -> Result<Summary> {
     let start = Instant::now();
     if !dir.is_dir() {
-        return Err(QuantizeError::Usage(format!("checkpoint directory {} does not exist", dir.display())));
+        return Err(QuantizeError::Usage(format!(
+            "checkpoint directory {} does not exist",
+            dir.display()
+        )));
     }
     if output.exists() && !opts.force {
-        return Err(QuantizeError::OutputExists { path: output.to_path_buf() });
+        return Err(QuantizeError::OutputExists {
+            path: output.to_path_buf(),
+        });
     }
     let cfg = CheckpointConfig::from_file(&dir.join("config.json"))?;
     let shards = ShardSet::open(dir)?;
-    let tokenizer = meddr_tokenizer::TokenizerSpec::from_hf_dir(dir).map_err(|e| QuantizeError::Tokenizer(e.to_string()))?;
-    let vision_type = opts.vision_type.unwrap_or_else(|| opts.ftype.default_vision_type());
+    let tokenizer = meddr_tokenizer::TokenizerSpec::from_hf_dir(dir)
+        .map_err(|e| QuantizeError::Tokenizer(e.to_string()))?;
+    let vision_type = opts
+        .vision_type
+        .unwrap_or_else(|| opts.ftype.default_vision_type());
     let plan = plan::build(&cfg, &shards, opts.ftype, vision_type)?;
     if tokenizer.tokens.len() != plan.vocab {
         return Err(QuantizeError::Tokenizer(format!(
@@ -66,19 +75,37 @@ pub fn quantize_checkpoint(dir: &Path, output: &Path, opts: &Options) -> Result<
         .ok()
         .and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "MedDr".into());
-    let md = metadata::build(&MetadataInput { name: &name, cfg: &cfg, plan: &plan, ftype: opts.ftype, tokenizer: &tokenizer })
-        .map_err(QuantizeError::Tokenizer)?;
+    let md = metadata::build(&MetadataInput {
+        name: &name,
+        cfg: &cfg,
+        plan: &plan,
+        ftype: opts.ftype,
+        tokenizer: &tokenizer,
+    })
+    .map_err(QuantizeError::Tokenizer)?;
 
     let specs: Vec<TensorSpec> = plan
         .tensors
         .iter()
-        .map(|t| TensorSpec { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty })
+        .map(|t| TensorSpec {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.ty,
+        })
         .collect();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads.unwrap_or(0))
         .build()
         .map_err(|e| QuantizeError::Usage(format!("cannot start worker threads: {e}")))?;
-    let mut writer = GgufWriter::create_with(output, WriteOptions { overwrite: opts.force, ..WriteOptions::default() }, md, specs)?;
+    let mut writer = GgufWriter::create_with(
+        output,
+        WriteOptions {
+            overwrite: opts.force,
+            ..WriteOptions::default()
+        },
+        md,
+        specs,
+    )?;
     let progress = Progress::new(plan.input_bytes, opts.progress);
     let mut chunk = ChunkBuffers::default();
     for t in &plan.tensors {
@@ -106,9 +133,19 @@ struct ChunkBuffers {
     out: Vec<u8>,
 }
 
-fn write_tensor(shards: &ShardSet, t: &PlannedTensor, writer: &mut GgufWriter, progress: &Progress, buf: &mut ChunkBuffers) -> Result<()> {
+fn write_tensor(
+    shards: &ShardSet,
+    t: &PlannedTensor,
+    writer: &mut GgufWriter,
+    progress: &Progress,
+    buf: &mut ChunkBuffers,
+) -> Result<()> {
     let qt = quant_type(t.ty)?;
-    let row_bytes = meddr_quants::quantized_size(qt, t.row_len).map_err(|source| QuantizeError::Quant { name: t.name.clone(), source })?;
+    let row_bytes =
+        meddr_quants::quantized_size(qt, t.row_len).map_err(|source| QuantizeError::Quant {
+            name: t.name.clone(),
+            source,
+        })?;
     let (base, lora) = match &t.source {
         Source::Plain(n) => (&shards.tensors[n], None),
         Source::Lora { base, a, b, scale } => {
@@ -163,7 +200,15 @@ fn write_tensor(shards: &ShardSet, t: &PlannedTensor, writer: &mut GgufWriter, p
 }
 
 /// `W[r] += scale · Σ_k B[r, k] · A[k]` for the rows of this chunk, in f32 like PEFT's merge.
-fn merge_lora(rows: &mut [f32], first_row: usize, row_len: usize, a: &[f32], b: &[f32], rank: usize, scale: f32) {
+fn merge_lora(
+    rows: &mut [f32],
+    first_row: usize,
+    row_len: usize,
+    a: &[f32],
+    b: &[f32],
+    rank: usize,
+    scale: f32,
+) {
     rows.par_chunks_mut(row_len).enumerate().for_each(|(i, w)| {
         let r = first_row + i;
         let brow = &b[r * rank..(r + 1) * rank];
@@ -190,7 +235,8 @@ pub fn permute_rope_pairs(src: &[f32], dst: &mut Vec<f32>, row_len: usize, head_
         let within = out_row % head_dim;
         let (i, j) = (within / 2, within % 2);
         let src_row = h * head_dim + j * half + i;
-        dst[out_row * row_len..(out_row + 1) * row_len].copy_from_slice(&src[src_row * row_len..(src_row + 1) * row_len]);
+        dst[out_row * row_len..(out_row + 1) * row_len]
+            .copy_from_slice(&src[src_row * row_len..(src_row + 1) * row_len]);
     }
 }
 

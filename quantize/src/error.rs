@@ -5,9 +5,15 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum QuantizeError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: invalid JSON: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("config.json: {0}")]
     Config(String),
     #[error("{path}: not a valid safetensors shard: {reason}")]
@@ -23,7 +29,10 @@ pub enum QuantizeError {
     #[error("GGUF: {0}")]
     Gguf(#[from] meddr_gguf::GgufError),
     #[error("quantizing {name}: {source}")]
-    Quant { name: String, source: meddr_quants::QuantError },
+    Quant {
+        name: String,
+        source: meddr_quants::QuantError,
+    },
     #[error("{0}")]
     Usage(String),
 }

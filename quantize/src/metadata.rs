@@ -9,7 +9,8 @@ use meddr_tokenizer::TokenizerSpec;
 /// MedDr's system message (upstream `conversation.py`, Hermes-2 template as MedDr sets it).
 pub const SYSTEM_MESSAGE: &str = "Answer the questions.";
 /// The Hermes-2 template's stop list; upstream generation never uses it (it stops on `eos_token_id` only).
-pub const HERMES2_STOP_TOKENS: [&str; 4] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|im_sep|>"];
+pub const HERMES2_STOP_TOKENS: [&str; 4] =
+    ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|im_sep|>"];
 
 /// Jinja form of upstream's Hermes-2 prompt with MedDr's system message. Note: no newline after `<|im_end|>`.
 pub fn chat_template() -> String {
@@ -45,12 +46,18 @@ pub fn build(m: &MetadataInput) -> Result<Vec<(String, Value)>, String> {
             .map(|i| i as u32)
             .ok_or_else(|| format!("tokenizer has no {t:?} token, which MedDr's prompt needs"))
     };
-    let stop_ids: Vec<u32> = HERMES2_STOP_TOKENS.iter().filter_map(|t| id_of(t).ok()).collect();
+    let stop_ids: Vec<u32> = HERMES2_STOP_TOKENS
+        .iter()
+        .filter_map(|t| id_of(t).ok())
+        .collect();
     let mut md: Vec<(String, Value)> = vec![
         ("general.architecture".into(), s("llama")),
         ("general.name".into(), s(m.name)),
         ("general.alignment".into(), Value::U32(32)),
-        ("general.file_type".into(), Value::U32(m.ftype.llama_ftype())),
+        (
+            "general.file_type".into(),
+            Value::U32(m.ftype.llama_ftype()),
+        ),
         ("general.quantization_version".into(), Value::U32(2)),
         ("llama.context_length".into(), u(l.max_positions)),
         ("llama.embedding_length".into(), u(l.hidden)),
@@ -58,7 +65,10 @@ pub fn build(m: &MetadataInput) -> Result<Vec<(String, Value)>, String> {
         ("llama.feed_forward_length".into(), u(l.ffn)),
         ("llama.attention.head_count".into(), u(l.heads)),
         ("llama.attention.head_count_kv".into(), u(l.kv_heads)),
-        ("llama.attention.layer_norm_rms_epsilon".into(), Value::F32(l.eps)),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(l.eps),
+        ),
         ("llama.rope.freq_base".into(), Value::F32(l.rope_theta)),
         ("llama.rope.dimension_count".into(), u(l.head_dim())),
         ("llama.vocab_size".into(), u(m.plan.vocab)),
@@ -68,35 +78,77 @@ pub fn build(m: &MetadataInput) -> Result<Vec<(String, Value)>, String> {
         ("clip.vision.patch_size".into(), u(v.patch_size)),
         ("clip.vision.embedding_length".into(), u(v.hidden)),
         ("clip.vision.feed_forward_length".into(), u(v.mlp)),
-        ("clip.vision.block_count".into(), u(m.plan.vision_layers_kept)),
+        (
+            "clip.vision.block_count".into(),
+            u(m.plan.vision_layers_kept),
+        ),
         ("clip.vision.attention.head_count".into(), u(v.heads)),
-        ("clip.vision.attention.layer_norm_epsilon".into(), Value::F32(v.eps)),
+        (
+            "clip.vision.attention.layer_norm_epsilon".into(),
+            Value::F32(v.eps),
+        ),
         ("clip.vision.projection_dim".into(), u(l.hidden)),
-        ("clip.vision.image_mean".into(), Value::Array(Array::F32(vec![0.485, 0.456, 0.406]))),
-        ("clip.vision.image_std".into(), Value::Array(Array::F32(vec![0.229, 0.224, 0.225]))),
+        (
+            "clip.vision.image_mean".into(),
+            Value::Array(Array::F32(vec![0.485, 0.456, 0.406])),
+        ),
+        (
+            "clip.vision.image_std".into(),
+            Value::Array(Array::F32(vec![0.229, 0.224, 0.225])),
+        ),
         ("clip.use_gelu".into(), Value::Bool(true)),
         ("meddr.format_version".into(), Value::U32(1)),
-        ("meddr.vision.select_layer".into(), Value::I32(c.select_layer)),
+        (
+            "meddr.vision.select_layer".into(),
+            Value::I32(c.select_layer),
+        ),
         ("meddr.vision.norm_type".into(), s("rms_norm")),
-        ("meddr.vision.qk_normalization".into(), Value::Bool(v.qk_normalization)),
+        (
+            "meddr.vision.qk_normalization".into(),
+            Value::Bool(v.qk_normalization),
+        ),
         ("meddr.vision.qkv_bias".into(), Value::Bool(v.qkv_bias)),
         ("meddr.vision.layer_scale".into(), Value::Bool(true)),
         ("meddr.vision.pixel_shuffle_version".into(), Value::U32(1)),
-        ("meddr.vision.downsample_ratio".into(), Value::F32(c.downsample_ratio)),
+        (
+            "meddr.vision.downsample_ratio".into(),
+            Value::F32(c.downsample_ratio),
+        ),
         ("meddr.vision.tiles".into(), Value::U32(1)),
         ("meddr.vision.pad2square".into(), Value::Bool(c.pad2square)),
-        ("meddr.vision.pad_color".into(), Value::Array(Array::U32(vec![123, 116, 103]))),
+        (
+            "meddr.vision.pad_color".into(),
+            Value::Array(Array::U32(vec![123, 116, 103])),
+        ),
         ("meddr.vision.resize".into(), s("pillow_bicubic_u8")),
-        ("meddr.projector.layer_norm_epsilon".into(), Value::F32(1e-5)),
+        (
+            "meddr.projector.layer_norm_epsilon".into(),
+            Value::F32(1e-5),
+        ),
         ("meddr.image.num_tokens".into(), u(c.num_image_tokens())),
-        ("meddr.image.context_token_id".into(), Value::U32(id_of("<IMG_CONTEXT>")?)),
-        ("meddr.image.start_token_id".into(), Value::U32(id_of("<img>")?)),
-        ("meddr.image.end_token_id".into(), Value::U32(id_of("</img>")?)),
+        (
+            "meddr.image.context_token_id".into(),
+            Value::U32(id_of("<IMG_CONTEXT>")?),
+        ),
+        (
+            "meddr.image.start_token_id".into(),
+            Value::U32(id_of("<img>")?),
+        ),
+        (
+            "meddr.image.end_token_id".into(),
+            Value::U32(id_of("</img>")?),
+        ),
         ("meddr.chat.template".into(), s("Hermes-2")),
         ("meddr.chat.system_message".into(), s(SYSTEM_MESSAGE)),
         ("meddr.chat.eos_token_id".into(), Value::U32(l.eos)),
-        ("meddr.chat.stop_token_ids".into(), Value::Array(Array::U32(stop_ids))),
-        ("meddr.lora.merged".into(), Value::Bool(m.plan.lora.is_some())),
+        (
+            "meddr.chat.stop_token_ids".into(),
+            Value::Array(Array::U32(stop_ids)),
+        ),
+        (
+            "meddr.lora.merged".into(),
+            Value::Bool(m.plan.lora.is_some()),
+        ),
     ];
     if let Some(lora) = &m.plan.lora {
         md.push(("meddr.lora.rank".into(), u(lora.rank)));
@@ -104,20 +156,41 @@ pub fn build(m: &MetadataInput) -> Result<Vec<(String, Value)>, String> {
     }
     md.extend([
         ("tokenizer.ggml.model".into(), s("llama")),
-        ("tokenizer.ggml.tokens".into(), Value::Array(Array::String(tok.tokens.clone()))),
-        ("tokenizer.ggml.scores".into(), Value::Array(Array::F32(tok.scores.clone()))),
-        ("tokenizer.ggml.token_type".into(), Value::Array(Array::I32(tok.token_types.clone()))),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(Array::String(tok.tokens.clone())),
+        ),
+        (
+            "tokenizer.ggml.scores".into(),
+            Value::Array(Array::F32(tok.scores.clone())),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(Array::I32(tok.token_types.clone())),
+        ),
         ("tokenizer.ggml.bos_token_id".into(), Value::U32(tok.bos_id)),
         ("tokenizer.ggml.eos_token_id".into(), Value::U32(tok.eos_id)),
-        ("tokenizer.ggml.unknown_token_id".into(), Value::U32(tok.unk_id)),
+        (
+            "tokenizer.ggml.unknown_token_id".into(),
+            Value::U32(tok.unk_id),
+        ),
     ]);
     if let Some(pad) = tok.pad_id {
         md.push(("tokenizer.ggml.padding_token_id".into(), Value::U32(pad)));
     }
     md.extend([
-        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(tok.add_bos)),
-        ("tokenizer.ggml.add_eos_token".into(), Value::Bool(tok.add_eos)),
-        ("tokenizer.ggml.add_space_prefix".into(), Value::Bool(tok.add_space_prefix)),
+        (
+            "tokenizer.ggml.add_bos_token".into(),
+            Value::Bool(tok.add_bos),
+        ),
+        (
+            "tokenizer.ggml.add_eos_token".into(),
+            Value::Bool(tok.add_eos),
+        ),
+        (
+            "tokenizer.ggml.add_space_prefix".into(),
+            Value::Bool(tok.add_space_prefix),
+        ),
         ("tokenizer.chat_template".into(), s(&chat_template())),
         ("tokenizer.huggingface.json".into(), s(&tok.hf_json)),
     ]);

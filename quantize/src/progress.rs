@@ -27,7 +27,15 @@ impl Progress {
             );
             b
         });
-        Progress { bar, plain: enabled && !tty, total, done: AtomicU64::new(0), last_pct: AtomicU64::new(0), last_print: Mutex::new(None), start: Instant::now() }
+        Progress {
+            bar,
+            plain: enabled && !tty,
+            total,
+            done: AtomicU64::new(0),
+            last_pct: AtomicU64::new(0),
+            last_print: Mutex::new(None),
+            start: Instant::now(),
+        }
     }
 
     pub fn add(&self, bytes: u64) {
@@ -46,7 +54,13 @@ impl Progress {
                 let secs = self.start.elapsed().as_secs_f64().max(1e-9);
                 let rate = done as f64 / secs;
                 let eta = (self.total - done.min(self.total)) as f64 / rate.max(1.0);
-                eprintln!("progress: {step:3}% {:.2}/{:.2} GB, {:.1} MB/s, ETA {:.0} s", done as f64 / 1e9, self.total as f64 / 1e9, rate / 1e6, eta);
+                eprintln!(
+                    "progress: {step:3}% {:.2}/{:.2} GB, {:.1} MB/s, ETA {:.0} s",
+                    done as f64 / 1e9,
+                    self.total as f64 / 1e9,
+                    rate / 1e6,
+                    eta
+                );
             }
         }
     }

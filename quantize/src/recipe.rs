@@ -67,7 +67,11 @@ impl FromStr for FileType {
             "q4_0" => FileType::Q4_0,
             "q4_k_s" => FileType::Q4KS,
             "q4_k_m" => FileType::Q4KM,
-            other => return Err(format!("unknown --type {other:?}: expected q4_k_m, q4_k_s, q4_0, q8_0, f16 or f32")),
+            other => {
+                return Err(format!(
+                    "unknown --type {other:?}: expected q4_k_m, q4_k_s, q4_0, q8_0, f16 or f32"
+                ))
+            }
         })
     }
 }
@@ -97,10 +101,16 @@ pub enum Role {
     Output,
     AttnQ,
     AttnK,
-    AttnV { layer: usize, n_layers: usize },
+    AttnV {
+        layer: usize,
+        n_layers: usize,
+    },
     AttnOutput,
     FfnGateUp,
-    FfnDown { layer: usize, n_layers: usize },
+    FfnDown {
+        layer: usize,
+        n_layers: usize,
+    },
     /// ViT and projector matrices.
     VisionMatrix,
     /// Patch and position embeddings, class token: small, kept at f16 (f32 in f32 files).
@@ -137,7 +147,9 @@ pub fn choose(ftype: FileType, vision: GgmlType, role: Role, row_len: usize) -> 
             FileType::Q4KS if layer < n_layers / 8 => GgmlType::Q5_K,
             _ => ftype.base(),
         },
-        Role::TokenEmbd | Role::AttnQ | Role::AttnK | Role::AttnOutput | Role::FfnGateUp => ftype.base(),
+        Role::TokenEmbd | Role::AttnQ | Role::AttnK | Role::AttnOutput | Role::FfnGateUp => {
+            ftype.base()
+        }
     };
     fallback(wanted, row_len)
 }
@@ -180,12 +192,33 @@ mod tests {
         let t = |r| choose(FileType::Q4KM, GgmlType::Q8_0, r, 7168);
         assert_eq!(t(Role::Output), GgmlType::Q6_K);
         assert_eq!(t(Role::TokenEmbd), GgmlType::Q4_K);
-        assert_eq!(t(Role::AttnV { layer: 0, n_layers: 60 }), GgmlType::Q6_K);
-        assert_eq!(t(Role::AttnV { layer: 8, n_layers: 60 }), GgmlType::Q4_K);
-        assert_eq!(t(Role::FfnDown { layer: 9, n_layers: 60 }), GgmlType::Q6_K);
+        assert_eq!(
+            t(Role::AttnV {
+                layer: 0,
+                n_layers: 60
+            }),
+            GgmlType::Q6_K
+        );
+        assert_eq!(
+            t(Role::AttnV {
+                layer: 8,
+                n_layers: 60
+            }),
+            GgmlType::Q4_K
+        );
+        assert_eq!(
+            t(Role::FfnDown {
+                layer: 9,
+                n_layers: 60
+            }),
+            GgmlType::Q6_K
+        );
         assert_eq!(t(Role::Norm), GgmlType::F32);
         // InternViT rows of 3200 cannot hold 256-element blocks.
-        assert_eq!(choose(FileType::Q4KM, GgmlType::Q4_K, Role::VisionMatrix, 3200), GgmlType::Q5_0);
+        assert_eq!(
+            choose(FileType::Q4KM, GgmlType::Q4_K, Role::VisionMatrix, 3200),
+            GgmlType::Q5_0
+        );
         // The patch embedding's 588-element rows hold no 32-element block either.
         assert_eq!(fallback(GgmlType::Q8_0, 588), GgmlType::F16);
     }

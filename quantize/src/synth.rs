@@ -14,10 +14,22 @@ const CONFIG_TEMPLATE: &str = include_str!("../assets/config-template.json");
 /// The built-in tokenizer: the 2009-token SentencePiece model of the reference fixtures (same special ids and
 /// structure as MedDr's Yi tokenizer, much smaller vocabulary).
 const TOKENIZER_FILES: [(&str, &[u8]); 4] = [
-    ("tokenizer.model", include_bytes!("../assets/tokenizer/tokenizer.model")),
-    ("tokenizer_config.json", include_bytes!("../assets/tokenizer/tokenizer_config.json")),
-    ("added_tokens.json", include_bytes!("../assets/tokenizer/added_tokens.json")),
-    ("special_tokens_map.json", include_bytes!("../assets/tokenizer/special_tokens_map.json")),
+    (
+        "tokenizer.model",
+        include_bytes!("../assets/tokenizer/tokenizer.model"),
+    ),
+    (
+        "tokenizer_config.json",
+        include_bytes!("../assets/tokenizer/tokenizer_config.json"),
+    ),
+    (
+        "added_tokens.json",
+        include_bytes!("../assets/tokenizer/added_tokens.json"),
+    ),
+    (
+        "special_tokens_map.json",
+        include_bytes!("../assets/tokenizer/special_tokens_map.json"),
+    ),
 ];
 pub const BUILTIN_VOCAB: usize = 2009;
 
@@ -38,17 +50,41 @@ pub struct SynthShape {
 impl SynthShape {
     /// The reference fixture's shapes (2.7 M parameters).
     pub fn dev() -> Self {
-        SynthShape { vit_hidden: 96, vit_heads: 6, vit_mlp: 384, vit_layers: 3, llm_hidden: 192, llm_heads: 6, llm_kv_heads: 2, llm_ffn: 512, llm_layers: 3, vocab: BUILTIN_VOCAB }
+        SynthShape {
+            vit_hidden: 96,
+            vit_heads: 6,
+            vit_mlp: 384,
+            vit_layers: 3,
+            llm_hidden: 192,
+            llm_heads: 6,
+            llm_kv_heads: 2,
+            llm_ffn: 512,
+            llm_layers: 3,
+            vocab: BUILTIN_VOCAB,
+        }
     }
     /// MedDr's real shapes (InternViT-6B + Yi-34B); the vocabulary is the built-in tokenizer's.
     pub fn full() -> Self {
-        SynthShape { vit_hidden: 3200, vit_heads: 25, vit_mlp: 12800, vit_layers: 45, llm_hidden: 7168, llm_heads: 56, llm_kv_heads: 8, llm_ffn: 20480, llm_layers: 60, vocab: BUILTIN_VOCAB }
+        SynthShape {
+            vit_hidden: 3200,
+            vit_heads: 25,
+            vit_mlp: 12800,
+            vit_layers: 45,
+            llm_hidden: 7168,
+            llm_heads: 56,
+            llm_kv_heads: 8,
+            llm_ffn: 20480,
+            llm_layers: 60,
+            vocab: BUILTIN_VOCAB,
+        }
     }
     pub fn preset(name: &str) -> Result<Self> {
         match name {
             "dev" => Ok(Self::dev()),
             "full" => Ok(Self::full()),
-            other => Err(QuantizeError::Usage(format!("unknown preset {other:?}: expected dev or full"))),
+            other => Err(QuantizeError::Usage(format!(
+                "unknown preset {other:?}: expected dev or full"
+            ))),
         }
     }
     pub fn tensors(&self, lora_rank: usize) -> Vec<(String, Vec<usize>, Init)> {
@@ -57,13 +93,33 @@ impl SynthShape {
         let kv = self.llm_kv_heads * hd;
         let mut t: Vec<(String, Vec<usize>, Init)> = Vec::new();
         let e = "vision_model.embeddings.";
-        t.push((format!("{e}class_embedding"), vec![1, 1, c], Init::Normal(1.0)));
-        t.push((format!("{e}patch_embedding.weight"), vec![c, 3, 14, 14], Init::Linear(588)));
-        t.push((format!("{e}patch_embedding.bias"), vec![c], Init::Normal(0.08)));
-        t.push((format!("{e}position_embedding"), vec![1, 1025, c], Init::Normal(0.5)));
+        t.push((
+            format!("{e}class_embedding"),
+            vec![1, 1, c],
+            Init::Normal(1.0),
+        ));
+        t.push((
+            format!("{e}patch_embedding.weight"),
+            vec![c, 3, 14, 14],
+            Init::Linear(588),
+        ));
+        t.push((
+            format!("{e}patch_embedding.bias"),
+            vec![c],
+            Init::Normal(0.08),
+        ));
+        t.push((
+            format!("{e}position_embedding"),
+            vec![1, 1025, c],
+            Init::Normal(0.5),
+        ));
         for i in 0..self.vit_layers {
             let p = format!("vision_model.encoder.layers.{i}.");
-            t.push((format!("{p}attn.qkv.weight"), vec![3 * c, c], Init::Linear(c)));
+            t.push((
+                format!("{p}attn.qkv.weight"),
+                vec![3 * c, c],
+                Init::Linear(c),
+            ));
             t.push((format!("{p}attn.q_norm.weight"), vec![c], Init::Gain));
             t.push((format!("{p}attn.k_norm.weight"), vec![c], Init::Gain));
             t.push((format!("{p}attn.proj.weight"), vec![c, c], Init::Linear(c)));
@@ -83,12 +139,24 @@ impl SynthShape {
         t.push(("mlp1.1.bias".into(), vec![h], Init::Normal(0.08)));
         t.push(("mlp1.3.weight".into(), vec![h, h], Init::Linear(h)));
         t.push(("mlp1.3.bias".into(), vec![h], Init::Normal(0.08)));
-        let lm = if lora_rank > 0 { "language_model.base_model.model." } else { "language_model." };
-        t.push((format!("{lm}model.embed_tokens.weight"), vec![self.vocab, h], Init::Normal(1.0)));
+        let lm = if lora_rank > 0 {
+            "language_model.base_model.model."
+        } else {
+            "language_model."
+        };
+        t.push((
+            format!("{lm}model.embed_tokens.weight"),
+            vec![self.vocab, h],
+            Init::Normal(1.0),
+        ));
         for i in 0..self.llm_layers {
             let p = format!("{lm}model.layers.{i}.");
             t.push((format!("{p}input_layernorm.weight"), vec![h], Init::Gain));
-            t.push((format!("{p}post_attention_layernorm.weight"), vec![h], Init::Gain));
+            t.push((
+                format!("{p}post_attention_layernorm.weight"),
+                vec![h],
+                Init::Gain,
+            ));
             for (module, out, inp) in [
                 ("self_attn.q_proj", h, h),
                 ("self_attn.k_proj", kv, h),
@@ -99,16 +167,36 @@ impl SynthShape {
                 ("mlp.down_proj", h, f),
             ] {
                 if lora_rank > 0 {
-                    t.push((format!("{p}{module}.base_layer.weight"), vec![out, inp], Init::Linear(inp)));
-                    t.push((format!("{p}{module}.lora_A.default.weight"), vec![lora_rank, inp], Init::Linear(inp)));
-                    t.push((format!("{p}{module}.lora_B.default.weight"), vec![out, lora_rank], Init::Normal(0.02)));
+                    t.push((
+                        format!("{p}{module}.base_layer.weight"),
+                        vec![out, inp],
+                        Init::Linear(inp),
+                    ));
+                    t.push((
+                        format!("{p}{module}.lora_A.default.weight"),
+                        vec![lora_rank, inp],
+                        Init::Linear(inp),
+                    ));
+                    t.push((
+                        format!("{p}{module}.lora_B.default.weight"),
+                        vec![out, lora_rank],
+                        Init::Normal(0.02),
+                    ));
                 } else {
-                    t.push((format!("{p}{module}.weight"), vec![out, inp], Init::Linear(inp)));
+                    t.push((
+                        format!("{p}{module}.weight"),
+                        vec![out, inp],
+                        Init::Linear(inp),
+                    ));
                 }
             }
         }
         t.push((format!("{lm}model.norm.weight"), vec![h], Init::Gain));
-        t.push((format!("{lm}lm_head.weight"), vec![self.vocab, h], Init::Linear(h / 16)));
+        t.push((
+            format!("{lm}lm_head.weight"),
+            vec![self.vocab, h],
+            Init::Linear(h / 16),
+        ));
         t
     }
 }
@@ -147,7 +235,8 @@ pub struct SynthOptions {
 }
 
 pub fn config_json(shape: &SynthShape, lora_rank: usize) -> Result<Json> {
-    let mut cfg: Json = serde_json::from_str(CONFIG_TEMPLATE).map_err(|e| QuantizeError::Config(format!("built-in template: {e}")))?;
+    let mut cfg: Json = serde_json::from_str(CONFIG_TEMPLATE)
+        .map_err(|e| QuantizeError::Config(format!("built-in template: {e}")))?;
     let v = &mut cfg["vision_config"];
     v["hidden_size"] = json!(shape.vit_hidden);
     v["num_attention_heads"] = json!(shape.vit_heads);
@@ -166,20 +255,38 @@ pub fn config_json(shape: &SynthShape, lora_rank: usize) -> Result<Json> {
 
 /// Writes the checkpoint into `out` (a new directory). The files are written into a temporary sibling directory
 /// renamed at the end, so an interrupted run leaves no half-written checkpoint behind.
-pub fn write_checkpoint(out: &Path, opts: &SynthOptions, mut on_bytes: impl FnMut(u64)) -> Result<u64> {
+pub fn write_checkpoint(
+    out: &Path,
+    opts: &SynthOptions,
+    mut on_bytes: impl FnMut(u64),
+) -> Result<u64> {
     let s = &opts.shape;
-    if s.vit_hidden % s.vit_heads != 0 || s.llm_hidden % s.llm_heads != 0 || s.llm_heads % s.llm_kv_heads.max(1) != 0 {
+    if s.vit_hidden % s.vit_heads != 0
+        || s.llm_hidden % s.llm_heads != 0
+        || s.llm_heads % s.llm_kv_heads.max(1) != 0
+    {
         return Err(QuantizeError::Usage(format!("inconsistent shape: {s:?}")));
     }
     if out.exists() {
         if !opts.force {
-            return Err(QuantizeError::OutputExists { path: out.to_path_buf() });
+            return Err(QuantizeError::OutputExists {
+                path: out.to_path_buf(),
+            });
         }
         std::fs::remove_dir_all(out).map_err(io_err(out))?;
     }
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let tmp = parent.join(format!(".{}.partial-{}", out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
+    let tmp = parent.join(format!(
+        ".{}.partial-{}",
+        out.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
     let result = write_into(&tmp, opts, &mut on_bytes);
@@ -221,32 +328,53 @@ fn write_into(dir: &Path, opts: &SynthOptions, on_bytes: &mut impl FnMut(u64)) -
         for &i in members {
             let (name, shape, _) = &tensors[i];
             let bytes = shape.iter().product::<usize>() as u64 * 2;
-            header.insert(name.clone(), json!({"dtype": "BF16", "shape": shape, "data_offsets": [off, off + bytes]}));
+            header.insert(
+                name.clone(),
+                json!({"dtype": "BF16", "shape": shape, "data_offsets": [off, off + bytes]}),
+            );
             off += bytes;
             weight_map.insert(name.clone(), json!(fname));
         }
-        let mut hbytes = serde_json::to_vec(&Json::Object(header)).map_err(|e| QuantizeError::Config(e.to_string()))?;
+        let mut hbytes = serde_json::to_vec(&Json::Object(header))
+            .map_err(|e| QuantizeError::Config(e.to_string()))?;
         while hbytes.len() % 8 != 0 {
             hbytes.push(b' ');
         }
         let file = std::fs::File::create(&path).map_err(io_err(&path))?;
         let mut w = BufWriter::with_capacity(8 << 20, file);
-        w.write_all(&(hbytes.len() as u64).to_le_bytes()).map_err(io_err(&path))?;
+        w.write_all(&(hbytes.len() as u64).to_le_bytes())
+            .map_err(io_err(&path))?;
         w.write_all(&hbytes).map_err(io_err(&path))?;
         for &i in members {
             let (_, shape, init) = &tensors[i];
             let n_el = shape.iter().product::<usize>();
-            write_random_bf16(&mut w, n_el, *init, opts.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15), &path, on_bytes)?;
+            write_random_bf16(
+                &mut w,
+                n_el,
+                *init,
+                opts.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                &path,
+                on_bytes,
+            )?;
             total += n_el as u64 * 2;
         }
         w.flush().map_err(io_err(&path))?;
         w.get_ref().sync_all().map_err(io_err(&path))?;
     }
-    let total_size: u64 = tensors.iter().map(|(_, s, _)| s.iter().product::<usize>() as u64 * 2).sum();
+    let total_size: u64 = tensors
+        .iter()
+        .map(|(_, s, _)| s.iter().product::<usize>() as u64 * 2)
+        .sum();
     let index = json!({"metadata": {"total_size": total_size}, "weight_map": weight_map});
     write_json(&dir.join("model.safetensors.index.json"), &index)?;
-    write_json(&dir.join("config.json"), &config_json(&opts.shape, opts.lora_rank)?)?;
-    write_json(&dir.join("generation_config.json"), &json!({"_from_model_config": true, "transformers_version": "4.37.2"}))?;
+    write_json(
+        &dir.join("config.json"),
+        &config_json(&opts.shape, opts.lora_rank)?,
+    )?;
+    write_json(
+        &dir.join("generation_config.json"),
+        &json!({"_from_model_config": true, "transformers_version": "4.37.2"}),
+    )?;
     match &opts.tokenizer_dir {
         None => {
             for (name, bytes) in TOKENIZER_FILES {
@@ -255,7 +383,13 @@ fn write_into(dir: &Path, opts: &SynthOptions, on_bytes: &mut impl FnMut(u64)) -
             }
         }
         Some(src) => {
-            for name in ["tokenizer.model", "tokenizer_config.json", "added_tokens.json", "special_tokens_map.json", "tokenizer.json"] {
+            for name in [
+                "tokenizer.model",
+                "tokenizer_config.json",
+                "added_tokens.json",
+                "special_tokens_map.json",
+                "tokenizer.json",
+            ] {
                 let from = src.join(name);
                 if from.exists() {
                     std::fs::copy(&from, dir.join(name)).map_err(io_err(&from))?;
@@ -272,7 +406,14 @@ fn write_json(path: &Path, v: &Json) -> Result<()> {
 }
 
 /// Generates in parallel 8 MiB pieces, each from its own seeded generator, so output is deterministic.
-fn write_random_bf16(w: &mut impl Write, n: usize, init: Init, seed: u64, path: &Path, on_bytes: &mut impl FnMut(u64)) -> Result<()> {
+fn write_random_bf16(
+    w: &mut impl Write,
+    n: usize,
+    init: Init,
+    seed: u64,
+    path: &Path,
+    on_bytes: &mut impl FnMut(u64),
+) -> Result<()> {
     const PIECE: usize = 1 << 20;
     const BATCH: usize = 16;
     let (mean, std) = init.params();
@@ -284,14 +425,16 @@ fn write_random_bf16(w: &mut impl Write, n: usize, init: Init, seed: u64, path: 
         let p1 = (p0 + BATCH).min(pieces);
         let len = (p1 * PIECE).min(n) - p0 * PIECE;
         buf.resize(len * 2, 0);
-        buf.par_chunks_mut(PIECE * 2).enumerate().for_each(|(k, out)| {
-            let mut rng = SmallRng::seed_from_u64(seed.wrapping_add((p0 + k) as u64));
-            for b in out.chunks_exact_mut(2) {
-                let x = mean + a * (rng.random::<f32>() * 2.0 - 1.0);
-                let bits = (half::bf16::from_f32(x)).to_bits();
-                b.copy_from_slice(&bits.to_le_bytes());
-            }
-        });
+        buf.par_chunks_mut(PIECE * 2)
+            .enumerate()
+            .for_each(|(k, out)| {
+                let mut rng = SmallRng::seed_from_u64(seed.wrapping_add((p0 + k) as u64));
+                for b in out.chunks_exact_mut(2) {
+                    let x = mean + a * (rng.random::<f32>() * 2.0 - 1.0);
+                    let bits = (half::bf16::from_f32(x)).to_bits();
+                    b.copy_from_slice(&bits.to_le_bytes());
+                }
+            });
         w.write_all(&buf).map_err(io_err(path))?;
         on_bytes(buf.len() as u64);
         p0 = p1;

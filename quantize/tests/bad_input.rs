@@ -17,36 +17,77 @@ fn damaged(f: impl FnOnce(&Path)) -> Case {
     f(&ck);
     let out_dir = tmp.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
-    Case { _tmp: tmp, ck, out_dir }
+    Case {
+        _tmp: tmp,
+        ck,
+        out_dir,
+    }
 }
 
 fn expect_failure(c: &Case, needle: &str) {
     let out = c.out_dir.join("m.gguf");
-    let r = run_quantize(&[c.ck.to_str().unwrap(), "-o", out.to_str().unwrap(), "--type", "q8_0", "--quiet"]);
-    assert_eq!(r.code, 1, "expected failure containing {needle:?}, got exit {} and {:?}", r.code, r.stderr);
-    assert!(r.stderr.contains(needle), "stderr {:?} does not mention {needle:?}", r.stderr);
+    let r = run_quantize(&[
+        c.ck.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        "q8_0",
+        "--quiet",
+    ]);
+    assert_eq!(
+        r.code, 1,
+        "expected failure containing {needle:?}, got exit {} and {:?}",
+        r.code, r.stderr
+    );
+    assert!(
+        r.stderr.contains(needle),
+        "stderr {:?} does not mention {needle:?}",
+        r.stderr
+    );
     assert!(r.stderr.starts_with("error: "), "{:?}", r.stderr);
-    assert_eq!(r.stderr.trim_end().lines().count(), 1, "one message expected: {:?}", r.stderr);
-    assert!(dir_entries(&c.out_dir).is_empty(), "left behind: {:?}", dir_entries(&c.out_dir));
+    assert_eq!(
+        r.stderr.trim_end().lines().count(),
+        1,
+        "one message expected: {:?}",
+        r.stderr
+    );
+    assert!(
+        dir_entries(&c.out_dir).is_empty(),
+        "left behind: {:?}",
+        dir_entries(&c.out_dir)
+    );
 }
 
 /// Rewrites one shard through `safetensors`, letting the test edit its tensors, and keeps the index in step.
-fn edit_shard(ck: &Path, shard: &str, f: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>)) {
+fn edit_shard(
+    ck: &Path,
+    shard: &str,
+    f: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>),
+) {
     let path = ck.join(shard);
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> =
-        st.tensors().into_iter().map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
+    let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     f(&mut tensors);
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
-        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     let data = safetensors::serialize(views, None).unwrap();
     std::fs::write(&path, data).unwrap();
     let idx_path = ck.join("model.safetensors.index.json");
-    let mut idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&idx_path).unwrap()).unwrap();
+    let mut idx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&idx_path).unwrap()).unwrap();
     let map = idx["weight_map"].as_object_mut().unwrap();
     map.retain(|_, v| v != shard);
     for (n, ..) in &tensors {
@@ -57,7 +98,8 @@ fn edit_shard(ck: &Path, shard: &str, f: impl FnOnce(&mut Vec<(String, safetenso
 
 fn edit_config(ck: &Path, f: impl FnOnce(&mut serde_json::Value)) {
     let p = ck.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     f(&mut v);
     std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
 }
@@ -66,7 +108,8 @@ const S3: &str = "model-00003-of-00003.safetensors";
 
 #[test]
 fn missing_shard() {
-    let c = damaged(|ck| std::fs::remove_file(ck.join("model-00002-of-00003.safetensors")).unwrap());
+    let c =
+        damaged(|ck| std::fs::remove_file(ck.join("model-00002-of-00003.safetensors")).unwrap());
     expect_failure(&c, "model-00002-of-00003.safetensors");
 }
 
@@ -101,7 +144,14 @@ fn shape_contradicts_config() {
 #[test]
 fn unknown_tensor() {
     let c = damaged(|ck| {
-        edit_shard(ck, S3, |t| t.push(("vision_model.extra_head.weight".into(), safetensors::Dtype::BF16, vec![2], vec![0; 4])))
+        edit_shard(ck, S3, |t| {
+            t.push((
+                "vision_model.extra_head.weight".into(),
+                safetensors::Dtype::BF16,
+                vec![2],
+                vec![0; 4],
+            ))
+        })
     });
     expect_failure(&c, "vision_model.extra_head.weight: unknown tensor");
 }
@@ -161,11 +211,26 @@ fn existing_output_needs_force() {
     let out = tmp.path().join("m.gguf");
     std::fs::write(&out, b"keep me").unwrap();
     let ck = dev_checkpoint();
-    let r = run_quantize(&[ck.to_str().unwrap(), "-o", out.to_str().unwrap(), "--type", "q8_0", "--quiet"]);
+    let r = run_quantize(&[
+        ck.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        "q8_0",
+        "--quiet",
+    ]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("already exists"), "{}", r.stderr);
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
-    let r = run_quantize(&[ck.to_str().unwrap(), "-o", out.to_str().unwrap(), "--type", "q8_0", "--quiet", "--force"]);
+    let r = run_quantize(&[
+        ck.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        "q8_0",
+        "--quiet",
+        "--force",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(&std::fs::read(&out).unwrap()[..4], b"GGUF");
     assert_eq!(dir_entries(tmp.path()), vec!["m.gguf".to_string()]);
@@ -182,11 +247,19 @@ fn disk_full_leaves_nothing() {
         dev_checkpoint().display(),
         out.display()
     );
-    let o = std::process::Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("error: "), "{stderr}");
-    assert!(dir_entries(tmp.path()).is_empty(), "left behind: {:?}", dir_entries(tmp.path()));
+    assert!(
+        dir_entries(tmp.path()).is_empty(),
+        "left behind: {:?}",
+        dir_entries(tmp.path())
+    );
 }
 
 #[test]

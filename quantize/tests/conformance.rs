@@ -11,7 +11,14 @@ fn quantize_and_check(ty: &str, extra: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join(format!("dev-{ty}.gguf"));
     let ck = dev_checkpoint();
-    let mut args = vec![ck.to_str().unwrap(), "-o", out.to_str().unwrap(), "--type", ty, "--quiet"];
+    let mut args = vec![
+        ck.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        ty,
+        "--quiet",
+    ];
     args.extend_from_slice(extra);
     let r = run_quantize(&args);
     assert_eq!(r.code, 0, "meddr-quantize --type {ty} failed: {}", r.stderr);
@@ -22,7 +29,11 @@ fn quantize_and_check(ty: &str, extra: &[&str]) -> serde_json::Value {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "gguf-py check of {ty} failed:\n{stdout}\n{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "gguf-py check of {ty} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["n_tokens"], 2009);
     assert_eq!(report["alignment"], 32);
@@ -32,7 +43,12 @@ fn quantize_and_check(ty: &str, extra: &[&str]) -> serde_json::Value {
 }
 
 fn types(report: &serde_json::Value) -> Vec<String> {
-    let mut v: Vec<String> = report["types"].as_object().unwrap().keys().cloned().collect();
+    let mut v: Vec<String> = report["types"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     v.sort();
     v
 }
@@ -91,27 +107,57 @@ fn q4_k_s_with_q4_k_vision() {
 fn embedded_tokenizer_reproduces_fixtures() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("dev.gguf");
-    let r = run_quantize(&[dev_checkpoint().to_str().unwrap(), "-o", out.to_str().unwrap(), "--type", "q8_0", "--quiet"]);
+    let r = run_quantize(&[
+        dev_checkpoint().to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        "q8_0",
+        "--quiet",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let f = meddr_gguf::GgufFile::open(&out).unwrap();
-    let json = f.header.get_str("tokenizer.huggingface.json").unwrap().to_string();
+    let json = f
+        .header
+        .get_str("tokenizer.huggingface.json")
+        .unwrap()
+        .to_string();
     let tok = tokenizers::Tokenizer::from_str(&json).unwrap();
-    let fx: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(shared().join("fixtures/tokenizer/tokenizer_fixtures.json")).unwrap()).unwrap();
+    let fx: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(shared().join("fixtures/tokenizer/tokenizer_fixtures.json"))
+            .unwrap(),
+    )
+    .unwrap();
     let cases = fx["encode_cases"].as_array().expect("encode_cases");
     assert!(cases.len() >= 27);
     for c in cases {
         let text = c["text"].as_str().unwrap();
-        let want: Vec<u32> = c["input_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = c["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
         let got = tok.encode(text, false).unwrap().get_ids().to_vec();
         assert_eq!(got, want, "encoding {text:?}");
     }
     // And the four fixture prompts.
-    let exp: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(shared().join("fixtures/expected/dev/expected.json")).unwrap()).unwrap();
+    let exp: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(shared().join("fixtures/expected/dev/expected.json")).unwrap(),
+    )
+    .unwrap();
     for s in exp["samples"].as_array().unwrap() {
-        let want: Vec<u32> = s["input_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-        let got = tok.encode(s["prompt"].as_str().unwrap(), false).unwrap().get_ids().to_vec();
+        let want: Vec<u32> = s["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let got = tok
+            .encode(s["prompt"].as_str().unwrap(), false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
         assert_eq!(got, want, "prompt of {}", s["id"]);
     }
 }
@@ -120,35 +166,88 @@ fn embedded_tokenizer_reproduces_fixtures() {
 fn synthetic_dev_checkpoint_matches_upstream_layout_and_quantizes() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("synth");
-    let st = Command::new(synth_bin()).args(["-o", ck.to_str().unwrap(), "--shard-mb", "2"]).output().unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let st = Command::new(synth_bin())
+        .args(["-o", ck.to_str().unwrap(), "--shard-mb", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     // Same tensor names, shapes and dtypes as the upstream fixture checkpoint.
     let load = |p: &std::path::Path| -> std::collections::BTreeMap<String, (Vec<usize>, String)> {
         let s = meddr_quantize::checkpoint::ShardSet::open(p).unwrap();
-        s.tensors.iter().map(|(k, v)| (k.clone(), (v.shape.clone(), format!("{:?}", v.dtype)))).collect()
+        s.tensors
+            .iter()
+            .map(|(k, v)| (k.clone(), (v.shape.clone(), format!("{:?}", v.dtype))))
+            .collect()
     };
     assert_eq!(load(&ck), load(&dev_checkpoint()));
-    let a = meddr_quantize::checkpoint::CheckpointConfig::from_file(&ck.join("config.json")).unwrap();
-    let b = meddr_quantize::checkpoint::CheckpointConfig::from_file(&dev_checkpoint().join("config.json")).unwrap();
+    let a =
+        meddr_quantize::checkpoint::CheckpointConfig::from_file(&ck.join("config.json")).unwrap();
+    let b = meddr_quantize::checkpoint::CheckpointConfig::from_file(
+        &dev_checkpoint().join("config.json"),
+    )
+    .unwrap();
     assert_eq!(a, b);
     let out = dir.path().join("synth.gguf");
-    let r = run_quantize(&[ck.to_str().unwrap(), "-o", out.to_str().unwrap(), "--type", "q4_k_m", "--quiet"]);
+    let r = run_quantize(&[
+        ck.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        "q4_k_m",
+        "--quiet",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let check = Command::new(python()).arg(workspace_root().join("tests/py/check_gguf.py")).arg(&out).arg(&ck).output().unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    let check = Command::new(python())
+        .arg(workspace_root().join("tests/py/check_gguf.py"))
+        .arg(&out)
+        .arg(&ck)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
 }
 
 #[test]
 fn already_merged_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("merged");
-    let st = Command::new(synth_bin()).args(["-o", ck.to_str().unwrap(), "--lora-rank", "0"]).output().unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let st = Command::new(synth_bin())
+        .args(["-o", ck.to_str().unwrap(), "--lora-rank", "0"])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let out = dir.path().join("merged.gguf");
-    let r = run_quantize(&[ck.to_str().unwrap(), "-o", out.to_str().unwrap(), "--type", "q8_0", "--quiet"]);
+    let r = run_quantize(&[
+        ck.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        "q8_0",
+        "--quiet",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let f = meddr_gguf::GgufFile::open(&out).unwrap();
     assert_eq!(f.header.get_bool("meddr.lora.merged").unwrap(), false);
-    let check = Command::new(python()).arg(workspace_root().join("tests/py/check_gguf.py")).arg(&out).arg(&ck).output().unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    let check = Command::new(python())
+        .arg(workspace_root().join("tests/py/check_gguf.py"))
+        .arg(&out)
+        .arg(&ck)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
 }

@@ -40,21 +40,35 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let model = model.ok_or("--model is required")?;
-    let ctx = Arc::new(GpuContext::new_blocking(ContextOptions { force_f32, ..Default::default() })?);
+    let ctx = Arc::new(GpuContext::new_blocking(ContextOptions {
+        force_f32,
+        ..Default::default()
+    })?);
     eprintln!("device: {}", ctx.info);
     let src = FileSource::open(&model)?;
     let header = GgufHeader::read_from(&src)?;
-    let opts = LoadOptions { context_length: Some(4096), ..Default::default() };
+    let opts = LoadOptions {
+        context_length: Some(4096),
+        ..Default::default()
+    };
     let t = std::time::Instant::now();
-    let mut session = Session::load_from(ctx.clone(), &header, src.len(), &opts, |off, dst: &mut [u8]| {
-        src.read_at(off, dst)
-    })?;
+    let mut session = Session::load_from(
+        ctx.clone(),
+        &header,
+        src.len(),
+        &opts,
+        |off, dst: &mut [u8]| src.read_at(off, dst),
+    )?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let image = image.map(std::fs::read).transpose()?;
     let gen = GenerationOptions {
         max_new_tokens: max_new,
         sampling: SamplingParams::default(),
-        stop: if ignore_eos { StopPolicy::IgnoreEos } else { StopPolicy::UpstreamEos },
+        stop: if ignore_eos {
+            StopPolicy::IgnoreEos
+        } else {
+            StopPolicy::UpstreamEos
+        },
         logprobs: None,
     };
     let out = pollster::block_on(session.generate(image.as_deref(), &question, &gen, |_, _| true))?;

@@ -1,8 +1,8 @@
 //! Checks on a parsed header before any weight byte is read, so a wrong file or an undersized device is
 //! reported in milliseconds instead of after a multi-GB upload.
 
-use meddr_gguf::{GgmlType, GgufHeader, ParseOutcome, TensorInfo};
 use meddr_engine::WeightType;
+use meddr_gguf::{GgmlType, GgufHeader, ParseOutcome, TensorInfo};
 use serde::Serialize;
 
 use crate::error::{Result, WebError};
@@ -44,7 +44,9 @@ pub fn next_header_step(
     match GgufHeader::parse_with_len(prefix, Some(file_len))? {
         ParseOutcome::Complete(h) => Ok(Ok(h)),
         ParseOutcome::NeedMore { at_least } => {
-            let want = at_least.max((prefix.len() as u64).saturating_mul(2)).min(file_len);
+            let want = at_least
+                .max((prefix.len() as u64).saturating_mul(2))
+                .min(file_len);
             if want <= prefix.len() as u64 {
                 return Err(WebError::Truncated {
                     file_len,
@@ -79,7 +81,12 @@ pub fn check_meddr(h: &GgufHeader, file_len: u64) -> Result<ModelSummary> {
             why: format!("meddr.format_version is {version}, this build reads 1"),
         });
     }
-    for t in ["token_embd.weight", "output.weight", "v.patch_embd.weight", "mm.model.mlp.1.weight"] {
+    for t in [
+        "token_embd.weight",
+        "output.weight",
+        "v.patch_embd.weight",
+        "mm.model.mlp.1.weight",
+    ] {
         if h.tensor(t).is_none() {
             return Err(WebError::NotMedDr {
                 why: format!("tensor {t:?} is missing"),
@@ -105,10 +112,19 @@ pub fn check_meddr(h: &GgufHeader, file_len: u64) -> Result<ModelSummary> {
         n_tensors: h.tensors.len(),
         file_type: h.get_u32("general.file_type").ok(),
         llm_layers: need(h.get_u32("llama.block_count"), "llama.block_count")?,
-        hidden: need(h.get_u32("llama.embedding_length"), "llama.embedding_length")?,
+        hidden: need(
+            h.get_u32("llama.embedding_length"),
+            "llama.embedding_length",
+        )?,
         vocab,
-        vision_layers: need(h.get_u32("clip.vision.block_count"), "clip.vision.block_count")?,
-        vision_width: need(h.get_u32("clip.vision.embedding_length"), "clip.vision.embedding_length")?,
+        vision_layers: need(
+            h.get_u32("clip.vision.block_count"),
+            "clip.vision.block_count",
+        )?,
+        vision_width: need(
+            h.get_u32("clip.vision.embedding_length"),
+            "clip.vision.embedding_length",
+        )?,
         largest_row_bytes: largest_row,
         largest_tensor_bytes: largest,
     })

@@ -12,5 +12,7 @@ pub mod session;
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 
-pub use check::{check_device_limits, check_meddr, next_header_step, ModelSummary, FIRST_HEADER_SLICE};
+pub use check::{
+    check_device_limits, check_meddr, next_header_step, ModelSummary, FIRST_HEADER_SLICE,
+};
 pub use error::{Result, WebError};

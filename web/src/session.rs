@@ -12,7 +12,8 @@ use meddr_engine::{GpuContext, GpuModel, LoadOptions, Readback, StepInput};
 use meddr_gguf::GgufHeader;
 use meddr_image::{preprocess, PreprocessConfig};
 use meddr_runtime::{
-    build_prompt, check_request, tokenizer_from_gguf_header, GenerationOptions, ModelInfo, Sampler, StopPolicy,
+    build_prompt, check_request, tokenizer_from_gguf_header, GenerationOptions, ModelInfo, Sampler,
+    StopPolicy,
 };
 use meddr_tokenizer::MedDrTokenizer;
 use serde::Serialize;
@@ -65,21 +66,35 @@ impl Session {
     ) -> Result<Session> {
         let summary = check_meddr(header, file_len)?;
         check_device_limits(header, ctx.max_binding_bytes())?;
-        let info = ModelInfo::from_gguf_header(header).map_err(|e| WebError::NotMedDr { why: e.to_string() })?;
-        let tokenizer = tokenizer_from_gguf_header(header).map_err(|e| WebError::Tokenizer(e.to_string()))?;
-        let model = GpuModel::load_from(ctx, header, opts, read).map_err(|e| WebError::Other(e.to_string()))?;
-        Ok(Session { model, info, tokenizer, summary })
+        let info = ModelInfo::from_gguf_header(header)
+            .map_err(|e| WebError::NotMedDr { why: e.to_string() })?;
+        let tokenizer =
+            tokenizer_from_gguf_header(header).map_err(|e| WebError::Tokenizer(e.to_string()))?;
+        let model = GpuModel::load_from(ctx, header, opts, read)
+            .map_err(|e| WebError::Other(e.to_string()))?;
+        Ok(Session {
+            model,
+            info,
+            tokenizer,
+            summary,
+        })
     }
 
     /// Prompt ids exactly as upstream builds them (Hermes-2 template, MedDr's system message).
     pub fn prompt_ids(&self, question: &str, has_image: bool) -> Result<Vec<u32>> {
         let n_img = match (&self.info.vision, has_image) {
             (Some(v), true) => v.num_image_tokens,
-            (None, true) => return Err(WebError::Other("this model file has no vision tower".into())),
+            (None, true) => {
+                return Err(WebError::Other(
+                    "this model file has no vision tower".into(),
+                ))
+            }
             _ => 0,
         };
         let prompt = build_prompt(&self.info.system_message, question, has_image, n_img);
-        self.tokenizer.encode(&prompt).map_err(|e| WebError::Tokenizer(e.to_string()))
+        self.tokenizer
+            .encode(&prompt)
+            .map_err(|e| WebError::Tokenizer(e.to_string()))
     }
 
     /// Decodes a JPEG/PNG and applies the file's preprocessing (Pillow-exact).
@@ -97,7 +112,9 @@ impl Session {
             mean: p.mean,
             std: p.std,
         };
-        Ok(preprocess(image, &cfg).map_err(|e| WebError::Image(e.to_string()))?.pixel_values)
+        Ok(preprocess(image, &cfg)
+            .map_err(|e| WebError::Image(e.to_string()))?
+            .pixel_values)
     }
 
     /// Answers `question` (about `image`, if any), calling `on_token(id, text_delta)` per token;
@@ -113,7 +130,10 @@ impl Session {
         let context = (self.model.capacity() as usize).min(self.info.context_length);
         check_request(ids.len(), opts, context).map_err(|e| WebError::Other(e.to_string()))?;
         let max_new = u32::try_from(opts.max_new_tokens).unwrap_or(u32::MAX);
-        let mut stats = GenerateStats { prompt_tokens: ids.len(), ..Default::default() };
+        let mut stats = GenerateStats {
+            prompt_tokens: ids.len(),
+            ..Default::default()
+        };
         let mut out = GenerateOutput {
             tokens: Vec::new(),
             text: String::new(),
@@ -136,11 +156,24 @@ impl Session {
         };
         stats.image_ms = t0.elapsed().as_secs_f64() * 1e3;
         let greedy = opts.sampling.is_greedy() && opts.sampling.repetition_penalty == 1.0;
-        let read = if greedy { Readback::Token } else { Readback::TokenAndLogits };
-        let mut sampler = Sampler::new(opts.sampling.clone()).map_err(|e| WebError::Other(e.to_string()))?;
-        let stop_ids = if opts.stop == StopPolicy::IgnoreEos { Vec::new() } else { self.info.stop_ids(opts.stop) };
+        let read = if greedy {
+            Readback::Token
+        } else {
+            Readback::TokenAndLogits
+        };
+        let mut sampler =
+            Sampler::new(opts.sampling.clone()).map_err(|e| WebError::Other(e.to_string()))?;
+        let stop_ids = if opts.stop == StopPolicy::IgnoreEos {
+            Vec::new()
+        } else {
+            self.info.stop_ids(opts.stop)
+        };
         let t1 = Instant::now();
-        let mut step = self.model.prefill_async(&ids, features.as_ref(), max_new, read).await.map_err(engine)?;
+        let mut step = self
+            .model
+            .prefill_async(&ids, features.as_ref(), max_new, read)
+            .await
+            .map_err(engine)?;
         // The image features live until the prefill has consumed them.
         drop(features);
         stats.prefill_ms = t1.elapsed().as_secs_f64() * 1e3;
@@ -149,12 +182,17 @@ impl Session {
         let mut stream = self.tokenizer.decode_stream();
         loop {
             let id = match step.logits.take() {
-                Some(l) if !greedy => sampler.sample(&l, &history).map_err(|e| WebError::Other(e.to_string()))?,
+                Some(l) if !greedy => sampler
+                    .sample(&l, &history)
+                    .map_err(|e| WebError::Other(e.to_string()))?,
                 _ => step.token,
             };
             history.push(id);
             out.tokens.push(id);
-            let delta = stream.step(id).map_err(|e| WebError::Tokenizer(e.to_string()))?.unwrap_or_default();
+            let delta = stream
+                .step(id)
+                .map_err(|e| WebError::Tokenizer(e.to_string()))?
+                .unwrap_or_default();
             out.text.push_str(&delta);
             let go_on = on_token(id, &delta);
             if stop_ids.contains(&id) {
@@ -169,10 +207,21 @@ impl Session {
             if out.tokens.len() >= opts.max_new_tokens {
                 break;
             }
-            let input = if greedy { StepInput::Greedy } else { StepInput::Token(id) };
-            step = self.model.decode_step_async(input, read).await.map_err(engine)?;
+            let input = if greedy {
+                StepInput::Greedy
+            } else {
+                StepInput::Token(id)
+            };
+            step = self
+                .model
+                .decode_step_async(input, read)
+                .await
+                .map_err(engine)?;
         }
-        if let Some(rest) = stream.finish().map_err(|e| WebError::Tokenizer(e.to_string()))? {
+        if let Some(rest) = stream
+            .finish()
+            .map_err(|e| WebError::Tokenizer(e.to_string()))?
+        {
             out.text.push_str(&rest);
         }
         stats.decode_ms = t2.elapsed().as_secs_f64() * 1e3;

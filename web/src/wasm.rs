@@ -70,21 +70,35 @@ export type TokenCallback = (id: number, textDelta: string) => boolean;
 pub fn wasm_memory_bytes() -> f64 {
     wasm_bindgen::memory()
         .dyn_into::<js_sys::WebAssembly::Memory>()
-        .map(|m| m.buffer().dyn_into::<js_sys::ArrayBuffer>().map(|b| b.byte_length() as f64).unwrap_or(0.0))
+        .map(|m| {
+            m.buffer()
+                .dyn_into::<js_sys::ArrayBuffer>()
+                .map(|b| b.byte_length() as f64)
+                .unwrap_or(0.0)
+        })
         .unwrap_or(0.0)
 }
 
 /// Reads `[start, start + dst.len())` of a Blob into `dst`.
 async fn read_blob(blob: &Blob, start: u64, dst: &mut [u8]) -> Result<()> {
     let end = start + dst.len() as u64;
-    let err = |m: String| WebError::Read { offset: start, message: m };
+    let err = |m: String| WebError::Read {
+        offset: start,
+        message: m,
+    };
     let part = blob
         .slice_with_f64_and_f64(start as f64, end as f64)
         .map_err(|e| err(js_msg(&e)))?;
-    let buf = JsFuture::from(part.array_buffer()).await.map_err(|e| err(js_msg(&e)))?;
+    let buf = JsFuture::from(part.array_buffer())
+        .await
+        .map_err(|e| err(js_msg(&e)))?;
     let arr = Uint8Array::new(&buf);
     if arr.length() as usize != dst.len() {
-        return Err(err(format!("got {} bytes, wanted {}", arr.length(), dst.len())));
+        return Err(err(format!(
+            "got {} bytes, wanted {}",
+            arr.length(),
+            dst.len()
+        )));
     }
     arr.copy_to(dst);
     Ok(())
@@ -132,11 +146,16 @@ impl Progress {
 }
 
 fn get_f64(o: &JsValue, key: &str) -> Option<f64> {
-    Reflect::get(o, &JsValue::from_str(key)).ok().and_then(|v| v.as_f64())
+    Reflect::get(o, &JsValue::from_str(key))
+        .ok()
+        .and_then(|v| v.as_f64())
 }
 
 fn get_bool(o: &JsValue, key: &str) -> bool {
-    Reflect::get(o, &JsValue::from_str(key)).ok().and_then(|v| v.as_bool()).unwrap_or(false)
+    Reflect::get(o, &JsValue::from_str(key))
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
 }
 
 /// `GenerateOptions` from JS; absent fields take upstream's defaults (greedy, 512 tokens, stop on eos).
@@ -155,11 +174,21 @@ fn generation_options(o: &JsValue) -> Result<GenerationOptions> {
         temperature: get_f64(o, "temperature").map_or(d.temperature, |v| v as f32),
         top_k: count("topK", get_f64(o, "topK"), d.top_k)?,
         top_p: get_f64(o, "topP").map_or(d.top_p, |v| v as f32),
-        repetition_penalty: get_f64(o, "repetitionPenalty").map_or(d.repetition_penalty, |v| v as f32),
+        repetition_penalty: get_f64(o, "repetitionPenalty")
+            .map_or(d.repetition_penalty, |v| v as f32),
         seed: count("seed", get_f64(o, "seed"), 0)? as u64,
     };
-    let stop = if get_bool(o, "ignoreEos") { StopPolicy::IgnoreEos } else { StopPolicy::UpstreamEos };
-    Ok(GenerationOptions { max_new_tokens, sampling, stop, logprobs: None })
+    let stop = if get_bool(o, "ignoreEos") {
+        StopPolicy::IgnoreEos
+    } else {
+        StopPolicy::UpstreamEos
+    };
+    Ok(GenerationOptions {
+        max_new_tokens,
+        sampling,
+        stop,
+        logprobs: None,
+    })
 }
 
 /// The engine as JavaScript sees it: one WebGPU device, at most one loaded model.
@@ -177,9 +206,12 @@ impl Engine {
     /// Creates the WebGPU device (the adapter's own limits, shader-f16 when offered and not `forceF32`).
     pub async fn create(force_f32: bool) -> std::result::Result<Engine, JsValue> {
         console_panic_hook();
-        let ctx = GpuContext::new(ContextOptions { force_f32, ..Default::default() })
-            .await
-            .map_err(|e| js_err(e.into()))?;
+        let ctx = GpuContext::new(ContextOptions {
+            force_f32,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| js_err(e.into()))?;
         Ok(Engine {
             ctx: Arc::new(ctx),
             session: RefCell::new(None),
@@ -196,7 +228,11 @@ impl Engine {
         set(&o, "backend", format!("{:?}", i.backend));
         set(&o, "driver", i.driver.as_str());
         set(&o, "f16", i.f16);
-        set(&o, "maxStorageBindingBytes", i.limits.max_storage_buffer_binding_size as f64);
+        set(
+            &o,
+            "maxStorageBindingBytes",
+            i.limits.max_storage_buffer_binding_size as f64,
+        );
         set(&o, "maxBufferBytes", i.limits.max_buffer_size as f64);
         set(&o, "summary", i.to_string());
         o.into()
@@ -232,7 +268,9 @@ impl Engine {
     pub async fn load_blob(
         &self,
         blob: Blob,
-        #[wasm_bindgen(unchecked_param_type = "ProgressCallback | undefined")] on_progress: Option<Function>,
+        #[wasm_bindgen(unchecked_param_type = "ProgressCallback | undefined")] on_progress: Option<
+            Function,
+        >,
         context_length: Option<u32>,
     ) -> std::result::Result<JsValue, JsValue> {
         if self.busy.replace(true) {
@@ -250,19 +288,28 @@ impl Engine {
         image: Option<Uint8Array>,
         question: String,
         #[wasm_bindgen(unchecked_param_type = "GenerateOptions")] options: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "TokenCallback | undefined")] on_token: Option<Function>,
+        #[wasm_bindgen(unchecked_param_type = "TokenCallback | undefined")] on_token: Option<
+            Function,
+        >,
     ) -> std::result::Result<JsValue, JsValue> {
         if self.busy.replace(true) {
             return Err(js_sys::Error::new("the engine is busy").into());
         }
-        let r = self.generate_inner(image, &question, &options, on_token).await;
+        let r = self
+            .generate_inner(image, &question, &options, on_token)
+            .await;
         self.busy.set(false);
         r.map_err(js_err)
     }
 }
 
 impl Engine {
-    async fn load_inner(&self, blob: &Blob, on_progress: Option<Function>, context_length: Option<u32>) -> Result<JsValue> {
+    async fn load_inner(
+        &self,
+        blob: &Blob,
+        on_progress: Option<Function>,
+        context_length: Option<u32>,
+    ) -> Result<JsValue> {
         // Free the previous model's GPU memory before allocating the next.
         self.session.borrow_mut().take();
         self.loaded.borrow_mut().take();
@@ -270,14 +317,24 @@ impl Engine {
         let header = read_header(blob, len).await?;
         let summary = check_meddr(&header, len)?;
         check_device_limits(&header, self.ctx.max_binding_bytes())?;
-        let mut progress = Progress { cb: on_progress, total: summary.tensor_bytes, done: 0, last_report: 0 };
+        let mut progress = Progress {
+            cb: on_progress,
+            total: summary.tensor_bytes,
+            done: 0,
+            last_report: 0,
+        };
         progress.report("header", true);
         let reader = web_sys::FileReaderSync::new().map_err(|e| {
-            WebError::Other(format!("FileReaderSync is unavailable ({}): load models from a Web Worker", js_msg(&e)))
+            WebError::Other(format!(
+                "FileReaderSync is unavailable ({}): load models from a Web Worker",
+                js_msg(&e)
+            ))
         })?;
         let read = |off: u64, dst: &mut [u8]| -> std::result::Result<(), String> {
             let end = off + dst.len() as u64;
-            let part = blob.slice_with_f64_and_f64(off as f64, end as f64).map_err(|e| js_msg(&e))?;
+            let part = blob
+                .slice_with_f64_and_f64(off as f64, end as f64)
+                .map_err(|e| js_msg(&e))?;
             let buf = reader.read_as_array_buffer(&part).map_err(|e| js_msg(&e))?;
             let arr = Uint8Array::new(&buf);
             if arr.length() as usize != dst.len() {
@@ -289,7 +346,10 @@ impl Engine {
             Ok(())
         };
         let cap = context_length.unwrap_or(4096);
-        let opts = LoadOptions { context_length: Some(cap), ..Default::default() };
+        let opts = LoadOptions {
+            context_length: Some(cap),
+            ..Default::default()
+        };
         let session = Session::load_from(self.ctx.clone(), &header, len, &opts, read)?;
         progress.done = progress.total;
         progress.report("done", true);
@@ -298,7 +358,11 @@ impl Engine {
         let js = summary_js(&session.summary)?;
         set(js.unchecked_ref(), "memoryPlan", plan.to_string());
         set(js.unchecked_ref(), "gpuBytes", gpu as f64);
-        set(js.unchecked_ref(), "contextLength", session.model.capacity());
+        set(
+            js.unchecked_ref(),
+            "contextLength",
+            session.model.capacity(),
+        );
         *self.loaded.borrow_mut() = Some((session.summary.clone(), gpu));
         *self.session.borrow_mut() = Some(session);
         Ok(js)
@@ -320,13 +384,22 @@ impl Engine {
             .take()
             .ok_or_else(|| WebError::Other("no model is loaded".into()))?;
         let r = session
-            .generate(image.as_deref(), question, &opts, |id, text| match &on_token {
-                Some(cb) => cb
-                    .call2(&JsValue::NULL, &JsValue::from_f64(f64::from(id)), &JsValue::from_str(text))
-                    .map(|v| v.as_bool() != Some(false))
-                    .unwrap_or(false),
-                None => true,
-            })
+            .generate(
+                image.as_deref(),
+                question,
+                &opts,
+                |id, text| match &on_token {
+                    Some(cb) => cb
+                        .call2(
+                            &JsValue::NULL,
+                            &JsValue::from_f64(f64::from(id)),
+                            &JsValue::from_str(text),
+                        )
+                        .map(|v| v.as_bool() != Some(false))
+                        .unwrap_or(false),
+                    None => true,
+                },
+            )
             .await;
         *self.session.borrow_mut() = Some(session);
         let out = r?;

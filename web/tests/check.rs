@@ -11,7 +11,8 @@ fn write(name: &str, meta: Vec<(String, Value)>, specs: Vec<TensorSpec>) -> Vec<
     let mut w = GgufWriter::create(&path, meta, specs.clone()).unwrap();
     for s in &specs {
         let t = w.header().tensor(&s.name).unwrap().clone();
-        w.write_tensor(&s.name, &vec![7u8; t.byte_size() as usize]).unwrap();
+        w.write_tensor(&s.name, &vec![7u8; t.byte_size() as usize])
+            .unwrap();
     }
     w.finish().unwrap();
     let bytes = std::fs::read(&path).unwrap();
@@ -26,7 +27,9 @@ fn kv(k: &str, v: impl Into<Value>) -> (String, Value) {
 /// A MedDr-shaped file: the keys `check_meddr` reads, a vocabulary large enough that the header spans
 /// several 64 KiB slices, and the four tensors every MedDr file has.
 fn meddr_like(vocab: usize, extra_meta: Vec<(String, Value)>) -> Vec<u8> {
-    let tokens: Vec<String> = (0..vocab).map(|i| format!("tok_{i:06}_padding_to_make_it_long")).collect();
+    let tokens: Vec<String> = (0..vocab)
+        .map(|i| format!("tok_{i:06}_padding_to_make_it_long"))
+        .collect();
     let tokens: Vec<&str> = tokens.iter().map(|s| s.as_str()).collect();
     let mut meta = vec![
         kv("general.architecture", "llama"),
@@ -57,7 +60,10 @@ fn parse_incrementally(bytes: &[u8]) -> (Result<GgufHeader, WebError>, Vec<u64>)
         match next_header_step(&bytes[..have as usize], len) {
             Ok(Ok(h)) => return (Ok(h), steps),
             Ok(Err(want)) => {
-                assert!(want > have && want <= len, "asked for {want} with {have} of {len}");
+                assert!(
+                    want > have && want <= len,
+                    "asked for {want} with {have} of {len}"
+                );
                 have = want;
                 steps.push(have);
             }
@@ -75,7 +81,16 @@ fn incremental_header_matches_full_parse_in_few_slices() {
     // ~0.9 MB of vocabulary: several slices but logarithmically many, and never the whole file.
     assert!(steps.len() >= 3 && steps.len() <= 8, "steps {steps:?}");
     let s = check_meddr(&h, bytes.len() as u64).unwrap();
-    assert_eq!((s.llm_layers, s.hidden, s.vocab, s.vision_layers, s.n_tensors), (3, 64, 10, 2, 4));
+    assert_eq!(
+        (
+            s.llm_layers,
+            s.hidden,
+            s.vocab,
+            s.vision_layers,
+            s.n_tensors
+        ),
+        (3, 64, 10, 2, 4)
+    );
     let expected_bytes: u64 = h.tensors.iter().map(|t| t.byte_size()).sum();
     assert_eq!(s.tensor_bytes, expected_bytes);
     assert_eq!(s.largest_row_bytes, 588 * 2);
@@ -100,8 +115,11 @@ fn wrong_format_version_and_architecture_are_named() {
 
     let mut h2 = h.clone();
     h2.metadata.retain(|(k, _)| k != "general.architecture");
-    h2.metadata.push(("general.architecture".into(), Value::from("qwen2")));
-    let e = check_meddr(&h2, bytes.len() as u64).unwrap_err().to_string();
+    h2.metadata
+        .push(("general.architecture".into(), Value::from("qwen2")));
+    let e = check_meddr(&h2, bytes.len() as u64)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("\"qwen2\""), "{e}");
 }
 
@@ -122,14 +140,19 @@ fn truncated_file_is_an_error_not_a_loop() {
     let (r, _) = parse_incrementally(cut);
     // Named by the field that runs past the end, without fetching beyond the file.
     let e = r.unwrap_err().to_string();
-    assert!(e.contains("tokenizer.ggml.tokens") && e.contains("remain in the file"), "{e}");
+    assert!(
+        e.contains("tokenizer.ggml.tokens") && e.contains("remain in the file"),
+        "{e}"
+    );
 }
 
 #[test]
 fn missing_tensor_data_is_caught_before_upload() {
     let bytes = meddr_like(10, vec![kv("meddr.format_version", 1u32)]);
     let h = GgufHeader::from_bytes(&bytes).unwrap();
-    let e = check_meddr(&h, bytes.len() as u64 - 100).unwrap_err().to_string();
+    let e = check_meddr(&h, bytes.len() as u64 - 100)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("past the end of the file"), "{e}");
 }
 
@@ -139,8 +162,15 @@ fn rows_larger_than_a_binding_are_refused_with_the_tensor_name() {
     let h = GgufHeader::from_bytes(&bytes).unwrap();
     check_device_limits(&h, 588 * 2).unwrap();
     match check_device_limits(&h, 588 * 2 - 4) {
-        Err(WebError::ExceedsDeviceLimit { tensor, needed, limit }) => {
-            assert_eq!((tensor.as_str(), needed, limit), ("v.patch_embd.weight", 1176, 1172));
+        Err(WebError::ExceedsDeviceLimit {
+            tensor,
+            needed,
+            limit,
+        }) => {
+            assert_eq!(
+                (tensor.as_str(), needed, limit),
+                ("v.patch_embd.weight", 1176, 1172)
+            );
         }
         other => panic!("expected ExceedsDeviceLimit, got {other:?}"),
     }

@@ -22,63 +22,117 @@ fn quantized(ft: FileType) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join(format!("dev-{}.gguf", ft.name()));
     if !out.exists() {
-        let opts = Options { ftype: ft, vision_type: None, threads: Some(1), force: true, progress: false };
+        let opts = Options {
+            ftype: ft,
+            vision_type: None,
+            threads: Some(1),
+            force: true,
+            progress: false,
+        };
         quantize_checkpoint(&shared().join("fixtures/checkpoints/dev"), &out, &opts).unwrap();
     }
     out
 }
 
 fn load(path: &Path) -> Session {
-    let ctx = Arc::new(GpuContext::new_blocking(ContextOptions::default()).expect("a wgpu adapter (lavapipe)"));
+    let ctx = Arc::new(
+        GpuContext::new_blocking(ContextOptions::default()).expect("a wgpu adapter (lavapipe)"),
+    );
     let src = FileSource::open(path).unwrap();
     let header = GgufHeader::read_from(&src).unwrap();
-    let opts = LoadOptions { context_length: Some(1024), ..Default::default() };
-    Session::load_from(ctx, &header, src.len(), &opts, |off, dst: &mut [u8]| src.read_at(off, dst)).unwrap()
+    let opts = LoadOptions {
+        context_length: Some(1024),
+        ..Default::default()
+    };
+    Session::load_from(ctx, &header, src.len(), &opts, |off, dst: &mut [u8]| {
+        src.read_at(off, dst)
+    })
+    .unwrap()
 }
 
 fn sample(id: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(shared().join("fixtures/expected/dev/expected.json")).unwrap();
+    let text =
+        std::fs::read_to_string(shared().join("fixtures/expected/dev/expected.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["samples"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap().clone()
+    v["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap()
+        .clone()
 }
 
 fn greedy(n: usize, stop: StopPolicy) -> GenerationOptions {
-    GenerationOptions { max_new_tokens: n, sampling: SamplingParams::default(), stop, logprobs: None }
+    GenerationOptions {
+        max_new_tokens: n,
+        sampling: SamplingParams::default(),
+        stop,
+        logprobs: None,
+    }
 }
 
 #[test]
 fn f32_image_answer_matches_upstream_greedy_and_cancel_stops() {
     let mut s = load(&quantized(FileType::F32));
     let smp = sample("img_test2_report");
-    let want: Vec<u32> = smp["greedy_tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
-    let image = std::fs::read(shared().join("fixtures/images").join(smp["image"].as_str().unwrap())).unwrap();
+    let want: Vec<u32> = smp["greedy_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
+    let image = std::fs::read(
+        shared()
+            .join("fixtures/images")
+            .join(smp["image"].as_str().unwrap()),
+    )
+    .unwrap();
     let question = smp["question"].as_str().unwrap();
 
     // Prompt ids as upstream tokenised them.
     let ids = s.prompt_ids(question, true).unwrap();
-    let up: Vec<u32> = smp["input_ids"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+    let up: Vec<u32> = smp["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
     assert_eq!(ids, up);
 
     let mut streamed = Vec::new();
     let mut text = String::new();
-    let out = pollster::block_on(s.generate(Some(&image), question, &greedy(want.len(), StopPolicy::IgnoreEos), |id, t| {
-        streamed.push(id);
-        text.push_str(t);
-        true
-    }))
+    let out = pollster::block_on(s.generate(
+        Some(&image),
+        question,
+        &greedy(want.len(), StopPolicy::IgnoreEos),
+        |id, t| {
+            streamed.push(id);
+            text.push_str(t);
+            true
+        },
+    ))
     .unwrap();
     assert_eq!(out.tokens, want);
     assert_eq!(streamed, want);
     assert_eq!(out.text, smp["greedy_text"].as_str().unwrap());
     assert_eq!(text, out.text);
-    assert_eq!((out.stop_reason, out.stopped, out.stats.prompt_tokens), ("max_tokens", false, up.len()));
+    assert_eq!(
+        (out.stop_reason, out.stopped, out.stats.prompt_tokens),
+        ("max_tokens", false, up.len())
+    );
 
     // Cancelling after the third token keeps exactly three.
     let mut n = 0;
-    let out = pollster::block_on(s.generate(Some(&image), question, &greedy(20, StopPolicy::IgnoreEos), |_, _| {
-        n += 1;
-        n < 3
-    }))
+    let out = pollster::block_on(s.generate(
+        Some(&image),
+        question,
+        &greedy(20, StopPolicy::IgnoreEos),
+        |_, _| {
+            n += 1;
+            n < 3
+        },
+    ))
     .unwrap();
     assert_eq!(out.tokens, want[..3]);
     assert!(out.stopped);
@@ -90,15 +144,29 @@ fn q4_k_m_text_question_runs_and_sampling_is_seeded() {
     let mut s = load(&quantized(FileType::Q4KM));
     let smp = sample("text_only");
     let question = smp["question"].as_str().unwrap();
-    let out = pollster::block_on(s.generate(None, question, &greedy(8, StopPolicy::IgnoreEos), |_, _| true)).unwrap();
+    let out = pollster::block_on(s.generate(
+        None,
+        question,
+        &greedy(8, StopPolicy::IgnoreEos),
+        |_, _| true,
+    ))
+    .unwrap();
     assert_eq!(out.tokens.len(), 8);
     let mut opts = greedy(8, StopPolicy::IgnoreEos);
-    opts.sampling = SamplingParams { temperature: 0.8, seed: 7, ..Default::default() };
+    opts.sampling = SamplingParams {
+        temperature: 0.8,
+        seed: 7,
+        ..Default::default()
+    };
     let a = pollster::block_on(s.generate(None, question, &opts, |_, _| true)).unwrap();
     let b = pollster::block_on(s.generate(None, question, &opts, |_, _| true)).unwrap();
     assert_eq!(a.tokens, b.tokens);
-    assert!(a.tokens.iter().all(|&t| (t as usize) < s.tokenizer.vocab_size()));
+    assert!(a
+        .tokens
+        .iter()
+        .all(|&t| (t as usize) < s.tokenizer.vocab_size()));
     // An image for a question is refused cleanly when it is not an image.
-    let e = pollster::block_on(s.generate(Some(b"not an image"), question, &opts, |_, _| true)).unwrap_err();
+    let e = pollster::block_on(s.generate(Some(b"not an image"), question, &opts, |_, _| true))
+        .unwrap_err();
     assert!(e.to_string().starts_with("image:"), "{e}");
 }

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use meddr_engine::{ContextOptions, GpuContext, GpuModel, ImageFeatures, LoadOptions, Readback, StepInput};
+use meddr_engine::{
+    ContextOptions, GpuContext, GpuModel, ImageFeatures, LoadOptions, Readback, StepInput,
+};
 use meddr_gguf::GgufFile;
 use meddr_runtime::{Backend, BackendError, SamplingParams};
 
@@ -23,10 +25,20 @@ pub struct GpuOptions {
 
 impl GpuBackend {
     pub fn load(file: &GgufFile, opts: &GpuOptions) -> Result<Self, anyhow::Error> {
-        let ctx = GpuContext::new_blocking(ContextOptions { force_f32: opts.force_f32, ..Default::default() })?;
-        let load = LoadOptions { context_length: opts.context_length, ..Default::default() };
+        let ctx = GpuContext::new_blocking(ContextOptions {
+            force_f32: opts.force_f32,
+            ..Default::default()
+        })?;
+        let load = LoadOptions {
+            context_length: opts.context_length,
+            ..Default::default()
+        };
         let model = GpuModel::load(Arc::new(ctx), file, &load)?;
-        Ok(GpuBackend { model, image: None, release_vision_after_encode: opts.release_vision_after_encode })
+        Ok(GpuBackend {
+            model,
+            image: None,
+            release_vision_after_encode: opts.release_vision_after_encode,
+        })
     }
 
     pub fn model(&self) -> &GpuModel {
@@ -43,7 +55,8 @@ fn boxed(e: meddr_engine::ModelError) -> BackendError {
 }
 
 fn logits(step: meddr_engine::Step) -> Result<Vec<f32>, BackendError> {
-    step.logits.ok_or_else(|| "the engine returned no logits".into())
+    step.logits
+        .ok_or_else(|| "the engine returned no logits".into())
 }
 
 impl Backend for GpuBackend {
@@ -57,12 +70,17 @@ impl Backend for GpuBackend {
         Ok(host)
     }
 
-    fn prefill(&mut self, ids: &[u32], image_features: Option<&[f32]>) -> Result<Vec<f32>, BackendError> {
+    fn prefill(
+        &mut self,
+        ids: &[u32],
+        image_features: Option<&[f32]>,
+    ) -> Result<Vec<f32>, BackendError> {
         let step = match image_features {
             None => self.model.prefill(ids, None, 0, Readback::TokenAndLogits),
             Some(host) => match &self.image {
                 Some((gpu, cached)) if cached.as_slice() == host => {
-                    self.model.prefill(ids, Some(gpu), 0, Readback::TokenAndLogits)
+                    self.model
+                        .prefill(ids, Some(gpu), 0, Readback::TokenAndLogits)
                 }
                 _ => return Err("image features must come from this backend's encode_image".into()),
             },
@@ -72,18 +90,32 @@ impl Backend for GpuBackend {
     }
 
     fn decode(&mut self, token: u32) -> Result<Vec<f32>, BackendError> {
-        logits(self.model.decode_step(StepInput::Token(token), Readback::TokenAndLogits).map_err(boxed)?)
+        logits(
+            self.model
+                .decode_step(StepInput::Token(token), Readback::TokenAndLogits)
+                .map_err(boxed)?,
+        )
     }
 
     fn context_length(&self) -> usize {
         self.model.capacity() as usize
     }
 
-    fn decode_sampled(&mut self, token: u32, sampling: &SamplingParams, _step: usize) -> Option<Result<u32, BackendError>> {
+    fn decode_sampled(
+        &mut self,
+        token: u32,
+        sampling: &SamplingParams,
+        _step: usize,
+    ) -> Option<Result<u32, BackendError>> {
         // Only plain greedy runs on the device; the GPU argmax is the runtime's greedy choice (first max).
         if sampling.temperature > 0.0 || sampling.repetition_penalty != 1.0 {
             return None;
         }
-        Some(self.model.decode_step(StepInput::Token(token), Readback::Token).map(|s| s.token).map_err(boxed))
+        Some(
+            self.model
+                .decode_step(StepInput::Token(token), Readback::Token)
+                .map(|s| s.token)
+                .map_err(boxed),
+        )
     }
 }

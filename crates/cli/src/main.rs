@@ -243,14 +243,22 @@ fn run(a: RunArgs) -> Result<()> {
 
     let mut backend: Box<dyn Backend> = match a.device {
         Device::Gpu => {
-            let gopts = GpuOptions { force_f32: a.force_f32, context_length: a.context_length, release_vision_after_encode: a.release_vision };
-            let b = GpuBackend::load(&file, &gopts).with_context(|| format!("loading {} on the GPU", a.model.display()))?;
+            let gopts = GpuOptions {
+                force_f32: a.force_f32,
+                context_length: a.context_length,
+                release_vision_after_encode: a.release_vision,
+            };
+            let b = GpuBackend::load(&file, &gopts)
+                .with_context(|| format!("loading {} on the GPU", a.model.display()))?;
             check_request(ids.len(), &opts, b.context_length())?;
             Box::new(b)
         }
         Device::Cpu => {
             let store = GgufStore::from_file(file);
-            Box::new(CpuBackend::load(&store).with_context(|| format!("loading {}", a.model.display()))?)
+            Box::new(
+                CpuBackend::load(&store)
+                    .with_context(|| format!("loading {}", a.model.display()))?,
+            )
         }
     };
     let features = match &pixel_values {
@@ -330,28 +338,50 @@ fn bench(b: BenchArgs) -> Result<()> {
     use std::time::Instant;
     let t0 = Instant::now();
     // Any llama-architecture GGUF can be benchmarked (llama.cpp comparisons use plain text models).
-    let file = GgufFile::open(&b.model).with_context(|| format!("cannot read model {}", b.model.display()))?;
+    let file = GgufFile::open(&b.model)
+        .with_context(|| format!("cannot read model {}", b.model.display()))?;
     let info = ModelInfo::from_gguf_header(&file.header).ok();
-    let gpu = GpuBackend::load(&file, &GpuOptions { force_f32: b.force_f32, context_length: None, release_vision_after_encode: false })
-        .with_context(|| format!("loading {} on the GPU", b.model.display()))?;
+    let gpu = GpuBackend::load(
+        &file,
+        &GpuOptions {
+            force_f32: b.force_f32,
+            context_length: None,
+            release_vision_after_encode: false,
+        },
+    )
+    .with_context(|| format!("loading {} on the GPU", b.model.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
     let mut backend = gpu;
-    let vit_ms = match info.as_ref().and_then(|i| i.vision.as_ref().map(|v| (i, v))) {
+    let vit_ms = match info
+        .as_ref()
+        .and_then(|i| i.vision.as_ref().map(|v| (i, v)))
+    {
         Some((info, v)) => {
             let pv = match &b.image {
                 Some(p) => read_image(p, info)?,
                 None => vec![0.0f32; 3 * (v.preprocessing.image_size as usize).pow(2)],
             };
             let t = Instant::now();
-            backend.encode_image(&pv).map_err(|e| anyhow!("encoding the image: {e}"))?;
+            backend
+                .encode_image(&pv)
+                .map_err(|e| anyhow!("encoding the image: {e}"))?;
             Some(t.elapsed().as_secs_f64() * 1e3)
         }
         None => None,
     };
     let vocab = backend.model().config.vocab.max(200);
     // Ordinary text tokens (ids past the special ones), deterministic.
-    let ids: Vec<u32> = (0..b.prompt_tokens as u32).map(|i| 100 + (i * 7919) % (vocab - 100).max(1)).collect();
-    check_request(ids.len(), &GenerationOptions { max_new_tokens: b.decode_tokens, ..Default::default() }, backend.context_length())?;
+    let ids: Vec<u32> = (0..b.prompt_tokens as u32)
+        .map(|i| 100 + (i * 7919) % (vocab - 100).max(1))
+        .collect();
+    check_request(
+        ids.len(),
+        &GenerationOptions {
+            max_new_tokens: b.decode_tokens,
+            ..Default::default()
+        },
+        backend.context_length(),
+    )?;
     let model = backend_model(&mut backend);
     let t = Instant::now();
     model.prefill(&ids, None, b.decode_tokens as u32, Readback::Token)?;

@@ -397,24 +397,54 @@ fn context_overflow_is_a_clear_error_on_both_devices() {
 #[test]
 fn gpu_device_reproduces_upstream_greedy_tokens() {
     let s = sample("img_test2_report");
-    let j = run_json_on("gpu", "img_test2_report", &["--ignore-eos", "--max-new-tokens", "24"]);
+    let j = run_json_on(
+        "gpu",
+        "img_test2_report",
+        &["--ignore-eos", "--max-new-tokens", "24"],
+    );
     assert_eq!(ids_of(&j), u32s(&s["greedy_tokens"]));
     assert_eq!(j["prompt_tokens"], s["num_input_ids"]);
     let t = sample("text_only");
-    let j = run_json_on("gpu", "text_only", &["--ignore-eos", "--max-new-tokens", "24", "--logprobs", "3"]);
+    let j = run_json_on(
+        "gpu",
+        "text_only",
+        &["--ignore-eos", "--max-new-tokens", "24", "--logprobs", "3"],
+    );
     assert_eq!(ids_of(&j), u32s(&t["greedy_tokens"]));
-    for (step, (tok, want)) in j["tokens"].as_array().unwrap().iter().zip(t["steps"].as_array().unwrap()).enumerate() {
+    for (step, (tok, want)) in j["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(t["steps"].as_array().unwrap())
+        .enumerate()
+    {
         let got = tok["logprob"].as_f64().unwrap();
         let exp = want["logprob"].as_f64().unwrap();
         // f32 weights; the GPU sums in another order: logits agree to ~1e-4 (engine tests), log-probs likewise.
-        assert!((got - exp).abs() < 4e-3, "step {step}: logprob {got} vs {exp}");
+        assert!(
+            (got - exp).abs() < 4e-3,
+            "step {step}: logprob {got} vs {exp}"
+        );
     }
 }
 
 #[test]
 fn bench_reports_speeds() {
-    let out = meddr(&["bench", "-m", model().to_str().unwrap(), "--prompt-tokens", "8", "--decode-tokens", "4", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = meddr(&[
+        "bench",
+        "-m",
+        model().to_str().unwrap(),
+        "--prompt-tokens",
+        "8",
+        "--decode-tokens",
+        "4",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j: Json = serde_json::from_slice(&out.stdout).unwrap();
     assert!(j["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(j["vit_ms_per_image"].as_f64().unwrap() > 0.0);

@@ -18,6 +18,42 @@ pub struct ContextOptions {
     pub force_f32: bool,
     /// Adapter preference (discrete GPU first by default).
     pub power_preference: wgpu::PowerPreference,
+    /// Override the matvec work split (default: [`MatvecShape::for_device`]); tests run both shapes.
+    pub matvec_shape: Option<MatvecShape>,
+}
+
+/// How the decode matvec spreads a weight's rows over invocations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatvecShape {
+    pub rows_per_group: u32,
+    /// Invocations that share one row (a power of two); 1 means no reduction.
+    pub lanes_per_row: u32,
+}
+
+impl MatvecShape {
+    /// GPUs: 32 lanes per row keep each row's reads together, two rows fill a 64-wide workgroup.
+    pub const COOPERATIVE: MatvecShape = MatvecShape {
+        rows_per_group: 2,
+        lanes_per_row: 32,
+    };
+    /// CPU drivers (lavapipe, SwiftShader): a row per invocation. Their SIMD lanes gain nothing from
+    /// neighbouring addresses, and a reduction costs barriers (coroutine switches) per row.
+    pub const ROW_PER_LANE: MatvecShape = MatvecShape {
+        rows_per_group: 32,
+        lanes_per_row: 1,
+    };
+
+    pub fn for_device(device_type: wgpu::DeviceType) -> MatvecShape {
+        if device_type == wgpu::DeviceType::Cpu {
+            Self::ROW_PER_LANE
+        } else {
+            Self::COOPERATIVE
+        }
+    }
+
+    pub fn workgroup_size(self) -> u32 {
+        self.rows_per_group * self.lanes_per_row
+    }
 }
 
 /// What the engine runs on, for logs and capability decisions.
@@ -30,6 +66,7 @@ pub struct DeviceInfo {
     /// shader-f16 enabled (and therefore an f16 KV cache).
     pub f16: bool,
     pub limits: wgpu::Limits,
+    pub matvec_shape: MatvecShape,
 }
 
 impl std::fmt::Display for DeviceInfo {
@@ -127,6 +164,9 @@ impl GpuContext {
             driver: format!("{} {}", a.driver, a.driver_info).trim().to_string(),
             f16,
             limits: device.limits(),
+            matvec_shape: options
+                .matvec_shape
+                .unwrap_or_else(|| MatvecShape::for_device(a.device_type)),
         };
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
@@ -186,7 +226,9 @@ impl GpuContext {
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
+            // UNIFORM: the matvec may read its input vector through a uniform binding (see matvec_quant.wgsl).
             usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::UNIFORM
                 | wgpu::BufferUsages::COPY_SRC
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
@@ -421,6 +463,22 @@ impl GpuContext {
         buffers: &[(u32, &wgpu::Buffer)],
         groups: [u32; 3],
     ) {
+        let bound: Vec<(u32, wgpu::BindingResource<'_>)> = buffers
+            .iter()
+            .map(|&(binding, b)| (binding, b.as_entire_binding()))
+            .collect();
+        self.dispatch_bound(enc, pipeline, params, &bound, groups)
+    }
+
+    /// [`GpuContext::dispatch`] with explicit binding ranges.
+    pub(crate) fn dispatch_bound(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        pipeline: &wgpu::ComputePipeline,
+        params: &[u32],
+        buffers: &[(u32, wgpu::BindingResource<'_>)],
+        groups: [u32; 3],
+    ) {
         if groups.contains(&0) {
             return;
         }
@@ -435,9 +493,9 @@ impl GpuContext {
             binding: 0,
             resource: uniform.as_entire_binding(),
         }];
-        entries.extend(buffers.iter().map(|&(binding, b)| wgpu::BindGroupEntry {
-            binding,
-            resource: b.as_entire_binding(),
+        entries.extend(buffers.iter().map(|(binding, b)| wgpu::BindGroupEntry {
+            binding: *binding,
+            resource: b.clone(),
         }));
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,

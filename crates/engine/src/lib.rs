@@ -18,12 +18,12 @@ mod shaders;
 mod tensor;
 mod weight;
 
-pub use context::{ContextOptions, DeviceInfo, GpuContext};
+pub use context::{ContextOptions, DeviceInfo, GpuContext, MatvecShape};
 pub use error::{EngineError, Result};
 pub use kv::{KvCache, RopeTable};
 pub use model::{
-    GpuModel, ImageFeatures, LlmConfig, LoadOptions, MemoryPlan, ModelError, ModelResult, Readback, Step,
-    StepInput, VisionConfig,
+    GpuModel, ImageFeatures, LlmConfig, LoadOptions, MemoryPlan, ModelError, ModelResult, Readback,
+    Step, StepInput, VisionConfig,
 };
 pub use ops::{AttnShape, MATVEC_MAX_ROWS};
 pub use tensor::{DType, GpuBuffer, Rows};

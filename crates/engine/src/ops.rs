@@ -130,56 +130,127 @@ impl GpuContext {
                 "too many rows for matvec; use matmul",
             ));
         }
-        let key = format!("{op}/{}", w.ty.name());
-        let pipeline = self.pipeline(&key, "main", || {
-            render(
-                if matvec {
-                    shaders::MATVEC
-                } else {
-                    shaders::MATMUL
-                },
-                &[("DEQUANT", &shaders::dequant(w.ty))],
-            )
+        let b = bias.map_or(&self.dummy, |b| &b.buffer);
+        if matvec {
+            return self.record_matvec(enc, w, x, xv, b, bias.is_some(), y, yv);
+        }
+        let pipeline = self.pipeline(&format!("matmul/{}", w.ty.name()), "main", || {
+            render(shaders::MATMUL, &[("DEQUANT", &shaders::dequant(w.ty))])
         });
         for part in &w.parts {
-            let params = [
-                u(op, "part.n_rows", part.n_rows)?,
-                u(op, "row_len", w.row_len)?,
-                u(op, "row_bytes", w.row_bytes)?,
-                u(op, "part.first_row", part.first_row)?,
-                xv.offset,
-                xv.stride,
-                yv.offset,
-                yv.stride,
-                u32::from(bias.is_some()),
-                n,
-                0,
-                0,
-            ];
-            let groups = if matvec {
-                let [gx, gy, _] = self.grid(op, part.n_rows)?;
-                [gx, gy, n]
-            } else {
-                let gx = part.n_rows.div_ceil(64);
-                let gy = u64::from(n).div_ceil(32);
-                let max = u64::from(self.info.limits.max_compute_workgroups_per_dimension);
-                if gx > max || gy > max {
-                    return Err(invalid(
-                        op,
-                        "x.rows",
-                        n,
-                        "tile grid exceeds the workgroup limit",
-                    ));
-                }
-                [gx as u32, gy as u32, 1]
-            };
-            let b = bias.map_or(&self.dummy, |b| &b.buffer);
+            let params = linear_params(op, w, part, xv, yv, bias.is_some())?;
+            let gx = part.n_rows.div_ceil(64);
+            let gy = u64::from(n).div_ceil(32);
+            let max = u64::from(self.info.limits.max_compute_workgroups_per_dimension);
+            if gx > max || gy > max {
+                return Err(invalid(
+                    op,
+                    "x.rows",
+                    n,
+                    "tile grid exceeds the workgroup limit",
+                ));
+            }
             self.dispatch(
                 enc,
                 &pipeline,
                 &params,
                 &[(1, &part.buffer), (2, &x.buffer), (3, b), (4, &y.buffer)],
-                groups,
+                [gx as u32, gy as u32, 1],
+            );
+        }
+        Ok(())
+    }
+
+    /// The matvec dispatches. x is read through the cheapest binding its layout allows: a uniform array when
+    /// each invocation owns a row (CPU drivers) and the span fits the uniform limit, else a vec4 or a scalar
+    /// storage array (x views at unaligned offsets, as the tests use).
+    #[allow(clippy::too_many_arguments)]
+    fn record_matvec(
+        &self,
+        enc: &mut Enc,
+        w: &GpuWeight,
+        x: &GpuBuffer,
+        xv: Rows,
+        b: &wgpu::Buffer,
+        has_bias: bool,
+        y: &GpuBuffer,
+        yv: Rows,
+    ) -> Result<()> {
+        let op = "matvec";
+        let n = xv.rows;
+        let shape = self.info.matvec_shape;
+        let aligned = xv.offset % 4 == 0 && (n == 1 || xv.stride % 4 == 0);
+        // Elements of x the dispatch reads; `xv.check` already proved the span lies inside the buffer.
+        let span =
+            u64::from(xv.offset) + u64::from(n - 1) * u64::from(xv.stride) + u64::from(xv.width);
+        let vec4s = span.div_ceil(4);
+        let (source, key, binding) = if aligned
+            && shape.lanes_per_row == 1
+            && vec4s * 16 <= u64::from(self.info.limits.max_uniform_buffer_binding_size)
+            && vec4s * 16 <= x.buffer.size()
+        {
+            (
+                format!(
+                    "@group(0) @binding(2) var<uniform> XU: array<vec4<f32>, {vec4s}>;\n\
+                     fn xv4(e: u32) -> vec4<f32> {{ return XU[e >> 2u]; }}"
+                ),
+                format!("u{vec4s}"),
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &x.buffer,
+                    offset: 0,
+                    size: std::num::NonZeroU64::new(vec4s * 16),
+                }),
+            )
+        } else if aligned && vec4s * 16 <= x.buffer.size() {
+            (
+                "@group(0) @binding(2) var<storage, read> X4: array<vec4<f32>>;\n\
+                 fn xv4(e: u32) -> vec4<f32> { return X4[e >> 2u]; }"
+                    .to_string(),
+                "v".to_string(),
+                x.buffer.as_entire_binding(),
+            )
+        } else {
+            (
+                "@group(0) @binding(2) var<storage, read> X: array<f32>;\n\
+                 fn xv4(e: u32) -> vec4<f32> { return vec4<f32>(X[e], X[e + 1u], X[e + 2u], X[e + 3u]); }"
+                    .to_string(),
+                "s".to_string(),
+                x.buffer.as_entire_binding(),
+            )
+        };
+        let key = format!(
+            "matvec/{}/{}x{}/{key}",
+            w.ty.name(),
+            shape.rows_per_group,
+            shape.lanes_per_row
+        );
+        let pipeline = self.pipeline(&key, "main", || {
+            render(
+                shaders::MATVEC,
+                &[
+                    ("X_SOURCE", &source),
+                    ("ROWS", &shape.rows_per_group.to_string()),
+                    ("LANES", &shape.lanes_per_row.to_string()),
+                    ("WG", &shape.workgroup_size().to_string()),
+                    ("DEQUANT", &shaders::dequant_dot(w.ty)),
+                ],
+            )
+        });
+        for part in &w.parts {
+            let params = linear_params(op, w, part, xv, yv, has_bias)?;
+            let [gx, gy, _] =
+                self.grid(op, part.n_rows.div_ceil(u64::from(shape.rows_per_group)))?;
+            self.dispatch_bound(
+                enc,
+                &pipeline,
+                &params,
+                &[
+                    (1, part.buffer.as_entire_binding()),
+                    (2, binding.clone()),
+                    (3, b.as_entire_binding()),
+                    (4, y.buffer.as_entire_binding()),
+                ],
+                [gx, gy, n],
             );
         }
         Ok(())
@@ -813,4 +884,29 @@ impl GpuContext {
         );
         Ok(())
     }
+}
+
+/// The uniform block shared by matvec_quant.wgsl and matmul_quant.wgsl for one part of a weight.
+fn linear_params(
+    op: &'static str,
+    w: &GpuWeight,
+    part: &crate::weight::WeightPart,
+    xv: Rows,
+    yv: Rows,
+    has_bias: bool,
+) -> Result<[u32; 12]> {
+    Ok([
+        u(op, "part.n_rows", part.n_rows)?,
+        u(op, "row_len", w.row_len)?,
+        u(op, "row_bytes", w.row_bytes)?,
+        u(op, "part.first_row", part.first_row)?,
+        xv.offset,
+        xv.stride,
+        yv.offset,
+        yv.stride,
+        u32::from(has_bias),
+        xv.rows,
+        0,
+        0,
+    ])
 }

@@ -32,18 +32,27 @@ pub(crate) fn render(template: &str, vars: &[(&str, &str)]) -> String {
 
 /// The helpers of `dequant.wgsl` followed by the `dq4` section for `ty`.
 pub(crate) fn dequant(ty: WeightType) -> String {
-    let (common, sections) = DEQUANT
-        .split_once("//#type ")
-        .expect("dequant.wgsl has type sections");
-    let sections = format!("//#type {sections}");
-    let marker = format!("//#type {}\n", ty.name());
-    let start = sections
+    let common = DEQUANT
+        .split_once("//#")
+        .expect("dequant.wgsl has type sections")
+        .0;
+    format!("{common}{}", section("type", ty))
+}
+
+/// [`dequant`] plus the `dotu`/`UNIT` section for `ty` (kernels that define `xv4`).
+pub(crate) fn dequant_dot(ty: WeightType) -> String {
+    format!("{}{}", dequant(ty), section("dot", ty))
+}
+
+fn section(kind: &str, ty: WeightType) -> &'static str {
+    let marker = format!("//#{kind} {}\n", ty.name());
+    let start = DEQUANT
         .find(&marker)
-        .expect("every WeightType has a dequant section")
+        .expect("every WeightType has dq4 and dotu sections")
         + marker.len();
-    let rest = &sections[start..];
+    let rest = &DEQUANT[start..];
     let end = rest.find("//#").expect("sections are terminated");
-    format!("{common}{}", &rest[..end])
+    &rest[..end]
 }
 
 /// Template variables for kernels whose storage element type varies (KV cache).
@@ -70,6 +79,11 @@ mod tests {
         for ty in WeightType::ALL {
             let src = dequant(ty);
             assert_eq!(src.matches("fn dq4(").count(), 1, "{ty:?}");
+            assert_eq!(src.matches("fn dotu(").count(), 0, "{ty:?}");
+            let src = dequant_dot(ty);
+            assert_eq!(src.matches("fn dq4(").count(), 1, "{ty:?}");
+            assert_eq!(src.matches("fn dotu(").count(), 1, "{ty:?}");
+            assert_eq!(src.matches("const UNIT").count(), 1, "{ty:?}");
         }
     }
 }

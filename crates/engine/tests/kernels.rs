@@ -5,8 +5,8 @@
 use std::sync::OnceLock;
 
 use meddr_engine::{
-    AttnShape, ContextOptions, DType, GpuBuffer, GpuContext, GpuWeight, KvCache, RopeTable, Rows,
-    WeightDesc, WeightType,
+    AttnShape, ContextOptions, DType, GpuBuffer, GpuContext, GpuWeight, KvCache, MatvecShape,
+    RopeTable, Rows, WeightDesc, WeightType,
 };
 use meddr_quants::QuantType;
 use meddr_reference::ops as r;
@@ -173,14 +173,30 @@ fn check_linear(
     seed: u64,
     max_part: Option<u64>,
 ) {
+    // x lives in a strided view: offset 3, row stride k + 5 (not 4-aligned: the matvec's scalar x path).
+    check_linear_at(c, ty, rows, n, tiled, seed, max_part, 3, 5)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_linear_at(
+    c: &GpuContext,
+    ty: WeightType,
+    rows: usize,
+    n: usize,
+    tiled: bool,
+    seed: u64,
+    max_part: Option<u64>,
+    x_offset: usize,
+    x_pad: usize,
+) {
     let k = row_len_for(ty);
     let (w, deq) = make_weight(c, ty, rows, k, seed, max_part);
-    // x lives in a strided view: offset 3, row stride k + 5.
-    let stride = k + 5;
+    let stride = k + x_pad;
     let xs = rand_vec(seed + 1, n * k);
-    let mut xbuf = vec![9.0f32; 3 + n * stride];
+    let mut xbuf = vec![9.0f32; x_offset + n * stride];
     for t in 0..n {
-        xbuf[3 + t * stride..3 + t * stride + k].copy_from_slice(&xs[t * k..(t + 1) * k]);
+        let at = x_offset + t * stride;
+        xbuf[at..at + k].copy_from_slice(&xs[t * k..(t + 1) * k]);
     }
     let bias = rand_vec(seed + 2, rows);
     let use_bias = seed % 2 == 0;
@@ -190,7 +206,7 @@ fn check_linear(
     let xv = Rows {
         rows: n as u32,
         width: k as u32,
-        offset: 3,
+        offset: x_offset as u32,
         stride: stride as u32,
     };
     let yv = Rows::dense(n as u32, rows as u32);
@@ -205,9 +221,10 @@ fn check_linear(
     let got = read(c, &y);
     let (want, mag) = naive_linear(&xs, n, k, &deq, rows, use_bias.then_some(&bias[..]));
     let what = format!(
-        "{} {ty:?} rows {rows} n {n} parts {}",
+        "{} {ty:?} rows {rows} n {n} parts {} x at {x_offset}+{stride}t, {:?}",
         if tiled { "matmul" } else { "matvec" },
-        w.parts.len()
+        w.parts.len(),
+        c.info.matvec_shape
     );
     assert_within(&what, &got, &want, |i| LIN_REL * mag[i] + 1e-7);
 }
@@ -226,6 +243,31 @@ fn matvec_every_type() {
     for (i, ty) in WeightType::ALL.into_iter().enumerate() {
         check_linear(ctx(), ty, 37, 1, false, 10 + i as u64, None);
         check_linear(ctx(), ty, 5, 3, false, 31 + i as u64, None);
+    }
+}
+
+/// Both matvec work splits (the GPU one and the CPU-driver one) with every x binding: 4-aligned views
+/// (uniform array for one lane per row, vec4 storage otherwise) and unaligned ones (scalar storage).
+#[test]
+fn matvec_shapes_and_x_layouts() {
+    static COOP: OnceLock<GpuContext> = OnceLock::new();
+    static ROW: OnceLock<GpuContext> = OnceLock::new();
+    let with = |shape| {
+        GpuContext::new_blocking(ContextOptions {
+            matvec_shape: Some(shape),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let coop = COOP.get_or_init(|| with(MatvecShape::COOPERATIVE));
+    let row = ROW.get_or_init(|| with(MatvecShape::ROW_PER_LANE));
+    for c in [coop, row] {
+        for (i, ty) in WeightType::ALL.into_iter().enumerate() {
+            let seed = 200 + 10 * i as u64;
+            check_linear_at(c, ty, 37, 1, false, seed, None, 0, 0);
+            check_linear_at(c, ty, 66, 3, false, seed + 1, None, 4, 4);
+            check_linear_at(c, ty, 3, 2, false, seed + 2, None, 3, 5);
+        }
     }
 }
 

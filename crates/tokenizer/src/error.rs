@@ -22,7 +22,11 @@ pub enum TokenizerError {
     #[error("invalid tokenizer configuration: {0}")]
     Config(String),
     #[error("added token {content:?} has id {id}, which {problem}")]
-    AddedToken { content: String, id: u64, problem: String },
+    AddedToken {
+        content: String,
+        id: u64,
+        problem: String,
+    },
     #[error("token id {id} is out of range (vocabulary size {vocab_size})")]
     IdOutOfRange { id: u64, vocab_size: usize },
     #[error("tokenizers crate error: {0}")]

@@ -21,7 +21,15 @@ pub(crate) struct AddedTok {
 
 impl AddedTok {
     pub fn plain(id: u32, content: String, special: bool) -> Self {
-        Self { id, content, special, lstrip: false, rstrip: false, normalized: false, single_word: false }
+        Self {
+            id,
+            content,
+            special,
+            lstrip: false,
+            rstrip: false,
+            normalized: false,
+            single_word: false,
+        }
     }
 }
 
@@ -52,10 +60,14 @@ pub(crate) fn derive_merges(pieces: &[(String, f32, PieceKind)]) -> Result<Vec<(
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(pieces.len());
     for (i, (p, _, _)) in pieces.iter().enumerate() {
         if index.insert(p.as_str(), i).is_some() {
-            return Err(TokenizerError::config(format!("piece {p:?} appears twice in the vocabulary (id {i})")));
+            return Err(TokenizerError::config(format!(
+                "piece {p:?} appears twice in the vocabulary (id {i})"
+            )));
         }
     }
-    let mut order: Vec<usize> = (0..pieces.len()).filter(|&i| is_merge_piece(pieces[i].2)).collect();
+    let mut order: Vec<usize> = (0..pieces.len())
+        .filter(|&i| is_merge_piece(pieces[i].2))
+        .collect();
     // Stable: equal scores keep id order, like Python's sorted(reverse=True).
     order.sort_by(|&a, &b| pieces[b].1.total_cmp(&pieces[a].1));
     let mut merges = Vec::new();
@@ -72,7 +84,11 @@ pub(crate) fn derive_merges(pieces: &[(String, f32, PieceKind)]) -> Result<Vec<(
             }
         }
         local.sort_unstable();
-        merges.extend(local.iter().map(|&(l, r)| (pieces[l].0.clone(), pieces[r].0.clone())));
+        merges.extend(
+            local
+                .iter()
+                .map(|&(l, r)| (pieces[l].0.clone(), pieces[r].0.clone())),
+        );
     }
     Ok(merges)
 }
@@ -100,7 +116,9 @@ fn control_pattern(controls: &[&str]) -> String {
 
 /// Inverse of [`control_pattern`]; `None` if the pattern is not one we wrote.
 fn parse_control_pattern(p: &str) -> Option<Vec<String>> {
-    let body = p.strip_prefix(CONTROL_PREFIX)?.strip_suffix(CONTROL_SUFFIX)?;
+    let body = p
+        .strip_prefix(CONTROL_PREFIX)?
+        .strip_suffix(CONTROL_SUFFIX)?;
     let mut out = vec![String::new()];
     let mut chars = body.chars();
     while let Some(c) = chars.next() {
@@ -146,7 +164,10 @@ pub(crate) fn build(input: &BuildInput) -> Result<String> {
     let unk = input
         .pieces
         .get(input.unk_id as usize)
-        .ok_or(TokenizerError::IdOutOfRange { id: input.unk_id.into(), vocab_size: n })?
+        .ok_or(TokenizerError::IdOutOfRange {
+            id: input.unk_id.into(),
+            vocab_size: n,
+        })?
         .0
         .clone();
     let added_ids: std::collections::HashSet<u32> = input.added.iter().map(|a| a.id).collect();
@@ -177,7 +198,10 @@ pub(crate) fn build(input: &BuildInput) -> Result<String> {
     let post = if input.bos.is_some() || input.eos.is_some() {
         let mut specials = Map::new();
         for (tok, id) in input.bos.iter().chain(input.eos.iter()) {
-            specials.insert(tok.clone(), json!({"id": tok, "ids": [id], "tokens": [tok]}));
+            specials.insert(
+                tok.clone(),
+                json!({"id": tok, "ids": [id], "tokens": [tok]}),
+            );
         }
         json!({
             "type": "TemplateProcessing",
@@ -214,7 +238,10 @@ pub(crate) fn build(input: &BuildInput) -> Result<String> {
             "merges": merges,
         },
     });
-    serde_json::to_string(&doc).map_err(|e| TokenizerError::Json { what: "generated tokenizer JSON".into(), source: e })
+    serde_json::to_string(&doc).map_err(|e| TokenizerError::Json {
+        what: "generated tokenizer JSON".into(),
+        source: e,
+    })
 }
 
 /// What the runtime and the `tokenizer.json` import need to know about a `tokenizers` JSON.
@@ -249,8 +276,10 @@ fn cfg(msg: String) -> TokenizerError {
 
 /// Reads a Llama-style (SentencePiece BPE) `tokenizers` JSON; other model families are rejected clearly.
 pub(crate) fn inspect(text: &str) -> Result<JsonInfo> {
-    let v: Value =
-        serde_json::from_str(text).map_err(|e| TokenizerError::Json { what: "tokenizer JSON".into(), source: e })?;
+    let v: Value = serde_json::from_str(text).map_err(|e| TokenizerError::Json {
+        what: "tokenizer JSON".into(),
+        source: e,
+    })?;
     let model = field(&v, "model").ok_or_else(|| cfg("tokenizer JSON has no `model`".into()))?;
     let mtype = field(model, "type").and_then(Value::as_str).unwrap_or("");
     if mtype != "BPE" {
@@ -272,20 +301,34 @@ pub(crate) fn inspect(text: &str) -> Result<JsonInfo> {
     let n = vocab_obj.len();
     let mut vocab: Vec<Option<String>> = vec![None; n];
     for (piece, id) in vocab_obj {
-        let id = id.as_u64().ok_or_else(|| cfg(format!("model.vocab[{piece:?}] = {id} is not a token id")))?;
+        let id = id
+            .as_u64()
+            .ok_or_else(|| cfg(format!("model.vocab[{piece:?}] = {id} is not a token id")))?;
         let slot = usize::try_from(id)
             .ok()
             .and_then(|i| vocab.get_mut(i))
-            .ok_or_else(|| cfg(format!("model.vocab[{piece:?}] = {id} leaves a gap (vocabulary has {n} entries)")))?;
+            .ok_or_else(|| {
+                cfg(format!(
+                    "model.vocab[{piece:?}] = {id} leaves a gap (vocabulary has {n} entries)"
+                ))
+            })?;
         if slot.is_some() {
-            return Err(cfg(format!("model.vocab id {id} is used twice (again by {piece:?})")));
+            return Err(cfg(format!(
+                "model.vocab id {id} is used twice (again by {piece:?})"
+            )));
         }
         *slot = Some(piece.clone());
     }
     let vocab: Vec<String> = vocab.into_iter().map(|p| p.unwrap_or_default()).collect();
 
     let mut merges = Vec::new();
-    for (i, m) in field(model, "merges").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]).iter().enumerate() {
+    for (i, m) in field(model, "merges")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .enumerate()
+    {
         let pair = match m {
             Value::String(s) => s.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())),
             Value::Array(a) if a.len() == 2 => match (a[0].as_str(), a[1].as_str()) {
@@ -298,7 +341,13 @@ pub(crate) fn inspect(text: &str) -> Result<JsonInfo> {
     }
 
     let mut added = Vec::new();
-    for (i, a) in field(&v, "added_tokens").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]).iter().enumerate() {
+    for (i, a) in field(&v, "added_tokens")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .enumerate()
+    {
         let id = field(a, "id")
             .and_then(Value::as_u64)
             .and_then(|x| u32::try_from(x).ok())
@@ -322,23 +371,38 @@ pub(crate) fn inspect(text: &str) -> Result<JsonInfo> {
     let mut stack: Vec<&Value> = field(&v, "normalizer").into_iter().collect();
     while let Some(n) = stack.pop() {
         match field(n, "type").and_then(Value::as_str) {
-            Some("Sequence") => stack.extend(field(n, "normalizers").and_then(Value::as_array).into_iter().flatten()),
-            Some("Prepend") => add_dummy_prefix |= field(n, "prepend").and_then(Value::as_str) == Some("\u{2581}"),
+            Some("Sequence") => stack.extend(
+                field(n, "normalizers")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten(),
+            ),
+            Some("Prepend") => {
+                add_dummy_prefix |= field(n, "prepend").and_then(Value::as_str) == Some("\u{2581}")
+            }
             _ => {}
         }
     }
     if let Some(pre) = field(&v, "pre_tokenizer") {
         let scheme = field(pre, "prepend_scheme").and_then(Value::as_str);
-        add_dummy_prefix |= matches!(scheme, Some("first") | Some("always")) || bool_field(pre, "add_prefix_space");
+        add_dummy_prefix |=
+            matches!(scheme, Some("first") | Some("always")) || bool_field(pre, "add_prefix_space");
     }
 
     let mut controls = Vec::new();
-    if let Some(decs) = field(&v, "decoder").and_then(|d| field(d, "decoders")).and_then(Value::as_array) {
+    if let Some(decs) = field(&v, "decoder")
+        .and_then(|d| field(d, "decoders"))
+        .and_then(Value::as_array)
+    {
         for d in decs {
             if field(d, "type").and_then(Value::as_str) == Some("Replace")
                 && field(d, "content").and_then(Value::as_str) == Some("")
             {
-                if let Some(p) = d.get("pattern").and_then(|p| field(p, "Regex")).and_then(Value::as_str) {
+                if let Some(p) = d
+                    .get("pattern")
+                    .and_then(|p| field(p, "Regex"))
+                    .and_then(Value::as_str)
+                {
                     controls.extend(parse_control_pattern(p).unwrap_or_default());
                 }
             }
@@ -348,12 +412,19 @@ pub(crate) fn inspect(text: &str) -> Result<JsonInfo> {
     let (mut post_bos, mut post_eos) = (None, None);
     if let Some(post) = field(&v, "post_processor") {
         if field(post, "type").and_then(Value::as_str) == Some("TemplateProcessing") {
-            let single = field(post, "single").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+            let single = field(post, "single")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             let mut seen_seq = false;
             for item in single {
                 if item.get("Sequence").is_some() {
                     seen_seq = true;
-                } else if let Some(id) = item.get("SpecialToken").and_then(|s| field(s, "id")).and_then(Value::as_str) {
+                } else if let Some(id) = item
+                    .get("SpecialToken")
+                    .and_then(|s| field(s, "id"))
+                    .and_then(Value::as_str)
+                {
                     if seen_seq {
                         post_eos = Some(id.to_owned());
                     } else {
@@ -368,7 +439,9 @@ pub(crate) fn inspect(text: &str) -> Result<JsonInfo> {
         vocab,
         merges,
         added,
-        unk_token: field(model, "unk_token").and_then(Value::as_str).map(str::to_owned),
+        unk_token: field(model, "unk_token")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         byte_fallback: bool_field(model, "byte_fallback"),
         add_dummy_prefix,
         controls,
@@ -394,7 +467,10 @@ mod tests {
     fn control_pattern_round_trips() {
         let c = ["<|Human|>", "a.b", "x\\y", "[z]"];
         let p = control_pattern(&c);
-        assert_eq!(parse_control_pattern(&p).unwrap(), c.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            parse_control_pattern(&p).unwrap(),
+            c.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -411,6 +487,9 @@ mod tests {
         let m = derive_merges(&pieces).unwrap();
         let s = |a: &str, b: &str| (a.to_string(), b.to_string());
         // "abb" splits as (a, bb) [ids 0,4] and (ab, b) [ids 2,1]: ordered by left id.
-        assert_eq!(m, vec![s("a", "b"), s("a", "bb"), s("ab", "b"), s("b", "b")]);
+        assert_eq!(
+            m,
+            vec![s("a", "b"), s("a", "bb"), s("ab", "b"), s("b", "b")]
+        );
     }
 }

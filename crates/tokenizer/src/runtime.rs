@@ -45,7 +45,9 @@ pub struct MedDrTokenizer {
 
 impl std::fmt::Debug for MedDrTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MedDrTokenizer").field("vocab_size", &self.contents.len()).finish_non_exhaustive()
+        f.debug_struct("MedDrTokenizer")
+            .field("vocab_size", &self.contents.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -63,9 +65,14 @@ impl MedDrTokenizer {
         }
         for (i, &ty) in spec.token_types.iter().enumerate() {
             t.sp_kind[i] = match ty {
-                token_type::BYTE => hf_json::byte_piece(&t.contents[i]).map(SpKind::Byte).ok_or_else(|| {
-                    TokenizerError::config(format!("token {i} {:?} has type BYTE but is not <0xHH>", t.contents[i]))
-                })?,
+                token_type::BYTE => hf_json::byte_piece(&t.contents[i])
+                    .map(SpKind::Byte)
+                    .ok_or_else(|| {
+                        TokenizerError::config(format!(
+                            "token {i} {:?} has type BYTE but is not <0xHH>",
+                            t.contents[i]
+                        ))
+                    })?,
                 token_type::CONTROL => SpKind::Control,
                 token_type::UNKNOWN => SpKind::Unknown,
                 _ => SpKind::Normal,
@@ -80,7 +87,13 @@ impl MedDrTokenizer {
         let info: JsonInfo = hf_json::inspect(json)?;
         let tk = tokenizers::Tokenizer::from_str(json).map_err(TokenizerError::tk)?;
         let n = info.vocab.len();
-        let total = n.max(info.added.iter().map(|a| a.id as usize + 1).max().unwrap_or(0));
+        let total = n.max(
+            info.added
+                .iter()
+                .map(|a| a.id as usize + 1)
+                .max()
+                .unwrap_or(0),
+        );
         if tk.get_vocab_size(true) != total {
             return Err(TokenizerError::config(format!(
                 "tokenizer JSON: {} tokens per the tokenizers crate, {total} per vocab + added_tokens (gap or clash)",
@@ -107,10 +120,16 @@ impl MedDrTokenizer {
             legacy_added[i] = !a.special || i >= n;
         }
         if let Some(i) = (n..total).find(|&i| !filled[i]) {
-            return Err(TokenizerError::IdOutOfRange { id: i as u64, vocab_size: total })
-                .map_err(|e| TokenizerError::config(format!("tokenizer JSON leaves id {i} undefined ({e})")));
+            return Err(TokenizerError::IdOutOfRange {
+                id: i as u64,
+                vocab_size: total,
+            })
+            .map_err(|e| {
+                TokenizerError::config(format!("tokenizer JSON leaves id {i} undefined ({e})"))
+            });
         }
-        let controls: std::collections::HashSet<&str> = info.controls.iter().map(String::as_str).collect();
+        let controls: std::collections::HashSet<&str> =
+            info.controls.iter().map(String::as_str).collect();
         let sp_kind = contents
             .iter()
             .enumerate()
@@ -128,7 +147,14 @@ impl MedDrTokenizer {
                 }
             })
             .collect();
-        Ok(Self { tk, contents, sp_kind, special, legacy_added, add_dummy_prefix: info.add_dummy_prefix })
+        Ok(Self {
+            tk,
+            contents,
+            sp_kind,
+            special,
+            legacy_added,
+            add_dummy_prefix: info.add_dummy_prefix,
+        })
     }
 
     /// Token ids of `text`; added tokens are matched first; BOS/EOS only if the post-processor adds them.
@@ -169,7 +195,10 @@ impl MedDrTokenizer {
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         let n = self.contents.len();
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= n) {
-            return Err(TokenizerError::IdOutOfRange { id: bad.into(), vocab_size: n });
+            return Err(TokenizerError::IdOutOfRange {
+                id: bad.into(),
+                vocab_size: n,
+            });
         }
         let mut sub_texts: Vec<String> = Vec::new();
         let mut run: Vec<u32> = Vec::new();
@@ -199,7 +228,9 @@ impl MedDrTokenizer {
 
     /// `LlamaTokenizer.convert_tokens_to_string` (legacy).
     fn tokens_to_string(&self, run: &[u32]) -> String {
-        let first_cut: Option<&str> = run.first().and_then(|&id| self.contents[id as usize].strip_prefix(SPACE));
+        let first_cut: Option<&str> = run
+            .first()
+            .and_then(|&id| self.contents[id as usize].strip_prefix(SPACE));
         let mut out = String::new();
         let mut seg: Vec<Piece> = Vec::new();
         let mut prev_special = false;
@@ -265,7 +296,11 @@ impl MedDrTokenizer {
 
     /// Starts a streaming decoder for generated ids.
     pub fn decode_stream(&self) -> DecodeStream<'_> {
-        DecodeStream { tokenizer: self, ids: Vec::new(), emitted: 0 }
+        DecodeStream {
+            tokenizer: self,
+            ids: Vec::new(),
+            emitted: 0,
+        }
     }
 }
 

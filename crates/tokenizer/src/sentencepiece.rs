@@ -28,7 +28,12 @@ impl PieceKind {
             4 => Self::UserDefined,
             5 => Self::Unused,
             6 => Self::Byte,
-            _ => return Err(perr(offset, format!("SentencePiece.type = {v} is not a known piece type (1..=6)"))),
+            _ => {
+                return Err(perr(
+                    offset,
+                    format!("SentencePiece.type = {v} is not a known piece type (1..=6)"),
+                ))
+            }
         })
     }
 
@@ -82,7 +87,10 @@ pub struct SentencePieceModel {
 }
 
 fn perr(offset: usize, what: impl Into<String>) -> TokenizerError {
-    TokenizerError::Protobuf { offset, what: what.into() }
+    TokenizerError::Protobuf {
+        offset,
+        what: what.into(),
+    }
 }
 
 /// A protobuf field value; `Bytes` carries the absolute offset of its payload for error messages.
@@ -130,9 +138,19 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         let start = self.offset();
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
-            perr(start, format!("{what}: needs {n} bytes but only {} remain", self.buf.len() - self.pos))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| {
+                perr(
+                    start,
+                    format!(
+                        "{what}: needs {n} bytes but only {} remain",
+                        self.buf.len() - self.pos
+                    ),
+                )
+            })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -158,7 +176,8 @@ impl<'a> Reader<'a> {
             2 => {
                 let len_at = self.offset();
                 let len = self.varint()?;
-                let len = usize::try_from(len).map_err(|_| perr(len_at, format!("length {len} too large")))?;
+                let len = usize::try_from(len)
+                    .map_err(|_| perr(len_at, format!("length {len} too large")))?;
                 let payload_at = self.offset();
                 Value::Bytes(self.take(len, &format!("field {field}"))?, payload_at)
             }
@@ -166,7 +185,12 @@ impl<'a> Reader<'a> {
                 let b = self.take(4, "fixed32 field")?;
                 Value::Fixed32(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             }
-            w => return Err(perr(at, format!("field {field} uses unsupported wire type {w}"))),
+            w => {
+                return Err(perr(
+                    at,
+                    format!("field {field} uses unsupported wire type {w}"),
+                ))
+            }
         };
         Ok(Some((field, value, at)))
     }
@@ -188,12 +212,14 @@ fn expect_bytes<'a>(v: &Value<'a>, field: &str, at: usize) -> Result<(&'a [u8], 
 
 fn expect_str<'a>(v: &Value<'a>, field: &str, at: usize) -> Result<&'a str> {
     let (b, off) = expect_bytes(v, field, at)?;
-    std::str::from_utf8(b).map_err(|e| perr(off + e.valid_up_to(), format!("{field} is not valid UTF-8")))
+    std::str::from_utf8(b)
+        .map_err(|e| perr(off + e.valid_up_to(), format!("{field} is not valid UTF-8")))
 }
 
 /// proto2 `int32` is sign-extended to 64 bits on the wire.
 fn as_i32(v: u64, field: &str, at: usize) -> Result<i32> {
-    i32::try_from(v as i64).map_err(|_| perr(at, format!("{field} = {} does not fit in int32", v as i64)))
+    i32::try_from(v as i64)
+        .map_err(|_| perr(at, format!("{field} = {} does not fit in int32", v as i64)))
 }
 
 impl SentencePieceModel {
@@ -238,7 +264,13 @@ impl SentencePieceModel {
         let n = m.pieces.len();
         // bos/eos/pad may legitimately be disabled (-1); they are range-checked where they are used.
         if m.unk_id < 0 || m.unk_id as usize >= n {
-            return Err(perr(bytes.len(), format!("TrainerSpec.unk_id = {} is outside the {n} pieces", m.unk_id)));
+            return Err(perr(
+                bytes.len(),
+                format!(
+                    "TrainerSpec.unk_id = {} is outside the {n} pieces",
+                    m.unk_id
+                ),
+            ));
         }
         Ok(m)
     }
@@ -258,15 +290,25 @@ fn parse_piece(buf: &[u8], base: usize, index: usize) -> Result<SentencePiece> {
             1 => piece = Some(expect_str(&value, "SentencePiece.piece", at)?.to_owned()),
             2 => match value {
                 Value::Fixed32(bits) => score = f32::from_bits(bits),
-                _ => return Err(perr(at, format!("SentencePiece.score of piece {index} must be a float"))),
+                _ => {
+                    return Err(perr(
+                        at,
+                        format!("SentencePiece.score of piece {index} must be a float"),
+                    ))
+                }
             },
-            3 => kind = PieceKind::from_proto(expect_varint(&value, "SentencePiece.type", at)?, at)?,
+            3 => {
+                kind = PieceKind::from_proto(expect_varint(&value, "SentencePiece.type", at)?, at)?
+            }
             _ => {}
         }
     }
     let piece = piece.ok_or_else(|| perr(base, format!("piece {index} has no `piece` string")))?;
     if !score.is_finite() {
-        return Err(perr(base, format!("piece {index} ({piece:?}) has non-finite score {score}")));
+        return Err(perr(
+            base,
+            format!("piece {index} ({piece:?}) has non-finite score {score}"),
+        ));
     }
     Ok(SentencePiece { piece, score, kind })
 }
@@ -284,12 +326,39 @@ fn parse_trainer(m: &mut SentencePieceModel, buf: &[u8], base: usize) -> Result<
                     v => return Err(perr(at, format!("TrainerSpec.model_type = {v} is unknown"))),
                 }
             }
-            24 => m.treat_whitespace_as_suffix = expect_varint(&value, "TrainerSpec.treat_whitespace_as_suffix", at)? != 0,
+            24 => {
+                m.treat_whitespace_as_suffix =
+                    expect_varint(&value, "TrainerSpec.treat_whitespace_as_suffix", at)? != 0
+            }
             35 => m.byte_fallback = expect_varint(&value, "TrainerSpec.byte_fallback", at)? != 0,
-            40 => m.unk_id = as_i32(expect_varint(&value, "TrainerSpec.unk_id", at)?, "TrainerSpec.unk_id", at)?,
-            41 => m.bos_id = as_i32(expect_varint(&value, "TrainerSpec.bos_id", at)?, "TrainerSpec.bos_id", at)?,
-            42 => m.eos_id = as_i32(expect_varint(&value, "TrainerSpec.eos_id", at)?, "TrainerSpec.eos_id", at)?,
-            43 => m.pad_id = as_i32(expect_varint(&value, "TrainerSpec.pad_id", at)?, "TrainerSpec.pad_id", at)?,
+            40 => {
+                m.unk_id = as_i32(
+                    expect_varint(&value, "TrainerSpec.unk_id", at)?,
+                    "TrainerSpec.unk_id",
+                    at,
+                )?
+            }
+            41 => {
+                m.bos_id = as_i32(
+                    expect_varint(&value, "TrainerSpec.bos_id", at)?,
+                    "TrainerSpec.bos_id",
+                    at,
+                )?
+            }
+            42 => {
+                m.eos_id = as_i32(
+                    expect_varint(&value, "TrainerSpec.eos_id", at)?,
+                    "TrainerSpec.eos_id",
+                    at,
+                )?
+            }
+            43 => {
+                m.pad_id = as_i32(
+                    expect_varint(&value, "TrainerSpec.pad_id", at)?,
+                    "TrainerSpec.pad_id",
+                    at,
+                )?
+            }
             _ => {}
         }
     }
@@ -301,10 +370,24 @@ fn parse_normalizer(m: &mut SentencePieceModel, buf: &[u8], base: usize) -> Resu
     while let Some((field, value, at)) = r.field()? {
         match field {
             1 => m.normalizer_name = expect_str(&value, "NormalizerSpec.name", at)?.to_owned(),
-            2 => m.has_precompiled_charsmap = !expect_bytes(&value, "NormalizerSpec.precompiled_charsmap", at)?.0.is_empty(),
-            3 => m.add_dummy_prefix = expect_varint(&value, "NormalizerSpec.add_dummy_prefix", at)? != 0,
-            4 => m.remove_extra_whitespaces = expect_varint(&value, "NormalizerSpec.remove_extra_whitespaces", at)? != 0,
-            5 => m.escape_whitespaces = expect_varint(&value, "NormalizerSpec.escape_whitespaces", at)? != 0,
+            2 => {
+                m.has_precompiled_charsmap =
+                    !expect_bytes(&value, "NormalizerSpec.precompiled_charsmap", at)?
+                        .0
+                        .is_empty()
+            }
+            3 => {
+                m.add_dummy_prefix =
+                    expect_varint(&value, "NormalizerSpec.add_dummy_prefix", at)? != 0
+            }
+            4 => {
+                m.remove_extra_whitespaces =
+                    expect_varint(&value, "NormalizerSpec.remove_extra_whitespaces", at)? != 0
+            }
+            5 => {
+                m.escape_whitespaces =
+                    expect_varint(&value, "NormalizerSpec.escape_whitespaces", at)? != 0
+            }
             _ => {}
         }
     }
@@ -318,9 +401,15 @@ mod tests {
     #[test]
     fn varint_edge_cases() {
         // 10-byte varint of -1 (int32 pad_id = -1 as written by protobuf).
-        let mut r = Reader::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], 0);
+        let mut r = Reader::new(
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            0,
+        );
         assert_eq!(as_i32(r.varint().unwrap(), "x", 0).unwrap(), -1);
-        let mut r = Reader::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02], 0);
+        let mut r = Reader::new(
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02],
+            0,
+        );
         assert!(r.varint().is_err());
         let mut r = Reader::new(&[0x80, 0x80], 7);
         match r.varint() {
@@ -334,7 +423,9 @@ mod tests {
         // field 1, wire type 2, length 100, only 2 bytes of payload.
         let bytes = [0x0a, 100, b'a', b'b'];
         match SentencePieceModel::parse(&bytes) {
-            Err(TokenizerError::Protobuf { offset: 2, what }) => assert!(what.contains("100"), "{what}"),
+            Err(TokenizerError::Protobuf { offset: 2, what }) => {
+                assert!(what.contains("100"), "{what}")
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -351,7 +442,14 @@ mod tests {
         bytes.extend_from_slice(&[0x12, 5, 0x18, 2, 0x98, 0x02, 1]);
         bytes.extend_from_slice(&[0x1a, 2, 0x18, 0]);
         let m = SentencePieceModel::parse(&bytes).unwrap();
-        assert_eq!(m.pieces, vec![SentencePiece { piece: "a".into(), score: -1.5, kind: PieceKind::UserDefined }]);
+        assert_eq!(
+            m.pieces,
+            vec![SentencePiece {
+                piece: "a".into(),
+                score: -1.5,
+                kind: PieceKind::UserDefined
+            }]
+        );
         assert_eq!(m.model_type, ModelType::Bpe);
         assert!(m.byte_fallback && !m.add_dummy_prefix && m.remove_extra_whitespaces);
         assert_eq!((m.unk_id, m.bos_id, m.eos_id, m.pad_id), (0, 1, 2, -1));

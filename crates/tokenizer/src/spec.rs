@@ -46,10 +46,16 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|e| TokenizerError::Io { path: path.to_owned(), source: e })?;
+    let text = std::fs::read_to_string(path).map_err(|e| TokenizerError::Io {
+        path: path.to_owned(),
+        source: e,
+    })?;
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|e| TokenizerError::Json { what: path.display().to_string(), source: e })
+        .map_err(|e| TokenizerError::Json {
+            what: path.display().to_string(),
+            source: e,
+        })
 }
 
 /// A special-token entry is a string or an `AddedToken` object.
@@ -88,7 +94,10 @@ impl HfConfig {
     }
 
     fn get(&self, key: &str) -> Option<&Value> {
-        self.cfg.get(key).filter(|v| !v.is_null()).or_else(|| self.stm.get(key).filter(|v| !v.is_null()))
+        self.cfg
+            .get(key)
+            .filter(|v| !v.is_null())
+            .or_else(|| self.stm.get(key).filter(|v| !v.is_null()))
     }
 
     fn special(&self, key: &str) -> Option<&str> {
@@ -96,7 +105,10 @@ impl HfConfig {
     }
 
     fn bool_or(&self, key: &str, default: bool) -> bool {
-        self.cfg.get(key).and_then(Value::as_bool).unwrap_or(default)
+        self.cfg
+            .get(key)
+            .and_then(Value::as_bool)
+            .unwrap_or(default)
     }
 
     /// bos, eos, unk, pad, then `additional_special_tokens` (transformers' `all_special_tokens`).
@@ -105,7 +117,10 @@ impl HfConfig {
             .iter()
             .filter_map(|k| self.special(k).map(str::to_owned))
             .collect();
-        if let Some(list) = self.get("additional_special_tokens").and_then(Value::as_array) {
+        if let Some(list) = self
+            .get("additional_special_tokens")
+            .and_then(Value::as_array)
+        {
             out.extend(list.iter().filter_map(token_content).map(str::to_owned));
         }
         out
@@ -131,9 +146,11 @@ fn resolve(
     fallback: Option<u32>,
 ) -> Result<Option<u32>> {
     match content {
-        Some(c) => lookup(c)
-            .map(Some)
-            .ok_or_else(|| TokenizerError::config(format!("{name} {c:?} is neither a piece nor an added token"))),
+        Some(c) => lookup(c).map(Some).ok_or_else(|| {
+            TokenizerError::config(format!(
+                "{name} {c:?} is neither a piece nor an added token"
+            ))
+        }),
         None => Ok(fallback),
     }
 }
@@ -153,13 +170,19 @@ impl TokenizerSpec {
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let model = dir.join("tokenizer.model");
         if model.is_file() {
-            let bytes = std::fs::read(&model).map_err(|e| TokenizerError::Io { path: model.clone(), source: e })?;
+            let bytes = std::fs::read(&model).map_err(|e| TokenizerError::Io {
+                path: model.clone(),
+                source: e,
+            })?;
             let sp = SentencePieceModel::parse(&bytes)?;
             Self::from_sentencepiece(&sp, dir)
         } else if dir.join("tokenizer.json").is_file() {
             Self::from_tokenizer_json_dir(dir)
         } else {
-            Err(TokenizerError::config(format!("{} has neither tokenizer.model nor tokenizer.json", dir.display())))
+            Err(TokenizerError::config(format!(
+                "{} has neither tokenizer.model nor tokenizer.json",
+                dir.display()
+            )))
         }
     }
 
@@ -170,7 +193,9 @@ impl TokenizerSpec {
                 sp.model_type
             )));
         }
-        if !(sp.normalizer_name.is_empty() || sp.normalizer_name == "identity") || sp.has_precompiled_charsmap {
+        if !(sp.normalizer_name.is_empty() || sp.normalizer_name == "identity")
+            || sp.has_precompiled_charsmap
+        {
             return Err(TokenizerError::Unsupported(format!(
                 "SentencePiece normalizer {:?}: only the identity normalizer is supported",
                 sp.normalizer_name
@@ -186,21 +211,30 @@ impl TokenizerSpec {
         let hf = HfConfig::load(dir)?;
         let added_json = read_json(&dir.join("added_tokens.json"))?;
         let n = sp.pieces.len();
-        let piece_ids: HashMap<&str, u32> =
-            sp.pieces.iter().enumerate().map(|(i, p)| (p.piece.as_str(), i as u32)).collect();
+        let piece_ids: HashMap<&str, u32> = sp
+            .pieces
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.piece.as_str(), i as u32))
+            .collect();
 
         // id -> added token, from `added_tokens_decoder` and `added_tokens.json`.
         let mut added: BTreeMap<u32, AddedTok> = BTreeMap::new();
         let mut decoder_ids = Vec::new();
-        if let Some(dec) = hf.cfg.get("added_tokens_decoder").and_then(Value::as_object) {
+        if let Some(dec) = hf
+            .cfg
+            .get("added_tokens_decoder")
+            .and_then(Value::as_object)
+        {
             for (k, v) in dec {
                 let id: u32 = k.parse().map_err(|_| {
-                    TokenizerError::config(format!("added_tokens_decoder key {k:?} is not a token id"))
+                    TokenizerError::config(format!(
+                        "added_tokens_decoder key {k:?} is not a token id"
+                    ))
                 })?;
-                let content = v
-                    .get("content")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| TokenizerError::config(format!("added_tokens_decoder[{k}].content is missing")))?;
+                let content = v.get("content").and_then(Value::as_str).ok_or_else(|| {
+                    TokenizerError::config(format!("added_tokens_decoder[{k}].content is missing"))
+                })?;
                 added.insert(
                     id,
                     AddedTok {
@@ -220,9 +254,14 @@ impl TokenizerSpec {
         let mut json_ids = Vec::new();
         if let Some(obj) = added_json.as_ref().and_then(Value::as_object) {
             for (content, id) in obj {
-                let id = id.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| {
-                    TokenizerError::config(format!("added_tokens.json[{content:?}] = {id} is not a token id"))
-                })?;
+                let id = id
+                    .as_u64()
+                    .and_then(|x| u32::try_from(x).ok())
+                    .ok_or_else(|| {
+                        TokenizerError::config(format!(
+                            "added_tokens.json[{content:?}] = {id} is not a token id"
+                        ))
+                    })?;
                 match added.get(&id) {
                     Some(t) if t.content != *content => {
                         return Err(TokenizerError::AddedToken {
@@ -261,7 +300,10 @@ impl TokenizerSpec {
                     return Err(TokenizerError::AddedToken {
                         content: t.content.clone(),
                         id: id.into(),
-                        problem: format!("is the SentencePiece piece {:?}", sp.pieces[id as usize].piece),
+                        problem: format!(
+                            "is the SentencePiece piece {:?}",
+                            sp.pieces[id as usize].piece
+                        ),
                     });
                 }
             } else {
@@ -322,26 +364,64 @@ impl TokenizerSpec {
         debug_assert_eq!(tokens.len(), total);
 
         let lookup = |c: &str| -> Option<u32> {
-            added.values().find(|t| t.content == c).map(|t| t.id).or_else(|| piece_ids.get(c).copied())
+            added
+                .values()
+                .find(|t| t.content == c)
+                .map(|t| t.id)
+                .or_else(|| piece_ids.get(c).copied())
         };
-        let bos_id = resolve("bos_token", hf.special("bos_token"), &lookup, sp_id(sp.bos_id))?
-            .ok_or_else(|| TokenizerError::config("no bos token: neither bos_token nor SentencePiece bos_id"))?;
-        let eos_id = resolve("eos_token", hf.special("eos_token"), &lookup, sp_id(sp.eos_id))?
-            .ok_or_else(|| TokenizerError::config("no eos token: neither eos_token nor SentencePiece eos_id"))?;
-        let unk_id = resolve("unk_token", hf.special("unk_token"), &lookup, sp_id(sp.unk_id))?
-            .ok_or_else(|| TokenizerError::config("no unk token"))?;
-        let pad_id = resolve("pad_token", hf.special("pad_token"), &lookup, sp_id(sp.pad_id))?;
-        for (name, id) in [("bos", Some(bos_id)), ("eos", Some(eos_id)), ("unk", Some(unk_id)), ("pad", pad_id)] {
+        let bos_id = resolve(
+            "bos_token",
+            hf.special("bos_token"),
+            &lookup,
+            sp_id(sp.bos_id),
+        )?
+        .ok_or_else(|| {
+            TokenizerError::config("no bos token: neither bos_token nor SentencePiece bos_id")
+        })?;
+        let eos_id = resolve(
+            "eos_token",
+            hf.special("eos_token"),
+            &lookup,
+            sp_id(sp.eos_id),
+        )?
+        .ok_or_else(|| {
+            TokenizerError::config("no eos token: neither eos_token nor SentencePiece eos_id")
+        })?;
+        let unk_id = resolve(
+            "unk_token",
+            hf.special("unk_token"),
+            &lookup,
+            sp_id(sp.unk_id),
+        )?
+        .ok_or_else(|| TokenizerError::config("no unk token"))?;
+        let pad_id = resolve(
+            "pad_token",
+            hf.special("pad_token"),
+            &lookup,
+            sp_id(sp.pad_id),
+        )?;
+        for (name, id) in [
+            ("bos", Some(bos_id)),
+            ("eos", Some(eos_id)),
+            ("unk", Some(unk_id)),
+            ("pad", pad_id),
+        ] {
             if let Some(id) = id.filter(|&id| id as usize >= total) {
-                return Err(TokenizerError::config(format!("{name} id {id} is outside the vocabulary of {total}")));
+                return Err(TokenizerError::config(format!(
+                    "{name} id {id} is outside the vocabulary of {total}"
+                )));
             }
         }
         // LlamaTokenizer defaults.
         let add_bos = hf.bool_or("add_bos_token", true);
         let add_eos = hf.bool_or("add_eos_token", false);
 
-        let pieces: Vec<(String, f32, PieceKind)> =
-            sp.pieces.iter().map(|p| (p.piece.clone(), p.score, p.kind)).collect();
+        let pieces: Vec<(String, f32, PieceKind)> = sp
+            .pieces
+            .iter()
+            .map(|p| (p.piece.clone(), p.score, p.kind))
+            .collect();
         let added_list: Vec<AddedTok> = added.values().cloned().collect();
         let content_of = |id: u32| tokens_content(&pieces, &added_list, id);
         let hf_json = hf_json::build(&BuildInput {
@@ -372,7 +452,10 @@ impl TokenizerSpec {
 
     fn from_tokenizer_json_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| TokenizerError::Io { path: path.clone(), source: e })?;
+        let text = std::fs::read_to_string(&path).map_err(|e| TokenizerError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
         let info = hf_json::inspect(&text)?;
         check_loads(&text)?;
         let hf = HfConfig::load(dir)?;
@@ -406,7 +489,8 @@ impl TokenizerSpec {
         for (r, (a, b)) in info.merges.iter().enumerate() {
             first_rank.entry(format!("{a}{b}")).or_insert(r);
         }
-        let controls: std::collections::HashSet<&str> = info.controls.iter().map(String::as_str).collect();
+        let controls: std::collections::HashSet<&str> =
+            info.controls.iter().map(String::as_str).collect();
         let mut scores = Vec::with_capacity(tokens.len());
         let mut token_types = Vec::with_capacity(tokens.len());
         for (i, t) in tokens.iter().enumerate() {
@@ -428,23 +512,34 @@ impl TokenizerSpec {
         for a in &added {
             let i = a.id as usize;
             scores[i] = ADDED_TOKEN_SCORE;
-            token_types[i] =
-                if a.special || looks_special(&a.content) { token_type::CONTROL } else { token_type::USER_DEFINED };
+            token_types[i] = if a.special || looks_special(&a.content) {
+                token_type::CONTROL
+            } else {
+                token_type::USER_DEFINED
+            };
         }
         let lookup = |c: &str| -> Option<u32> {
-            added.iter().find(|a| a.content == c).map(|a| a.id).or_else(|| {
-                info.vocab.iter().position(|p| p == c).map(|i| i as u32)
-            })
+            added
+                .iter()
+                .find(|a| a.content == c)
+                .map(|a| a.id)
+                .or_else(|| info.vocab.iter().position(|p| p == c).map(|i| i as u32))
         };
         let default_bos = info.post_bos.as_deref().or(Some("<s>")).and_then(lookup);
         let default_eos = info.post_eos.as_deref().or(Some("</s>")).and_then(lookup);
         let default_unk = info.unk_token.as_deref().and_then(lookup);
         let bos_id = resolve("bos_token", hf.special("bos_token"), &lookup, default_bos)?
-            .ok_or_else(|| TokenizerError::config("no bos token in tokenizer_config.json or tokenizer.json"))?;
+            .ok_or_else(|| {
+                TokenizerError::config("no bos token in tokenizer_config.json or tokenizer.json")
+            })?;
         let eos_id = resolve("eos_token", hf.special("eos_token"), &lookup, default_eos)?
-            .ok_or_else(|| TokenizerError::config("no eos token in tokenizer_config.json or tokenizer.json"))?;
+            .ok_or_else(|| {
+                TokenizerError::config("no eos token in tokenizer_config.json or tokenizer.json")
+            })?;
         let unk_id = resolve("unk_token", hf.special("unk_token"), &lookup, default_unk)?
-            .ok_or_else(|| TokenizerError::config("no unk token in tokenizer_config.json or tokenizer.json"))?;
+            .ok_or_else(|| {
+                TokenizerError::config("no unk token in tokenizer_config.json or tokenizer.json")
+            })?;
         let pad_id = resolve("pad_token", hf.special("pad_token"), &lookup, None)?;
         Ok(Self {
             tokens,
@@ -491,17 +586,26 @@ impl TokenizerSpec {
         if n == 0 {
             return Err(TokenizerError::config("tokenizer.ggml.tokens is empty"));
         }
-        for (name, id) in [("bos", Some(bos_id)), ("eos", Some(eos_id)), ("unk", Some(unk_id)), ("pad", pad_id)] {
+        for (name, id) in [
+            ("bos", Some(bos_id)),
+            ("eos", Some(eos_id)),
+            ("unk", Some(unk_id)),
+            ("pad", pad_id),
+        ] {
             if let Some(id) = id.filter(|&id| id as usize >= n) {
-                return Err(TokenizerError::IdOutOfRange { id: id.into(), vocab_size: n }).map_err(|e| {
-                    TokenizerError::config(format!("tokenizer.ggml {name} token: {e}"))
-                });
+                return Err(TokenizerError::IdOutOfRange {
+                    id: id.into(),
+                    vocab_size: n,
+                })
+                .map_err(|e| TokenizerError::config(format!("tokenizer.ggml {name} token: {e}")));
             }
         }
         let mut kinds = Vec::with_capacity(n);
         for (i, (&t, &s)) in token_types.iter().zip(&scores).enumerate() {
             if !s.is_finite() {
-                return Err(TokenizerError::config(format!("tokenizer.ggml.scores[{i}] = {s} is not finite")));
+                return Err(TokenizerError::config(format!(
+                    "tokenizer.ggml.scores[{i}] = {s} is not finite"
+                )));
             }
             kinds.push(match t {
                 token_type::NORMAL => PieceKind::Normal,
@@ -520,7 +624,13 @@ impl TokenizerSpec {
         let hf_json = match hf_json {
             Some(json) => {
                 let info = hf_json::inspect(&json)?;
-                let total = info.vocab.len().max(info.added.iter().map(|a| a.id as usize + 1).max().unwrap_or(0));
+                let total = info.vocab.len().max(
+                    info.added
+                        .iter()
+                        .map(|a| a.id as usize + 1)
+                        .max()
+                        .unwrap_or(0),
+                );
                 if total != n {
                     return Err(TokenizerError::config(format!(
                         "tokenizer.huggingface.json has {total} tokens but tokenizer.ggml.tokens has {n}"
@@ -536,13 +646,19 @@ impl TokenizerSpec {
                 json
             }
             None => {
-                let pieces: Vec<(String, f32, PieceKind)> =
-                    tokens.iter().zip(&scores).zip(&kinds).map(|((t, &s), &k)| (t.clone(), s, k)).collect();
+                let pieces: Vec<(String, f32, PieceKind)> = tokens
+                    .iter()
+                    .zip(&scores)
+                    .zip(&kinds)
+                    .map(|((t, &s), &k)| (t.clone(), s, k))
+                    .collect();
                 let added: Vec<AddedTok> = kinds
                     .iter()
                     .enumerate()
                     .filter(|(_, k)| matches!(k, PieceKind::Control | PieceKind::UserDefined))
-                    .map(|(i, k)| AddedTok::plain(i as u32, tokens[i].clone(), *k == PieceKind::Control))
+                    .map(|(i, k)| {
+                        AddedTok::plain(i as u32, tokens[i].clone(), *k == PieceKind::Control)
+                    })
                     .collect();
                 let json = hf_json::build(&BuildInput {
                     pieces: &pieces,

@@ -18,9 +18,18 @@ fn encode_cases_match_upstream() {
             let want = ids(&c["input_ids"]);
             assert_eq!(tok.encode(text).unwrap(), want, "[{name}] encode {text:?}");
             let toks: Vec<&str> = want.iter().map(|&i| tok.id_to_token(i).unwrap()).collect();
-            let want_toks: Vec<&str> = c["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+            let want_toks: Vec<&str> = c["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap())
+                .collect();
             assert_eq!(toks, want_toks, "[{name}] tokens of {text:?}");
-            assert_eq!(tok.decode(&want, false).unwrap(), c["decode"].as_str().unwrap(), "[{name}] decode {text:?}");
+            assert_eq!(
+                tok.decode(&want, false).unwrap(),
+                c["decode"].as_str().unwrap(),
+                "[{name}] decode {text:?}"
+            );
             assert_eq!(
                 tok.decode(&want, true).unwrap(),
                 c["decode_skip_special"].as_str().unwrap(),
@@ -39,7 +48,11 @@ fn decode_cases_match_upstream() {
     for (name, tok) in all_runtimes(&spec) {
         for c in cases {
             let i = ids(&c["ids"]);
-            assert_eq!(tok.decode(&i, false).unwrap(), c["decode"].as_str().unwrap(), "[{name}] decode {i:?}");
+            assert_eq!(
+                tok.decode(&i, false).unwrap(),
+                c["decode"].as_str().unwrap(),
+                "[{name}] decode {i:?}"
+            );
             assert_eq!(
                 tok.decode(&i, true).unwrap(),
                 c["decode_skip_special"].as_str().unwrap(),
@@ -70,7 +83,11 @@ fn prompts_tokenise_exactly() {
                 s["id"]
             );
             let g24 = ids(&s["greedy_tokens"]);
-            assert_eq!(tok.decode(&g24, true).unwrap(), s["greedy_text"].as_str().unwrap(), "[{name}] greedy_text");
+            assert_eq!(
+                tok.decode(&g24, true).unwrap(),
+                s["greedy_text"].as_str().unwrap(),
+                "[{name}] greedy_text"
+            );
             assert_eq!(
                 tok.decode(&g24, false).unwrap(),
                 s["greedy_text_keep_special"].as_str().unwrap(),
@@ -85,9 +102,16 @@ fn decode_stream_yields_the_same_text() {
     let spec = fixture_spec();
     let tok = MedDrTokenizer::from_spec(&spec).unwrap();
     let exp = read_json(&shared().join("fixtures/expected/dev/expected.json"));
-    let mut seqs: Vec<Vec<u32>> = exp["samples"].as_array().unwrap().iter().map(|s| ids(&s["greedy_tokens"])).collect();
+    let mut seqs: Vec<Vec<u32>> = exp["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| ids(&s["greedy_tokens"]))
+        .collect();
     // Multi-byte characters split over byte pieces, an invalid byte at the end, specials in between.
-    seqs.push(vec![1953, 237, 193, 182, 7, 1939, 249, 168, 161, 137, 2002, 237, 193]);
+    seqs.push(vec![
+        1953, 237, 193, 182, 7, 1939, 249, 168, 161, 137, 2002, 237, 193,
+    ]);
     for seq in seqs {
         let mut stream = tok.decode_stream();
         let mut out = String::new();
@@ -144,13 +168,20 @@ fn pieces_scores_and_types_match() {
     // GGUF arrays: SentencePiece values, except that llama.cpp's converter turns every added_tokens_decoder
     // entry into CONTROL (all are special here) with score -1000 and appends the added tokens.
     let spec = fixture_spec();
-    assert_eq!(spec.tokens.len(), fx["len_tokenizer"].as_u64().unwrap() as usize);
+    assert_eq!(
+        spec.tokens.len(),
+        fx["len_tokenizer"].as_u64().unwrap() as usize
+    );
     let decoder = fx["added_tokens_decoder"].as_object().unwrap();
     #[allow(clippy::needless_range_loop)]
     for i in 0..spec.tokens.len() {
         if let Some(a) = decoder.get(&i.to_string()) {
             assert_eq!(spec.tokens[i], a["content"].as_str().unwrap());
-            assert_eq!((spec.token_types[i], spec.scores[i]), (token_type::CONTROL, -1000.0), "token {i}");
+            assert_eq!(
+                (spec.token_types[i], spec.scores[i]),
+                (token_type::CONTROL, -1000.0),
+                "token {i}"
+            );
         } else {
             assert!(i < 2000, "token {i} must be a piece");
             assert_eq!(spec.tokens[i], want[i][0].as_str().unwrap());
@@ -174,15 +205,27 @@ fn special_token_metadata() {
     assert_eq!(spec.add_bos, fx["add_bos_token"].as_bool().unwrap());
     assert_eq!(spec.add_eos, fx["add_eos_token"].as_bool().unwrap());
     assert!(!spec.add_space_prefix);
-    assert_eq!(spec.chat_template, None, "the fixture config has no chat_template");
+    assert_eq!(
+        spec.chat_template, None,
+        "the fixture config has no chat_template"
+    );
     let special = ids(&fx["all_special_ids"]);
     for (name, tok) in all_runtimes(&spec) {
         assert_eq!(tok.vocab_size(), 2009);
         for id in 0..2009u32 {
-            assert_eq!(tok.is_special(id), special.contains(&id), "[{name}] is_special({id})");
+            assert_eq!(
+                tok.is_special(id),
+                special.contains(&id),
+                "[{name}] is_special({id})"
+            );
             assert_eq!(tok.id_to_token(id).unwrap(), spec.tokens[id as usize]);
         }
-        for (t, id) in fx["internvl_token_ids"].as_object().unwrap().iter().chain(fx["chatml_token_ids"].as_object().unwrap()) {
+        for (t, id) in fx["internvl_token_ids"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .chain(fx["chatml_token_ids"].as_object().unwrap())
+        {
             assert_eq!(tok.token_to_id(t), Some(id.as_u64().unwrap() as u32));
         }
         assert_eq!(tok.id_to_token(2009), None);
@@ -193,7 +236,11 @@ fn special_token_metadata() {
 #[test]
 fn add_bos_goes_through_the_post_processor() {
     let dir = scratch("addbos");
-    for f in ["tokenizer.model", "added_tokens.json", "special_tokens_map.json"] {
+    for f in [
+        "tokenizer.model",
+        "added_tokens.json",
+        "special_tokens_map.json",
+    ] {
         std::fs::copy(fixture_dir().join(f), dir.join(f)).unwrap();
     }
     let mut cfg = read_json(&fixture_dir().join("tokenizer_config.json"));
@@ -214,25 +261,48 @@ fn tokenizer_json_only_directory() {
     let spec = fixture_spec();
     let dir = scratch("jsononly");
     std::fs::write(dir.join("tokenizer.json"), &spec.hf_json).unwrap();
-    std::fs::copy(fixture_dir().join("tokenizer_config.json"), dir.join("tokenizer_config.json")).unwrap();
+    std::fs::copy(
+        fixture_dir().join("tokenizer_config.json"),
+        dir.join("tokenizer_config.json"),
+    )
+    .unwrap();
     let js = TokenizerSpec::from_hf_dir(&dir).unwrap();
     assert_eq!(js.tokens, spec.tokens);
     assert_eq!(js.token_types, spec.token_types);
-    assert_eq!((js.bos_id, js.eos_id, js.unk_id, js.pad_id), (spec.bos_id, spec.eos_id, spec.unk_id, spec.pad_id));
-    assert_eq!((js.add_bos, js.add_eos, js.add_space_prefix), (false, false, false));
+    assert_eq!(
+        (js.bos_id, js.eos_id, js.unk_id, js.pad_id),
+        (spec.bos_id, spec.eos_id, spec.unk_id, spec.pad_id)
+    );
+    assert_eq!(
+        (js.add_bos, js.add_eos, js.add_space_prefix),
+        (false, false, false)
+    );
     // Scores are rebuilt from merge ranks: a merged piece's score is minus its first merge rank, so the
     // score order of merge results is the merge order.
     let fx = fixtures();
     let want = fx["sentencepiece_pieces"].as_array().unwrap();
-    let mut merged: Vec<usize> = (265..2000).filter(|&i| spec.tokens[i].chars().count() > 1).collect();
+    let mut merged: Vec<usize> = (265..2000)
+        .filter(|&i| spec.tokens[i].chars().count() > 1)
+        .collect();
     merged.sort_by(|&a, &b| js.scores[b].total_cmp(&js.scores[a]));
     let mut by_sp = merged.clone();
-    by_sp.sort_by(|&a, &b| want[b][1].as_f64().unwrap().total_cmp(&want[a][1].as_f64().unwrap()));
+    by_sp.sort_by(|&a, &b| {
+        want[b][1]
+            .as_f64()
+            .unwrap()
+            .total_cmp(&want[a][1].as_f64().unwrap())
+    });
     assert_eq!(merged, by_sp);
     let tok = MedDrTokenizer::from_spec(&js).unwrap();
     for c in fx["encode_cases"].as_array().unwrap() {
-        assert_eq!(tok.encode(c["text"].as_str().unwrap()).unwrap(), ids(&c["input_ids"]));
-        assert_eq!(tok.decode(&ids(&c["input_ids"]), false).unwrap(), c["decode"].as_str().unwrap());
+        assert_eq!(
+            tok.encode(c["text"].as_str().unwrap()).unwrap(),
+            ids(&c["input_ids"])
+        );
+        assert_eq!(
+            tok.decode(&ids(&c["input_ids"]), false).unwrap(),
+            c["decode"].as_str().unwrap()
+        );
     }
 }
 
@@ -271,6 +341,9 @@ fn gguf_arrays_without_json() {
     assert_eq!(checked, 26);
     let exp = read_json(&shared().join("fixtures/expected/dev/expected.json"));
     for s in exp["samples"].as_array().unwrap() {
-        assert_eq!(tok.encode(s["prompt"].as_str().unwrap()).unwrap(), ids(&s["input_ids"]));
+        assert_eq!(
+            tok.encode(s["prompt"].as_str().unwrap()).unwrap(),
+            ids(&s["input_ids"])
+        );
     }
 }

@@ -7,7 +7,12 @@ use meddr_tokenizer::{MedDrTokenizer, SentencePieceModel, TokenizerError, Tokeni
 
 fn copy_fixture(name: &str) -> std::path::PathBuf {
     let dir = scratch(name);
-    for f in ["tokenizer.model", "added_tokens.json", "special_tokens_map.json", "tokenizer_config.json"] {
+    for f in [
+        "tokenizer.model",
+        "added_tokens.json",
+        "special_tokens_map.json",
+        "tokenizer_config.json",
+    ] {
         std::fs::copy(fixture_dir().join(f), dir.join(f)).unwrap();
     }
     dir
@@ -23,7 +28,9 @@ fn truncated_model_is_a_protobuf_error_with_offset() {
         match SentencePieceModel::parse(&bytes[..cut]) {
             // A cut on a field boundary inside the piece list is a valid (shorter) model; then it has fewer pieces.
             Ok(m) => assert!(m.pieces.len() < 2000, "cut {cut}"),
-            Err(TokenizerError::Protobuf { offset, .. }) => assert!(offset <= cut, "cut {cut}: offset {offset}"),
+            Err(TokenizerError::Protobuf { offset, .. }) => {
+                assert!(offset <= cut, "cut {cut}: offset {offset}")
+            }
             Err(e) => panic!("cut {cut}: unexpected error {e}"),
         }
     }
@@ -37,7 +44,13 @@ fn truncated_model_is_a_protobuf_error_with_offset() {
 
 #[test]
 fn garbage_model_bytes() {
-    for bad in [&b""[..], b"\x07", b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", b"\x0b\x00", b"\x0a\x02\x15\x00"] {
+    for bad in [
+        &b""[..],
+        b"\x07",
+        b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+        b"\x0b\x00",
+        b"\x0a\x02\x15\x00",
+    ] {
         match SentencePieceModel::parse(bad) {
             Err(TokenizerError::Protobuf { .. }) => {}
             other => panic!("{bad:?}: {other:?}"),
@@ -53,13 +66,23 @@ fn garbage_model_bytes() {
 #[test]
 fn bad_json_is_a_json_error() {
     let dir = copy_fixture("badjson");
-    std::fs::write(dir.join("tokenizer_config.json"), "{\"add_bos_token\": false,").unwrap();
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        "{\"add_bos_token\": false,",
+    )
+    .unwrap();
     let err = TokenizerSpec::from_hf_dir(&dir).unwrap_err();
     assert!(matches!(err, TokenizerError::Json { .. }), "{err}");
     assert!(err.to_string().contains("tokenizer_config.json"), "{err}");
-    assert!(matches!(MedDrTokenizer::from_hf_json("{\"model\": "), Err(TokenizerError::Json { .. })));
+    assert!(matches!(
+        MedDrTokenizer::from_hf_json("{\"model\": "),
+        Err(TokenizerError::Json { .. })
+    ));
     let wordpiece = r#"{"version":"1.0","model":{"type":"WordPiece","vocab":{"a":0}}}"#;
-    assert!(matches!(MedDrTokenizer::from_hf_json(wordpiece), Err(TokenizerError::Unsupported(_))));
+    assert!(matches!(
+        MedDrTokenizer::from_hf_json(wordpiece),
+        Err(TokenizerError::Unsupported(_))
+    ));
 }
 
 #[test]
@@ -76,12 +99,18 @@ fn added_token_clash_and_gap() {
 
     // Same id, different content in added_tokens.json and tokenizer_config.json.
     std::fs::write(dir.join("added_tokens.json"), r#"{"<image>": 2000}"#).unwrap();
-    assert!(matches!(TokenizerSpec::from_hf_dir(&dir), Err(TokenizerError::AddedToken { id: 2000, .. })));
+    assert!(matches!(
+        TokenizerSpec::from_hf_dir(&dir),
+        Err(TokenizerError::AddedToken { id: 2000, .. })
+    ));
 
     // A gap after the last added token.
     std::fs::write(dir.join("added_tokens.json"), r#"{"<late>": 2010}"#).unwrap();
     let err = TokenizerSpec::from_hf_dir(&dir).unwrap_err();
-    assert!(matches!(err, TokenizerError::AddedToken { id: 2010, .. }), "{err}");
+    assert!(
+        matches!(err, TokenizerError::AddedToken { id: 2010, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("2009"), "{err}");
 }
 
@@ -103,7 +132,10 @@ fn gguf_parts_are_validated() {
             json,
         )
     };
-    assert!(matches!(parts(spec.token_types[..10].to_vec(), 1, None), Err(TokenizerError::Config(_))));
+    assert!(matches!(
+        parts(spec.token_types[..10].to_vec(), 1, None),
+        Err(TokenizerError::Config(_))
+    ));
     let mut bad = spec.token_types.clone();
     bad[17] = 9;
     let e = parts(bad, 1, None).unwrap_err();
@@ -111,9 +143,15 @@ fn gguf_parts_are_validated() {
     assert!(parts(spec.token_types.clone(), 5000, None).is_err());
     // JSON that disagrees with the arrays.
     let other = spec.hf_json.replace("\"<IMG_CONTEXT>\"", "\"<IMG_CTX>\"");
-    assert!(parts(spec.token_types.clone(), 1, Some(other)).is_ok(), "added-token text may differ (llama.cpp rewrites it)");
+    assert!(
+        parts(spec.token_types.clone(), 1, Some(other)).is_ok(),
+        "added-token text may differ (llama.cpp rewrites it)"
+    );
     let mut v: serde_json::Value = serde_json::from_str(&spec.hf_json).unwrap();
     v["added_tokens"].as_array_mut().unwrap().pop();
     let shorter = v.to_string();
-    assert!(matches!(parts(spec.token_types.clone(), 1, Some(shorter)), Err(TokenizerError::Config(_))));
+    assert!(matches!(
+        parts(spec.token_types.clone(), 1, Some(shorter)),
+        Err(TokenizerError::Config(_))
+    ));
 }

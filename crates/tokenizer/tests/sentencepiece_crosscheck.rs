@@ -27,33 +27,154 @@ for seq in inp['ids']:
 json.dump({'encode': enc, 'decode': dec, 'size': sp.get_piece_size()}, open(sys.argv[2], 'w', encoding='utf-8'))
 "#;
 
-fn reference(model: &Path, texts: &[String], id_seqs: &[Vec<u32>], tag: &str) -> (Vec<Vec<u32>>, Vec<String>) {
+fn reference(
+    model: &Path,
+    texts: &[String],
+    id_seqs: &[Vec<u32>],
+    tag: &str,
+) -> (Vec<Vec<u32>>, Vec<String>) {
     let dir = scratch(&format!("spref-{tag}"));
     let (inp, out) = (dir.join("in.json"), dir.join("out.json"));
-    std::fs::write(&inp, json!({"model": model, "texts": texts, "ids": id_seqs}).to_string()).unwrap();
-    let res = Command::new(python()).arg("-c").arg(REFERENCE).arg(&inp).arg(&out).output().unwrap();
-    assert!(res.status.success(), "python sentencepiece failed: {}", String::from_utf8_lossy(&res.stderr));
+    std::fs::write(
+        &inp,
+        json!({"model": model, "texts": texts, "ids": id_seqs}).to_string(),
+    )
+    .unwrap();
+    let res = Command::new(python())
+        .arg("-c")
+        .arg(REFERENCE)
+        .arg(&inp)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "python sentencepiece failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
     let v = read_json(&out);
     let enc = v["encode"].as_array().unwrap().iter().map(ids).collect();
-    let dec = v["decode"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect();
+    let dec = v["decode"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
     (enc, dec)
 }
 
 const WORDS: &[&str] = &[
-    "the", "chest", "radiograph", "lesion", "Findings", "impression", "normal", "tumor", "optic", "disc",
-    "patient", "shows", "clear", "lung", "fields", "effusion", "cardiomegaly", "Hello", "world", "aaaa", "    ",
-    "...", "----", "question", "answer", "<s>", "</s>", "<unk>", "<|Human|>", "2019", "3.2", "×",
+    "the",
+    "chest",
+    "radiograph",
+    "lesion",
+    "Findings",
+    "impression",
+    "normal",
+    "tumor",
+    "optic",
+    "disc",
+    "patient",
+    "shows",
+    "clear",
+    "lung",
+    "fields",
+    "effusion",
+    "cardiomegaly",
+    "Hello",
+    "world",
+    "aaaa",
+    "    ",
+    "...",
+    "----",
+    "question",
+    "answer",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "<|Human|>",
+    "2019",
+    "3.2",
+    "×",
 ];
 const CHARS: &[&str] = &[
-    "a", "b", "e", "t", "Z", "0", "1", "7", " ", "  ", "\n", "\n\n", "\t", "\r", ".", ",", ";", ":", "!", "?", "(",
-    ")", "[", "]", "{", "}", "<", ">", "|", "-", "_", "'", "\"", "/", "\\", "@", "#", "$", "%", "^", "&", "*", "+",
-    "=", "~", "`", "é", "ß", "ø", "ñ", "Ω", "∑", "µ", "°", "–", "中", "文", "😀", "👍🏽", "\u{301}", "\u{200b}",
-    "\u{2581}", "\u{0}", "привет", "مرحبا", "カタカナ", "한국어", "ﬁ", "Ⅻ",
+    "a",
+    "b",
+    "e",
+    "t",
+    "Z",
+    "0",
+    "1",
+    "7",
+    " ",
+    "  ",
+    "\n",
+    "\n\n",
+    "\t",
+    "\r",
+    ".",
+    ",",
+    ";",
+    ":",
+    "!",
+    "?",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    "<",
+    ">",
+    "|",
+    "-",
+    "_",
+    "'",
+    "\"",
+    "/",
+    "\\",
+    "@",
+    "#",
+    "$",
+    "%",
+    "^",
+    "&",
+    "*",
+    "+",
+    "=",
+    "~",
+    "`",
+    "é",
+    "ß",
+    "ø",
+    "ñ",
+    "Ω",
+    "∑",
+    "µ",
+    "°",
+    "–",
+    "中",
+    "文",
+    "😀",
+    "👍🏽",
+    "\u{301}",
+    "\u{200b}",
+    "\u{2581}",
+    "\u{0}",
+    "привет",
+    "مرحبا",
+    "カタカナ",
+    "한국어",
+    "ﬁ",
+    "Ⅻ",
 ];
 
 fn random_texts(seed: u64, n: usize) -> Vec<String> {
     let mut rng = Rng(seed);
-    let mut out: Vec<String> = ["", " ", "   ", " a", "a ", "\n", " \n ", "a  b   c", "😀"].iter().map(|s| s.to_string()).collect();
+    let mut out: Vec<String> = ["", " ", "   ", " a", "a ", "\n", " \n ", "a  b   c", "😀"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     while out.len() < n {
         let mut s = String::new();
         for _ in 0..1 + rng.below(30) {
@@ -97,7 +218,13 @@ fn compare(tok: &MedDrTokenizer, model: &Path, texts: &[String], seqs: &[Vec<u32
             bad.push(format!("decode {s:?}: ours {got:?} reference {want:?}"));
         }
     }
-    assert!(bad.is_empty(), "[{tag}] {} mismatches of {}:\n{}", bad.len(), texts.len() + seqs.len(), bad[..bad.len().min(10)].join("\n"));
+    assert!(
+        bad.is_empty(),
+        "[{tag}] {} mismatches of {}:\n{}",
+        bad.len(),
+        texts.len() + seqs.len(),
+        bad[..bad.len().min(10)].join("\n")
+    );
 }
 
 #[test]
@@ -109,7 +236,18 @@ fn fixture_model_matches_sentencepiece() {
     // Texts are free of added tokens, so ours must equal plain `sp.encode`.
     let texts: Vec<String> = random_texts(5, 400)
         .into_iter()
-        .filter(|t| !["<|im_start|>", "<|im_end|>", "<|im_sep|>", "<unk>", "<|startoftext|>", "<|endoftext|>"].iter().any(|s| t.contains(s)))
+        .filter(|t| {
+            ![
+                "<|im_start|>",
+                "<|im_end|>",
+                "<|im_sep|>",
+                "<unk>",
+                "<|startoftext|>",
+                "<|endoftext|>",
+            ]
+            .iter()
+            .any(|s| t.contains(s))
+        })
         .collect();
     assert!(texts.len() > 300);
     for (name, tok) in all_runtimes(&spec) {
@@ -124,7 +262,14 @@ fn mistral_model() -> PathBuf {
     }
     let dl = scratch("mistral-download");
     let res = Command::new(python())
-        .args(["-m", "pip", "download", "--no-deps", "mistral-common==1.13.1", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "mistral-common==1.13.1",
+            "-d",
+        ])
         .arg(&dl)
         .output()
         .unwrap();
@@ -137,8 +282,18 @@ fn mistral_model() -> PathBuf {
     std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
     let script = "import sys, zipfile; open(sys.argv[2], 'wb').write(zipfile.ZipFile(sys.argv[1]).read('mistral_common/data/tokenizer.model.v1'))";
     let tmp = cached.with_extension("partial");
-    let res = Command::new(python()).arg("-c").arg(script).arg(&wheel).arg(&tmp).output().unwrap();
-    assert!(res.status.success(), "cannot extract tokenizer.model.v1: {}", String::from_utf8_lossy(&res.stderr));
+    let res = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(&wheel)
+        .arg(&tmp)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "cannot extract tokenizer.model.v1: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
     std::fs::rename(&tmp, &cached).unwrap();
     cached
 }
@@ -152,7 +307,11 @@ fn llama_model_matches_sentencepiece() {
     let dir = scratch("mistral");
     std::fs::copy(&model, dir.join("tokenizer.model")).unwrap();
     // Plain SentencePiece: no BOS, and no HF special tokens (their decoding is pinned by the MedDr fixtures).
-    std::fs::write(dir.join("tokenizer_config.json"), r#"{"add_bos_token": false, "add_eos_token": false}"#).unwrap();
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"add_bos_token": false, "add_eos_token": false}"#,
+    )
+    .unwrap();
     let spec = TokenizerSpec::from_hf_dir(&dir).unwrap();
     assert!(spec.add_space_prefix);
     assert_eq!((spec.bos_id, spec.eos_id, spec.unk_id), (1, 2, 0));

@@ -10,7 +10,11 @@ use std::process::ExitCode;
 /// Streams a MedDr (InternVL-Chat-V1-2) Hugging Face checkpoint into one GGUF file: LoRA merged in f32,
 /// unused ViT layers dropped, the language model in llama.cpp's layout, vision tower and tokenizer included.
 #[derive(Parser, Debug)]
-#[command(name = "meddr-quantize", version, after_help = "Example:\n  meddr-quantize ~/models/MedDr_0401 -o meddr-q4_k_m.gguf --type q4_k_m\n\nKeys and tensor names: docs/gguf-layout.md")]
+#[command(
+    name = "meddr-quantize",
+    version,
+    after_help = "Example:\n  meddr-quantize ~/models/MedDr_0401 -o meddr-q4_k_m.gguf --type q4_k_m\n\nKeys and tensor names: docs/gguf-layout.md"
+)]
 struct Cli {
     /// Checkpoint directory: config.json, model.safetensors.index.json + shards (or model.safetensors), tokenizer files
     #[arg(required_unless_present = "synthetic", conflicts_with = "synthetic")]
@@ -46,7 +50,13 @@ fn main() -> ExitCode {
         eprintln!("error: --threads must be at least 1");
         return ExitCode::from(2);
     }
-    let opts = Options { ftype: cli.ftype, vision_type: cli.vision_type, threads: cli.threads, force: cli.force, progress: !cli.quiet };
+    let opts = Options {
+        ftype: cli.ftype,
+        vision_type: cli.vision_type,
+        threads: cli.threads,
+        force: cli.force,
+        progress: !cli.quiet,
+    };
     // A synthetic checkpoint lives in a temporary directory removed on exit.
     let synth_dir;
     let dir = match (&cli.checkpoint_dir, &cli.synthetic) {
@@ -67,7 +77,14 @@ fn main() -> ExitCode {
                 }
             };
             let ck = synth_dir.path().join(format!("synthetic-{preset}"));
-            let so = SynthOptions { shape, lora_rank: 16, shard_bytes: 4_000_000_000, seed: 177, tokenizer_dir: None, force: false };
+            let so = SynthOptions {
+                shape,
+                lora_rank: 16,
+                shard_bytes: 4_000_000_000,
+                seed: 177,
+                tokenizer_dir: None,
+                force: false,
+            };
             if let Err(e) = write_checkpoint(&ck, &so, |_| {}) {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;

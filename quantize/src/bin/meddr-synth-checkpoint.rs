@@ -10,7 +10,11 @@ use std::process::ExitCode;
 /// Writes a random-weight checkpoint with MedDr's architecture and Hugging Face layout (PEFT-wrapped LoRA,
 /// bf16 shards + index, config.json, tokenizer), streamed to disk. Shapes come from a preset, each overridable.
 #[derive(Parser, Debug)]
-#[command(name = "meddr-synth-checkpoint", version, after_help = "Examples:\n  meddr-synth-checkpoint -o /tmp/dev-ckpt                     # fixture-sized (2.7 M params)\n  meddr-synth-checkpoint -o /tmp/4gb --preset full --vit-layers 1 --llm-layers 3   # ~4.4 GB\n  meddr-synth-checkpoint -o /tmp/meddr-40b --preset full       # the full 40B shape, ~80 GB")]
+#[command(
+    name = "meddr-synth-checkpoint",
+    version,
+    after_help = "Examples:\n  meddr-synth-checkpoint -o /tmp/dev-ckpt                     # fixture-sized (2.7 M params)\n  meddr-synth-checkpoint -o /tmp/4gb --preset full --vit-layers 1 --llm-layers 3   # ~4.4 GB\n  meddr-synth-checkpoint -o /tmp/meddr-40b --preset full       # the full 40B shape, ~80 GB"
+)]
 struct Cli {
     /// Output directory (must not exist unless --force)
     #[arg(short, long)]
@@ -79,12 +83,27 @@ fn main() -> ExitCode {
     set(&mut shape.llm_kv_heads, cli.llm_kv_heads);
     set(&mut shape.llm_ffn, cli.llm_ffn);
     set(&mut shape.vocab, cli.vocab);
-    let zero = [shape.vit_hidden, shape.vit_heads, shape.vit_mlp, shape.vit_layers, shape.llm_hidden, shape.llm_heads, shape.llm_kv_heads, shape.llm_ffn, shape.llm_layers, shape.vocab];
+    let zero = [
+        shape.vit_hidden,
+        shape.vit_heads,
+        shape.vit_mlp,
+        shape.vit_layers,
+        shape.llm_hidden,
+        shape.llm_heads,
+        shape.llm_kv_heads,
+        shape.llm_ffn,
+        shape.llm_layers,
+        shape.vocab,
+    ];
     if zero.contains(&0) {
         eprintln!("error: every dimension must be at least 1: {shape:?}");
         return ExitCode::from(2);
     }
-    let total: u64 = shape.tensors(cli.lora_rank).iter().map(|(_, s, _)| s.iter().product::<usize>() as u64 * 2).sum();
+    let total: u64 = shape
+        .tensors(cli.lora_rank)
+        .iter()
+        .map(|(_, s, _)| s.iter().product::<usize>() as u64 * 2)
+        .sum();
     let bar = if std::io::stderr().is_terminal() {
         let b = ProgressBar::new(total);
         b.set_style(ProgressStyle::with_template("[{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
@@ -92,7 +111,14 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    let opts = SynthOptions { shape, lora_rank: cli.lora_rank, shard_bytes: cli.shard_mb.max(1) * 1_000_000, seed: cli.seed, tokenizer_dir: cli.tokenizer, force: cli.force };
+    let opts = SynthOptions {
+        shape,
+        lora_rank: cli.lora_rank,
+        shard_bytes: cli.shard_mb.max(1) * 1_000_000,
+        seed: cli.seed,
+        tokenizer_dir: cli.tokenizer,
+        force: cli.force,
+    };
     let mut done = 0u64;
     let mut last_pct = 0u64;
     let res = write_checkpoint(&cli.output, &opts, |n| {
@@ -101,7 +127,11 @@ fn main() -> ExitCode {
             b.set_position(done);
         } else if total > 0 && done * 100 / total >= last_pct + 10 {
             last_pct = done * 100 / total / 10 * 10;
-            eprintln!("progress: {last_pct:3}% {:.2}/{:.2} GB", done as f64 / 1e9, total as f64 / 1e9);
+            eprintln!(
+                "progress: {last_pct:3}% {:.2}/{:.2} GB",
+                done as f64 / 1e9,
+                total as f64 / 1e9
+            );
         }
     });
     if let Some(b) = &bar {
@@ -109,7 +139,11 @@ fn main() -> ExitCode {
     }
     match res {
         Ok(bytes) => {
-            eprintln!("wrote {} ({:.3} GB of bf16 weights)", cli.output.display(), bytes as f64 / 1e9);
+            eprintln!(
+                "wrote {} ({:.3} GB of bf16 weights)",
+                cli.output.display(),
+                bytes as f64 / 1e9
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -3,22 +3,37 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 pub fn shared() -> PathBuf {
-    std::env::var_os("MEDDR_SHARED").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared"))
+    std::env::var_os("MEDDR_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared"))
 }
 
 pub fn dev_checkpoint() -> PathBuf {
     let p = shared().join("fixtures/checkpoints/dev");
-    assert!(p.join("config.json").exists(), "fixture checkpoint not found at {} (set MEDDR_SHARED)", p.display());
+    assert!(
+        p.join("config.json").exists(),
+        "fixture checkpoint not found at {} (set MEDDR_SHARED)",
+        p.display()
+    );
     p
 }
 
 pub fn python() -> PathBuf {
-    let p = std::env::var_os("MEDDR_PYTHON").map(PathBuf::from).unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    assert!(p.exists(), "python venv not found at {} (run tests/setup.sh or set MEDDR_PYTHON)", p.display());
+    let p = std::env::var_os("MEDDR_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "python venv not found at {} (run tests/setup.sh or set MEDDR_PYTHON)",
+        p.display()
+    );
     p
 }
 
@@ -53,13 +68,22 @@ pub struct Run {
 }
 
 pub fn run_quantize(args: &[&str]) -> Run {
-    let out = Command::new(quantize_bin()).args(args).output().expect("run meddr-quantize");
-    Run { code: out.status.code().unwrap_or(-1), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    let out = Command::new(quantize_bin())
+        .args(args)
+        .output()
+        .expect("run meddr-quantize");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// Files left in a directory (to prove nothing partial stays behind).
 pub fn dir_entries(d: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }

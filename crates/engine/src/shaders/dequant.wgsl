@@ -5,6 +5,13 @@
 // instead of reinterpreting them. `dq4(rb, e)` returns elements e..e+4 (e a multiple of 4) of the row whose
 // first byte is `rb`; four consecutive elements always share one block and one scale, which keeps every
 // variant branch-free per group.
+//
+// `dotu(rb, u, xe)` is the decode kernels' fast path: the dot product of unit `u` (UNIT consecutive elements:
+// one legacy block, a pair of Q4_K/Q5_K sub-blocks sharing their quant bytes, a Q6_K half block) with the
+// activations starting at element `xe`, read through the kernel's `xv4(e)`. It loads each weight word once:
+// on CPU drivers (lavapipe) every storage load of a per-lane address is a scalar loop over the lanes, so the
+// number of load instructions, not bytes, sets the speed. Blocks that are only 2-byte aligned are read as
+// aligned words and re-joined with `join16`.
 
 fn rd8(b: u32) -> u32 {
     return (W[b >> 2u] >> ((b & 3u) * 8u)) & 0xffu;
@@ -50,6 +57,36 @@ fn hi4(word: u32, bit: u32) -> u32 {
     return ((h & 1u) << 4u) | ((h & 2u) << 11u) | ((h & 4u) << 18u) | ((h & 8u) << 25u);
 }
 
+fn f16lo(w: u32) -> f32 {
+    return unpack2x16float(w).x;
+}
+
+fn f16hi(w: u32) -> f32 {
+    return unpack2x16float(w).y;
+}
+
+// Word k of a byte stream that starts at byte S, from the words a = W[S/4 + k] and c = W[S/4 + k + 1]: with
+// `split` (S is 2 mod 4) the 4 bytes that start in the middle of `a` and run into `c`, else `a` itself.
+fn join16(a: u32, c: u32, split: bool) -> u32 {
+    return select(a, (a >> 16u) | (c << 16u), split);
+}
+
+// Byte i (0..12) of the three words holding a K-quant's 12 scale bytes.
+fn sbyte(s0: u32, s1: u32, s2: u32, i: u32) -> u32 {
+    return (select(select(s0, s1, i >= 4u), s2, i >= 8u) >> ((i & 3u) * 8u)) & 0xffu;
+}
+
+// Scale and min of sub-block j from the scale words (ggml get_scale_min_k4, register form).
+fn scale_min_w(s0: u32, s1: u32, s2: u32, j: u32) -> vec2<f32> {
+    if (j < 4u) {
+        return vec2<f32>(f32(sbyte(s0, s1, s2, j) & 63u), f32(sbyte(s0, s1, s2, j + 4u) & 63u));
+    }
+    let a = sbyte(s0, s1, s2, j + 4u);
+    let sc = (a & 0xfu) | ((sbyte(s0, s1, s2, j - 4u) >> 6u) << 4u);
+    let m = (a >> 4u) | ((sbyte(s0, s1, s2, j) >> 6u) << 4u);
+    return vec2<f32>(f32(sc), f32(m));
+}
+
 // 6-bit scale and min `j` of a Q4_K/Q5_K block whose 12 scale bytes start at `s` (ggml get_scale_min_k4).
 fn scale_min_k4(s: u32, j: u32) -> vec2<f32> {
     if (j < 4u) {
@@ -61,15 +98,51 @@ fn scale_min_k4(s: u32, j: u32) -> vec2<f32> {
     return vec2<f32>(f32(sc), f32(m));
 }
 
+//#dot F32
+const UNIT: u32 = 32u;
+fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+    let wi = (rb >> 2u) + u * 32u;
+    var acc = 0.0;
+    for (var k = 0u; k < 8u; k++) {
+        let i = wi + 4u * k;
+        let w = vec4<f32>(bitcast<f32>(W[i]), bitcast<f32>(W[i + 1u]), bitcast<f32>(W[i + 2u]), bitcast<f32>(W[i + 3u]));
+        acc += dot(w, xv4(xe + 4u * k));
+    }
+    return acc;
+}
 //#type F32
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
     let i = (rb >> 2u) + e;
     return vec4<f32>(bitcast<f32>(W[i]), bitcast<f32>(W[i + 1u]), bitcast<f32>(W[i + 2u]), bitcast<f32>(W[i + 3u]));
 }
+//#dot F16
+const UNIT: u32 = 32u;
+fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+    let wi = (rb >> 2u) + u * 16u;
+    var acc = 0.0;
+    for (var k = 0u; k < 8u; k++) {
+        let i = wi + 2u * k;
+        acc += dot(vec4<f32>(unpack2x16float(W[i]), unpack2x16float(W[i + 1u])), xv4(xe + 4u * k));
+    }
+    return acc;
+}
 //#type F16
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
     let i = (rb >> 2u) + (e >> 1u);
     return vec4<f32>(unpack2x16float(W[i]), unpack2x16float(W[i + 1u]));
+}
+//#dot BF16
+const UNIT: u32 = 32u;
+fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+    let wi = (rb >> 2u) + u * 16u;
+    var acc = 0.0;
+    for (var k = 0u; k < 8u; k++) {
+        let a = W[wi + 2u * k];
+        let b = W[wi + 2u * k + 1u];
+        let w = vec4<f32>(bitcast<f32>(a << 16u), bitcast<f32>(a & 0xffff0000u), bitcast<f32>(b << 16u), bitcast<f32>(b & 0xffff0000u));
+        acc += dot(w, xv4(xe + 4u * k));
+    }
+    return acc;
 }
 //#type BF16
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
@@ -78,10 +151,46 @@ fn dq4(rb: u32, e: u32) -> vec4<f32> {
     let b = W[i + 1u];
     return vec4<f32>(bitcast<f32>(a << 16u), bitcast<f32>(a & 0xffff0000u), bitcast<f32>(b << 16u), bitcast<f32>(b & 0xffff0000u));
 }
+//#dot Q8_0
+const UNIT: u32 = 32u;
+fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+    let b = rb + u * 34u;
+    let split = (b & 2u) == 0u;
+    let dw = W[b >> 2u];
+    let d = select(f16hi(dw), f16lo(dw), split);
+    let s = (b + 2u) >> 2u;
+    var prev = W[s];
+    var acc = 0.0;
+    for (var k = 0u; k < 8u; k++) {
+        let next = W[s + 1u + k];
+        acc += dot(i8x4(join16(prev, next, split)), xv4(xe + 4u * k));
+        prev = next;
+    }
+    return d * acc;
+}
 //#type Q8_0
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
     let blk = rb + (e >> 5u) * 34u;
     return f16at(blk) * i8x4(rd32(blk + 2u + (e & 31u)));
+}
+//#dot Q4_0
+const UNIT: u32 = 32u;
+fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+    let b = rb + u * 18u;
+    let split = (b & 2u) == 0u;
+    let dw = W[b >> 2u];
+    let d = select(f16hi(dw), f16lo(dw), split);
+    let s = (b + 2u) >> 2u;
+    var prev = W[s];
+    var acc = 0.0;
+    for (var k = 0u; k < 4u; k++) {
+        let next = W[s + 1u + k];
+        let q = join16(prev, next, split);
+        acc += dot(u8x4(q & 0x0f0f0f0fu) - vec4<f32>(8.0), xv4(xe + 4u * k));
+        acc += dot(u8x4((q >> 4u) & 0x0f0f0f0fu) - vec4<f32>(8.0), xv4(xe + 16u + 4u * k));
+        prev = next;
+    }
+    return d * acc;
 }
 //#type Q4_0
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
@@ -90,12 +199,49 @@ fn dq4(rb: u32, e: u32) -> vec4<f32> {
     let q = (rd32(blk + 2u + (i & 15u)) >> select(0u, 4u, i >= 16u)) & 0x0f0f0f0fu;
     return f16at(blk) * (u8x4(q) - vec4<f32>(8.0));
 }
+//#dot Q4_1
+const UNIT: u32 = 32u;
+fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+    let wi = (rb >> 2u) + u * 5u;
+    let dm = unpack2x16float(W[wi]);
+    var acc = 0.0;
+    for (var k = 0u; k < 4u; k++) {
+        let q = W[wi + 1u + k];
+        acc += dot(dm.x * u8x4(q & 0x0f0f0f0fu) + vec4<f32>(dm.y), xv4(xe + 4u * k));
+        acc += dot(dm.x * u8x4((q >> 4u) & 0x0f0f0f0fu) + vec4<f32>(dm.y), xv4(xe + 16u + 4u * k));
+    }
+    return acc;
+}
 //#type Q4_1
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
     let blk = rb + (e >> 5u) * 20u;
     let i = e & 31u;
     let q = (rd32(blk + 4u + (i & 15u)) >> select(0u, 4u, i >= 16u)) & 0x0f0f0f0fu;
     return f16at(blk) * u8x4(q) + vec4<f32>(f16at(blk + 2u));
+}
+//#dot Q5_0
+const UNIT: u32 = 32u;
+fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+    let b = rb + u * 22u;
+    let split = (b & 2u) == 0u;
+    let dw = W[b >> 2u];
+    let d = select(f16hi(dw), f16lo(dw), split);
+    let s = (b + 2u) >> 2u;
+    var prev = W[s];
+    var next = W[s + 1u];
+    let qh = join16(prev, next, split);
+    prev = next;
+    var acc = 0.0;
+    for (var k = 0u; k < 4u; k++) {
+        next = W[s + 2u + k];
+        let q = join16(prev, next, split);
+        let lo = (q & 0x0f0f0f0fu) | hi4(qh, 4u * k);
+        let hi = ((q >> 4u) & 0x0f0f0f0fu) | hi4(qh, 16u + 4u * k);
+        acc += dot(u8x4(lo) - vec4<f32>(16.0), xv4(xe + 4u * k));
+        acc += dot(u8x4(hi) - vec4<f32>(16.0), xv4(xe + 16u + 4u * k));
+        prev = next;
+    }
+    return d * acc;
 }
 //#type Q5_0
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
@@ -104,6 +250,29 @@ fn dq4(rb: u32, e: u32) -> vec4<f32> {
     let lo = (rd32(blk + 6u + (i & 15u)) >> select(0u, 4u, i >= 16u)) & 0x0f0f0f0fu;
     let q = lo | hi4(rd32(blk + 2u), i);
     return f16at(blk) * (u8x4(q) - vec4<f32>(16.0));
+}
+//#dot Q4_K
+const UNIT: u32 = 64u;
+fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+    let wi = (rb >> 2u) + (u >> 2u) * 36u;
+    let g = u & 3u;
+    let dm = unpack2x16float(W[wi]);
+    let s0 = W[wi + 1u];
+    let s1 = W[wi + 2u];
+    let s2 = W[wi + 3u];
+    let a = scale_min_w(s0, s1, s2, 2u * g);
+    let b = scale_min_w(s0, s1, s2, 2u * g + 1u);
+    let da = dm.x * a.x;
+    let ma = vec4<f32>(dm.y * a.y);
+    let db = dm.x * b.x;
+    let mb = vec4<f32>(dm.y * b.y);
+    var acc = 0.0;
+    for (var k = 0u; k < 8u; k++) {
+        let q = W[wi + 4u + 8u * g + k];
+        acc += dot(da * u8x4(q & 0x0f0f0f0fu) - ma, xv4(xe + 4u * k));
+        acc += dot(db * u8x4((q >> 4u) & 0x0f0f0f0fu) - mb, xv4(xe + 32u + 4u * k));
+    }
+    return acc;
 }
 //#type Q4_K
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
@@ -115,6 +284,32 @@ fn dq4(rb: u32, e: u32) -> vec4<f32> {
     let d = f16at(blk) * sm.x;
     let m = f16at(blk + 2u) * sm.y;
     return d * u8x4(q) - vec4<f32>(m);
+}
+//#dot Q5_K
+const UNIT: u32 = 64u;
+fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+    let wi = (rb >> 2u) + (u >> 2u) * 44u;
+    let g = u & 3u;
+    let dm = unpack2x16float(W[wi]);
+    let s0 = W[wi + 1u];
+    let s1 = W[wi + 2u];
+    let s2 = W[wi + 3u];
+    let a = scale_min_w(s0, s1, s2, 2u * g);
+    let b = scale_min_w(s0, s1, s2, 2u * g + 1u);
+    let da = dm.x * a.x;
+    let ma = vec4<f32>(dm.y * a.y);
+    let db = dm.x * b.x;
+    let mb = vec4<f32>(dm.y * b.y);
+    var acc = 0.0;
+    for (var k = 0u; k < 8u; k++) {
+        let hb = W[wi + 4u + k];
+        let q = W[wi + 12u + 8u * g + k];
+        let lo = (q & 0x0f0f0f0fu) | (((hb >> (2u * g)) & 0x01010101u) << 4u);
+        let hi = ((q >> 4u) & 0x0f0f0f0fu) | (((hb >> (2u * g + 1u)) & 0x01010101u) << 4u);
+        acc += dot(da * u8x4(lo) - ma, xv4(xe + 4u * k));
+        acc += dot(db * u8x4(hi) - mb, xv4(xe + 32u + 4u * k));
+    }
+    return acc;
 }
 //#type Q5_K
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
@@ -131,6 +326,52 @@ fn dq4(rb: u32, e: u32) -> vec4<f32> {
     let d = f16at(blk) * sm.x;
     let m = f16at(blk + 2u) * sm.y;
     return d * u8x4(lo | h) - vec4<f32>(m);
+}
+//#dot Q6_K
+const UNIT: u32 = 128u;
+// Signed scale byte i (0..8) of a half block's two scale words.
+fn sc6(s0: u32, s1: u32, i: u32) -> f32 {
+    return f32(bitcast<i32>(select(s0, s1, i >= 4u) << (24u - (i & 3u) * 8u)) >> 24u);
+}
+fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+    let b = rb + (u >> 1u) * 210u;
+    let h = u & 1u;
+    let split = (b & 2u) != 0u;
+    // Streams (first word index): low quants of elements 0..32 and 64..96 (qa), of 32..64 and 96..128 (qb),
+    // high bits (hh), 8 scales, d.
+    let a0 = (b + 64u * h) >> 2u;
+    let b0 = a0 + 8u;
+    let h0 = (b + 128u + 32u * h) >> 2u;
+    let c0 = (b + 192u + 8u * h) >> 2u;
+    let s0 = join16(W[c0], W[c0 + 1u], split);
+    let s1 = join16(W[c0 + 1u], W[c0 + 2u], split);
+    let dw = W[(b + 208u) >> 2u];
+    let d = select(f16lo(dw), f16hi(dw), split);
+    var pa = W[a0];
+    var pb = W[b0];
+    var ph = W[h0];
+    var acc = 0.0;
+    for (var k = 0u; k < 8u; k++) {
+        let na = W[a0 + 1u + k];
+        let nb = W[b0 + 1u + k];
+        let nh = W[h0 + 1u + k];
+        let qa = join16(pa, na, split);
+        let qb = join16(pb, nb, split);
+        let hh = join16(ph, nh, split);
+        let hs = k >> 2u;
+        let v0 = u8x4((qa & 0x0f0f0f0fu) | ((hh & 0x03030303u) << 4u)) - vec4<f32>(32.0);
+        let v1 = u8x4((qb & 0x0f0f0f0fu) | (((hh >> 2u) & 0x03030303u) << 4u)) - vec4<f32>(32.0);
+        let v2 = u8x4(((qa >> 4u) & 0x0f0f0f0fu) | (((hh >> 4u) & 0x03030303u) << 4u)) - vec4<f32>(32.0);
+        let v3 = u8x4(((qb >> 4u) & 0x0f0f0f0fu) | (((hh >> 6u) & 0x03030303u) << 4u)) - vec4<f32>(32.0);
+        acc += dot((d * sc6(s0, s1, hs)) * v0, xv4(xe + 4u * k));
+        acc += dot((d * sc6(s0, s1, 2u + hs)) * v1, xv4(xe + 32u + 4u * k));
+        acc += dot((d * sc6(s0, s1, 4u + hs)) * v2, xv4(xe + 64u + 4u * k));
+        acc += dot((d * sc6(s0, s1, 6u + hs)) * v3, xv4(xe + 96u + 4u * k));
+        pa = na;
+        pb = nb;
+        ph = nh;
+    }
+    return acc;
 }
 //#type Q6_K
 fn dq4(rb: u32, e: u32) -> vec4<f32> {

@@ -1,8 +1,12 @@
-// Decode-time y = W x for a few token vectors: one workgroup per (output row, token).
+// Decode-time y = W x for a few token vectors, straight from the packed GGUF blocks (no dequantized copy).
 //
-// Memory-bound by the weight read, so each invocation streams 4 packed elements at a time straight from the
-// GGUF blocks (no dequantized copy anywhere) and the row is reduced in workgroup memory. A weight split into
-// parts is dispatched once per part; `first_row` places this part's rows in the full output.
+// A workgroup computes ROWS output rows of one token with LANES invocations per row. Each invocation walks
+// the row in units (`dotu`, one load per weight word), the remainder (float rows whose length is not a
+// multiple of the unit) 4 elements at a time, and the row's lanes are summed in workgroup memory.
+// The host picks the shape per device: on GPUs several lanes per row keep the reads of a row together; on
+// CPU drivers one lane per row needs no reduction at all, and reading x from a uniform buffer (identical
+// addresses across lanes) turns each x load into one vector gather instead of a per-lane loop.
+// A weight split into parts is dispatched once per part; `first_row` places this part's rows in the output.
 
 struct Params {
     n_rows: u32,     // rows in this part
@@ -21,44 +25,52 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
-@group(0) @binding(2) var<storage, read> X: array<f32>;
 @group(0) @binding(3) var<storage, read> B: array<f32>;
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;
 
-const WG: u32 = 64u;
-var<workgroup> red: array<f32, WG>;
+// Binding 2 and `xv4(e)`: x[e .. e + 4].
+{{X_SOURCE}}
+
+const ROWS: u32 = {{ROWS}}u;
+const LANES: u32 = {{LANES}}u;
+var<workgroup> red: array<f32, {{WG}}>;
 
 {{DEQUANT}}
 
-@compute @workgroup_size(64)
+@compute @workgroup_size({{WG}})
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = wid.x + wid.y * nwg.x;
-    if (row >= P.n_rows) {
-        return;
-    }
+    let lane = lid % LANES;
+    let row = (wid.x + wid.y * nwg.x) * ROWS + lid / LANES;
+    // Rows past the end repeat the last row so that every invocation reaches the barriers.
+    let r = min(row, P.n_rows - 1u);
     let tok = wid.z;
-    let rb = row * P.row_bytes;
+    let rb = r * P.row_bytes;
     let xb = P.x_offset + tok * P.x_stride;
+    let units = P.row_len / UNIT;
     var acc = 0.0;
-    for (var e = lid * 4u; e < P.row_len; e += WG * 4u) {
-        let w = dq4(rb, e);
-        let x = vec4<f32>(X[xb + e], X[xb + e + 1u], X[xb + e + 2u], X[xb + e + 3u]);
-        acc += dot(w, x);
+    for (var u = lane; u < units; u += LANES) {
+        acc += dotu(rb, u, xb + u * UNIT);
     }
-    red[lid] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
+    for (var e = units * UNIT + lane * 4u; e < P.row_len; e += LANES * 4u) {
+        acc += dot(dq4(rb, e), xv4(xb + e));
+    }
+    if (LANES > 1u) {
+        red[lid] = acc;
         workgroupBarrier();
+        for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+            if (lane < s) {
+                red[lid] += red[lid + s];
+            }
+            workgroupBarrier();
+        }
+        acc = red[lid];
     }
-    if (lid == 0u) {
-        var v = red[0];
+    if (lane == 0u && row < P.n_rows) {
+        var v = acc;
         if (P.has_bias != 0u) {
             v += B[P.first_row + row];
         }

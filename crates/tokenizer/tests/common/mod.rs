@@ -9,21 +9,30 @@ use serde_json::Value;
 pub fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     // Canonical, so that a symlinked checkout still finds the workspace's .venv, .cache and ../shared.
-    std::fs::canonicalize(manifest).unwrap_or_else(|_| manifest.to_owned()).join("../..")
+    std::fs::canonicalize(manifest)
+        .unwrap_or_else(|_| manifest.to_owned())
+        .join("../..")
 }
 
 pub fn shared() -> PathBuf {
-    std::env::var_os("MEDDR_SHARED").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared"))
+    std::env::var_os("MEDDR_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared"))
 }
 
 pub fn fixture_dir() -> PathBuf {
     let d = shared().join("fixtures/tokenizer");
-    assert!(d.join("tokenizer.model").is_file(), "missing {} (set MEDDR_SHARED)", d.display());
+    assert!(
+        d.join("tokenizer.model").is_file(),
+        "missing {} (set MEDDR_SHARED)",
+        d.display()
+    );
     d
 }
 
 pub fn read_json(p: &Path) -> Value {
-    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+    let text =
+        std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
     serde_json::from_str(&text).unwrap()
 }
 
@@ -32,14 +41,22 @@ pub fn fixtures() -> Value {
 }
 
 pub fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 pub fn python() -> PathBuf {
     let p = std::env::var_os("MEDDR_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    assert!(p.is_file(), "python for cross-checks not found at {} (set MEDDR_PYTHON)", p.display());
+    assert!(
+        p.is_file(),
+        "python for cross-checks not found at {} (set MEDDR_PYTHON)",
+        p.display()
+    );
     p
 }
 
@@ -58,7 +75,9 @@ pub fn fixture_spec() -> TokenizerSpec {
 /// Every way the engine can obtain the runtime tokenizer from what the quantizer wrote.
 pub fn all_runtimes(spec: &TokenizerSpec) -> Vec<(&'static str, MedDrTokenizer)> {
     // The GGUF stores the JSON as a string: re-serialise it through a generic JSON value as another writer would.
-    let reserialised = serde_json::to_string_pretty(&serde_json::from_str::<Value>(&spec.hf_json).unwrap()).unwrap();
+    let reserialised =
+        serde_json::to_string_pretty(&serde_json::from_str::<Value>(&spec.hf_json).unwrap())
+            .unwrap();
     let from_parts = TokenizerSpec::from_gguf_parts(
         spec.tokens.clone(),
         spec.scores.clone(),
@@ -75,9 +94,18 @@ pub fn all_runtimes(spec: &TokenizerSpec) -> Vec<(&'static str, MedDrTokenizer)>
     .unwrap();
     vec![
         ("from_spec", MedDrTokenizer::from_spec(spec).unwrap()),
-        ("from_hf_json", MedDrTokenizer::from_hf_json(&spec.hf_json).unwrap()),
-        ("from_hf_json(reserialised)", MedDrTokenizer::from_hf_json(&reserialised).unwrap()),
-        ("from_gguf_parts(json)", MedDrTokenizer::from_spec(&from_parts).unwrap()),
+        (
+            "from_hf_json",
+            MedDrTokenizer::from_hf_json(&spec.hf_json).unwrap(),
+        ),
+        (
+            "from_hf_json(reserialised)",
+            MedDrTokenizer::from_hf_json(&reserialised).unwrap(),
+        ),
+        (
+            "from_gguf_parts(json)",
+            MedDrTokenizer::from_spec(&from_parts).unwrap(),
+        ),
     ]
 }
 

@@ -16,6 +16,9 @@ type Enc = wgpu::CommandEncoder;
 /// matmul's 32-token tiles would be mostly empty while it still streams the whole weight.
 pub const MATVEC_MAX_ROWS: u32 = 4;
 
+/// Most tokens one matvec workgroup applies each decoded weight group to (one-lane-per-row devices).
+const MATVEC_TOKENS: u32 = 8;
+
 /// Attention geometry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttnShape {
@@ -73,7 +76,9 @@ impl GpuContext {
         self.linear_impl(enc, "matmul", w, x, xv, bias, y, yv)
     }
 
-    /// Matvec for up to [`MATVEC_MAX_ROWS`] rows, tiled matmul beyond.
+    /// Matvec for up to [`MATVEC_MAX_ROWS`] rows, tiled matmul beyond; on one-lane-per-row devices (CPU
+    /// drivers) always the matvec, which streams the weight once per 8 tokens with far fewer loads per
+    /// multiply than the tiled kernel's workgroup-memory traffic.
     #[allow(clippy::too_many_arguments)]
     pub fn linear(
         &self,
@@ -85,7 +90,7 @@ impl GpuContext {
         y: &GpuBuffer,
         yv: Rows,
     ) -> Result<()> {
-        let op = if xv.rows <= MATVEC_MAX_ROWS {
+        let op = if xv.rows <= MATVEC_MAX_ROWS || self.info.matvec_shape.lanes_per_row == 1 {
             "matvec"
         } else {
             "matmul"
@@ -121,15 +126,6 @@ impl GpuContext {
             return Ok(());
         }
         let matvec = op == "matvec";
-        if matvec && u64::from(n) > u64::from(self.info.limits.max_compute_workgroups_per_dimension)
-        {
-            return Err(invalid(
-                op,
-                "x.rows",
-                n,
-                "too many rows for matvec; use matmul",
-            ));
-        }
         let b = bias.map_or(&self.dummy, |b| &b.buffer);
         if matvec {
             return self.record_matvec(enc, w, x, xv, b, bias.is_some(), y, yv);
@@ -179,6 +175,22 @@ impl GpuContext {
         let op = "matvec";
         let n = xv.rows;
         let shape = self.info.matvec_shape;
+        // Tokens per workgroup: with one lane per row the decoded weights stay in registers for up to 8
+        // tokens (a power of two, so few pipeline variants); cooperative rows take one token each.
+        let tokens = if shape.lanes_per_row == 1 {
+            n.min(MATVEC_TOKENS).next_power_of_two()
+        } else {
+            1
+        };
+        let z = n.div_ceil(tokens);
+        if z > self.info.limits.max_compute_workgroups_per_dimension {
+            return Err(invalid(
+                op,
+                "x.rows",
+                n,
+                "too many rows for matvec; use matmul",
+            ));
+        }
         let aligned = xv.offset % 4 == 0 && (n == 1 || xv.stride % 4 == 0);
         // Elements of x the dispatch reads; `xv.check` already proved the span lies inside the buffer.
         let span =
@@ -219,7 +231,7 @@ impl GpuContext {
             )
         };
         let key = format!(
-            "matvec/{}/{}x{}/{key}",
+            "matvec/{}/{}x{}/t{tokens}/{key}",
             w.ty.name(),
             shape.rows_per_group,
             shape.lanes_per_row
@@ -231,6 +243,7 @@ impl GpuContext {
                     ("X_SOURCE", &source),
                     ("ROWS", &shape.rows_per_group.to_string()),
                     ("LANES", &shape.lanes_per_row.to_string()),
+                    ("TOKENS", &tokens.to_string()),
                     ("WG", &shape.workgroup_size().to_string()),
                     ("DEQUANT", &shaders::dequant_dot(w.ty)),
                 ],
@@ -250,7 +263,7 @@ impl GpuContext {
                     (3, b.as_entire_binding()),
                     (4, y.buffer.as_entire_binding()),
                 ],
-                [gx, gy, n],
+                [gx, gy, z],
             );
         }
         Ok(())

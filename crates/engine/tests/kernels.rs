@@ -247,7 +247,8 @@ fn matvec_every_type() {
 }
 
 /// Both matvec work splits (the GPU one and the CPU-driver one) with every x binding: 4-aligned views
-/// (uniform array for one lane per row, vec4 storage otherwise) and unaligned ones (scalar storage).
+/// (uniform array for one lane per row, vec4 storage otherwise) and unaligned ones (scalar storage), and
+/// token counts that leave token slots of a workgroup empty.
 #[test]
 fn matvec_shapes_and_x_layouts() {
     static COOP: OnceLock<GpuContext> = OnceLock::new();
@@ -267,6 +268,8 @@ fn matvec_shapes_and_x_layouts() {
             check_linear_at(c, ty, 37, 1, false, seed, None, 0, 0);
             check_linear_at(c, ty, 66, 3, false, seed + 1, None, 4, 4);
             check_linear_at(c, ty, 3, 2, false, seed + 2, None, 3, 5);
+            // More tokens than one workgroup takes (8 on one-lane-per-row devices), last group partial.
+            check_linear_at(c, ty, 9, 11, false, seed + 3, None, 0, 0);
         }
     }
 }

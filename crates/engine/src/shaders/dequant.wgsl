@@ -6,9 +6,10 @@
 // first byte is `rb`; four consecutive elements always share one block and one scale, which keeps every
 // variant branch-free per group.
 //
-// `dotu(rb, u, xe)` is the decode kernels' fast path: the dot product of unit `u` (UNIT consecutive elements:
-// one legacy block, a pair of Q4_K/Q5_K sub-blocks sharing their quant bytes, a Q6_K half block) with the
-// activations starting at element `xe`, read through the kernel's `xv4(e)`. It loads each weight word once:
+// `dotu(rb, u)` is the row-streaming kernels' fast path: it decodes unit `u` of the row (UNIT consecutive
+// elements: one legacy block, a pair of Q4_K/Q5_K sub-blocks sharing their quant bytes, a Q6_K half block)
+// and hands each group of 4 weights at row element e to the kernel's `acc4(e, w)`, which multiplies them
+// into the activations of every token it handles. It loads each weight word once:
 // on CPU drivers (lavapipe) every storage load of a per-lane address is a scalar loop over the lanes, so the
 // number of load instructions, not bytes, sets the speed. Blocks that are only 2-byte aligned are read as
 // aligned words and re-joined with `join16`.
@@ -100,15 +101,14 @@ fn scale_min_k4(s: u32, j: u32) -> vec2<f32> {
 
 //#dot F32
 const UNIT: u32 = 32u;
-fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+fn dotu(rb: u32, u: u32) {
+    let xe = u * UNIT;
     let wi = (rb >> 2u) + u * 32u;
-    var acc = 0.0;
     for (var k = 0u; k < 8u; k++) {
         let i = wi + 4u * k;
         let w = vec4<f32>(bitcast<f32>(W[i]), bitcast<f32>(W[i + 1u]), bitcast<f32>(W[i + 2u]), bitcast<f32>(W[i + 3u]));
-        acc += dot(w, xv4(xe + 4u * k));
+        acc4(xe + 4u * k, w);
     }
-    return acc;
 }
 //#type F32
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
@@ -117,14 +117,13 @@ fn dq4(rb: u32, e: u32) -> vec4<f32> {
 }
 //#dot F16
 const UNIT: u32 = 32u;
-fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+fn dotu(rb: u32, u: u32) {
+    let xe = u * UNIT;
     let wi = (rb >> 2u) + u * 16u;
-    var acc = 0.0;
     for (var k = 0u; k < 8u; k++) {
         let i = wi + 2u * k;
-        acc += dot(vec4<f32>(unpack2x16float(W[i]), unpack2x16float(W[i + 1u])), xv4(xe + 4u * k));
+        acc4(xe + 4u * k, vec4<f32>(unpack2x16float(W[i]), unpack2x16float(W[i + 1u])));
     }
-    return acc;
 }
 //#type F16
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
@@ -133,16 +132,15 @@ fn dq4(rb: u32, e: u32) -> vec4<f32> {
 }
 //#dot BF16
 const UNIT: u32 = 32u;
-fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+fn dotu(rb: u32, u: u32) {
+    let xe = u * UNIT;
     let wi = (rb >> 2u) + u * 16u;
-    var acc = 0.0;
     for (var k = 0u; k < 8u; k++) {
         let a = W[wi + 2u * k];
         let b = W[wi + 2u * k + 1u];
         let w = vec4<f32>(bitcast<f32>(a << 16u), bitcast<f32>(a & 0xffff0000u), bitcast<f32>(b << 16u), bitcast<f32>(b & 0xffff0000u));
-        acc += dot(w, xv4(xe + 4u * k));
+        acc4(xe + 4u * k, w);
     }
-    return acc;
 }
 //#type BF16
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
@@ -153,20 +151,19 @@ fn dq4(rb: u32, e: u32) -> vec4<f32> {
 }
 //#dot Q8_0
 const UNIT: u32 = 32u;
-fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+fn dotu(rb: u32, u: u32) {
+    let xe = u * UNIT;
     let b = rb + u * 34u;
     let split = (b & 2u) == 0u;
     let dw = W[b >> 2u];
     let d = select(f16hi(dw), f16lo(dw), split);
     let s = (b + 2u) >> 2u;
     var prev = W[s];
-    var acc = 0.0;
     for (var k = 0u; k < 8u; k++) {
         let next = W[s + 1u + k];
-        acc += dot(i8x4(join16(prev, next, split)), xv4(xe + 4u * k));
+        acc4(xe + 4u * k, d * i8x4(join16(prev, next, split)));
         prev = next;
     }
-    return d * acc;
 }
 //#type Q8_0
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
@@ -175,22 +172,21 @@ fn dq4(rb: u32, e: u32) -> vec4<f32> {
 }
 //#dot Q4_0
 const UNIT: u32 = 32u;
-fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+fn dotu(rb: u32, u: u32) {
+    let xe = u * UNIT;
     let b = rb + u * 18u;
     let split = (b & 2u) == 0u;
     let dw = W[b >> 2u];
     let d = select(f16hi(dw), f16lo(dw), split);
     let s = (b + 2u) >> 2u;
     var prev = W[s];
-    var acc = 0.0;
     for (var k = 0u; k < 4u; k++) {
         let next = W[s + 1u + k];
         let q = join16(prev, next, split);
-        acc += dot(u8x4(q & 0x0f0f0f0fu) - vec4<f32>(8.0), xv4(xe + 4u * k));
-        acc += dot(u8x4((q >> 4u) & 0x0f0f0f0fu) - vec4<f32>(8.0), xv4(xe + 16u + 4u * k));
+        acc4(xe + 4u * k, d * (u8x4(q & 0x0f0f0f0fu) - vec4<f32>(8.0)));
+        acc4(xe + 16u + 4u * k, d * (u8x4((q >> 4u) & 0x0f0f0f0fu) - vec4<f32>(8.0)));
         prev = next;
     }
-    return d * acc;
 }
 //#type Q4_0
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
@@ -201,16 +197,15 @@ fn dq4(rb: u32, e: u32) -> vec4<f32> {
 }
 //#dot Q4_1
 const UNIT: u32 = 32u;
-fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+fn dotu(rb: u32, u: u32) {
+    let xe = u * UNIT;
     let wi = (rb >> 2u) + u * 5u;
     let dm = unpack2x16float(W[wi]);
-    var acc = 0.0;
     for (var k = 0u; k < 4u; k++) {
         let q = W[wi + 1u + k];
-        acc += dot(dm.x * u8x4(q & 0x0f0f0f0fu) + vec4<f32>(dm.y), xv4(xe + 4u * k));
-        acc += dot(dm.x * u8x4((q >> 4u) & 0x0f0f0f0fu) + vec4<f32>(dm.y), xv4(xe + 16u + 4u * k));
+        acc4(xe + 4u * k, dm.x * u8x4(q & 0x0f0f0f0fu) + vec4<f32>(dm.y));
+        acc4(xe + 16u + 4u * k, dm.x * u8x4((q >> 4u) & 0x0f0f0f0fu) + vec4<f32>(dm.y));
     }
-    return acc;
 }
 //#type Q4_1
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
@@ -221,7 +216,8 @@ fn dq4(rb: u32, e: u32) -> vec4<f32> {
 }
 //#dot Q5_0
 const UNIT: u32 = 32u;
-fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+fn dotu(rb: u32, u: u32) {
+    let xe = u * UNIT;
     let b = rb + u * 22u;
     let split = (b & 2u) == 0u;
     let dw = W[b >> 2u];
@@ -231,17 +227,15 @@ fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
     var next = W[s + 1u];
     let qh = join16(prev, next, split);
     prev = next;
-    var acc = 0.0;
     for (var k = 0u; k < 4u; k++) {
         next = W[s + 2u + k];
         let q = join16(prev, next, split);
         let lo = (q & 0x0f0f0f0fu) | hi4(qh, 4u * k);
         let hi = ((q >> 4u) & 0x0f0f0f0fu) | hi4(qh, 16u + 4u * k);
-        acc += dot(u8x4(lo) - vec4<f32>(16.0), xv4(xe + 4u * k));
-        acc += dot(u8x4(hi) - vec4<f32>(16.0), xv4(xe + 16u + 4u * k));
+        acc4(xe + 4u * k, d * (u8x4(lo) - vec4<f32>(16.0)));
+        acc4(xe + 16u + 4u * k, d * (u8x4(hi) - vec4<f32>(16.0)));
         prev = next;
     }
-    return d * acc;
 }
 //#type Q5_0
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
@@ -253,7 +247,8 @@ fn dq4(rb: u32, e: u32) -> vec4<f32> {
 }
 //#dot Q4_K
 const UNIT: u32 = 64u;
-fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+fn dotu(rb: u32, u: u32) {
+    let xe = u * UNIT;
     let wi = (rb >> 2u) + (u >> 2u) * 36u;
     let g = u & 3u;
     let dm = unpack2x16float(W[wi]);
@@ -266,13 +261,11 @@ fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
     let ma = vec4<f32>(dm.y * a.y);
     let db = dm.x * b.x;
     let mb = vec4<f32>(dm.y * b.y);
-    var acc = 0.0;
     for (var k = 0u; k < 8u; k++) {
         let q = W[wi + 4u + 8u * g + k];
-        acc += dot(da * u8x4(q & 0x0f0f0f0fu) - ma, xv4(xe + 4u * k));
-        acc += dot(db * u8x4((q >> 4u) & 0x0f0f0f0fu) - mb, xv4(xe + 32u + 4u * k));
+        acc4(xe + 4u * k, da * u8x4(q & 0x0f0f0f0fu) - ma);
+        acc4(xe + 32u + 4u * k, db * u8x4((q >> 4u) & 0x0f0f0f0fu) - mb);
     }
-    return acc;
 }
 //#type Q4_K
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
@@ -287,7 +280,8 @@ fn dq4(rb: u32, e: u32) -> vec4<f32> {
 }
 //#dot Q5_K
 const UNIT: u32 = 64u;
-fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+fn dotu(rb: u32, u: u32) {
+    let xe = u * UNIT;
     let wi = (rb >> 2u) + (u >> 2u) * 44u;
     let g = u & 3u;
     let dm = unpack2x16float(W[wi]);
@@ -300,16 +294,14 @@ fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
     let ma = vec4<f32>(dm.y * a.y);
     let db = dm.x * b.x;
     let mb = vec4<f32>(dm.y * b.y);
-    var acc = 0.0;
     for (var k = 0u; k < 8u; k++) {
         let hb = W[wi + 4u + k];
         let q = W[wi + 12u + 8u * g + k];
         let lo = (q & 0x0f0f0f0fu) | (((hb >> (2u * g)) & 0x01010101u) << 4u);
         let hi = ((q >> 4u) & 0x0f0f0f0fu) | (((hb >> (2u * g + 1u)) & 0x01010101u) << 4u);
-        acc += dot(da * u8x4(lo) - ma, xv4(xe + 4u * k));
-        acc += dot(db * u8x4(hi) - mb, xv4(xe + 32u + 4u * k));
+        acc4(xe + 4u * k, da * u8x4(lo) - ma);
+        acc4(xe + 32u + 4u * k, db * u8x4(hi) - mb);
     }
-    return acc;
 }
 //#type Q5_K
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
@@ -333,7 +325,8 @@ const UNIT: u32 = 128u;
 fn sc6(s0: u32, s1: u32, i: u32) -> f32 {
     return f32(bitcast<i32>(select(s0, s1, i >= 4u) << (24u - (i & 3u) * 8u)) >> 24u);
 }
-fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
+fn dotu(rb: u32, u: u32) {
+    let xe = u * UNIT;
     let b = rb + (u >> 1u) * 210u;
     let h = u & 1u;
     let split = (b & 2u) != 0u;
@@ -350,7 +343,6 @@ fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
     var pa = W[a0];
     var pb = W[b0];
     var ph = W[h0];
-    var acc = 0.0;
     for (var k = 0u; k < 8u; k++) {
         let na = W[a0 + 1u + k];
         let nb = W[b0 + 1u + k];
@@ -363,15 +355,14 @@ fn dotu(rb: u32, u: u32, xe: u32) -> f32 {
         let v1 = u8x4((qb & 0x0f0f0f0fu) | (((hh >> 2u) & 0x03030303u) << 4u)) - vec4<f32>(32.0);
         let v2 = u8x4(((qa >> 4u) & 0x0f0f0f0fu) | (((hh >> 4u) & 0x03030303u) << 4u)) - vec4<f32>(32.0);
         let v3 = u8x4(((qb >> 4u) & 0x0f0f0f0fu) | (((hh >> 6u) & 0x03030303u) << 4u)) - vec4<f32>(32.0);
-        acc += dot((d * sc6(s0, s1, hs)) * v0, xv4(xe + 4u * k));
-        acc += dot((d * sc6(s0, s1, 2u + hs)) * v1, xv4(xe + 32u + 4u * k));
-        acc += dot((d * sc6(s0, s1, 4u + hs)) * v2, xv4(xe + 64u + 4u * k));
-        acc += dot((d * sc6(s0, s1, 6u + hs)) * v3, xv4(xe + 96u + 4u * k));
+        acc4(xe + 4u * k, (d * sc6(s0, s1, hs)) * v0);
+        acc4(xe + 32u + 4u * k, (d * sc6(s0, s1, 2u + hs)) * v1);
+        acc4(xe + 64u + 4u * k, (d * sc6(s0, s1, 4u + hs)) * v2);
+        acc4(xe + 96u + 4u * k, (d * sc6(s0, s1, 6u + hs)) * v3);
         pa = na;
         pb = nb;
         ph = nh;
     }
-    return acc;
 }
 //#type Q6_K
 fn dq4(rb: u32, e: u32) -> vec4<f32> {

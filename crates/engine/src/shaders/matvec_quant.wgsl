@@ -1,8 +1,11 @@
-// Decode-time y = W x for a few token vectors, straight from the packed GGUF blocks (no dequantized copy).
+// y[t] = W x[t] by streaming W's rows straight from the packed GGUF blocks (no dequantized copy): decode,
+// and on CPU drivers every linear layer.
 //
-// A workgroup computes ROWS output rows of one token with LANES invocations per row. Each invocation walks
-// the row in units (`dotu`, one load per weight word), the remainder (float rows whose length is not a
-// multiple of the unit) 4 elements at a time, and the row's lanes are summed in workgroup memory.
+// A workgroup computes ROWS output rows for TOKENS tokens with LANES invocations per row. Each invocation
+// walks the row in units (`dotu`, one load per weight word) and the remainder (float rows whose length is
+// not a multiple of the unit) 4 elements at a time; every decoded weight group is applied to all TOKENS
+// tokens before the next is read (`acc4`), so the weight is streamed once per TOKENS tokens. A row's lanes
+// are summed in workgroup memory.
 // The host picks the shape per device: on GPUs several lanes per row keep the reads of a row together; on
 // CPU drivers one lane per row needs no reduction at all, and reading x from a uniform buffer (identical
 // addresses across lanes) turns each x load into one vector gather instead of a per-lane loop.
@@ -18,7 +21,7 @@ struct Params {
     y_offset: u32,
     y_stride: u32,
     has_bias: u32,
-    _pad0: u32,
+    n_tok: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -33,7 +36,16 @@ struct Params {
 
 const ROWS: u32 = {{ROWS}}u;
 const LANES: u32 = {{LANES}}u;
+const TOKENS: u32 = {{TOKENS}}u;
 var<workgroup> red: array<f32, {{WG}}>;
+var<private> accs: array<f32, TOKENS>;
+var<private> xbase: array<u32, TOKENS>;
+
+fn acc4(e: u32, w: vec4<f32>) {
+    for (var t = 0u; t < TOKENS; t++) {
+        accs[t] += dot(w, xv4(xbase[t] + e));
+    }
+}
 
 {{DEQUANT}}
 
@@ -47,33 +59,39 @@ fn main(
     let row = (wid.x + wid.y * nwg.x) * ROWS + lid / LANES;
     // Rows past the end repeat the last row so that every invocation reaches the barriers.
     let r = min(row, P.n_rows - 1u);
-    let tok = wid.z;
+    let t0 = wid.z * TOKENS;
+    for (var t = 0u; t < TOKENS; t++) {
+        // Token slots past the end repeat the last token (results dropped).
+        xbase[t] = P.x_offset + min(t0 + t, P.n_tok - 1u) * P.x_stride;
+        accs[t] = 0.0;
+    }
     let rb = r * P.row_bytes;
-    let xb = P.x_offset + tok * P.x_stride;
     let units = P.row_len / UNIT;
-    var acc = 0.0;
     for (var u = lane; u < units; u += LANES) {
-        acc += dotu(rb, u, xb + u * UNIT);
+        dotu(rb, u);
     }
     for (var e = units * UNIT + lane * 4u; e < P.row_len; e += LANES * 4u) {
-        acc += dot(dq4(rb, e), xv4(xb + e));
+        acc4(e, dq4(rb, e));
     }
-    if (LANES > 1u) {
-        red[lid] = acc;
-        workgroupBarrier();
-        for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-            if (lane < s) {
-                red[lid] += red[lid + s];
+    for (var t = 0u; t < TOKENS; t++) {
+        var v = accs[t];
+        if (LANES > 1u) {
+            red[lid] = v;
+            workgroupBarrier();
+            for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+                if (lane < s) {
+                    red[lid] += red[lid + s];
+                }
+                workgroupBarrier();
             }
+            v = red[lid];
             workgroupBarrier();
         }
-        acc = red[lid];
-    }
-    if (lane == 0u && row < P.n_rows) {
-        var v = acc;
-        if (P.has_bias != 0u) {
-            v += B[P.first_row + row];
+        if (lane == 0u && row < P.n_rows && t0 + t < P.n_tok) {
+            if (P.has_bias != 0u) {
+                v += B[P.first_row + row];
+            }
+            Y[P.y_offset + (t0 + t) * P.y_stride + P.first_row + row] = v;
         }
-        Y[P.y_offset + tok * P.y_stride + P.first_row + row] = v;
     }
 }

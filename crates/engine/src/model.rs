@@ -989,7 +989,7 @@ impl GpuModel {
         // Patch embedding = im2col + matmul; CLS and position rows dequantized from their packed tables.
         ctx.im2col(e, &v.pixels, cfg.image_size, cfg.patch, &v.cols)?;
         let pl = 3 * cfg.patch * cfg.patch;
-        ctx.matmul(
+        ctx.linear(
             e,
             &v.patch,
             &v.cols,
@@ -1010,7 +1010,7 @@ impl GpuModel {
         };
         for ly in &v.layers {
             ctx.rms_norm(e, &v.x, d, &ly.ln1, cfg.eps, &v.xn, d)?;
-            ctx.matmul(e, &ly.qkv, &v.xn, d, None, &v.qkv, dense(n, 3 * c))?;
+            ctx.linear(e, &ly.qkv, &v.xn, d, None, &v.qkv, dense(n, 3 * c))?;
             // q_norm/k_norm span all heads (width C), read in place from the fused qkv rows.
             ctx.rms_norm(
                 e,
@@ -1042,10 +1042,10 @@ impl GpuModel {
                 &v.o,
                 d,
             )?;
-            ctx.matmul(e, &ly.out, &v.o, d, Some(&ly.out_b), &v.tmp, d)?;
+            ctx.linear(e, &ly.out, &v.o, d, Some(&ly.out_b), &v.tmp, d)?;
             ctx.add_scaled(e, &v.x, &v.tmp, Some(&ly.ls1), n, c)?;
             ctx.rms_norm(e, &v.x, d, &ly.ln2, cfg.eps, &v.xn, d)?;
-            ctx.matmul(
+            ctx.linear(
                 e,
                 &ly.up,
                 &v.xn,
@@ -1055,7 +1055,7 @@ impl GpuModel {
                 dense(n, cfg.ff),
             )?;
             ctx.gelu(e, &v.mlp, u64::from(n) * u64::from(cfg.ff))?;
-            ctx.matmul(
+            ctx.linear(
                 e,
                 &ly.down,
                 &v.mlp,
@@ -1069,7 +1069,7 @@ impl GpuModel {
         ctx.pixel_shuffle_v1(e, &v.x, grid, c, 1, &v.o)?;
         let d4 = dense(nimg, 4 * c);
         ctx.layer_norm(e, &v.o, d4, &v.mm0_w, &v.mm0_b, cfg.proj_eps, &v.tmp, d4)?;
-        ctx.matmul(
+        ctx.linear(
             e,
             &v.mm1,
             &v.tmp,
@@ -1079,7 +1079,7 @@ impl GpuModel {
             dense(nimg, h),
         )?;
         ctx.gelu(e, &v.proj_h, u64::from(nimg) * u64::from(h))?;
-        ctx.matmul(
+        ctx.linear(
             e,
             &v.mm3,
             &v.proj_h,

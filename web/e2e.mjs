@@ -103,7 +103,7 @@ try {
   };
   await open();
   const device = (await meddr()).device;
-  log('device:', device.summary);
+  log('device:', device.summary, '| adapter:', device.adapterName, '| cpu adapter:', device.cpuAdapter, '| matvec:', device.matvec);
 
   if (args.urlTest) {
     const loadUrl = async () => {

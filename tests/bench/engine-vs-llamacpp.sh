@@ -26,4 +26,6 @@ print(f"|---|---|---|---|---|---|")
 print(f"| {model.split('/')[-1]} | {ours['device'].splitlines()[0]} / {dev} | prefill tok/s | {ours['prefill_tokens_per_s']:.2f} | {pp:.2f} | {ours['prefill_tokens_per_s']/pp:.2f} |")
 print(f"| | | decode tok/s | {ours['decode_tokens_per_s']:.2f} | {tg:.2f} | {ours['decode_tokens_per_s']/tg:.2f} |")
 print(f"\nmeddr: {ours['weight_bytes_per_decoded_token']/1e6:.1f} MB of weights per decoded token, {ours['effective_gb_per_s']:.3f} GB/s effective")
+print(f"meddr: weights on the GPU {ours['weights_gpu_bytes']/1e6:.1f} MB for {ours['weights_file_bytes']/1e6:.1f} MB in the file; "
+      f"peak RSS {ours['peak_rss_bytes']/1e6:.0f} MB (a CPU adapter's GPU buffers are host memory)")
 PY

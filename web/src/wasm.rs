@@ -37,6 +37,8 @@ export interface DeviceInfo {
   name: string; backend: string; driver: string;
   /** shader-f16 enabled; false means the f32 path (f32 KV cache). */
   f16: boolean;
+  /** The matvec work split, e.g. "32 rows x 1 lanes" on software adapters. */
+  matvec: string;
   maxStorageBindingBytes: number; maxBufferBytes: number; summary: string;
 }
 export interface MemoryInfo { wasmHeapBytes: number; gpuWeightBytes: number; modelFileBytes: number; }
@@ -204,10 +206,16 @@ pub struct Engine {
 #[wasm_bindgen]
 impl Engine {
     /// Creates the WebGPU device (the adapter's own limits, shader-f16 when offered and not `forceF32`).
-    pub async fn create(force_f32: bool) -> std::result::Result<Engine, JsValue> {
+    /// `cpuAdapter`: the page found a software adapter (SwiftShader, a fallback adapter). WebGPU does not tell
+    /// wgpu the device type, so the kernels' CPU-driver work split is chosen from what the page sees.
+    pub async fn create(
+        force_f32: bool,
+        cpu_adapter: bool,
+    ) -> std::result::Result<Engine, JsValue> {
         console_panic_hook();
         let ctx = GpuContext::new(ContextOptions {
             force_f32,
+            matvec_shape: cpu_adapter.then_some(meddr_engine::MatvecShape::ROW_PER_LANE),
             ..Default::default()
         })
         .await
@@ -228,6 +236,14 @@ impl Engine {
         set(&o, "backend", format!("{:?}", i.backend));
         set(&o, "driver", i.driver.as_str());
         set(&o, "f16", i.f16);
+        set(
+            &o,
+            "matvec",
+            format!(
+                "{} rows x {} lanes",
+                i.matvec_shape.rows_per_group, i.matvec_shape.lanes_per_row
+            ),
+        );
         set(
             &o,
             "maxStorageBindingBytes",

@@ -13,7 +13,7 @@ export type WorkerRequest =
 export type LoadSource = 'file' | 'network' | 'resumed' | 'cache';
 
 export type WorkerEvent =
-  | { type: 'ready'; device: DeviceInfo & { adapterHasF16: boolean; adapterName: string }; memory: MemoryInfo }
+  | { type: 'ready'; device: DeviceInfo & { adapterHasF16: boolean; adapterName: string; cpuAdapter: boolean }; memory: MemoryInfo }
   | { type: 'fatal'; code: 'no-webgpu' | 'no-adapter' | 'device' | 'init'; message: string }
   | { type: 'progress'; phase: 'download' | 'header' | 'weights' | 'done'; loaded: number; total: number }
   | { type: 'loaded'; model: ModelSummary; memory: MemoryInfo; loadMs: number; source: LoadSource;

@@ -25,8 +25,12 @@ async function start(forceF32) {
     return;
   }
   const hasF16 = adapter.features.has('shader-f16');
+  const ai = adapter.info || {};
+  // Software adapters run compute on the CPU, where the kernels use a different work split (see Engine.create).
+  const cpuAdapter = !!(ai.isFallbackAdapter || adapter.isFallbackAdapter ||
+    /swiftshader|llvmpipe|lavapipe|software/i.test([ai.vendor, ai.architecture, ai.description].join(' ')));
   try {
-    engine = await Engine.create(!!forceF32);
+    engine = await Engine.create(!!forceF32, cpuAdapter);
   } catch (e) {
     post({ type: 'fatal', code: 'device', message: 'Could not create the WebGPU device: ' + (e.message || e) });
     return;
@@ -34,7 +38,7 @@ async function start(forceF32) {
   const device = engine.deviceInfo();
   device.adapterHasF16 = hasF16;
   // wgpu's WebGPU backend leaves the adapter name empty; the browser's adapter info is what users recognise.
-  const ai = adapter.info || {};
+  device.cpuAdapter = cpuAdapter;
   device.adapterName = [ai.vendor, ai.architecture, ai.description].filter(Boolean).join(' ');
   post({ type: 'ready', device, memory: memory() });
 }

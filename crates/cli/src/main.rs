@@ -383,6 +383,9 @@ fn bench(b: BenchArgs) -> Result<()> {
         backend.context_length(),
     )?;
     let model = backend_model(&mut backend);
+    // Warm-up (as llama-bench does): compiles the prefill and decode pipelines outside the timings.
+    model.prefill(&ids[..ids.len().min(8)], None, 1, Readback::Token)?;
+    model.decode_step(StepInput::Greedy, Readback::Token)?;
     let t = Instant::now();
     model.prefill(&ids, None, b.decode_tokens as u32, Readback::Token)?;
     let prefill_s = t.elapsed().as_secs_f64();
@@ -392,6 +395,7 @@ fn bench(b: BenchArgs) -> Result<()> {
     }
     let decode_s = t.elapsed().as_secs_f64();
     let bytes = model.decode_weight_bytes();
+    let plan = model.memory_plan();
     let decode_tps = b.decode_tokens as f64 / decode_s.max(1e-9);
     let out = json!({
         "model": b.model.display().to_string(),
@@ -404,6 +408,12 @@ fn bench(b: BenchArgs) -> Result<()> {
         "decode_tokens_per_s": decode_tps,
         "weight_bytes_per_decoded_token": bytes,
         "effective_gb_per_s": bytes as f64 * decode_tps / 1e9,
+        "file_bytes": std::fs::metadata(&b.model).map(|m| m.len()).ok(),
+        "weights_file_bytes": plan.vit_file + plan.projector_file + plan.llm_file,
+        "weights_gpu_bytes": plan.vit_gpu + plan.projector_gpu + plan.llm_gpu,
+        "gpu_bytes": plan.total_gpu(),
+        // On CPU adapters (lavapipe) the GPU's buffers are this process's memory and count here too.
+        "peak_rss_bytes": peak_rss_bytes(),
     });
     if b.json {
         println!("{out}");
@@ -413,6 +423,14 @@ fn bench(b: BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The process's peak resident set (Linux `VmHWM`); `None` elsewhere.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 fn backend_model(b: &mut GpuBackend) -> &mut meddr_engine::GpuModel {

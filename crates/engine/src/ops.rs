@@ -198,7 +198,7 @@ impl GpuContext {
         let vec4s = span.div_ceil(4);
         let (source, key, binding) = if aligned
             && shape.lanes_per_row == 1
-            && vec4s * 16 <= u64::from(self.info.limits.max_uniform_buffer_binding_size)
+            && vec4s * 16 <= self.info.limits.max_uniform_buffer_binding_size
             && vec4s * 16 <= x.buffer.size()
         {
             (

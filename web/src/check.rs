@@ -1,7 +1,7 @@
 //! Checks on a parsed header before any weight byte is read, so a wrong file or an undersized device is
 //! reported in milliseconds instead of after a multi-GB upload.
 
-use meddr_engine::WeightType;
+use meddr_engine::QuantType;
 use meddr_gguf::{GgmlType, GgufHeader, ParseOutcome, TensorInfo};
 use serde::Serialize;
 
@@ -131,9 +131,9 @@ pub fn check_meddr(h: &GgufHeader, file_len: u64) -> Result<ModelSummary> {
 }
 
 /// The engine's block type for a tensor, or a typed refusal.
-pub fn weight_type(t: &TensorInfo) -> Result<WeightType> {
+pub fn weight_type(t: &TensorInfo) -> Result<QuantType> {
     let id = ggml_id(t.ty);
-    WeightType::from_ggml_id(id).map_err(|_| WebError::UnsupportedTensorType {
+    QuantType::from_ggml_id(id).ok_or_else(|| WebError::UnsupportedTensorType {
         tensor: t.name.clone(),
         ty: format!("{:?}", t.ty),
     })

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use meddr_engine::{
-    AttnShape, ContextOptions, DType, GpuContext, GpuWeight, Rows, WeightDesc, WeightType,
+    AttnShape, ContextOptions, DType, GpuContext, GpuWeight, QuantType, Rows, WeightDesc,
 };
 
 fn time(c: &GpuContext, what: &str, reps: u32, f: impl Fn(&mut wgpu::CommandEncoder)) {
@@ -30,10 +30,10 @@ fn main() -> meddr_engine::Result<()> {
     println!("{}", c.info);
     let (rows, k) = (2048u64, 2048u64);
     for ty in [
-        WeightType::F16,
-        WeightType::Q8_0,
-        WeightType::Q4_K,
-        WeightType::Q6_K,
+        QuantType::F16,
+        QuantType::Q8_0,
+        QuantType::Q4_K,
+        QuantType::Q6_K,
     ] {
         let desc = WeightDesc {
             ty,

@@ -28,8 +28,6 @@ pub enum EngineError {
         expected: crate::DType,
         got: crate::DType,
     },
-    #[error("ggml type id {0} is not supported by the engine")]
-    UnsupportedType(u32),
     #[error("{op}: the device lacks shader-f16, so `{field}` cannot be f16")]
     NoF16 {
         op: &'static str,

@@ -22,10 +22,10 @@ pub use context::{ContextOptions, DeviceInfo, GpuContext, MatvecShape};
 pub use error::{EngineError, Result};
 pub use kv::{KvCache, RopeTable};
 pub use model::{
-    GpuModel, ImageFeatures, LlmConfig, LoadOptions, MemoryPlan, ModelError, ModelResult, Readback,
-    Step, StepInput, VisionConfig,
+    ConfigError, GpuModel, ImageFeatures, LlmConfig, LoadOptions, MemoryPlan, ModelError,
+    ModelResult, Readback, Step, StepInput, VisionConfig,
 };
 pub use ops::{AttnShape, MATVEC_MAX_ROWS};
 pub use tensor::{DType, GpuBuffer, Rows};
-pub use weight::{GpuWeight, WeightDesc, WeightPart, WeightType, UPLOAD_CHUNK_BYTES};
+pub use weight::{GpuWeight, QuantType, WeightDesc, WeightPart, UPLOAD_CHUNK_BYTES};
 pub use wgpu;

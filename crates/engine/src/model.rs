@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+pub use meddr_config::{ConfigError, LlmConfig, VisionConfig};
 use meddr_gguf::{GgufError, GgufHeader, TensorInfo};
 
 use crate::context::GpuContext;
@@ -19,7 +20,7 @@ use crate::error::EngineError;
 use crate::kv::{KvCache, RopeTable};
 use crate::ops::AttnShape;
 use crate::tensor::{DType, GpuBuffer, Rows};
-use crate::weight::{GpuWeight, WeightDesc, WeightType};
+use crate::weight::{GpuWeight, QuantType, WeightDesc};
 
 /// Why loading or running a model failed; messages name the tensor, key or value at fault.
 #[derive(Debug, thiserror::Error)]
@@ -28,14 +29,8 @@ pub enum ModelError {
     Gguf(#[from] GgufError),
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("`general.architecture` is {found:?}; this engine runs `llama` only")]
-    Architecture { found: String },
-    #[error("metadata `{key}` = {value} is invalid: {why}")]
-    Hparam {
-        key: &'static str,
-        value: String,
-        why: String,
-    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("tensor `{name}` is missing from the file")]
     MissingTensor { name: String },
     #[error("tensor `{name}` has {got_rows} rows of {got_row_len} elements (dims {dims:?}); expected {rows} rows of {row_len}")]
@@ -75,14 +70,6 @@ fn input(field: &'static str, value: impl TryInto<u64>, why: impl Into<String>) 
     }
 }
 
-fn hparam(key: &'static str, value: impl std::fmt::Display, why: impl Into<String>) -> ModelError {
-    ModelError::Hparam {
-        key,
-        value: value.to_string(),
-        why: why.into(),
-    }
-}
-
 /// How to load.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -104,52 +91,6 @@ impl Default for LoadOptions {
             load_vision: true,
             kv_f32: false,
         }
-    }
-}
-
-/// LLaMA hyper-parameters from `llama.*`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LlmConfig {
-    pub vocab: u32,
-    pub hidden: u32,
-    pub layers: u32,
-    pub ff: u32,
-    pub n_heads: u32,
-    pub n_kv_heads: u32,
-    pub head_dim: u32,
-    pub eps: f32,
-    pub rope_theta: f32,
-    pub context_length: u32,
-    /// `output.weight` absent: the LM head is `token_embd.weight`.
-    pub tied_embeddings: bool,
-}
-
-/// InternViT + projector hyper-parameters from `clip.*` / `meddr.*`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct VisionConfig {
-    pub image_size: u32,
-    pub patch: u32,
-    pub hidden: u32,
-    pub ff: u32,
-    pub layers: u32,
-    pub n_heads: u32,
-    pub eps: f32,
-    pub proj_eps: f32,
-    /// Tokens per image after the pixel shuffle (256 for 448/14 and ratio 0.5).
-    pub n_image_tokens: u32,
-    pub context_token_id: u32,
-}
-
-impl VisionConfig {
-    pub fn grid(&self) -> u32 {
-        self.image_size / self.patch
-    }
-    pub fn n_positions(&self) -> u32 {
-        self.grid() * self.grid() + 1
-    }
-    /// Length of the `pixel_values` that [`GpuModel::encode_image`] takes (`[3, S, S]`).
-    pub fn pixel_len(&self) -> usize {
-        3 * self.image_size as usize * self.image_size as usize
     }
 }
 
@@ -365,8 +306,8 @@ impl<'a, E: std::fmt::Display, R: FnMut(u64, &mut [u8]) -> Result<(), E>> Loader
         Ok(())
     }
 
-    fn weight_type(t: &TensorInfo) -> ModelResult<WeightType> {
-        WeightType::from_ggml_id(t.ty.id()).map_err(|_| ModelError::TensorType {
+    fn weight_type(t: &TensorInfo) -> ModelResult<QuantType> {
+        QuantType::from_ggml(t.ty).ok_or_else(|| ModelError::TensorType {
             name: t.name.clone(),
             ty: t.ty.name().to_string(),
         })
@@ -402,12 +343,12 @@ impl<'a, E: std::fmt::Display, R: FnMut(u64, &mut [u8]) -> Result<(), E>> Loader
             message: e.to_string(),
         })?;
         let vals: Vec<f32> = match Self::weight_type(t)? {
-            WeightType::F32 => bytemuck::pod_collect_to_vec(&raw),
-            WeightType::F16 => raw
+            QuantType::F32 => bytemuck::pod_collect_to_vec(&raw),
+            QuantType::F16 => raw
                 .chunks_exact(2)
                 .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
-            WeightType::BF16 => raw
+            QuantType::BF16 => raw
                 .chunks_exact(2)
                 .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
@@ -429,197 +370,6 @@ impl<'a, E: std::fmt::Display, R: FnMut(u64, &mut [u8]) -> Result<(), E>> Loader
         self.file = 0;
         self.gpu = 0;
         r
-    }
-}
-
-fn get_u32(h: &GgufHeader, key: &'static str) -> ModelResult<u32> {
-    let v = h.get_u32(key)?;
-    if v == 0 {
-        return Err(hparam(key, v, "must be positive"));
-    }
-    Ok(v)
-}
-
-fn get_f32(h: &GgufHeader, key: &'static str) -> ModelResult<f32> {
-    let v = h.get_f32(key)?;
-    if !(v.is_finite() && v > 0.0) {
-        return Err(hparam(key, v, "must be finite and positive"));
-    }
-    Ok(v)
-}
-
-impl LlmConfig {
-    pub fn from_header(h: &GgufHeader) -> ModelResult<LlmConfig> {
-        let arch = h.get_str("general.architecture")?;
-        if arch != "llama" {
-            return Err(ModelError::Architecture {
-                found: arch.to_string(),
-            });
-        }
-        let hidden = get_u32(h, "llama.embedding_length")?;
-        let n_heads = get_u32(h, "llama.attention.head_count")?;
-        let n_kv_heads = match h.get("llama.attention.head_count_kv") {
-            Some(_) => get_u32(h, "llama.attention.head_count_kv")?,
-            None => n_heads,
-        };
-        if hidden % n_heads != 0 {
-            return Err(hparam(
-                "llama.embedding_length",
-                hidden,
-                format!("is not a multiple of head_count {n_heads}"),
-            ));
-        }
-        let head_dim = hidden / n_heads;
-        if n_heads % n_kv_heads != 0 {
-            return Err(hparam(
-                "llama.attention.head_count_kv",
-                n_kv_heads,
-                format!("must divide head_count {n_heads}"),
-            ));
-        }
-        if head_dim % 2 != 0 || head_dim > 256 {
-            return Err(hparam(
-                "llama.attention.head_count",
-                n_heads,
-                format!("gives head_dim {head_dim}; must be even and ≤ 256"),
-            ));
-        }
-        if h.get("llama.rope.dimension_count").is_some() {
-            let rd = h.get_u32("llama.rope.dimension_count")?;
-            if rd != head_dim {
-                return Err(hparam(
-                    "llama.rope.dimension_count",
-                    rd,
-                    format!("partial RoPE is not supported (head_dim {head_dim})"),
-                ));
-            }
-        }
-        let vocab_rows = h
-            .tensor("token_embd.weight")
-            .ok_or_else(|| ModelError::MissingTensor {
-                name: "token_embd.weight".into(),
-            })?
-            .n_rows();
-        let vocab = u32::try_from(vocab_rows)
-            .map_err(|_| hparam("llama.vocab_size", vocab_rows, "does not fit u32"))?;
-        if h.get("llama.vocab_size").is_some() {
-            let v = h.get_u32("llama.vocab_size")?;
-            if v != vocab {
-                return Err(hparam(
-                    "llama.vocab_size",
-                    v,
-                    format!("disagrees with token_embd.weight's {vocab} rows"),
-                ));
-            }
-        }
-        Ok(LlmConfig {
-            vocab,
-            hidden,
-            layers: get_u32(h, "llama.block_count")?,
-            ff: get_u32(h, "llama.feed_forward_length")?,
-            n_heads,
-            n_kv_heads,
-            head_dim,
-            eps: get_f32(h, "llama.attention.layer_norm_rms_epsilon")?,
-            rope_theta: match h.get("llama.rope.freq_base") {
-                Some(_) => get_f32(h, "llama.rope.freq_base")?,
-                None => 10_000.0,
-            },
-            context_length: get_u32(h, "llama.context_length")?,
-            tied_embeddings: h.tensor("output.weight").is_none(),
-        })
-    }
-}
-
-impl VisionConfig {
-    /// `None` when the file has no vision tower.
-    pub fn from_header(h: &GgufHeader, llm_hidden: u32) -> ModelResult<Option<VisionConfig>> {
-        let has =
-            h.get("clip.has_vision_encoder").is_some() && h.get_bool("clip.has_vision_encoder")?;
-        if !has {
-            return Ok(None);
-        }
-        let pt = h.get_str("clip.projector_type")?;
-        if pt != "internvl" {
-            return Err(hparam(
-                "clip.projector_type",
-                pt,
-                "only `internvl` is supported",
-            ));
-        }
-        if h.get("meddr.vision.pixel_shuffle_version").is_some() {
-            let v = h.get_u32("meddr.vision.pixel_shuffle_version")?;
-            if v != 1 {
-                return Err(hparam(
-                    "meddr.vision.pixel_shuffle_version",
-                    v,
-                    "only 1 is supported",
-                ));
-            }
-        }
-        if h.get("meddr.vision.downsample_ratio").is_some() {
-            let r = h.get_f32("meddr.vision.downsample_ratio")?;
-            if r != 0.5 {
-                return Err(hparam(
-                    "meddr.vision.downsample_ratio",
-                    r,
-                    "only 0.5 is supported",
-                ));
-            }
-        }
-        let image_size = get_u32(h, "clip.vision.image_size")?;
-        let patch = get_u32(h, "clip.vision.patch_size")?;
-        if image_size % patch != 0 || (image_size / patch) % 2 != 0 || image_size > 4096 {
-            return Err(hparam(
-                "clip.vision.image_size",
-                image_size,
-                format!("must be ≤ 4096 and an even multiple of patch_size {patch}"),
-            ));
-        }
-        let hidden = get_u32(h, "clip.vision.embedding_length")?;
-        let n_heads = get_u32(h, "clip.vision.attention.head_count")?;
-        if hidden % n_heads != 0 || hidden / n_heads > 256 {
-            return Err(hparam(
-                "clip.vision.attention.head_count",
-                n_heads,
-                format!("must divide embedding_length {hidden} into heads of ≤ 256"),
-            ));
-        }
-        let proj = get_u32(h, "clip.vision.projection_dim")?;
-        if proj != llm_hidden {
-            return Err(hparam(
-                "clip.vision.projection_dim",
-                proj,
-                format!("must equal llama.embedding_length {llm_hidden}"),
-            ));
-        }
-        let grid = image_size / patch;
-        let n_image_tokens = grid * grid / 4;
-        if h.get("meddr.image.num_tokens").is_some() {
-            let n = h.get_u32("meddr.image.num_tokens")?;
-            if n != n_image_tokens {
-                return Err(hparam(
-                    "meddr.image.num_tokens",
-                    n,
-                    format!("the geometry gives {n_image_tokens}"),
-                ));
-            }
-        }
-        Ok(Some(VisionConfig {
-            image_size,
-            patch,
-            hidden,
-            ff: get_u32(h, "clip.vision.feed_forward_length")?,
-            layers: get_u32(h, "clip.vision.block_count")?,
-            n_heads,
-            eps: get_f32(h, "clip.vision.attention.layer_norm_epsilon")?,
-            proj_eps: match h.get("meddr.projector.layer_norm_epsilon") {
-                Some(_) => get_f32(h, "meddr.projector.layer_norm_epsilon")?,
-                None => 1e-5,
-            },
-            n_image_tokens,
-            context_token_id: h.get_u32("meddr.image.context_token_id")?,
-        }))
     }
 }
 

@@ -130,7 +130,7 @@ impl GpuContext {
         if matvec {
             return self.record_matvec(enc, w, x, xv, b, bias.is_some(), y, yv);
         }
-        let pipeline = self.pipeline(&format!("matmul/{}", w.ty.name()), "main", || {
+        let pipeline = self.pipeline(&format!("matmul/{}", w.ty.ggml().name()), "main", || {
             render(shaders::MATMUL, &[("DEQUANT", &shaders::dequant(w.ty))])
         });
         for part in &w.parts {
@@ -232,7 +232,7 @@ impl GpuContext {
         };
         let key = format!(
             "matvec/{}/{}x{}/t{tokens}/{key}",
-            w.ty.name(),
+            w.ty.ggml().name(),
             shape.rows_per_group,
             shape.lanes_per_row
         );
@@ -669,7 +669,7 @@ impl GpuContext {
             None => (&self.dummy, 0, 0),
         };
         let splice = u32::from(image.is_some());
-        let key = format!("embed_rows/{}", table.ty.name());
+        let key = format!("embed_rows/{}", table.ty.ggml().name());
         let rows = self.pipeline(&key, "embed_rows", || {
             render(shaders::EMBED, &[("DEQUANT", &shaders::dequant(table.ty))])
         });
@@ -697,7 +697,7 @@ impl GpuContext {
         let fixup = self.pipeline("embed_fixup", "embed_fixup", || {
             render(
                 shaders::EMBED,
-                &[("DEQUANT", &shaders::dequant(crate::WeightType::F32))],
+                &[("DEQUANT", &shaders::dequant(crate::QuantType::F32))],
             )
         });
         let params = [

@@ -5,7 +5,7 @@
 //! every kernel/type pair compiles to a straight-line decoder with no runtime type switch.
 
 use crate::tensor::DType;
-use crate::weight::WeightType;
+use crate::weight::QuantType;
 
 pub(crate) const DEQUANT: &str = include_str!("shaders/dequant.wgsl");
 pub(crate) const MATVEC: &str = include_str!("shaders/matvec_quant.wgsl");
@@ -31,7 +31,7 @@ pub(crate) fn render(template: &str, vars: &[(&str, &str)]) -> String {
 }
 
 /// The helpers of `dequant.wgsl` followed by the `dq4` section for `ty`.
-pub(crate) fn dequant(ty: WeightType) -> String {
+pub(crate) fn dequant(ty: QuantType) -> String {
     let common = DEQUANT
         .split_once("//#")
         .expect("dequant.wgsl has type sections")
@@ -40,15 +40,15 @@ pub(crate) fn dequant(ty: WeightType) -> String {
 }
 
 /// [`dequant`] plus the `dotu`/`UNIT` section for `ty` (kernels that define `xv4`).
-pub(crate) fn dequant_dot(ty: WeightType) -> String {
+pub(crate) fn dequant_dot(ty: QuantType) -> String {
     format!("{}{}", dequant(ty), section("dot", ty))
 }
 
-fn section(kind: &str, ty: WeightType) -> &'static str {
-    let marker = format!("//#{kind} {}\n", ty.name());
+fn section(kind: &str, ty: QuantType) -> &'static str {
+    let marker = format!("//#{kind} {ty:?}\n");
     let start = DEQUANT
         .find(&marker)
-        .expect("every WeightType has dq4 and dotu sections")
+        .expect("every QuantType has dq4 and dotu sections")
         + marker.len();
     let rest = &DEQUANT[start..];
     let end = rest.find("//#").expect("sections are terminated");
@@ -76,7 +76,7 @@ mod tests {
 
     #[test]
     fn every_type_has_exactly_one_dq4() {
-        for ty in WeightType::ALL {
+        for ty in QuantType::ALL {
             let src = dequant(ty);
             assert_eq!(src.matches("fn dq4(").count(), 1, "{ty:?}");
             assert_eq!(src.matches("fn dotu(").count(), 0, "{ty:?}");

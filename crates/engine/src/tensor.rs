@@ -2,7 +2,7 @@
 
 use crate::error::{invalid, EngineError, Result};
 
-/// Element type of an activation/cache buffer. Weights have their own [`crate::WeightType`].
+/// Element type of an activation/cache buffer. Weights have their own [`crate::QuantType`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,

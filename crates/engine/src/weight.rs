@@ -3,104 +3,14 @@
 use crate::context::GpuContext;
 use crate::error::{invalid, EngineError, Result};
 
-/// ggml block formats the kernels can read directly (named as ggml names them).
-#[allow(non_camel_case_types)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum WeightType {
-    F32,
-    F16,
-    BF16,
-    Q8_0,
-    Q4_0,
-    Q4_1,
-    Q5_0,
-    Q4_K,
-    Q5_K,
-    Q6_K,
-}
-
-impl WeightType {
-    pub const ALL: [WeightType; 10] = [
-        WeightType::F32,
-        WeightType::F16,
-        WeightType::BF16,
-        WeightType::Q8_0,
-        WeightType::Q4_0,
-        WeightType::Q4_1,
-        WeightType::Q5_0,
-        WeightType::Q4_K,
-        WeightType::Q5_K,
-        WeightType::Q6_K,
-    ];
-
-    /// Elements per block.
-    pub const fn block_size(self) -> u64 {
-        match self {
-            WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1,
-            WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q5_0 => 32,
-            WeightType::Q4_K | WeightType::Q5_K | WeightType::Q6_K => 256,
-        }
-    }
-
-    /// Bytes per block.
-    pub const fn type_size(self) -> u64 {
-        match self {
-            WeightType::F32 => 4,
-            WeightType::F16 | WeightType::BF16 => 2,
-            WeightType::Q8_0 => 34,
-            WeightType::Q4_0 => 18,
-            WeightType::Q4_1 => 20,
-            WeightType::Q5_0 => 22,
-            WeightType::Q4_K => 144,
-            WeightType::Q5_K => 176,
-            WeightType::Q6_K => 210,
-        }
-    }
-
-    /// The `ggml_type` id stored in GGUF tensor infos.
-    pub const fn ggml_id(self) -> u32 {
-        match self {
-            WeightType::F32 => 0,
-            WeightType::F16 => 1,
-            WeightType::Q4_0 => 2,
-            WeightType::Q4_1 => 3,
-            WeightType::Q5_0 => 6,
-            WeightType::Q8_0 => 8,
-            WeightType::Q4_K => 12,
-            WeightType::Q5_K => 13,
-            WeightType::Q6_K => 14,
-            WeightType::BF16 => 30,
-        }
-    }
-
-    pub fn from_ggml_id(id: u32) -> Result<Self> {
-        WeightType::ALL
-            .into_iter()
-            .find(|t| t.ggml_id() == id)
-            .ok_or(EngineError::UnsupportedType(id))
-    }
-
-    /// Section name in `dequant.wgsl`.
-    pub(crate) const fn name(self) -> &'static str {
-        match self {
-            WeightType::F32 => "F32",
-            WeightType::F16 => "F16",
-            WeightType::BF16 => "BF16",
-            WeightType::Q8_0 => "Q8_0",
-            WeightType::Q4_0 => "Q4_0",
-            WeightType::Q4_1 => "Q4_1",
-            WeightType::Q5_0 => "Q5_0",
-            WeightType::Q4_K => "Q4_K",
-            WeightType::Q5_K => "Q5_K",
-            WeightType::Q6_K => "Q6_K",
-        }
-    }
-}
+/// The block formats the kernels read directly are exactly those of `meddr-quants` (one table for the whole
+/// project; sizes and ids come from `meddr_gguf::GgmlType`).
+pub use meddr_quants::QuantType;
 
 /// Shape of a 2-D weight: `rows` rows of `row_len` elements (GGUF dims `[row_len, rows]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WeightDesc {
-    pub ty: WeightType,
+    pub ty: QuantType,
     pub rows: u64,
     pub row_len: u64,
 }
@@ -109,7 +19,7 @@ impl WeightDesc {
     /// Packed bytes per row.
     pub fn row_bytes(&self) -> Result<u64> {
         const OP: &str = "weight";
-        if self.row_len == 0 || self.row_len % self.ty.block_size() != 0 {
+        if self.row_len == 0 || self.row_len % self.ty.ggml().block_size() != 0 {
             return Err(invalid(
                 OP,
                 "row_len",
@@ -117,7 +27,7 @@ impl WeightDesc {
                 format!(
                     "must be a positive multiple of the {:?} block size {}",
                     self.ty,
-                    self.ty.block_size()
+                    self.ty.ggml().block_size()
                 ),
             ));
         }
@@ -133,8 +43,8 @@ impl WeightDesc {
         if self.rows == 0 {
             return Err(invalid(OP, "rows", 0u64, "must be positive"));
         }
-        (self.row_len / self.ty.block_size())
-            .checked_mul(self.ty.type_size())
+        (self.row_len / self.ty.ggml().block_size())
+            .checked_mul(self.ty.ggml().type_size())
             .ok_or_else(|| invalid(OP, "row_len", self.row_len, "overflows the byte size"))
     }
 
@@ -160,7 +70,7 @@ pub struct WeightPart {
 /// every kernel runs once per part and writes its rows at `first_row`.
 #[derive(Clone, Debug)]
 pub struct GpuWeight {
-    pub ty: WeightType,
+    pub ty: QuantType,
     pub rows: u64,
     pub row_len: u64,
     pub row_bytes: u64,

@@ -6,9 +6,8 @@ use std::sync::OnceLock;
 
 use meddr_engine::{
     AttnShape, ContextOptions, DType, GpuBuffer, GpuContext, GpuWeight, KvCache, MatvecShape,
-    RopeTable, Rows, WeightDesc, WeightType,
+    QuantType, RopeTable, Rows, WeightDesc,
 };
-use meddr_quants::QuantType;
 use meddr_reference::ops as r;
 
 fn make_ctx(force_f32: bool) -> GpuContext {
@@ -53,14 +52,10 @@ fn rand_vec(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-fn qt(t: WeightType) -> QuantType {
-    QuantType::from_ggml_id(t.ggml_id()).expect("same ggml ids")
-}
-
 /// Quantizes random rows, uploads them, and returns the weight plus its dequantized f32 truth.
 fn make_weight(
     c: &GpuContext,
-    ty: WeightType,
+    ty: QuantType,
     rows: usize,
     row_len: usize,
     seed: u64,
@@ -68,9 +63,9 @@ fn make_weight(
 ) -> (GpuWeight, Vec<f32>) {
     let src = rand_vec(seed, rows * row_len);
     let mut bytes = Vec::new();
-    meddr_quants::quantize(qt(ty), &src, &mut bytes).unwrap();
+    meddr_quants::quantize(ty, &src, &mut bytes).unwrap();
     let mut deq = vec![0.0; src.len()];
-    meddr_quants::dequantize(qt(ty), &bytes, &mut deq).unwrap();
+    meddr_quants::dequantize(ty, &bytes, &mut deq).unwrap();
     let desc = WeightDesc {
         ty,
         rows: rows as u64,
@@ -151,7 +146,7 @@ fn naive_linear(
 
 /// Row length per type: K-quants need 256-multiples, legacy quants 32; float rows use 92 (not a multiple of
 /// the 32-wide K tile, so the tail masking is exercised).
-fn row_len_for(ty: WeightType) -> usize {
+fn row_len_for(ty: QuantType) -> usize {
     match ty.block_size() {
         1 => 92,
         32 => 160,
@@ -166,7 +161,7 @@ const LIN_REL: f32 = 1e-5;
 
 fn check_linear(
     c: &GpuContext,
-    ty: WeightType,
+    ty: QuantType,
     rows: usize,
     n: usize,
     tiled: bool,
@@ -180,7 +175,7 @@ fn check_linear(
 #[allow(clippy::too_many_arguments)]
 fn check_linear_at(
     c: &GpuContext,
-    ty: WeightType,
+    ty: QuantType,
     rows: usize,
     n: usize,
     tiled: bool,
@@ -240,7 +235,7 @@ fn device_info_is_reported() {
 
 #[test]
 fn matvec_every_type() {
-    for (i, ty) in WeightType::ALL.into_iter().enumerate() {
+    for (i, ty) in QuantType::ALL.into_iter().enumerate() {
         check_linear(ctx(), ty, 37, 1, false, 10 + i as u64, None);
         check_linear(ctx(), ty, 5, 3, false, 31 + i as u64, None);
     }
@@ -263,7 +258,7 @@ fn matvec_shapes_and_x_layouts() {
     let coop = COOP.get_or_init(|| with(MatvecShape::COOPERATIVE));
     let row = ROW.get_or_init(|| with(MatvecShape::ROW_PER_LANE));
     for c in [coop, row] {
-        for (i, ty) in WeightType::ALL.into_iter().enumerate() {
+        for (i, ty) in QuantType::ALL.into_iter().enumerate() {
             let seed = 200 + 10 * i as u64;
             check_linear_at(c, ty, 37, 1, false, seed, None, 0, 0);
             check_linear_at(c, ty, 66, 3, false, seed + 1, None, 4, 4);
@@ -276,19 +271,19 @@ fn matvec_shapes_and_x_layouts() {
 
 #[test]
 fn matmul_every_type() {
-    for (i, ty) in WeightType::ALL.into_iter().enumerate() {
+    for (i, ty) in QuantType::ALL.into_iter().enumerate() {
         check_linear(ctx(), ty, 70, 33, true, 50 + i as u64, None);
     }
     // A single row and a single token through the tiled kernel.
-    check_linear(ctx(), WeightType::Q4_K, 1, 1, true, 71, None);
-    check_linear(ctx(), WeightType::Q6_K, 3, 45, true, 72, None);
+    check_linear(ctx(), QuantType::Q4_K, 1, 1, true, 71, None);
+    check_linear(ctx(), QuantType::Q6_K, 3, 45, true, 72, None);
 }
 
 #[test]
 fn weight_split_across_bindings() {
     let c = ctx();
     // Q5_0 rows of 160 elements are 110 bytes; a 4-row binding limit gives parts of 4 rows (440 bytes).
-    let (w, _) = make_weight(c, WeightType::Q5_0, 37, 160, 90, Some(440));
+    let (w, _) = make_weight(c, QuantType::Q5_0, 37, 160, 90, Some(440));
     assert_eq!(w.parts.len(), 10);
     assert_eq!(w.parts.iter().map(|p| p.n_rows).sum::<u64>(), 37);
     assert!(w
@@ -299,12 +294,12 @@ fn weight_split_across_bindings() {
         w.gpu_bytes() < 37 * 110 + 4 * 10,
         "packed bytes are uploaded as-is"
     );
-    check_linear(c, WeightType::Q5_0, 37, 2, false, 91, Some(440));
-    check_linear(c, WeightType::Q5_0, 37, 9, true, 92, Some(440));
-    check_linear(c, WeightType::Q6_K, 7, 1, false, 93, Some(420));
+    check_linear(c, QuantType::Q5_0, 37, 2, false, 91, Some(440));
+    check_linear(c, QuantType::Q5_0, 37, 9, true, 92, Some(440));
+    check_linear(c, QuantType::Q6_K, 7, 1, false, 93, Some(420));
     // A row larger than the limit is refused with a typed error.
     let desc = WeightDesc {
-        ty: WeightType::F32,
+        ty: QuantType::F32,
         rows: 2,
         row_len: 64,
     };
@@ -319,7 +314,7 @@ fn weight_split_across_bindings() {
 fn bad_shapes_are_typed_errors() {
     let c = ctx();
     let desc = WeightDesc {
-        ty: WeightType::Q4_0,
+        ty: QuantType::Q4_0,
         rows: 2,
         row_len: 48,
     };
@@ -328,7 +323,7 @@ fn bad_shapes_are_typed_errors() {
         e.to_string().contains("row_len") && e.to_string().contains("48"),
         "{e}"
     );
-    let (w, _) = make_weight(c, WeightType::Q8_0, 4, 64, 3, None);
+    let (w, _) = make_weight(c, QuantType::Q8_0, 4, 64, 3, None);
     let x = c.zeros(DType::F32, 63, "x").unwrap();
     let y = c.zeros(DType::F32, 4, "y").unwrap();
     let mut enc = c.encoder();
@@ -663,7 +658,7 @@ fn patch_embedding_cls_pos_and_pixel_shuffle() {
     let g = s / p;
     let n_patches = (g * g) as usize;
     let pixels = rand_vec(20, 3 * (s * s) as usize);
-    let (w, deq) = make_weight(c, WeightType::F16, cw, 588, 21, None);
+    let (w, deq) = make_weight(c, QuantType::F16, cw, 588, 21, None);
     let bias = rand_vec(22, cw);
     let cls = rand_vec(23, cw);
     let pos = rand_vec(24, (n_patches + 1) * cw);
@@ -716,7 +711,7 @@ fn embedding_lookup_with_image_splice() {
     let c = ctx();
     let (vocab, width) = (50usize, 64usize);
     // Split into parts of 8 rows to check the per-part dispatch (Q8_0 row = 68 bytes).
-    let (table, deq) = make_weight(c, WeightType::Q8_0, vocab, width, 30, Some(8 * 68));
+    let (table, deq) = make_weight(c, QuantType::Q8_0, vocab, width, 30, Some(8 * 68));
     assert_eq!(table.parts.len(), 7);
     let img_id = 42u32;
     let ids = [3u32, 42, 49, 42, 0, 42, 1000, 17, 42];
@@ -811,7 +806,7 @@ fn slice_upload_and_linear_dispatch() {
     let mut deq = vec![0.0; src.len()];
     meddr_quants::dequantize(QuantType::Q4_1, &bytes, &mut deq).unwrap();
     let desc = WeightDesc {
-        ty: WeightType::Q4_1,
+        ty: QuantType::Q4_1,
         rows: rows as u64,
         row_len: k as u64,
     };
@@ -854,8 +849,8 @@ fn slice_upload_and_linear_dispatch() {
 fn greedy_steps_feed_back_on_gpu() {
     let c = ctx();
     let (vocab, h) = (40usize, 64usize);
-    let (embd, embd_f) = make_weight(c, WeightType::Q8_0, vocab, h, 70, None);
-    let (head, head_f) = make_weight(c, WeightType::Q4_0, vocab, h, 71, None);
+    let (embd, embd_f) = make_weight(c, QuantType::Q8_0, vocab, h, 70, None);
+    let (head, head_f) = make_weight(c, QuantType::Q4_0, vocab, h, 71, None);
     let norm_w: Vec<f32> = rand_vec(72, h).iter().map(|v| 1.0 + 0.5 * v).collect();
     let nb = c.upload_f32(&norm_w, "norm").unwrap();
     let tok = c.upload_u32(&[5], "tok").unwrap();

@@ -432,7 +432,9 @@ fn bad_inputs_give_typed_errors() {
         set(m, "general.architecture", Value::from("qwen2"))
     });
     match try_load(&p) {
-        Err(e @ ModelError::Architecture { .. }) => assert!(e.to_string().contains("qwen2"), "{e}"),
+        Err(e @ ModelError::Config(meddr_engine::ConfigError::Architecture { .. })) => {
+            assert!(e.to_string().contains("qwen2"), "{e}")
+        }
         other => panic!("wrong architecture: {:?}", other.err()),
     }
 

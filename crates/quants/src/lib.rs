@@ -53,6 +53,8 @@ pub const KQUANT_MAX_ABS: f32 = 1e10;
 /// | Q5_K | 256 | 176 | as Q4_K, plus `qh: [u8; 32]` @16 (bit `2g` of `qh[l]` is the 5th bit of element `64g+l`, bit `2g+1` that of `64g+32+l`), `qs: [u8; 128]` @48 |
 /// | Q6_K | 256 | 210 | `ql: [u8; 128]` @0, `qh: [u8; 64]` @128, `scales: [i8; 16]` @192, `d: f16` @208; for each half `h` of 128 elements and `l<32`: low nibbles of `ql[64h+l]`/`ql[64h+32+l]` hold elements `128h+l`/`128h+32+l`, their high nibbles `128h+64+l`/`128h+96+l`; `qh[32h+l]` bits 0-1, 2-3, 4-5, 6-7 are the upper two bits of those four elements in the order `l, 32+l, 64+l, 96+l`; sub-block `j` of 16 gives `x = d·scales_j·(q−32)` |
 // ggml's spelling (Q4_K) keeps names greppable against llama.cpp.
+pub use meddr_gguf::GgmlType;
+
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum QuantType {
@@ -83,77 +85,50 @@ impl QuantType {
         QuantType::BF16,
     ];
 
-    /// Elements per block.
-    pub const fn block_size(self) -> usize {
+    /// The GGUF type this format is; sizes, ids and names come from that one table.
+    pub const fn ggml(self) -> GgmlType {
         match self {
-            QuantType::F32 | QuantType::F16 | QuantType::BF16 => 1,
-            QuantType::Q8_0 | QuantType::Q4_0 | QuantType::Q4_1 | QuantType::Q5_0 => 32,
-            QuantType::Q4_K | QuantType::Q5_K | QuantType::Q6_K => QK_K,
+            QuantType::F32 => GgmlType::F32,
+            QuantType::F16 => GgmlType::F16,
+            QuantType::BF16 => GgmlType::BF16,
+            QuantType::Q8_0 => GgmlType::Q8_0,
+            QuantType::Q4_0 => GgmlType::Q4_0,
+            QuantType::Q4_1 => GgmlType::Q4_1,
+            QuantType::Q5_0 => GgmlType::Q5_0,
+            QuantType::Q4_K => GgmlType::Q4_K,
+            QuantType::Q5_K => GgmlType::Q5_K,
+            QuantType::Q6_K => GgmlType::Q6_K,
         }
+    }
+
+    /// Inverse of [`QuantType::ggml`]; `None` for formats this crate does not support.
+    pub fn from_ggml(t: GgmlType) -> Option<QuantType> {
+        QuantType::ALL.into_iter().find(|q| q.ggml() == t)
+    }
+
+    /// Elements per block.
+    pub fn block_size(self) -> usize {
+        self.ggml().block_size() as usize
     }
 
     /// Bytes per block.
-    pub const fn type_size(self) -> usize {
-        match self {
-            QuantType::F32 => 4,
-            QuantType::F16 | QuantType::BF16 => 2,
-            QuantType::Q8_0 => 34,
-            QuantType::Q4_0 => 18,
-            QuantType::Q4_1 => 20,
-            QuantType::Q5_0 => 22,
-            QuantType::Q4_K => 144,
-            QuantType::Q5_K => 176,
-            QuantType::Q6_K => 210,
-        }
+    pub fn type_size(self) -> usize {
+        self.ggml().type_size() as usize
     }
 
     /// ggml's type name (`ggml_type_name`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            QuantType::F32 => "f32",
-            QuantType::F16 => "f16",
-            QuantType::BF16 => "bf16",
-            QuantType::Q8_0 => "q8_0",
-            QuantType::Q4_0 => "q4_0",
-            QuantType::Q4_1 => "q4_1",
-            QuantType::Q5_0 => "q5_0",
-            QuantType::Q4_K => "q4_K",
-            QuantType::Q5_K => "q5_K",
-            QuantType::Q6_K => "q6_K",
-        }
+    pub fn name(self) -> &'static str {
+        self.ggml().name()
     }
 
     /// The `ggml_type` enum value stored in GGUF tensor infos.
-    pub const fn ggml_id(self) -> u32 {
-        match self {
-            QuantType::F32 => 0,
-            QuantType::F16 => 1,
-            QuantType::Q4_0 => 2,
-            QuantType::Q4_1 => 3,
-            QuantType::Q5_0 => 6,
-            QuantType::Q8_0 => 8,
-            QuantType::Q4_K => 12,
-            QuantType::Q5_K => 13,
-            QuantType::Q6_K => 14,
-            QuantType::BF16 => 30,
-        }
+    pub fn ggml_id(self) -> u32 {
+        self.ggml().id()
     }
 
     /// Inverse of [`QuantType::ggml_id`]; `None` for ids this crate does not support.
-    pub const fn from_ggml_id(id: u32) -> Option<QuantType> {
-        Some(match id {
-            0 => QuantType::F32,
-            1 => QuantType::F16,
-            2 => QuantType::Q4_0,
-            3 => QuantType::Q4_1,
-            6 => QuantType::Q5_0,
-            8 => QuantType::Q8_0,
-            12 => QuantType::Q4_K,
-            13 => QuantType::Q5_K,
-            14 => QuantType::Q6_K,
-            30 => QuantType::BF16,
-            _ => return None,
-        })
+    pub fn from_ggml_id(id: u32) -> Option<QuantType> {
+        GgmlType::from_id(id).ok().and_then(QuantType::from_ggml)
     }
 }
 

@@ -24,6 +24,19 @@ pub enum GgufConfigError {
     BadKey { key: String, reason: String },
     #[error("GGUF metadata describe an invalid model: {0}")]
     Invalid(#[from] RefError),
+    #[error(transparent)]
+    Config(meddr_config::ConfigError),
+}
+
+impl From<meddr_config::ConfigError> for GgufConfigError {
+    fn from(e: meddr_config::ConfigError) -> Self {
+        use meddr_config::ConfigError as C;
+        match e {
+            C::MissingKey { key } => GgufConfigError::MissingKey { key },
+            C::BadKey { key, reason } => GgufConfigError::BadKey { key, reason },
+            other => GgufConfigError::Config(other),
+        }
+    }
 }
 
 fn key_err(key: &str, e: GgufError) -> GgufConfigError {
@@ -44,96 +57,51 @@ fn u(h: &GgufHeader, key: &str) -> Result<usize, GgufConfigError> {
     })
 }
 
-fn f(h: &GgufHeader, key: &str) -> Result<f32, GgufConfigError> {
-    h.get_f32(key).map_err(|e| key_err(key, e))
-}
-
-fn bad(key: &str, reason: String) -> GgufConfigError {
-    GgufConfigError::BadKey {
-        key: key.into(),
-        reason,
-    }
-}
-
 impl ModelConfig {
-    /// Reads the `llama.*`, `clip.*` and `meddr.*` keys the quantizer writes; the vision part is read only when
-    /// `clip.has_vision_encoder` is true. The result is validated before it is returned.
+    /// The hyper-parameters as `meddr-config` reads them (the same reader the GPU engine uses, so both accept
+    /// and refuse the same files), in the reference's own types. A text-only file still names its image
+    /// token ids (`meddr.image.*`). The result is validated before it is returned.
     pub fn from_gguf(h: &GgufHeader) -> Result<ModelConfig, GgufConfigError> {
-        let hidden = u(h, "llama.embedding_length")?;
-        let heads = u(h, "llama.attention.head_count")?;
-        let head_dim = match h.get("llama.rope.dimension_count") {
-            Some(_) => u(h, "llama.rope.dimension_count")?,
-            None if heads > 0 => hidden / heads,
-            None => return Err(bad("llama.attention.head_count", "0 heads".into())),
-        };
-        let vocab = match h.get("llama.vocab_size") {
-            Some(_) => u(h, "llama.vocab_size")?,
-            None => {
-                // Older llama GGUFs omit the key; the embedding's row count is authoritative anyway.
-                let t =
-                    h.tensor("token_embd.weight")
-                        .ok_or_else(|| GgufConfigError::MissingKey {
-                            key: "llama.vocab_size".into(),
-                        })?;
-                usize::try_from(t.n_rows())
-                    .map_err(|_| bad("llama.vocab_size", format!("{} rows", t.n_rows())))?
-            }
-        };
+        let l = meddr_config::LlmConfig::from_header(h)?;
+        let v = meddr_config::VisionConfig::from_header(h, l.hidden)?;
+        let z = |x: u32| x as usize;
         let llm = LlmConfig {
-            hidden,
-            layers: u(h, "llama.block_count")?,
-            heads,
-            kv_heads: u(h, "llama.attention.head_count_kv")?,
-            head_dim,
-            ffn: u(h, "llama.feed_forward_length")?,
-            eps: f(h, "llama.attention.layer_norm_rms_epsilon")?,
-            rope_theta: f(h, "llama.rope.freq_base")?,
-            vocab,
-            context_length: u(h, "llama.context_length")?,
+            hidden: z(l.hidden),
+            layers: z(l.layers),
+            heads: z(l.n_heads),
+            kv_heads: z(l.n_kv_heads),
+            head_dim: z(l.head_dim),
+            ffn: z(l.ff),
+            eps: l.eps,
+            rope_theta: l.rope_theta,
+            vocab: z(l.vocab),
+            context_length: z(l.context_length),
         };
-        let has_vision = match h.get("clip.has_vision_encoder") {
-            Some(_) => h
-                .get_bool("clip.has_vision_encoder")
-                .map_err(|e| key_err("clip.has_vision_encoder", e))?,
-            None => false,
+        let (vision, num_image_tokens, image_context_token_id) = match v {
+            Some(v) => (
+                Some(VisionConfig {
+                    image_size: z(v.image_size),
+                    patch_size: z(v.patch),
+                    hidden: z(v.hidden),
+                    heads: z(v.n_heads),
+                    mlp: z(v.ff),
+                    layers: z(v.layers),
+                    eps: v.eps,
+                    proj_ln_eps: v.proj_eps,
+                    llm_hidden: z(l.hidden),
+                    // meddr-config accepts pixel-shuffle version 1 at ratio 0.5 only.
+                    downsample_ratio: 0.5,
+                }),
+                z(v.n_image_tokens),
+                v.context_token_id,
+            ),
+            None => (
+                None,
+                u(h, "meddr.image.num_tokens")?,
+                h.get_u32("meddr.image.context_token_id")
+                    .map_err(|e| key_err("meddr.image.context_token_id", e))?,
+            ),
         };
-        let vision = if has_vision {
-            if let Ok(p) = h.get_str("clip.projector_type") {
-                if p != "internvl" {
-                    return Err(bad(
-                        "clip.projector_type",
-                        format!("{p:?} (only \"internvl\" is supported)"),
-                    ));
-                }
-            }
-            if h.get("meddr.vision.pixel_shuffle_version").is_some() {
-                let v = u(h, "meddr.vision.pixel_shuffle_version")?;
-                if v != 1 {
-                    return Err(bad(
-                        "meddr.vision.pixel_shuffle_version",
-                        format!("{v} (only 1 is supported)"),
-                    ));
-                }
-            }
-            Some(VisionConfig {
-                image_size: u(h, "clip.vision.image_size")?,
-                patch_size: u(h, "clip.vision.patch_size")?,
-                hidden: u(h, "clip.vision.embedding_length")?,
-                heads: u(h, "clip.vision.attention.head_count")?,
-                mlp: u(h, "clip.vision.feed_forward_length")?,
-                layers: u(h, "clip.vision.block_count")?,
-                eps: f(h, "clip.vision.attention.layer_norm_epsilon")?,
-                proj_ln_eps: f(h, "meddr.projector.layer_norm_epsilon")?,
-                llm_hidden: u(h, "clip.vision.projection_dim")?,
-                downsample_ratio: f(h, "meddr.vision.downsample_ratio")?,
-            })
-        } else {
-            None
-        };
-        let num_image_tokens = u(h, "meddr.image.num_tokens")?;
-        let image_context_token_id = h
-            .get_u32("meddr.image.context_token_id")
-            .map_err(|e| key_err("meddr.image.context_token_id", e))?;
         let cfg = ModelConfig {
             vision,
             llm,

@@ -190,13 +190,14 @@ fn without_key(h: &GgufHeader, key: &str) -> GgufHeader {
 #[test]
 fn config_errors_name_the_key() {
     let store = GgufStore::open(gguf_path(FileType::F32)).unwrap();
+    // (head_count_kv, rope.freq_base and the projector epsilon have llama.cpp's / torch's defaults.)
     for key in [
         "llama.embedding_length",
-        "llama.attention.head_count_kv",
-        "llama.rope.freq_base",
+        "llama.feed_forward_length",
+        "llama.attention.layer_norm_rms_epsilon",
         "clip.vision.patch_size",
+        "clip.vision.attention.head_count",
         "meddr.image.context_token_id",
-        "meddr.projector.layer_norm_epsilon",
     ] {
         let err = ModelConfig::from_gguf(&without_key(store.header(), key)).unwrap_err();
         assert_eq!(err, GgufConfigError::MissingKey { key: key.into() });

@@ -91,6 +91,8 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub info: DeviceInfo,
     pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
+    params: Mutex<ParamArena>,
+    params_buffer: wgpu::Buffer,
     /// Bound where a kernel's optional input (bias, layer scale, image features) is absent.
     pub(crate) dummy: wgpu::Buffer,
 }
@@ -168,6 +170,12 @@ impl GpuContext {
                 .matvec_shape
                 .unwrap_or_else(|| MatvecShape::for_device(a.device_type)),
         };
+        let params_buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("op params"),
+            size: PARAM_ARENA_BYTES,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
             size: 16,
@@ -179,6 +187,11 @@ impl GpuContext {
             queue,
             info,
             pipelines: Mutex::new(HashMap::new()),
+            params: Mutex::new(ParamArena {
+                staged: Vec::new(),
+                open_encoders: 0,
+            }),
+            params_buffer,
             dummy,
         })
     }
@@ -278,16 +291,52 @@ impl GpuContext {
         Ok(())
     }
 
+    /// A command encoder for recording ops; submit it with [`GpuContext::submit`] (which uploads the ops'
+    /// parameters).
     pub fn encoder(&self) -> wgpu::CommandEncoder {
+        self.arena().open_encoders += 1;
         self.device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("meddr"),
             })
     }
 
-    /// Submits one recorded encoder (a whole decode step should be one submit).
+    /// Submits one recorded encoder (a whole decode step should be one submit). The parameters its ops staged
+    /// go to the GPU in one write just before it; the arena restarts once no recorded encoder is pending, so a
+    /// decode step reuses the same offsets every time.
     pub fn submit(&self, encoder: wgpu::CommandEncoder) {
-        self.queue.submit([encoder.finish()]);
+        let commands = encoder.finish();
+        // The write and the submit happen under one lock: another thread's next write to the same offsets
+        // must land after this submission, never between this write and this submit.
+        let mut a = self.arena();
+        if !a.staged.is_empty() {
+            self.queue.write_buffer(&self.params_buffer, 0, &a.staged);
+        }
+        self.queue.submit([commands]);
+        a.open_encoders = a.open_encoders.saturating_sub(1);
+        if a.open_encoders == 0 {
+            a.staged.clear();
+        }
+    }
+
+    fn arena(&self) -> std::sync::MutexGuard<'_, ParamArena> {
+        self.params.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stages `params` in the arena: `(offset, size)` of its binding, or `None` when the arena is full.
+    fn stage_params(&self, params: &[u32]) -> Option<(u64, u64)> {
+        let align = u64::from(self.info.limits.min_uniform_buffer_offset_alignment.max(4));
+        let bytes: &[u8] = bytemuck::cast_slice(params);
+        let size = (bytes.len() as u64).max(16).div_ceil(16) * 16;
+        let mut a = self.arena();
+        let offset = (a.staged.len() as u64).div_ceil(align) * align;
+        if offset + size > PARAM_ARENA_BYTES {
+            return None;
+        }
+        a.staged.resize(offset as usize, 0);
+        a.staged.extend_from_slice(bytes);
+        a.staged.resize((offset + size) as usize, 0);
+        Some((offset, size))
     }
 
     /// Blocks until the GPU is idle (natively; the browser polls by itself).
@@ -482,16 +531,29 @@ impl GpuContext {
         if groups.contains(&0) {
             return;
         }
-        let uniform = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: bytemuck::cast_slice(params),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
+        // Parameters live in the shared arena (one upload per submit) or, when it is full, in a buffer of
+        // their own.
+        let own;
+        let resource = match self.stage_params(params) {
+            Some((offset, size)) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.params_buffer,
+                offset,
+                size: std::num::NonZeroU64::new(size),
+            }),
+            None => {
+                own = self
+                    .device
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some("params"),
+                        contents: bytemuck::cast_slice(params),
+                        usage: wgpu::BufferUsages::UNIFORM,
+                    });
+                own.as_entire_binding()
+            }
+        };
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
-            resource: uniform.as_entire_binding(),
+            resource,
         }];
         entries.extend(buffers.iter().map(|(binding, b)| wgpu::BindGroupEntry {
             binding: *binding,
@@ -525,6 +587,17 @@ impl GpuContext {
         }
         Ok([x as u32, y as u32, 1])
     }
+}
+
+/// Bytes of op parameters one submit can carry in the arena (256-byte slots: 4096 ops; a MedDr decode step
+/// records about 900).
+const PARAM_ARENA_BYTES: u64 = 1 << 20;
+
+/// Op parameters staged on the host while an encoder is recorded, uploaded once at submit: a decode step
+/// would otherwise create one uniform buffer per op.
+struct ParamArena {
+    staged: Vec<u8>,
+    open_encoders: usize,
 }
 
 /// Minimal one-shot channel for map_async's callback, so readback is a plain future on the web too.

@@ -4,11 +4,12 @@
 //!
 //! The loop is async because the browser can only wait for GPU readback by yielding to the event loop
 //! (`meddr_runtime::generate` drives a blocking `Backend`). Greedy decoding feeds the GPU's argmax straight
-//! back ([`StepInput::Greedy`]): each step reads back 4 bytes; sampling reads the logits row.
+//! back and keeps up to two steps queued ahead of the token being read (`GpuModel::queue_greedy_step`): each
+//! step reads back 4 bytes and the GPU never idles on the readback; sampling reads the logits row.
 
 use std::sync::Arc;
 
-use meddr_engine::{GpuContext, GpuModel, LoadOptions, Readback, StepInput};
+use meddr_engine::{GpuContext, GpuModel, LoadOptions, Readback, StepInput, MAX_QUEUED_STEPS};
 use meddr_gguf::GgufHeader;
 use meddr_image::{preprocess, PreprocessConfig};
 use meddr_runtime::{
@@ -187,6 +188,14 @@ impl Session {
                     .map_err(|e| WebError::Other(e.to_string()))?,
                 _ => step.token,
             };
+            // Greedy: keep the GPU busy with the next steps while this token is handled and the next one
+            // is read back (mapAsync resolves on a later event-loop turn).
+            while greedy
+                && self.model.queued_steps() < MAX_QUEUED_STEPS
+                && out.tokens.len() + 1 + self.model.queued_steps() < opts.max_new_tokens
+            {
+                self.model.queue_greedy_step().map_err(engine)?;
+            }
             history.push(id);
             out.tokens.push(id);
             let delta = stream
@@ -207,17 +216,17 @@ impl Session {
             if out.tokens.len() >= opts.max_new_tokens {
                 break;
             }
-            let input = if greedy {
-                StepInput::Greedy
+            step = if greedy {
+                self.model.read_queued_step().await
             } else {
-                StepInput::Token(id)
-            };
-            step = self
-                .model
-                .decode_step_async(input, read)
-                .await
-                .map_err(engine)?;
+                self.model
+                    .decode_step_async(StepInput::Token(id), read)
+                    .await
+            }
+            .map_err(engine)?;
         }
+        // Stopped early: forget the steps computed past the answer.
+        self.model.drop_queued();
         if let Some(rest) = stream
             .finish()
             .map_err(|e| WebError::Tokenizer(e.to_string()))?

@@ -23,7 +23,7 @@ pub use error::{EngineError, Result};
 pub use kv::{KvCache, RopeTable};
 pub use model::{
     ConfigError, GpuModel, ImageFeatures, LlmConfig, LoadOptions, MemoryPlan, ModelError,
-    ModelResult, Readback, Step, StepInput, VisionConfig,
+    ModelResult, Readback, Step, StepInput, VisionConfig, MAX_QUEUED_STEPS,
 };
 pub use ops::{AttnShape, MATVEC_MAX_ROWS};
 pub use tensor::{DType, GpuBuffer, Rows};

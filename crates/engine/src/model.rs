@@ -70,6 +70,9 @@ fn input(field: &'static str, value: impl TryInto<u64>, why: impl Into<String>) 
     }
 }
 
+/// Greedy steps that may be submitted ahead of the host reading their tokens.
+pub const MAX_QUEUED_STEPS: usize = 2;
+
 /// How to load.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -244,6 +247,8 @@ struct Acts {
     logits: GpuBuffer,
     tok: GpuBuffer,
     tok_staging: wgpu::Buffer,
+    /// One per step [`GpuModel::queue_greedy_step`] may have in flight.
+    tok_staging_queued: [wgpu::Buffer; MAX_QUEUED_STEPS],
     logits_staging: wgpu::Buffer,
     /// Feature rows still to splice when an image straddles prefill chunks (files with vision only).
     img_scratch: Option<GpuBuffer>,
@@ -269,6 +274,9 @@ pub struct GpuModel {
     pos: u32,
     /// A forward has run since the last prefill, so the token buffer holds a valid argmax.
     have_argmax: bool,
+    /// Staging slots of submitted greedy steps whose token has not been read yet, oldest first.
+    queued: std::collections::VecDeque<usize>,
+    next_slot: usize,
     plan: MemoryPlan,
     /// Bytes a decode step reads from weights (all layer matrices + LM head + norms + one embedding row).
     decode_weight_bytes: u64,
@@ -533,6 +541,10 @@ impl GpuModel {
             logits: f32z(vocab, "logits")?,
             tok: ctx.zeros(DType::U32, 4, "tok")?,
             tok_staging: staging(&ctx, 4, "tok_staging"),
+            tok_staging_queued: [
+                staging(&ctx, 4, "tok_staging_queued0"),
+                staging(&ctx, 4, "tok_staging_queued1"),
+            ],
             logits_staging: staging(&ctx, vocab * 4, "logits_staging"),
             img_scratch: match image_tokens {
                 Some((_, n)) => Some(f32z(u64::from(n) * h, "img_scratch")?),
@@ -558,6 +570,11 @@ impl GpuModel {
         .sum::<u64>()
             + acts.img_scratch.as_ref().map_or(0, |b| b.buffer.size())
             + acts.tok_staging.size()
+            + acts
+                .tok_staging_queued
+                .iter()
+                .map(|b| b.size())
+                .sum::<u64>()
             + acts.logits_staging.size()
             + rope.buffer.buffer.size();
         plan.vision_activations = vision.as_ref().map_or(0, Vision::scratch_bytes);
@@ -578,6 +595,8 @@ impl GpuModel {
             chunk: opts.prefill_chunk,
             pos: 0,
             have_argmax: false,
+            queued: std::collections::VecDeque::new(),
+            next_slot: 0,
             plan,
             decode_weight_bytes,
         })
@@ -916,6 +935,7 @@ impl GpuModel {
             }
             None => None,
         };
+        self.queued.clear();
         self.pos = 0;
         self.have_argmax = false;
         let ctx = self.ctx.clone();
@@ -981,6 +1001,7 @@ impl GpuModel {
         input_tok: StepInput,
         read: Readback,
     ) -> ModelResult<Step> {
+        self.drop_queued();
         if self.pos == 0 {
             return Err(input("position", 0u32, "decode_step needs a prefill first"));
         }
@@ -1022,6 +1043,94 @@ impl GpuModel {
         ctx.submit(enc);
         self.pos += 1;
         self.finish_step(read).await
+    }
+
+    /// Greedy decoding without waiting on the host: records and submits the next step (the GPU's last
+    /// argmax in, its argmax out) and returns at once; [`GpuModel::read_queued_step`] reads the tokens in
+    /// order. Queuing a step before reading the previous one hides the readback latency (a browser resolves
+    /// `mapAsync` only on a later turn of its event loop) behind the next step's compute. At most 2 steps
+    /// are in flight.
+    pub fn queue_greedy_step(&mut self) -> ModelResult<()> {
+        if self.pos == 0 || !self.have_argmax {
+            return Err(input(
+                "position",
+                self.pos,
+                "queue_greedy_step needs a prefill (and no host-chosen token since)",
+            ));
+        }
+        if self.queued.len() >= MAX_QUEUED_STEPS {
+            return Err(input(
+                "queued",
+                self.queued.len(),
+                format!("at most {MAX_QUEUED_STEPS} steps can be in flight; read one first"),
+            ));
+        }
+        if self.pos >= self.kv.capacity {
+            return Err(ModelError::ContextOverflow {
+                prompt: u64::from(self.pos),
+                max_new: 1,
+                capacity: self.kv.capacity,
+            });
+        }
+        let ctx = self.ctx.clone();
+        let mut enc = ctx.encoder();
+        ctx.embed(
+            &mut enc,
+            &self.token_embd,
+            &self.acts.tok,
+            1,
+            None,
+            &self.acts.x,
+        )?;
+        self.record_layers(&mut enc, 1, self.pos, true)?;
+        let slot = self.next_slot;
+        enc.copy_buffer_to_buffer(
+            &self.acts.tok.buffer,
+            0,
+            &self.acts.tok_staging_queued[slot],
+            0,
+            4,
+        );
+        ctx.submit(enc);
+        self.next_slot = (slot + 1) % MAX_QUEUED_STEPS;
+        self.queued.push_back(slot);
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// The token of the oldest step queued by [`GpuModel::queue_greedy_step`].
+    pub async fn read_queued_step(&mut self) -> ModelResult<Step> {
+        let slot = *self
+            .queued
+            .front()
+            .ok_or_else(|| input("queued", 0u32, "no step is in flight"))?;
+        let tok = self
+            .ctx
+            .map_read(&self.acts.tok_staging_queued[slot], 4)
+            .await?;
+        self.queued.pop_front();
+        Ok(Step {
+            token: u32::from_le_bytes([tok[0], tok[1], tok[2], tok[3]]),
+            logits: None,
+            position: self.pos - self.queued.len() as u32,
+        })
+    }
+
+    /// Forgets queued steps whose tokens were not read (generation stopped): the position goes back to the
+    /// last token read, and the next step needs that token from the host ([`StepInput::Token`]) since the
+    /// GPU's argmax now belongs to a dropped step.
+    pub fn drop_queued(&mut self) {
+        let n = self.queued.len() as u32;
+        if n > 0 {
+            self.queued.clear();
+            self.pos -= n;
+            self.have_argmax = false;
+        }
+    }
+
+    /// Steps queued and not yet read.
+    pub fn queued_steps(&self) -> usize {
+        self.queued.len()
     }
 
     fn record_readback(&self, enc: &mut wgpu::CommandEncoder, read: Readback) {
@@ -1142,6 +1251,12 @@ impl GpuModel {
         read: Readback,
     ) -> ModelResult<Step> {
         pollster::block_on(self.prefill_async(ids, image, max_new_tokens, read))
+    }
+
+    /// Blocking [`GpuModel::read_queued_step`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_queued(&mut self) -> ModelResult<Step> {
+        pollster::block_on(self.read_queued_step())
     }
 
     /// Blocking [`GpuModel::decode_step_async`].

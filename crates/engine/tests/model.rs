@@ -394,6 +394,41 @@ fn smollm2_greedy_matches_llama_cpp() {
         t.elapsed().as_secs_f64()
     );
     assert_eq!(ids, [504, 3575, 282, 4649, 314, 7042, 30, 2]);
+
+    // Pipelined greedy decoding (2 steps in flight) gives the same ids, with positions in order.
+    let first = m.prefill(&prompt, None, 8, Readback::Token).unwrap();
+    let mut piped = vec![first.token];
+    m.queue_greedy_step().unwrap();
+    while piped.len() < 8 {
+        if piped.len() + m.queued_steps() < 8 {
+            m.queue_greedy_step().unwrap();
+        }
+        assert_eq!(m.queued_steps(), 2.min(8 - piped.len()));
+        let s = m.read_queued().unwrap();
+        assert_eq!(s.position as usize, prompt.len() + piped.len());
+        piped.push(s.token);
+    }
+    assert_eq!(piped, ids);
+    assert!(m.queue_greedy_step().is_ok() && m.queue_greedy_step().is_ok());
+    let third = m.queue_greedy_step().unwrap_err();
+    assert!(third.to_string().contains("in flight"), "{third}");
+
+    // Stopping with steps in flight rewinds to the last token read; the host's token continues exactly.
+    m.prefill(&prompt, None, 8, Readback::Token).unwrap();
+    m.queue_greedy_step().unwrap();
+    m.queue_greedy_step().unwrap();
+    assert_eq!(m.read_queued().unwrap().token, ids[1]);
+    m.drop_queued();
+    assert_eq!(m.queued_steps(), 0);
+    assert!(
+        m.queue_greedy_step().is_err(),
+        "the GPU argmax belongs to a dropped step"
+    );
+    assert!(m.read_queued().is_err());
+    let s = m
+        .decode_step(StepInput::Token(ids[1]), Readback::Token)
+        .unwrap();
+    assert_eq!((s.token, s.position as usize), (ids[2], prompt.len() + 2));
 }
 
 /// Copies `src` into a new GGUF, letting `edit` change the metadata and drop tensors.

@@ -319,6 +319,22 @@ impl GpuContext {
         }
     }
 
+    /// Runs `record` with `cache` serving the bind groups of its dispatches on this thread (lent and returned,
+    /// so the caller keeps ownership). Only dispatches whose parameters sit in the arena are cached.
+    pub fn with_bind_group_cache<T>(
+        &self,
+        cache: &mut BindGroupCache,
+        record: impl FnOnce() -> T,
+    ) -> T {
+        let lent = std::mem::take(cache);
+        let previous = ACTIVE_BIND_GROUPS.with(|a| a.borrow_mut().replace(lent));
+        let out = record();
+        *cache = ACTIVE_BIND_GROUPS
+            .with(|a| std::mem::replace(&mut *a.borrow_mut(), previous))
+            .unwrap_or_default();
+        out
+    }
+
     fn arena(&self) -> std::sync::MutexGuard<'_, ParamArena> {
         self.params.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -551,6 +567,7 @@ impl GpuContext {
                 own.as_entire_binding()
             }
         };
+        let key = cache_key(pipeline, &resource, buffers);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource,
@@ -559,11 +576,24 @@ impl GpuContext {
             binding: *binding,
             resource: b.clone(),
         }));
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
+        let create = || {
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            })
+        };
+        let cached = key.and_then(|key| {
+            ACTIVE_BIND_GROUPS.with(|active| {
+                let mut active = active.borrow_mut();
+                let cache = active.as_mut()?;
+                if cache.groups.len() >= BIND_GROUP_CACHE_MAX {
+                    cache.groups.clear();
+                }
+                Some(cache.groups.entry(key).or_insert_with(create).clone())
+            })
         });
+        let bind_group = cached.unwrap_or_else(create);
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: None,
             timestamp_writes: None,
@@ -587,6 +617,59 @@ impl GpuContext {
         }
         Ok([x as u32, y as u32, 1])
     }
+}
+
+/// Bind groups of recordings that repeat exactly (a decode step: the same pipelines, buffers and parameter
+/// offsets every token), owned by whoever records them (a `GpuModel`) so they die with its buffers. Making
+/// ~450 bind groups per token is the main host cost of a step, and in a browser each one crosses to the GPU
+/// process.
+#[derive(Default)]
+pub struct BindGroupCache {
+    groups: HashMap<BindKey, wgpu::BindGroup>,
+}
+
+impl BindGroupCache {
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
+/// Pipeline plus every binding as (slot, buffer, offset, size).
+type BindKey = (
+    wgpu::ComputePipeline,
+    Vec<(u32, wgpu::Buffer, u64, Option<u64>)>,
+);
+
+/// A cache that keeps missing (keys that never repeat) is reset rather than grown without bound.
+const BIND_GROUP_CACHE_MAX: usize = 16384;
+
+thread_local! {
+    /// The cache lent to the recording on this thread by [`GpuContext::with_bind_group_cache`].
+    static ACTIVE_BIND_GROUPS: std::cell::RefCell<Option<BindGroupCache>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The cache key of a dispatch whose parameters live in the arena; `None` (never cached) otherwise.
+fn cache_key(
+    pipeline: &wgpu::ComputePipeline,
+    params: &wgpu::BindingResource<'_>,
+    buffers: &[(u32, wgpu::BindingResource<'_>)],
+) -> Option<BindKey> {
+    let part = |slot: u32, r: &wgpu::BindingResource<'_>| match r {
+        wgpu::BindingResource::Buffer(b) => {
+            Some((slot, b.buffer.clone(), b.offset, b.size.map(|s| s.get())))
+        }
+        _ => None,
+    };
+    let mut parts = vec![part(0, params)?];
+    for (slot, r) in buffers {
+        parts.push(part(*slot, r)?);
+    }
+    Some((pipeline.clone(), parts))
 }
 
 /// Bytes of op parameters one submit can carry in the arena (256-byte slots: 4096 ops; a MedDr decode step

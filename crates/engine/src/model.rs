@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub use meddr_config::{ConfigError, LlmConfig, VisionConfig};
 use meddr_gguf::{GgufError, GgufHeader, TensorInfo};
 
-use crate::context::GpuContext;
+use crate::context::{BindGroupCache, GpuContext};
 use crate::error::EngineError;
 use crate::kv::{KvCache, RopeTable};
 use crate::ops::AttnShape;
@@ -277,6 +277,7 @@ pub struct GpuModel {
     /// Staging slots of submitted greedy steps whose token has not been read yet, oldest first.
     queued: std::collections::VecDeque<usize>,
     next_slot: usize,
+    bind_groups: BindGroupCache,
     plan: MemoryPlan,
     /// Bytes a decode step reads from weights (all layer matrices + LM head + norms + one embedding row).
     decode_weight_bytes: u64,
@@ -597,6 +598,7 @@ impl GpuModel {
             have_argmax: false,
             queued: std::collections::VecDeque::new(),
             next_slot: 0,
+            bind_groups: BindGroupCache::default(),
             plan,
             decode_weight_bytes,
         })
@@ -1030,16 +1032,11 @@ impl GpuModel {
             }
         }
         let mut enc = ctx.encoder();
-        ctx.embed(
-            &mut enc,
-            &self.token_embd,
-            &self.acts.tok,
-            1,
-            None,
-            &self.acts.x,
-        )?;
-        self.record_layers(&mut enc, 1, self.pos, true)?;
-        self.record_readback(&mut enc, read);
+        self.record_cached(|m| -> ModelResult<()> {
+            m.record_step(&mut enc)?;
+            m.record_readback(&mut enc, read);
+            Ok(())
+        })?;
         ctx.submit(enc);
         self.pos += 1;
         self.finish_step(read).await
@@ -1074,15 +1071,7 @@ impl GpuModel {
         }
         let ctx = self.ctx.clone();
         let mut enc = ctx.encoder();
-        ctx.embed(
-            &mut enc,
-            &self.token_embd,
-            &self.acts.tok,
-            1,
-            None,
-            &self.acts.x,
-        )?;
-        self.record_layers(&mut enc, 1, self.pos, true)?;
+        self.record_cached(|m| m.record_step(&mut enc))?;
         let slot = self.next_slot;
         enc.copy_buffer_to_buffer(
             &self.acts.tok.buffer,
@@ -1131,6 +1120,27 @@ impl GpuModel {
     /// Steps queued and not yet read.
     pub fn queued_steps(&self) -> usize {
         self.queued.len()
+    }
+
+    /// One decode step's compute: embed `acts.tok`, every layer at the current position, logits and argmax.
+    fn record_step(&self, enc: &mut wgpu::CommandEncoder) -> ModelResult<()> {
+        self.ctx
+            .embed(enc, &self.token_embd, &self.acts.tok, 1, None, &self.acts.x)?;
+        self.record_layers(enc, 1, self.pos, true)
+    }
+
+    /// Records with this model's bind-group cache: decode steps repeat the same bindings every token.
+    fn record_cached<T>(&mut self, record: impl FnOnce(&Self) -> T) -> T {
+        let mut cache = std::mem::take(&mut self.bind_groups);
+        let ctx = self.ctx.clone();
+        let out = ctx.with_bind_group_cache(&mut cache, || record(self));
+        self.bind_groups = cache;
+        out
+    }
+
+    /// Bind groups cached for decode steps (for tests and diagnostics).
+    pub fn cached_bind_groups(&self) -> usize {
+        self.bind_groups.len()
     }
 
     fn record_readback(&self, enc: &mut wgpu::CommandEncoder, read: Readback) {

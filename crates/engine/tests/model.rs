@@ -409,6 +409,14 @@ fn smollm2_greedy_matches_llama_cpp() {
         piped.push(s.token);
     }
     assert_eq!(piped, ids);
+    // Every decode step records the same bindings: the cache holds one step's worth and stops growing.
+    let cached = m.cached_bind_groups();
+    assert!(
+        cached > 30 * 10,
+        "{cached} bind groups cached for 30 layers"
+    );
+    m.decode_step(StepInput::Greedy, Readback::Token).unwrap();
+    assert_eq!(m.cached_bind_groups(), cached);
     assert!(m.queue_greedy_step().is_ok() && m.queue_greedy_step().is_ok());
     let third = m.queue_greedy_step().unwrap_err();
     assert!(third.to_string().contains("in flight"), "{third}");

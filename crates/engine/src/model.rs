@@ -1007,13 +1007,7 @@ impl GpuModel {
         if self.pos == 0 {
             return Err(input("position", 0u32, "decode_step needs a prefill first"));
         }
-        if self.pos >= self.kv.capacity {
-            return Err(ModelError::ContextOverflow {
-                prompt: u64::from(self.pos),
-                max_new: 1,
-                capacity: self.kv.capacity,
-            });
-        }
+        self.check_kv_room()?;
         let ctx = self.ctx.clone();
         match input_tok {
             StepInput::Greedy if !self.have_argmax => {
@@ -1062,13 +1056,7 @@ impl GpuModel {
                 format!("at most {MAX_QUEUED_STEPS} steps can be in flight; read one first"),
             ));
         }
-        if self.pos >= self.kv.capacity {
-            return Err(ModelError::ContextOverflow {
-                prompt: u64::from(self.pos),
-                max_new: 1,
-                capacity: self.kv.capacity,
-            });
-        }
+        self.check_kv_room()?;
         let ctx = self.ctx.clone();
         let mut enc = ctx.encoder();
         self.record_cached(|m| m.record_step(&mut enc))?;
@@ -1120,6 +1108,18 @@ impl GpuModel {
     /// Steps queued and not yet read.
     pub fn queued_steps(&self) -> usize {
         self.queued.len()
+    }
+
+    /// A decode step writes one KV position: refuse it when the cache is full.
+    fn check_kv_room(&self) -> ModelResult<()> {
+        if self.pos >= self.kv.capacity {
+            return Err(ModelError::ContextOverflow {
+                prompt: u64::from(self.pos),
+                max_new: 1,
+                capacity: self.kv.capacity,
+            });
+        }
+        Ok(())
     }
 
     /// One decode step's compute: embed `acts.tok`, every layer at the current position, logits and argmax.

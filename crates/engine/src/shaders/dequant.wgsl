@@ -88,15 +88,21 @@ fn scale_min_w(s0: u32, s1: u32, s2: u32, j: u32) -> vec2<f32> {
     return vec2<f32>(f32(sc), f32(m));
 }
 
-// 6-bit scale and min `j` of a Q4_K/Q5_K block whose 12 scale bytes start at `s` (ggml get_scale_min_k4).
-fn scale_min_k4(s: u32, j: u32) -> vec2<f32> {
-    if (j < 4u) {
-        return vec2<f32>(f32(rd8(s + j) & 63u), f32(rd8(s + j + 4u) & 63u));
-    }
-    let a = rd8(s + j + 4u);
-    let sc = (a & 0xfu) | ((rd8(s + j - 4u) >> 6u) << 4u);
-    let m = (a >> 4u) | ((rd8(s + j) >> 6u) << 4u);
-    return vec2<f32>(f32(sc), f32(m));
+// Q4_K/Q5_K super-block whose first word is `wi` (d and dmin, then the 12 scale bytes): scale and min of
+// sub-block j, already multiplied by d and dmin. Shared by `dq4` and `dotu`.
+fn kscale(wi: u32, j: u32) -> vec2<f32> {
+    let dm = unpack2x16float(W[wi]);
+    return dm * scale_min_w(W[wi + 1u], W[wi + 2u], W[wi + 3u], j);
+}
+
+// `kscale` of the sub-block pair g (sub-blocks 2g and 2g + 1) one `dotu` unit covers, each header word
+// loaded once.
+fn kpair_scales(wi: u32, g: u32) -> vec4<f32> {
+    let dm = unpack2x16float(W[wi]);
+    let s0 = W[wi + 1u];
+    let s1 = W[wi + 2u];
+    let s2 = W[wi + 3u];
+    return vec4<f32>(dm * scale_min_w(s0, s1, s2, 2u * g), dm * scale_min_w(s0, s1, s2, 2u * g + 1u));
 }
 
 //#dot F32
@@ -251,20 +257,13 @@ fn dotu(rb: u32, u: u32) {
     let xe = u * UNIT;
     let wi = (rb >> 2u) + (u >> 2u) * 36u;
     let g = u & 3u;
-    let dm = unpack2x16float(W[wi]);
-    let s0 = W[wi + 1u];
-    let s1 = W[wi + 2u];
-    let s2 = W[wi + 3u];
-    let a = scale_min_w(s0, s1, s2, 2u * g);
-    let b = scale_min_w(s0, s1, s2, 2u * g + 1u);
-    let da = dm.x * a.x;
-    let ma = vec4<f32>(dm.y * a.y);
-    let db = dm.x * b.x;
-    let mb = vec4<f32>(dm.y * b.y);
+    let sc = kpair_scales(wi, g);
+    let ma = vec4<f32>(sc.y);
+    let mb = vec4<f32>(sc.w);
     for (var k = 0u; k < 8u; k++) {
         let q = W[wi + 4u + 8u * g + k];
-        acc4(xe + 4u * k, da * u8x4(q & 0x0f0f0f0fu) - ma);
-        acc4(xe + 32u + 4u * k, db * u8x4((q >> 4u) & 0x0f0f0f0fu) - mb);
+        acc4(xe + 4u * k, sc.x * u8x4(q & 0x0f0f0f0fu) - ma);
+        acc4(xe + 32u + 4u * k, sc.z * u8x4((q >> 4u) & 0x0f0f0f0fu) - mb);
     }
 }
 //#type Q4_K
@@ -273,10 +272,8 @@ fn dq4(rb: u32, e: u32) -> vec4<f32> {
     let w = e & 255u;
     let l = w & 63u;
     let q = (rd32(blk + 16u + (w >> 6u) * 32u + (l & 31u)) >> select(0u, 4u, l >= 32u)) & 0x0f0f0f0fu;
-    let sm = scale_min_k4(blk + 4u, w >> 5u);
-    let d = f16at(blk) * sm.x;
-    let m = f16at(blk + 2u) * sm.y;
-    return d * u8x4(q) - vec4<f32>(m);
+    let sm = kscale(blk >> 2u, w >> 5u);
+    return sm.x * u8x4(q) - vec4<f32>(sm.y);
 }
 //#dot Q5_K
 const UNIT: u32 = 64u;
@@ -284,23 +281,16 @@ fn dotu(rb: u32, u: u32) {
     let xe = u * UNIT;
     let wi = (rb >> 2u) + (u >> 2u) * 44u;
     let g = u & 3u;
-    let dm = unpack2x16float(W[wi]);
-    let s0 = W[wi + 1u];
-    let s1 = W[wi + 2u];
-    let s2 = W[wi + 3u];
-    let a = scale_min_w(s0, s1, s2, 2u * g);
-    let b = scale_min_w(s0, s1, s2, 2u * g + 1u);
-    let da = dm.x * a.x;
-    let ma = vec4<f32>(dm.y * a.y);
-    let db = dm.x * b.x;
-    let mb = vec4<f32>(dm.y * b.y);
+    let sc = kpair_scales(wi, g);
+    let ma = vec4<f32>(sc.y);
+    let mb = vec4<f32>(sc.w);
     for (var k = 0u; k < 8u; k++) {
         let hb = W[wi + 4u + k];
         let q = W[wi + 12u + 8u * g + k];
         let lo = (q & 0x0f0f0f0fu) | (((hb >> (2u * g)) & 0x01010101u) << 4u);
         let hi = ((q >> 4u) & 0x0f0f0f0fu) | (((hb >> (2u * g + 1u)) & 0x01010101u) << 4u);
-        acc4(xe + 4u * k, da * u8x4(lo) - ma);
-        acc4(xe + 32u + 4u * k, db * u8x4(hi) - mb);
+        acc4(xe + 4u * k, sc.x * u8x4(lo) - ma);
+        acc4(xe + 32u + 4u * k, sc.z * u8x4(hi) - mb);
     }
 }
 //#type Q5_K
@@ -314,10 +304,8 @@ fn dq4(rb: u32, e: u32) -> vec4<f32> {
     // Bit 2g (first 32 of the group) or 2g+1 (second 32) of each qh byte; spread it to bit 4 of each lane.
     let bit = 2u * g + select(0u, 1u, l >= 32u);
     let h = ((hb >> bit) & 0x01010101u) << 4u;
-    let sm = scale_min_k4(blk + 4u, w >> 5u);
-    let d = f16at(blk) * sm.x;
-    let m = f16at(blk + 2u) * sm.y;
-    return d * u8x4(lo | h) - vec4<f32>(m);
+    let sm = kscale(blk >> 2u, w >> 5u);
+    return sm.x * u8x4(lo | h) - vec4<f32>(sm.y);
 }
 //#dot Q6_K
 const UNIT: u32 = 128u;

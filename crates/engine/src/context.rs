@@ -20,6 +20,10 @@ pub struct ContextOptions {
     pub power_preference: wgpu::PowerPreference,
     /// Override the matvec work split (default: [`MatvecShape::for_device`]); tests run both shapes.
     pub matvec_shape: Option<MatvecShape>,
+    /// Request every feature the adapter offers (not only shader-f16). Set it when another wgpu library
+    /// (burn/cubecl for the GSCo specialists) will share this device: cubecl picks its kernels from the
+    /// device's features and expects the adapter's full set (`shared/docs/toolchain.md`, burn).
+    pub all_adapter_features: bool,
 }
 
 /// How the decode matvec spreads a weight's rows over invocations.
@@ -90,6 +94,10 @@ pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: DeviceInfo,
+    /// The instance and adapter the device came from, kept so that other wgpu users (burn's
+    /// `WgpuSetup`) can register this very device instead of opening a second one.
+    pub instance: wgpu::Instance,
+    pub adapter: wgpu::Adapter,
     pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
     params: Mutex<ParamArena>,
     params_buffer: wgpu::Buffer,
@@ -110,6 +118,7 @@ impl GpuContext {
                     ..Default::default()
                 })
                 .await
+                .map(|adapter| (instance, adapter))
         };
         #[cfg(not(target_arch = "wasm32"))]
         let adapter = {
@@ -128,8 +137,8 @@ impl GpuContext {
         };
         #[cfg(target_arch = "wasm32")]
         let adapter = request(wgpu::InstanceDescriptor::new_without_display_handle()).await;
-        let adapter = adapter.map_err(|e| EngineError::NoAdapter(e.to_string()))?;
-        Self::from_adapter(adapter, options).await
+        let (instance, adapter) = adapter.map_err(|e| EngineError::NoAdapter(e.to_string()))?;
+        Self::from_adapter(instance, adapter, options).await
     }
 
     /// Native convenience: [`GpuContext::new`] on the current thread.
@@ -138,13 +147,18 @@ impl GpuContext {
         pollster::block_on(Self::new(options))
     }
 
-    /// Creates the device on a caller-chosen adapter.
+    /// Creates the device on a caller-chosen adapter of `instance`.
     pub async fn from_adapter(
+        instance: wgpu::Instance,
         adapter: wgpu::Adapter,
         options: ContextOptions,
     ) -> Result<GpuContext> {
         let f16 = adapter.features().contains(wgpu::Features::SHADER_F16) && !options.force_f32;
-        let mut features = wgpu::Features::empty();
+        let mut features = if options.all_adapter_features {
+            adapter.features()
+        } else {
+            wgpu::Features::empty()
+        };
         if f16 {
             features |= wgpu::Features::SHADER_F16;
         }
@@ -186,6 +200,8 @@ impl GpuContext {
             device,
             queue,
             info,
+            instance,
+            adapter,
             pipelines: Mutex::new(HashMap::new()),
             params: Mutex::new(ParamArena {
                 staged: Vec::new(),

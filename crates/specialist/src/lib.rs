@@ -169,6 +169,8 @@ pub struct BatchOutput {
     /// `[B, D]` row-major, not normalised; present when features were asked for.
     pub features: Option<Vec<f32>>,
     pub feature_dim: usize,
+    /// `[B, num_features]`: the classifier's input (always read back; it is small).
+    pub pooled: Vec<f32>,
 }
 
 /// A loaded specialist.
@@ -321,15 +323,17 @@ impl Specialist {
             .chunks_exact(c)
             .map(|l| Prediction::from_logits(l.to_vec(), self.config.task))
             .collect();
+        let pooled = read(out.pooled)?;
         let (features, feature_dim) = match features {
             None => (None, 0),
             Some(FeatureMode::Unpooled) => (Some(read(out.features)?), self.feature_dim(FeatureMode::Unpooled)),
-            Some(FeatureMode::Pooled) => (Some(read(out.pooled)?), self.feature_dim(FeatureMode::Pooled)),
+            Some(FeatureMode::Pooled) => (Some(pooled.clone()), self.feature_dim(FeatureMode::Pooled)),
         };
         Ok(BatchOutput {
             predictions,
             features,
             feature_dim,
+            pooled,
         })
     }
 }

@@ -45,9 +45,15 @@ if ! "$py" -c "import torch, timm, safetensors, sklearn, numpy, threadpoolctl" 2
     torch timm safetensors scikit-learn numpy
 fi
 
-echo "bench: cargo build --release -p meddr-cli" >&2
-cargo build --release -q -p meddr-cli
-meddr=target/release/meddr
+# MEDDR_BIN: measure an already built binary (e.g. target/debug/meddr, whose dependencies — burn's kernels
+# included — are built at opt-level 2) instead of building the release one.
+if [ -n "${MEDDR_BIN:-}" ]; then
+  meddr="$MEDDR_BIN"
+else
+  echo "bench: cargo build --release -p meddr-cli" >&2
+  cargo build --release -q -p meddr-cli
+  meddr=target/release/meddr
+fi
 # wgpu's Vulkan loader (lavapipe included) wants a runtime dir; headless shells often have none.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 

@@ -29,11 +29,20 @@ impl GpuBackend {
             force_f32: opts.force_f32,
             ..Default::default()
         })?;
+        Self::on_context(Arc::new(ctx), file, opts)
+    }
+
+    /// Loads the model on an existing device (GSCo: the specialists already run on it).
+    pub fn on_context(
+        ctx: Arc<GpuContext>,
+        file: &GgufFile,
+        opts: &GpuOptions,
+    ) -> Result<Self, anyhow::Error> {
         let load = LoadOptions {
             context_length: opts.context_length,
             ..Default::default()
         };
-        let model = GpuModel::load(Arc::new(ctx), file, &load)?;
+        let model = GpuModel::load(ctx, file, &load)?;
         Ok(GpuBackend {
             model,
             image: None,

@@ -16,6 +16,8 @@ use meddr_runtime::{
 };
 use serde_json::{json, Value};
 
+mod gsco_cmd;
+
 const DISCLAIMER: &str = "Research aid, not a medical device: do not use for diagnosis.";
 
 /// Images larger than this are refused before reading (a 448² model input never needs more).
@@ -54,10 +56,16 @@ enum Command {
         /// GGUF file written by meddr-quantize.
         model: PathBuf,
     },
+    /// GSCo specialists (timm classifiers on burn): predict an image's labels.
+    #[command(subcommand)]
+    Specialist(gsco_cmd::SpecialistCommand),
+    /// GSCo: specialists' diagnoses and similar reference cases in MedDr's prompt (index, run, eval).
+    #[command(subcommand)]
+    Gsco(gsco_cmd::GscoCommand),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Device {
+pub(crate) enum Device {
     /// wgpu engine (Vulkan, Metal, DX12 or GL): weights stay quantized on the GPU.
     Gpu,
     /// f32 reference on the CPU: exact but slow; dequantises the whole file into memory.
@@ -145,6 +153,8 @@ fn main() -> ExitCode {
         Command::Run(a) => run(a),
         Command::Bench(b) => bench(b),
         Command::Info { model } => info(&model),
+        Command::Specialist(c) => gsco_cmd::specialist(c),
+        Command::Gsco(c) => gsco_cmd::gsco(c),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

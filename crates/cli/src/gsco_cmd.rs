@@ -62,6 +62,7 @@ pub enum SpecialistCommand {
 pub struct SpecialistBenchArgs {
     #[command(flatten)]
     s: SpecialistOpts,
+    /// Images per forward pass.
     #[arg(long, default_value_t = 8)]
     batch: usize,
     /// Timed batches (after one warm-up batch).
@@ -99,6 +100,7 @@ pub struct BenchSearchArgs {
     /// Queries searched in one batch.
     #[arg(long, default_value_t = 16)]
     queries: usize,
+    /// Stored feature type of the random index.
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
     dtype: DtypeArg,
     /// Where the index file goes (default: a temporary file, removed afterwards).
@@ -139,10 +141,10 @@ pub struct PredictArgs {
     /// Image (JPEG, PNG, BMP, TIFF, WebP); resized to the specialist's img_size if it differs (Pillow bicubic).
     #[arg(long)]
     image: PathBuf,
-    /// gpu: burn on the wgpu device MedDr uses; cpu: burn's CPU backend.
-    #[arg(long, value_enum, default_value_t = Where::Gpu)]
+    /// gpu: burn on the wgpu device MedDr uses (Vulkan, Metal, DX12); cpu: burn's pure-Rust CPU backend.
+    #[arg(long, value_enum, default_value_t = Where::Gpu, hide_possible_values = true)]
     device: Where,
-    /// Print one JSON object.
+    /// Print one JSON object ({"architecture", "labels", "logits", "probabilities", "predicted", …}).
     #[arg(long)]
     json: bool,
 }
@@ -152,12 +154,14 @@ pub struct DataArgs {
     /// MedMNIST .npz file ({split}_images uint8 [N,S,S,3] or [N,S,S], {split}_labels [N,L]).
     #[arg(long, conflicts_with_all = ["images", "labels_csv"])]
     medmnist: Option<PathBuf>,
-    /// Which split of the .npz.
+    /// Which split of the .npz (default: train for `index`, test for `eval`).
     #[arg(long)]
     split: Option<String>,
     /// Folder of images (with --labels-csv: columns image,label; multi-label: names joined by '/').
     #[arg(long, requires = "labels_csv")]
     images: Option<PathBuf>,
+    /// Labels CSV for --images: header `image,label`; `image` relative to the folder; `label` a label name or
+    /// class index (multi-label: names joined by '/', `none` or empty for no label).
     #[arg(long, requires = "images")]
     labels_csv: Option<PathBuf>,
 }
@@ -184,8 +188,10 @@ pub struct IndexArgs {
     /// Replace an existing output file.
     #[arg(long)]
     force: bool,
-    #[arg(long, value_enum, default_value_t = Where::Gpu)]
+    /// gpu: the wgpu device (Vulkan, Metal, DX12); cpu: burn's pure-Rust CPU backend.
+    #[arg(long, value_enum, default_value_t = Where::Gpu, hide_possible_values = true)]
     device: Where,
+    /// Print one JSON summary object instead of text and a progress bar.
     #[arg(long)]
     json: bool,
 }
@@ -213,6 +219,7 @@ pub struct CollabArgs {
     /// (newlines become spaces and 4 spaces one, as upstream folds its template).
     #[arg(long)]
     template: String,
+    /// MedDr's answer length limit (upstream's GSCo setting: 512; greedy, stops at <|im_end|>).
     #[arg(long, default_value_t = 512)]
     max_new_tokens: usize,
     /// gpu: MedDr and the specialists on one wgpu device; cpu: burn's CPU backend + the f32 reference.
@@ -221,6 +228,7 @@ pub struct CollabArgs {
     /// GPU: use f32 kernels even where shader-f16 exists.
     #[arg(long)]
     force_f32: bool,
+    /// Print one JSON object (run: moed, rad, prompt, answer, tokens; eval: the summary metrics).
     #[arg(long)]
     json: bool,
 }
@@ -241,22 +249,27 @@ pub struct EvalArgs {
     #[command(flatten)]
     data: DataArgs,
     /// Results file (JSON lines, appended; an existing file from the same settings is resumed).
-    #[arg(long)]
+    #[arg(short = 'o', long)]
     out: PathBuf,
     /// Evaluate only the first N images.
     #[arg(long)]
     limit: Option<usize>,
 }
 
-fn overrides(s: &SpecialistOpts) -> ConfigOverrides {
-    ConfigOverrides {
+fn overrides(s: &SpecialistOpts) -> Result<ConfigOverrides> {
+    if let Some(l) = &s.labels {
+        if let Some(i) = l.iter().position(|x| x.trim().is_empty()) {
+            bail!("--labels: name {} of {:?} is empty", i + 1, l);
+        }
+    }
+    Ok(ConfigOverrides {
         img_size: s.img_size,
         task: s.task.map(|t| match t {
             TaskArg::MultiClass => Task::MultiClass,
             TaskArg::MultiLabel => Task::MultiLabel,
         }),
-        label_names: s.labels.clone(),
-    }
+        label_names: s.labels.as_ref().map(|l| l.iter().map(|x| x.trim().to_string()).collect()),
+    })
 }
 
 /// The device: on `gpu`, one wgpu device shared by burn and (for run/eval) the MedDr engine.
@@ -282,7 +295,7 @@ fn devices(w: Where, force_f32: bool) -> Result<Devices> {
 }
 
 fn load_specialists(s: &SpecialistOpts, device: &Device) -> Result<Vec<Specialist>> {
-    let o = overrides(s);
+    let o = overrides(s)?;
     s.specialists
         .iter()
         .map(|d| Specialist::load(d, &o, device).map_err(anyhow::Error::from))
@@ -347,7 +360,8 @@ pub fn specialist(cmd: SpecialistCommand) -> Result<()> {
             for (l, p) in labels.iter().zip(&probs) {
                 println!("  {:>8.4}  {}", p.as_f64().unwrap_or(f64::NAN), l.as_str().unwrap_or(""));
             }
-            println!("  predicted: {}", o["predicted"]);
+            let names: Vec<&str> = o["predicted"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            println!("  predicted: {}", if names.is_empty() { "(no label above 0.5)".to_string() } else { names.join(", ") });
         }
         eprintln!("{DISCLAIMER}");
     }
@@ -474,8 +488,8 @@ fn specialist_bench(a: SpecialistBenchArgs) -> Result<()> {
 }
 
 fn bench_search(a: BenchSearchArgs) -> Result<()> {
-    if a.n_ref == 0 || a.dim == 0 || a.queries == 0 {
-        bail!("--n-ref, --dim and --queries must be at least 1");
+    if a.n_ref < 10 || a.dim == 0 || a.queries == 0 {
+        bail!("--n-ref must be at least 10 (the search returns the top 10), --dim and --queries at least 1");
     }
     let dev = devices(a.device, false)?;
     let (path, temp) = match &a.out {
@@ -562,8 +576,15 @@ fn index(a: IndexArgs) -> Result<()> {
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
+    if a.out.is_dir() {
+        bail!("-o {}: is a folder; give the index file's path", a.out.display());
+    }
     if a.out.exists() && !a.force {
         bail!("{} exists (use --force to replace it)", a.out.display());
+    }
+    let parent = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!("-o {}: folder {} does not exist", a.out.display(), parent.display());
     }
     let dev = devices(a.device, false)?;
     let spec = load_specialists(&a.s, &dev.burn)?.remove(0);
@@ -610,8 +631,16 @@ fn index(a: IndexArgs) -> Result<()> {
     if a.json {
         println!("{out}");
     } else {
-        println!("indexed {count} cases ({} features of dimension {}, {}) from {source} with {} in {:.1} s → {} ({size} bytes)",
-            mode.as_str(), spec.feature_dim(mode), dtype.as_str(), spec.name(), t.elapsed().as_secs_f64(), a.out.display());
+        println!(
+            "indexed {count} case{} ({} features of dimension {}, {}) from {source} with {} in {:.1} s → {} ({size} bytes)",
+            if count == 1 { "" } else { "s" },
+            mode.as_str(),
+            spec.feature_dim(mode),
+            dtype.as_str(),
+            spec.name(),
+            t.elapsed().as_secs_f64(),
+            a.out.display()
+        );
     }
     Ok(())
 }
@@ -625,6 +654,18 @@ struct MedDr {
 }
 
 impl MedDr {
+    /// Checks the model file is a MedDr GGUF with a vision tower (header only: fast, before any output or
+    /// results file is written). Returns its canonical path and size, its identity in eval settings.
+    fn probe(c: &CollabArgs) -> Result<(String, u64)> {
+        let file = GgufFile::open(&c.model).with_context(|| format!("cannot read model {}", c.model.display()))?;
+        let info = ModelInfo::from_gguf_header(&file.header).with_context(|| format!("model {}", c.model.display()))?;
+        if info.vision.is_none() {
+            bail!("model {} has no vision tower; GSCo asks MedDr about the image", c.model.display());
+        }
+        let canon = std::fs::canonicalize(&c.model).unwrap_or_else(|_| c.model.clone());
+        Ok((canon.display().to_string(), file.bytes().len() as u64))
+    }
+
     fn load(c: &CollabArgs, ctx: Option<Arc<GpuContext>>) -> Result<MedDr> {
         let file = GgufFile::open(&c.model).with_context(|| format!("cannot read model {}", c.model.display()))?;
         let info = ModelInfo::from_gguf_header(&file.header).with_context(|| format!("model {}", c.model.display()))?;
@@ -698,6 +739,9 @@ fn collab_json(c: &Collaboration) -> Value {
 fn run(a: RunArgs) -> Result<()> {
     let st = setup(&a.c)?;
     let img = read_rgb(&a.image)?;
+    MedDr::probe(&a.c)?;
+    // Everything that can fail on the inputs fails before the first line of output.
+    let mut meddr = MedDr::load(&a.c, st.ctx.clone())?;
     let g = Gsco::new(&st.specs, &st.index, &st.template, a.c.top_n)?;
     let collab = g.collaborate(std::slice::from_ref(&img)).with_context(|| format!("image {}", a.image.display()))?.remove(0);
     if !a.c.json {
@@ -714,7 +758,6 @@ fn run(a: RunArgs) -> Result<()> {
         print!("MedDr: ");
         let _ = std::io::stdout().flush();
     }
-    let mut meddr = MedDr::load(&a.c, st.ctx.clone())?;
     let json_mode = a.c.json;
     let mut stdout = std::io::stdout().lock();
     let r = meddr.answer(&img, &collab.prompt, |t| {
@@ -746,11 +789,17 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     if let Some(s) = st.specs.iter().find(|s| s.config.task != task || s.config.label_names != names) {
         bail!("specialist {} has other labels or task than {} ({:?} vs {:?}): an evaluation scores one label set", s.name(), first.name(), s.config.label_names, names);
     }
+    let (model_path, model_bytes) = MedDr::probe(&a.c)?;
     let settings = json!({
-        "model": a.c.model.display().to_string(),
+        "model": model_path,
+        "model_bytes": model_bytes,
         "specialists": st.specs.iter().map(|s| s.weights_sha256.clone()).collect::<Vec<_>>(),
         "index": st.index.meta.specialist_sha256,
         "index_cases": st.index.meta.count,
+        "index_mode": st.index.meta.feature_mode.as_str(),
+        "index_dtype": st.index.meta.dtype.as_str(),
+        "index_bytes": std::fs::metadata(&st.index.path).map(|m| m.len()).unwrap_or(0),
+        "index_labels": st.index.meta.label_names,
         "top_n": a.c.top_n,
         "template": st.template.text,
         "data": data.source(),
@@ -785,7 +834,9 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         Ok(())
     })?;
     pb.finish_and_clear();
-    let s = eval::summarize(&results.records, task, &names)?;
+    // The summary covers this run's images (ids below --limit), each once.
+    let records: Vec<Value> = results.records.iter().filter(|r| r["question_id"].as_u64().is_some_and(|q| (q as usize) < limit)).cloned().collect();
+    let s = eval::summarize(&records, task, &names)?;
     let out = json!({
         "results": a.out.display().to_string(),
         "images": s.images,
@@ -804,7 +855,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
             println!("{:<32} {:>8.4} {:>8}", format!("specialist {n}"), m.acc, m.auc.map_or("n/a".into(), |a| format!("{a:.4}")));
         }
         println!("{:<32} {:>8.4}", format!("kNN vote (top {})", a.c.top_n), s.knn_acc);
-        println!("{:<32} {:>8.4}   ({} answers named no single option)", "MedDr + GSCo", s.meddr_acc, s.meddr_unmatched);
+        println!("{:<32} {:>8.4}   ({} of {} answers named no single option)", "MedDr + GSCo", s.meddr_acc, s.meddr_unmatched, s.images);
         eprintln!("{DISCLAIMER}");
     }
     Ok(())

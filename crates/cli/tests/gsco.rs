@@ -228,6 +228,15 @@ fn gsco_bad_inputs() {
     let junk = tmp().join("junk.png");
     std::fs::write(&junk, b"not an image").unwrap();
     fails_with(&["specialist", "predict", "--specialist", res.to_str().unwrap(), "--image", junk.to_str().unwrap(), "--device", "cpu"], &["junk.png"]);
+    // eval never modifies a file that is not its own results file (a mistyped --out).
+    let victim = tmp().join("victim.jsonl");
+    std::fs::copy(pcam_index(), &victim).unwrap();
+    let before = std::fs::read(&victim).unwrap();
+    let npz = res.join("data.npz");
+    fails_with(&["gsco", "eval", "-m", m, "--specialist", res.to_str().unwrap(), "--index", pcam_index().to_str().unwrap(), "--template", "pcam200", "--medmnist", npz.to_str().unwrap(), "--out", victim.to_str().unwrap(), "--device", "cpu", "--limit", "1"], &["victim.jsonl", "not a GSCo results file"]);
+    assert_eq!(std::fs::read(&victim).unwrap(), before, "a foreign --out file was modified");
+    // A flag that contradicts the specialist's config is refused, not silently applied.
+    fails_with(&["specialist", "predict", "--specialist", res.to_str().unwrap(), "--img-size", "32", "--image", img.to_str().unwrap(), "--device", "cpu"], &["img_size", "64", "32"]);
     // Unknown architecture in the config.
     let d = tmp().join("weird-spec");
     std::fs::create_dir_all(&d).unwrap();

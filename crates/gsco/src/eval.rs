@@ -33,30 +33,31 @@ impl ResultsFile {
         let mut done = std::collections::BTreeSet::new();
         if path.exists() {
             let bytes = std::fs::read(path).map_err(io)?;
-            // Drop a torn final line.
+            // Only our own results file is ever modified: its first line must be our settings record.
+            let first_end = bytes.iter().position(|&b| b == b'\n');
+            if !bytes.is_empty() {
+                let first = first_end.map(|e| &bytes[..e]).unwrap_or(&bytes[..]);
+                let first: Value = serde_json::from_slice(first).map_err(|_| data_err(path, "exists and is not a GSCo results file (its first line is not this tool's settings record); choose another --out"))?;
+                let old = first.get("settings").cloned().ok_or_else(|| data_err(path, "exists and is not a GSCo results file (no settings record on line 1); choose another --out"))?;
+                if &old != settings {
+                    let diff = settings.as_object().into_iter().flatten().find(|(k, v)| old.get(k.as_str()) != Some(v)).map(|(k, v)| format!("{k}: file has {}, this run {v}", old.get(k.as_str()).unwrap_or(&Value::Null)));
+                    return Err(data_err(path, format!("was written with other settings ({}); use another --out or delete it", diff.unwrap_or_else(|| "settings differ".into()))));
+                }
+            }
+            // Drop a torn final line (a run killed mid-write).
             let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
             if keep < bytes.len() {
                 let f = OpenOptions::new().write(true).open(path).map_err(io)?;
                 f.set_len(keep as u64).map_err(io)?;
             }
-            let mut lines = BufReader::new(&bytes[..keep]).lines();
-            match lines.next() {
-                Some(first) => {
-                    let first: Value = serde_json::from_str(&first.map_err(io)?).map_err(|e| data_err(path, format!("line 1 is not JSON: {e}")))?;
-                    let old = first.get("settings").cloned().unwrap_or(Value::Null);
-                    if &old != settings {
-                        let diff = settings.as_object().into_iter().flatten().find(|(k, v)| old.get(k.as_str()) != Some(v)).map(|(k, v)| format!("{k}: file has {}, this run {v}", old.get(k.as_str()).unwrap_or(&Value::Null)));
-                        return Err(data_err(path, format!("was written with other settings ({}); use another --out or delete it", diff.unwrap_or_else(|| "settings differ".into()))));
-                    }
-                }
-                None => {}
-            }
-            for (n, line) in lines.enumerate() {
+            for (n, line) in BufReader::new(&bytes[..keep]).lines().enumerate().skip(1) {
                 let line = line.map_err(io)?;
-                let v: Value = serde_json::from_str(&line).map_err(|e| data_err(path, format!("line {} is not JSON: {e}", n + 2)))?;
-                let id = v.get("question_id").and_then(Value::as_u64).ok_or_else(|| data_err(path, format!("line {} has no question_id", n + 2)))?;
-                done.insert(id as usize);
-                records.push(v);
+                let v: Value = serde_json::from_str(&line).map_err(|e| data_err(path, format!("line {} is not JSON: {e}", n + 1)))?;
+                let id = v.get("question_id").and_then(Value::as_u64).ok_or_else(|| data_err(path, format!("line {} has no question_id", n + 1)))?;
+                // A record written twice (two runs on one file) counts once.
+                if done.insert(id as usize) {
+                    records.push(v);
+                }
             }
         }
         let new = !path.exists() || std::fs::metadata(path).map_err(io)?.len() == 0;

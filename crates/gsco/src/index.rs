@@ -282,6 +282,9 @@ impl Index {
                 given_sha: s.weights_sha256.chars().take(12).collect(),
             });
         }
+        if m.label_names != s.config.label_names {
+            return Err(index_err(&self.path, format!("label names {:?} differ from {}'s {:?}", m.label_names, s.name(), s.config.label_names)));
+        }
         let d = s.feature_dim(m.feature_mode);
         if d != m.feature_dim {
             return Err(index_err(&self.path, format!("features of dimension {}, but {} gives {d} in {} mode", m.feature_dim, s.name(), m.feature_mode.as_str())));
@@ -300,11 +303,24 @@ impl Index {
         match self.meta.dtype {
             IndexDtype::F32 => {
                 let b = &bytes[self.features_offset + r0 * d * 4..self.features_offset + r1 * d * 4];
-                b.chunks_exact(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect()
+                // GGUF aligns tensor data to 32 bytes, so the mapped rows are f32-aligned: one copy, no
+                // per-element decoding (little-endian targets; others decode).
+                match bytemuck::try_cast_slice::<u8, f32>(b) {
+                    Ok(v) if cfg!(target_endian = "little") => v.to_vec(),
+                    _ => b.chunks_exact(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect(),
+                }
             }
             IndexDtype::F16 => {
                 let b = &bytes[self.features_offset + r0 * d * 2..self.features_offset + r1 * d * 2];
-                b.chunks_exact(2).map(|x| half::f16::from_le_bytes([x[0], x[1]]).to_f32()).collect()
+                match bytemuck::try_cast_slice::<u8, half::f16>(b) {
+                    Ok(h) if cfg!(target_endian = "little") => {
+                        use half::slice::HalfFloatSliceExt;
+                        let mut out = vec![0f32; h.len()];
+                        h.convert_to_f32_slice(&mut out);
+                        out
+                    }
+                    _ => b.chunks_exact(2).map(|x| half::f16::from_le_bytes([x[0], x[1]]).to_f32()).collect(),
+                }
             }
         }
     }
@@ -325,18 +341,27 @@ impl Index {
             l2_normalize(row);
             l2_normalize(row);
         }
-        let qt = Tensor::<2>::from_data(TensorData::new(q, [nq, d]), device);
+        // Queries as the right-hand side `[D, Q]`: each chunk is then one `[C, D] × [D, Q]` product over
+        // index rows as stored (row-major, contiguous), with no transposed copy of the big operand.
+        let mut q_t = vec![0f32; q.len()];
+        for (i, row) in q.chunks_exact(d).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                q_t[j * nq + i] = v;
+            }
+        }
+        let qt = Tensor::<2>::from_data(TensorData::new(q_t, [d, nq]), device);
         let chunk = (CHUNK_BYTES / (d * 4)).max(1);
         let mut best: Vec<Vec<Neighbor>> = vec![Vec::with_capacity(top_n + 1); nq];
         let mut r0 = 0;
         while r0 < self.meta.count {
             let r1 = (r0 + chunk).min(self.meta.count);
             let rows = Tensor::<2>::from_data(TensorData::new(self.rows_f32(r0, r1), [r1 - r0, d]), device);
-            let sims: Vec<f32> = qt.clone().matmul(rows.transpose()).into_data().try_into_vec::<f32>()
+            // `[C, Q]`: row k holds case r0 + k against every query.
+            let sims: Vec<f32> = rows.matmul(qt.clone()).into_data().try_into_vec::<f32>()
                 .map_err(|e| GscoError::Invalid(format!("reading similarities back: {e:?}")))?;
-            for (qi, row) in sims.chunks_exact(r1 - r0).enumerate() {
-                let list = &mut best[qi];
-                for (k, &s) in row.iter().enumerate() {
+            for (qi, list) in best.iter_mut().enumerate() {
+                for k in 0..r1 - r0 {
+                    let s = sims[k * nq + qi];
                     // sklearn: S *= −1; S += 1; clip(S, 0, 2), all in float32.
                     let dist = (-s + 1.0).clamp(0.0, 2.0);
                     let dist = if dist.is_nan() { f32::INFINITY } else { dist };

@@ -56,6 +56,9 @@ impl Template {
             path => {
                 let p = Path::new(path);
                 let io = |source| GscoError::Io { path: p.to_path_buf(), source };
+                if !p.is_file() {
+                    return Err(GscoError::Template { path: p.to_path_buf(), message: "is not the built-in `pcam200` and no such file".into() });
+                }
                 let len = std::fs::metadata(p).map_err(io)?.len();
                 if len > MAX_TEMPLATE_BYTES {
                     return Err(GscoError::Template { path: p.to_path_buf(), message: format!("{len} bytes is above the {MAX_TEMPLATE_BYTES}-byte limit") });

@@ -174,8 +174,27 @@ impl SpecialistConfig {
                 ));
             }
         }
+        // Flags fill what a plain timm config lacks; they never silently replace what the file says.
+        let conflict = |field: &str, file: &Value, flag: String| -> SpecialistError {
+            field_err(path, field, format!("the file says {file}, the command line says {flag}; remove the flag (it is for configs without `{field}`)"))
+        };
+        if let (Some(l), Some(v @ Value::Array(_))) = (&overrides.label_names, obj.get("label_names")) {
+            if v.as_array().map(|a| a.iter().map(|x| x.as_str().unwrap_or("")).collect::<Vec<_>>()) != Some(l.iter().map(String::as_str).collect()) {
+                return Err(conflict("label_names", v, format!("{l:?}")));
+            }
+        }
+        if let (Some(i), Some(v)) = (overrides.img_size, obj.get("img_size").filter(|v| !v.is_null())) {
+            if v.as_u64() != Some(i as u64) {
+                return Err(conflict("img_size", v, i.to_string()));
+            }
+        }
+        if let (Some(t), Some(v)) = (overrides.task, obj.get("task").filter(|v| !v.is_null())) {
+            if v.as_str().and_then(Task::parse) != Some(t) {
+                return Err(conflict("task", v, t.as_str().to_string()));
+            }
+        }
         let label_names = match (&overrides.label_names, obj.get("label_names")) {
-            (Some(l), _) => l.clone(),
+            (Some(l), _) => l.iter().map(|x| x.trim().to_string()).collect(),
             (None, None | Some(Value::Null)) => (0..num_classes).map(|i| i.to_string()).collect(),
             (None, Some(Value::Array(a))) => a
                 .iter()
@@ -202,6 +221,9 @@ impl SpecialistConfig {
                     label_names.len()
                 ),
             ));
+        }
+        if let Some((i, dup)) = label_names.iter().enumerate().find(|(i, l)| label_names[..*i].contains(l)) {
+            return Err(field_err(path, "label_names", format!("label {dup:?} appears twice (again at position {i})")));
         }
         if let Some(bad) = label_names.iter().find(|l| l.is_empty() || l.contains(',')) {
             // RAD/MoED strings are comma-joined: a name with a comma (or none) could not be read back.

@@ -195,7 +195,7 @@ impl Specialist {
                 path: dir.to_path_buf(),
                 source: std::io::Error::new(
                     std::io::ErrorKind::NotFound,
-                    "not a specialist folder (expected config.json and model.safetensors in it)",
+                    "no such folder (a specialist is a folder with config.json and model.safetensors)",
                 ),
             });
         }

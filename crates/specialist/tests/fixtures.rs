@@ -261,5 +261,9 @@ fn plain_timm_config_defaults() {
     let o = ConfigOverrides { img_size: Some(64), task: None, label_names: Some(vec!["normal".into(), "tumor".into()]) };
     let s = Specialist::load(&d, &o, &cpu_device()).unwrap();
     assert_eq!(s.config.img_size, 64);
+    // Duplicate label names cannot be told apart in RAD/MoED strings.
+    let dup = ConfigOverrides { label_names: Some(vec!["a".into(), "a".into()]), ..Default::default() };
+    let e = Specialist::load(&d, &dup, &cpu_device()).err().unwrap().to_string();
+    assert!(e.contains("appears twice"), "{e}");
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -165,6 +165,15 @@ impl Linear {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         linear(x, self.weight_t.clone(), Some(self.bias.clone()))
     }
+
+    /// `[B, N, in]` → `[B, N, out]` as one `[B·N, in] × [in, out]` product (a batched 3-D matmul would
+    /// broadcast the weight per image).
+    pub fn forward_tokens(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, n, d] = x.dims();
+        let y = self.forward(x.reshape([b * n, d]));
+        let out = y.dims()[1];
+        y.reshape([b, n, out])
+    }
 }
 
 /// `nn.LayerNorm(dim, eps)` with affine weight and bias.

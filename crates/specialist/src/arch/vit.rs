@@ -101,7 +101,7 @@ impl Vit {
         for blk in &self.blocks {
             let y = blk.norm1.forward(x.clone());
             // timm `Attention`: qkv.reshape(B, N, 3, heads, hd).permute(2, 0, 3, 1, 4).
-            let qkv = blk.qkv.forward(y).reshape([b, n, 3, h, hd]);
+            let qkv = blk.qkv.forward_tokens(y).reshape([b, n, 3, h, hd]);
             let part = |i: usize| {
                 qkv.clone()
                     .slice([0..b, 0..n, i..i + 1, 0..h, 0..hd])
@@ -112,10 +112,10 @@ impl Vit {
             // F.scaled_dot_product_attention: softmax(q kᵀ · hd^−½) v.
             let attn = softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar(scale), 3);
             let o = attn.matmul(v).swap_dims(1, 2).reshape([b, n, d]);
-            x = x + blk.proj.forward(o);
+            x = x + blk.proj.forward_tokens(o);
             let y = blk.norm2.forward(x.clone());
             // nn.GELU(): the exact erf form.
-            x = x + blk.fc2.forward(gelu(blk.fc1.forward(y)));
+            x = x + blk.fc2.forward_tokens(gelu(blk.fc1.forward_tokens(y)));
         }
         self.norm.forward(x)
     }

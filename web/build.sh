@@ -37,13 +37,20 @@ flag=(--release); [ "$PROFILE" = release ] || flag=()
 # /usr/bin first: Debian's cargo/rustc 1.96 with its std sources; RUSTC_BOOTSTRAP allows -Zbuild-std.
 PATH=/usr/bin:$PATH CARGO_TARGET_DIR="$TARGET_DIR" \
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld-14 RUSTC_BOOTSTRAP=1 \
-  /usr/bin/cargo build "${flag[@]}" --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort -p meddr-web >&2
-WASM="$TARGET_DIR/wasm32-unknown-unknown/$PROFILE/meddr_web.wasm"
+  /usr/bin/cargo build "${flag[@]}" --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort \
+  -p meddr-web -p meddr-web-gsco >&2
+WASM_DIR="$TARGET_DIR/wasm32-unknown-unknown/$PROFILE"
 
 rm -rf "$WEB/dist"
-mkdir -p "$WEB/dist/pkg"
-"$WB" --target web --out-dir "$WEB/dist/pkg" "$WASM"
+mkdir -p "$WEB/dist/pkg" "$WEB/dist/gsco"
+# The engine (always loaded) and the GSCo panel's module (burn; loaded only when the panel is opened).
+# No name section: it is half of the GSCo module (25 of 50 MB); panics still print their message.
+"$WB" --target web --remove-name-section --out-dir "$WEB/dist/pkg" "$WASM_DIR/meddr_web.wasm"
+"$WB" --target web --remove-name-section --out-dir "$WEB/dist/gsco" "$WASM_DIR/meddr_web_gsco.wasm"
 cp -r "$WEB/www/." "$WEB/dist/"
-size=$(stat -c %s "$WEB/dist/pkg/meddr_web_bg.wasm")
-gz=$(gzip -9c "$WEB/dist/pkg/meddr_web_bg.wasm" | wc -c)
-echo "build.sh: web/dist ready; meddr_web_bg.wasm $size bytes ($gz gzipped)" >&2
+for w in pkg/meddr_web_bg.wasm gsco/meddr_web_gsco_bg.wasm; do
+  size=$(stat -c %s "$WEB/dist/$w")
+  gz=$(gzip -9c "$WEB/dist/$w" | wc -c)
+  echo "build.sh: $w $size bytes ($gz gzipped)" >&2
+done
+echo "build.sh: web/dist ready" >&2

@@ -7,7 +7,10 @@
 #     the fixture's question, greedy with --ignore-eos; asserts token ids == native, and for f32 also ==
 #     upstream PyTorch's greedy_tokens (expected.json, img_test2_report); screenshots;
 #  5. wasm memory stays bounded: loads a ~300 MB model and asserts it is several times the final wasm heap;
-#  6. URL loading: an interrupted download resumes (HTTP Range) into OPFS, the next load comes from the cache.
+#  6. URL loading: an interrupted download resumes (HTTP Range) into OPFS, the next load comes from the cache;
+#  7. the GSCo panel: specialist + index + test image of the pcam_resnet18_64 fixture through the page's UI;
+#     MoED, RAD and the prompt must match what timm/scikit-learn computed (fixture), MedDr's greedy answer the
+#     CPU reference's (`meddr gsco run --device cpu`), and the panel's code must not load before it is opened.
 # Exit status 0 = all passed. Output files: web/test-output/.
 set -euo pipefail
 WEB="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,7 +31,9 @@ fi
 (cd "$WEB" && [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund)
 
 echo "e2e-test: building web/dist"
+tb=$SECONDS
 "$WEB/build.sh"
+echo "e2e-test: web/dist built in $((SECONDS - tb)) s"
 
 FIX="$SHARED/fixtures"
 SAMPLE_JSON="$OUT/sample.json"
@@ -44,8 +49,9 @@ NTOK="$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["gre
 
 cd "$ROOT"
 echo "e2e-test: building the quantizer and the native twin"
-cargo build -q -p meddr-quantize --bin meddr-quantize --bin meddr-synth-checkpoint
-cargo build -q -p meddr-web --example native_generate
+# The whole workspace's binaries and examples in one build: the same feature set as `cargo test --workspace`
+# (run before this in CI), so nothing is rebuilt; per-package builds would unify features differently.
+cargo build -q --workspace --bins --examples
 TDIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 for t in f32 q4_k_m; do
   "$TDIR/meddr-quantize" "$FIX/checkpoints/dev" -o "$OUT/dev-$t.gguf" --type "$t" --force -q
@@ -109,6 +115,56 @@ PY
 echo "e2e-test: URL download resume + OPFS cache"
 "$WEB/e2e.sh" --model "$OUT/dev-q4_k_m.gguf" --url-test > "$OUT/browser-url.json" || fail=1
 cat "$OUT/browser-url.json"
+
+echo "e2e-test: GSCo panel (specialist on WebGPU, retrieval, prompt, MedDr's answer)"
+PY="${MEDDR_PYTHON:-$ROOT/.venv/bin/python}"
+SPEC="$FIX/gsco/pcam_resnet18_64"
+"$TDIR/meddr" gsco index --specialist "$SPEC" --medmnist "$SPEC/data.npz" --split train -o "$OUT/pcam.gscoidx" \
+  --device cpu --force --json > "$OUT/gsco-index.json"
+"$PY" - "$SPEC/data.npz" "$OUT/pcam-test0.png" <<'PY'
+import sys, numpy as np
+from PIL import Image
+Image.fromarray(np.load(sys.argv[1])["test_images"][0]).save(sys.argv[2])
+PY
+GSCO_TOKENS=24
+"$TDIR/meddr" gsco run -m "$OUT/dev-f32.gguf" --specialist "$SPEC" --index "$OUT/pcam.gscoidx" --template pcam200 \
+  --image "$OUT/pcam-test0.png" --max-new-tokens "$GSCO_TOKENS" --device cpu --json > "$OUT/gsco-native.json"
+set +e
+"$WEB/e2e.sh" --model "$OUT/dev-f32.gguf" --image "$OUT/pcam-test0.png" --question "" --max-new-tokens "$GSCO_TOKENS" \
+  --gsco-specialist "$SPEC" --gsco-index "$OUT/pcam.gscoidx" --gsco-name pcam_resnet18_64 \
+  --gsco-bad-index "$OUT/dev-q4_k_m.gguf" --screenshot "$OUT/browser-gsco.png" > "$OUT/browser-gsco.json"
+rc=$?
+set -e
+python3 - "$OUT/browser-gsco.json" "$OUT/gsco-native.json" "$SPEC/expected.json" "$rc" <<'PY' || fail=1
+import json, sys
+b, n, e = (json.load(open(p)) for p in sys.argv[1:4])
+if sys.argv[4] != "0" or "gsco" not in b:
+    print(f"  browser run failed (exit {sys.argv[4]}): {b.get('error')} {b.get('gsco')}"); sys.exit(1)
+g, t = b["gsco"], e["tests"][0]
+checks = []
+def check(name, ok, detail=""):
+    checks.append(ok); print(f"  {'PASS' if ok else 'FAIL'} {name} {detail}")
+m = g["moed"][0]
+# Tolerances as in crates/specialist/tests/fixtures.rs (1e-4 of the max-abs) and crates/gsco/tests (1e-5, f32 index).
+scale = max(abs(x) for x in t["logits"])
+err = max(abs(a - x) for a, x in zip(m["logits"], t["logits"])) / scale
+check("logits vs timm", err <= 1e-4, f"(max rel err {err:.2e})")
+perr = max(abs(a - x) for a, x in zip(m["probabilities"], t["probabilities"]))
+check("probabilities vs timm", perr <= 1e-4, f"(max abs err {perr:.2e})")
+check("predicted label", m["predicted"] == [t["pred_names"]], f"({m['predicted']})")
+idx = [r["index"] for r in g["rad"]]
+check("top-10 neighbours vs scikit-learn", idx == t["rad_indices"], f"({idx})")
+derr = max(abs(r["distance"] - d) for r, d in zip(g["rad"], t["rad_distances"]))
+check("distances vs scikit-learn", derr <= 1e-5, f"(max abs err {derr:.2e})")
+check("RAD and MoED strings", (g["rad_string"], g["moed_string"]) == (t["rad"], t["moed"]))
+check("composed prompt (byte-exact)", g["prompt"] == t["prompt"])
+check("prompt == meddr gsco run's", g["prompt"] == n["prompt"])
+check("MedDr greedy tokens == CPU reference", b["tokens"] == n["tokens"], f"(browser {b['tokens']}, CPU {n['tokens']})")
+check("panel code not loaded before the panel opened", b["gscoLazy"] == [], f"({b['gscoLazy']})")
+bad = b.get("gscoBadIndex", "")
+check("a model file given as index: clear message", "dev-q4_k_m.gguf" in bad and "not" in bad, f"({bad!r})")
+sys.exit(0 if all(checks) else 1)
+PY
 
 [ "$fail" = 0 ] && echo "e2e-test: ALL PASSED" || echo "e2e-test: FAILED"
 exit "$fail"

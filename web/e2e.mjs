@@ -1,7 +1,10 @@
 // Drives the real web app in headless Debian Chromium (WebGPU on SwiftShader) through its UI.
 // Usage: node e2e.mjs --model m.gguf [--image img.jpg] --question "…" --max-new-tokens N [--ignore-eos]
 //        [--temperature T] [--screenshot out.png] [--load-only] [--url-test] [--dist dir] [--timeout s]
-// Prints one JSON object on stdout: {"tokens": [...], "text": "...", ...}.
+//        [--gsco-specialist DIR --gsco-index FILE [--gsco-name NAME] [--gsco-top-n N] [--gsco-bad-index FILE]]
+// Prints one JSON object on stdout: {"tokens": [...], "text": "...", ...}; with --gsco-*, the GSCo panel is
+// opened, fed the specialist folder's two files and the index, and run on --image: adds "gsco" (the panel's
+// result) and "gscoLazy" (requests for the panel's code before it was opened: must be none).
 import { createServer } from 'node:http';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { extname, join, resolve, dirname } from 'node:path';
@@ -27,6 +30,11 @@ for (let i = 0; i < argv.length; i++) {
     case '--dist': args.dist = resolve(val()); break;
     case '--timeout': args.timeout = Number(val()); break;
     case '--f32': args.forceF32 = true; break;
+    case '--gsco-specialist': args.gscoSpecialist = resolve(val()); break;
+    case '--gsco-index': args.gscoIndex = resolve(val()); break;
+    case '--gsco-name': args.gscoName = val(); break;
+    case '--gsco-top-n': args.gscoTopN = Number(val()); break;
+    case '--gsco-bad-index': args.gscoBadIndex = resolve(val()); break;
     default: throw new Error(`unknown argument ${a}`);
   }
 }
@@ -39,9 +47,10 @@ const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/jav
   '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png', '.jpg': 'image/jpeg' };
 const modelStat = statSync(args.model);
 const etag = `"${modelStat.size}-${Math.floor(modelStat.mtimeMs)}"`;
-const served = { modelBytes: 0, modelRequests: 0, interruptNext: 0 };
+const served = { modelBytes: 0, modelRequests: 0, interruptNext: 0, paths: [] };
 const server = createServer((req, res) => {
   const url = new URL(req.url, 'http://x');
+  served.paths.push(url.pathname);
   if (url.pathname === '/__model.gguf') {
     served.modelRequests++;
     let start = 0, end = modelStat.size - 1, status = 200;
@@ -101,6 +110,35 @@ try {
     await page.goto(base + (args.forceF32 ? '?f32=1' : ''));
     if ((await waitState(['ready', 'error'])) === 'error') throw new Error('engine failed to start: ' + JSON.stringify((await meddr()).errors));
   };
+  const waitGsco = async (pred, arg) => page.waitForFunction(pred, arg, { timeout: ms, polling: 200 });
+  let gscoLazy = null;
+  // The GSCo panel through its UI: open it (its code loads now), load the specialist and the index, run.
+  const runGsco = async () => {
+    gscoLazy = served.paths.filter((p) => /gsco/.test(p));
+    await page.click('#gsco summary');
+    await waitGsco(() => ['ready', 'error'].includes(document.body.dataset.gsco));
+    const errs = () => page.evaluate(() => window.meddr.gsco.errors.length);
+    const fail = async () => { throw new Error('GSCo panel: ' + JSON.stringify((await meddr()).gsco.errors)); };
+    if (await errs()) await fail();
+    if (args.gscoName) await page.fill('#gsco-specialist-name', args.gscoName);
+    await page.setInputFiles('#gsco-specialist', [join(args.gscoSpecialist, 'config.json'), join(args.gscoSpecialist, 'model.safetensors')]);
+    await waitGsco(() => window.meddr.gsco.specialists.length > 0 || window.meddr.gsco.errors.length > 0);
+    if (await errs()) await fail();
+    await page.setInputFiles('#gsco-index', args.gscoIndex);
+    await waitGsco(() => window.meddr.gsco.index || window.meddr.gsco.errors.length > 0);
+    if (await errs()) await fail();
+    if (args.gscoTopN) await page.fill('#gsco-top-n', String(args.gscoTopN));
+    await page.click('#gsco-run');
+    await waitGsco(() => ['done', 'error'].includes(document.body.dataset.gsco));
+    if (await errs()) await fail();
+  };
+  // A file that is not an index, given to the panel: its message (the panel keeps working).
+  const badIndex = async () => {
+    const n = await page.evaluate(() => window.meddr.gsco.errors.length);
+    await page.setInputFiles('#gsco-index', args.gscoBadIndex);
+    await waitGsco((k) => window.meddr.gsco.errors.length > k, n);
+    return (await meddr()).gsco.errors.at(-1).message;
+  };
   await open();
   const device = (await meddr()).device;
   log('device:', device.summary, '| adapter:', device.adapterName, '| cpu adapter:', device.cpuAdapter, '| matvec:', device.matvec);
@@ -149,13 +187,24 @@ try {
       await page.fill('#question', args.question ?? '');
       if (args.maxNewTokens) await page.fill('#max-tokens', String(args.maxNewTokens));
       await page.fill('#temperature', String(args.temperature));
-      if (args.ignoreEos) { await page.click('details summary'); await page.check('#ignore-eos'); }
-      await page.click('#ask');
+      if (args.ignoreEos) { await page.click('.row details summary'); await page.check('#ignore-eos'); }
+      if (args.gscoSpecialist) {
+        await runGsco();
+      } else {
+        await page.click('#ask');
+      }
       const st = await waitState(['done', 'error']);
       const m = await meddr();
-      if (st === 'error') { console.log(JSON.stringify({ error: m.errors.at(-1)?.message })); exitCode = 2; }
-      else console.log(JSON.stringify({ tokens: m.result.tokens, text: m.result.text, stats: m.result.stats,
-        memory: m.memory, model: m.model, device }));
+      if (st === 'error') { console.log(JSON.stringify({ error: m.errors.at(-1)?.message, gsco: m.gsco })); exitCode = 2; }
+      else {
+        const out = { tokens: m.result.tokens, text: m.result.text, stats: m.result.stats, memory: m.memory, model: m.model, device };
+        if (args.gscoSpecialist) {
+          out.gsco = m.gsco.result;
+          out.gscoLazy = gscoLazy;
+          if (args.gscoBadIndex) out.gscoBadIndex = await badIndex();
+        }
+        console.log(JSON.stringify(out));
+      }
     }
   }
   if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true });

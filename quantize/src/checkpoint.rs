@@ -76,9 +76,9 @@ impl CheckpointConfig {
 
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-        let json: Json = serde_json::from_str(&text).map_err(|source| QuantizeError::Json {
+        let json: Json = serde_json::from_str(&text).map_err(|cause| QuantizeError::Json {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Self::from_json(&json)
     }
@@ -389,9 +389,9 @@ impl ShardSet {
         let mut weight_map: Option<HashMap<String, String>> = None;
         if index_path.exists() {
             let text = std::fs::read_to_string(&index_path).map_err(io_err(&index_path))?;
-            let json: Json = serde_json::from_str(&text).map_err(|source| QuantizeError::Json {
+            let json: Json = serde_json::from_str(&text).map_err(|cause| QuantizeError::Json {
                 path: index_path.clone(),
-                source,
+                cause,
             })?;
             let map = json
                 .get("weight_map")

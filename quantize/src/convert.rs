@@ -35,6 +35,8 @@ pub struct Summary {
     pub seconds: f64,
     pub lora_merged: bool,
     pub vision_layers_kept: usize,
+    /// [`crate::plan::Plan::fallback_report`]: what fell back from the recipe's type, for the user.
+    pub fallback_report: Option<String>,
 }
 
 pub fn quant_type(ty: GgmlType) -> Result<QuantType> {
@@ -122,6 +124,7 @@ pub fn quantize_checkpoint(dir: &Path, output: &Path, opts: &Options) -> Result<
         seconds: start.elapsed().as_secs_f64(),
         lora_merged: plan.lora.is_some(),
         vision_layers_kept: plan.vision_layers_kept,
+        fallback_report: plan.fallback_report(),
     })
 }
 
@@ -142,9 +145,9 @@ fn write_tensor(
 ) -> Result<()> {
     let qt = quant_type(t.ty)?;
     let row_bytes =
-        meddr_quants::quantized_size(qt, t.row_len).map_err(|source| QuantizeError::Quant {
+        meddr_quants::quantized_size(qt, t.row_len).map_err(|cause| QuantizeError::Quant {
             name: t.name.clone(),
-            source,
+            cause,
         })?;
     let (base, lora) = match &t.source {
         Source::Plain(n) => (&shards.tensors[n], None),
@@ -186,9 +189,9 @@ fn write_tensor(
             .zip(rows.par_chunks(t.row_len))
             .enumerate()
             .try_for_each(|(i, (dst, src))| {
-                meddr_quants::quantize_into(qt, src, dst).map_err(|source| QuantizeError::Quant {
+                meddr_quants::quantize_into(qt, src, dst).map_err(|cause| QuantizeError::Quant {
                     name: format!("{} (source {}, row {})", t.name, base.name, r0 + i),
-                    source,
+                    cause,
                 })
             })?;
         writer.write_bytes(&buf.out)?;

@@ -4,15 +4,16 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuantizeError {
-    #[error("{path}: {source}")]
+    // Causes are part of the message, never also a `source()` (a chain walker would print them twice).
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{path}: invalid JSON: {source}")]
+    #[error("{path}: invalid JSON: {cause}")]
     Json {
         path: PathBuf,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     #[error("config.json: {0}")]
     Config(String),
@@ -27,11 +28,11 @@ pub enum QuantizeError {
     #[error("output {path} already exists (pass --force to overwrite)")]
     OutputExists { path: PathBuf },
     #[error("GGUF: {0}")]
-    Gguf(#[from] meddr_gguf::GgufError),
-    #[error("quantizing {name}: {source}")]
+    Gguf(meddr_gguf::GgufError),
+    #[error("quantizing {name}: {cause}")]
     Quant {
         name: String,
-        source: meddr_quants::QuantError,
+        cause: meddr_quants::QuantError,
     },
     #[error("{0}")]
     Usage(String),
@@ -41,5 +42,11 @@ pub type Result<T, E = QuantizeError> = std::result::Result<T, E>;
 
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> QuantizeError {
     let path = path.into();
-    move |source| QuantizeError::Io { path, source }
+    move |cause| QuantizeError::Io { path, cause }
+}
+
+impl From<meddr_gguf::GgufError> for QuantizeError {
+    fn from(e: meddr_gguf::GgufError) -> Self {
+        QuantizeError::Gguf(e)
+    }
 }

@@ -98,6 +98,17 @@ pub fn build(m: &MetadataInput) -> Result<Vec<(String, Value)>, String> {
         ),
         ("clip.use_gelu".into(), Value::Bool(true)),
         ("meddr.format_version".into(), Value::U32(1)),
+        // Every fallback, so a file says what it really holds (llama-quantize only prints them).
+        (
+            "meddr.quantize.fallbacks".into(),
+            Value::Array(meddr_gguf::Array::String(
+                m.plan
+                    .fallbacks()
+                    .iter()
+                    .map(|t| format!("{}: {} -> {} (row of {})", t.name, t.wanted.name(), t.ty.name(), t.row_len))
+                    .collect(),
+            )),
+        ),
         (
             "meddr.vision.select_layer".into(),
             Value::I32(c.select_layer),

@@ -43,6 +43,8 @@ pub struct PlannedTensor {
     pub dims: Vec<u64>,
     pub order: RowOrder,
     pub ty: GgmlType,
+    /// What the recipe asked for; differs from `ty` when the row length forced a fallback.
+    pub wanted: GgmlType,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +60,48 @@ pub struct Plan {
     pub vision_layers_kept: usize,
     /// Bytes of source data the plan reads (dropped ViT layers excluded).
     pub input_bytes: u64,
+}
+
+impl Plan {
+    /// Tensors whose recipe type did not fit their rows and fell back (k-quants need rows of a multiple of
+    /// 256 values), in file order.
+    pub fn fallbacks(&self) -> Vec<&PlannedTensor> {
+        self.tensors.iter().filter(|t| t.ty != t.wanted).collect()
+    }
+
+    /// The fallbacks as llama-quantize reports them, grouped: `None` when there are none. Counts language-model
+    /// matrices (`token_embd`, `output`, `blk.*`) and their share of the language model's matrix parameters.
+    pub fn fallback_report(&self) -> Option<String> {
+        let fb = self.fallbacks();
+        if fb.is_empty() {
+            return None;
+        }
+        let llm_matrix = |t: &PlannedTensor| t.dims.len() == 2 && (t.name.starts_with("blk.") || t.name == "token_embd.weight" || t.name == "output.weight");
+        let elems = |t: &PlannedTensor| (t.rows as u64) * (t.row_len as u64);
+        let all: Vec<&PlannedTensor> = self.tensors.iter().filter(|t| llm_matrix(t)).collect();
+        let fell: Vec<&PlannedTensor> = fb.iter().copied().filter(|t| llm_matrix(t)).collect();
+        let share = fell.iter().map(|t| elems(t)).sum::<u64>() as f64 / all.iter().map(|t| elems(t)).sum::<u64>().max(1) as f64;
+        let mut groups: std::collections::BTreeMap<(String, String), (usize, std::collections::BTreeSet<usize>)> = Default::default();
+        for t in &fb {
+            let g = groups.entry((t.wanted.name().to_string(), t.ty.name().to_string())).or_default();
+            g.0 += 1;
+            g.1.insert(t.row_len);
+        }
+        let mut s = format!(
+            "{} of {} tensors fell back to another type because their rows are not a multiple of the type's block \
+             ({} of {} language-model matrices, {:.0} % of their parameters):",
+            fb.len(),
+            self.tensors.len(),
+            fell.len(),
+            all.len(),
+            100.0 * share
+        );
+        for ((w, g), (n, rows)) in groups {
+            let rows: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+            s.push_str(&format!("\n  {w} -> {g}: {n} tensors (rows of {})", rows.join(", ")));
+        }
+        Some(s)
+    }
 }
 
 const LLM_WRAPPED: &str = "language_model.base_model.model.";
@@ -312,7 +356,8 @@ pub fn build(
         }
         let (rows, row_len) = rows_view(expect);
         let dims = gguf_dims(expect);
-        let ty = recipe::choose(ftype, vision_type, role, row_len);
+        let wanted = recipe::wanted(ftype, vision_type, role);
+        let ty = recipe::fallback(wanted, row_len);
         tensors.push(PlannedTensor {
             name,
             source: src,
@@ -321,6 +366,7 @@ pub fn build(
             dims,
             order,
             ty,
+            wanted,
         });
         Ok(())
     };

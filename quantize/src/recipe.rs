@@ -122,8 +122,15 @@ pub fn use_more_bits(i: usize, n: usize) -> bool {
     i < n / 8 || i >= 7 * n / 8 || (i >= n / 8 && (i - n / 8) % 3 == 2)
 }
 
+/// The type `ftype`'s recipe asks for, then [`fallback`] for this row length.
 pub fn choose(ftype: FileType, vision: GgmlType, role: Role, row_len: usize) -> GgmlType {
-    let wanted = match role {
+    fallback(wanted(ftype, vision, role), row_len)
+}
+
+/// The type `ftype`'s recipe asks for a tensor of `role`, before any fallback (llama.cpp's
+/// `llama_tensor_get_type` before its "falling back" step).
+pub fn wanted(ftype: FileType, vision: GgmlType, role: Role) -> GgmlType {
+    match role {
         Role::Norm => return GgmlType::F32,
         Role::VisionEmbd => {
             if ftype == FileType::F32 {
@@ -150,8 +157,7 @@ pub fn choose(ftype: FileType, vision: GgmlType, role: Role, row_len: usize) -> 
         Role::TokenEmbd | Role::AttnQ | Role::AttnK | Role::AttnOutput | Role::FfnGateUp => {
             ftype.base()
         }
-    };
-    fallback(wanted, row_len)
+    }
 }
 
 /// A type whose block does not divide the row falls back the way llama.cpp does (k-quants to 32-element

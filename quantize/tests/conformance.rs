@@ -251,3 +251,30 @@ fn already_merged_checkpoint() {
         String::from_utf8_lossy(&check.stdout)
     );
 }
+
+#[test]
+fn k_quant_fallbacks_are_reported_and_recorded() {
+    // Issue 9.7: on the dev checkpoint most language-model matrices cannot take k-quants (rows of 192/512 are
+    // not multiples of 256) and fell back silently. The summary goes to stderr, every fallback into the file.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("dev-q4_k_m.gguf");
+    let ck = dev_checkpoint();
+    let r = run_quantize(&[ck.to_str().unwrap(), "-o", out.to_str().unwrap(), "--type", "q4_k_m"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("20 of 23 language-model matrices, 85 % of their parameters"), "{}", r.stderr);
+    assert!(r.stderr.contains("q4_K -> q5_0: 18 tensors") && r.stderr.contains("q6_K -> q8_0: 2 tensors"), "{}", r.stderr);
+    let f = meddr_gguf::GgufFile::open(&out).unwrap();
+    let listed = f.header.get_str_array("meddr.quantize.fallbacks").unwrap();
+    // Each entry names a tensor whose stored type is the one it says it fell back to.
+    for e in &listed {
+        let (name, rest) = e.split_once(": ").unwrap();
+        let got = rest.split(" -> ").nth(1).unwrap().split(' ').next().unwrap();
+        assert_eq!(f.header.tensor(name).unwrap().ty.name(), got, "{e}");
+    }
+    assert!(listed.iter().any(|e| e.starts_with("blk.1.attn_q.weight: q4_K -> q5_0")), "{listed:?}");
+    // An f32 file has nothing to report.
+    let out32 = dir.path().join("dev-f32.gguf");
+    let r = run_quantize(&[ck.to_str().unwrap(), "-o", out32.to_str().unwrap(), "--type", "f32"]);
+    assert!(!r.stderr.contains("fell back"), "{}", r.stderr);
+    assert!(meddr_gguf::GgufFile::open(&out32).unwrap().header.get_str_array("meddr.quantize.fallbacks").unwrap().is_empty());
+}

@@ -71,7 +71,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         },
         logprobs: None,
     };
-    let out = pollster::block_on(session.generate(image.as_deref(), &question, &gen, |_, _| true))?;
+    let out = pollster::block_on(session.generate(image.as_deref(), None, &question, &gen, |_, _| true))?;
     let json = serde_json::json!({
         "tokens": out.tokens,
         "text": out.text,

@@ -9,7 +9,7 @@ pub enum WebError {
     #[error("this GGUF is not a MedDr model: {why}")]
     NotMedDr { why: String },
     #[error("invalid GGUF: {0}")]
-    Gguf(#[from] GgufError),
+    Gguf(GgufError),
     #[error(
         "tensor {tensor:?} needs {needed} bytes in one GPU binding, but this device allows at most {limit} \
          (maxStorageBufferBindingSize); use a smaller quantization or a GPU with larger limits"
@@ -24,7 +24,7 @@ pub enum WebError {
     #[error("the model file is {file_len} bytes but its header ends at {header_len}")]
     Truncated { file_len: u64, header_len: u64 },
     #[error("GPU engine: {0}")]
-    Engine(#[from] meddr_engine::EngineError),
+    Engine(meddr_engine::EngineError),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("image: {0}")]
@@ -36,3 +36,16 @@ pub enum WebError {
 }
 
 pub type Result<T> = std::result::Result<T, WebError>;
+
+// By hand rather than `#[from]`: the causes' text is already in the messages (no `source()` to print twice).
+impl From<GgufError> for WebError {
+    fn from(e: GgufError) -> Self {
+        WebError::Gguf(e)
+    }
+}
+
+impl From<meddr_engine::EngineError> for WebError {
+    fn from(e: meddr_engine::EngineError) -> Self {
+        WebError::Engine(e)
+    }
+}

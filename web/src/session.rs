@@ -13,7 +13,7 @@ use meddr_engine::{GpuContext, GpuModel, LoadOptions, Readback, StepInput, MAX_Q
 use meddr_gguf::GgufHeader;
 use meddr_image::{preprocess, PreprocessConfig};
 use meddr_runtime::{
-    build_prompt, check_request, tokenizer_from_gguf_header, GenerationOptions, ModelInfo, Sampler,
+    build_prompt, check_image_tokens, check_request, tokenizer_from_gguf_header, GenerationOptions, ModelInfo, Sampler,
     StopPolicy,
 };
 use meddr_tokenizer::MedDrTokenizer;
@@ -98,8 +98,9 @@ impl Session {
             .map_err(|e| WebError::Tokenizer(e.to_string()))
     }
 
-    /// Decodes a JPEG/PNG and applies the file's preprocessing (Pillow-exact).
-    pub fn pixel_values(&self, image: &[u8]) -> Result<Vec<f32>> {
+    /// Decodes a JPEG/PNG and applies the file's preprocessing (Pillow-exact); `pad2square` overrides the
+    /// file's setting (GSCo: upstream's `RAGDataset` builds its transform without it).
+    pub fn pixel_values(&self, image: &[u8], pad2square: Option<bool>) -> Result<Vec<f32>> {
         let v = self
             .info
             .vision
@@ -108,7 +109,7 @@ impl Session {
         let p = &v.preprocessing;
         let cfg = PreprocessConfig {
             image_size: p.image_size,
-            pad2square: p.pad2square,
+            pad2square: pad2square.unwrap_or(p.pad2square),
             pad_color: p.pad_color,
             mean: p.mean,
             std: p.std,
@@ -119,15 +120,22 @@ impl Session {
     }
 
     /// Answers `question` (about `image`, if any), calling `on_token(id, text_delta)` per token;
-    /// `on_token` returning false stops after that token.
+    /// `on_token` returning false stops after that token. `pad2square`: see [`Session::pixel_values`].
     pub async fn generate(
         &mut self,
         image: Option<&[u8]>,
+        pad2square: Option<bool>,
         question: &str,
         opts: &GenerationOptions,
         mut on_token: impl FnMut(u32, &str) -> bool,
     ) -> Result<GenerateOutput> {
         let ids = self.prompt_ids(question, image.is_some())?;
+        let image_context_id = self.info.vision.as_ref().map(|v| v.context_token_id).or_else(|| self.tokenizer.token_to_id(meddr_runtime::IMG_CONTEXT));
+        let expected = match (&self.info.vision, image.is_some()) {
+            (Some(v), true) => v.num_image_tokens,
+            _ => 0,
+        };
+        check_image_tokens(&ids, image_context_id, expected).map_err(|e| WebError::Other(e.to_string()))?;
         let context = (self.model.capacity() as usize).min(self.info.context_length);
         check_request(ids.len(), opts, context).map_err(|e| WebError::Other(e.to_string()))?;
         let max_new = u32::try_from(opts.max_new_tokens).unwrap_or(u32::MAX);
@@ -150,7 +158,7 @@ impl Session {
         let t0 = Instant::now();
         let features = match image {
             Some(bytes) => {
-                let pv = self.pixel_values(bytes)?;
+                let pv = self.pixel_values(bytes, pad2square)?;
                 Some(self.model.encode_image(&pv).map_err(engine)?)
             }
             None => None,
@@ -198,8 +206,9 @@ impl Session {
             }
             history.push(id);
             out.tokens.push(id);
-            let delta = stream
-                .step(id)
+            // The last token also flushes held-back bytes, so the streamed deltas add up to the final text.
+            let last = stop_ids.contains(&id) || out.tokens.len() >= opts.max_new_tokens;
+            let delta = if last { stream.step_last(id) } else { stream.step(id) }
                 .map_err(|e| WebError::Tokenizer(e.to_string()))?
                 .unwrap_or_default();
             out.text.push_str(&delta);
@@ -227,12 +236,7 @@ impl Session {
         }
         // Stopped early: forget the steps computed past the answer.
         self.model.drop_queued();
-        if let Some(rest) = stream
-            .finish()
-            .map_err(|e| WebError::Tokenizer(e.to_string()))?
-        {
-            out.text.push_str(&rest);
-        }
+        // Cancelled: bytes of an unfinished character are dropped, so the text is what was streamed.
         stats.decode_ms = t2.elapsed().as_secs_f64() * 1e3;
         stats.new_tokens = out.tokens.len();
         if out.tokens.len() > 1 && stats.decode_ms > 0.0 {

@@ -53,6 +53,8 @@ export interface GenerateOptions {
   maxNewTokens?: number; temperature?: number; topP?: number; topK?: number; seed?: number;
   /** Keep generating past the end-of-answer token (benchmarks, fixed-length comparisons). */
   ignoreEos?: boolean;
+  /** Overrides the model file's pad-to-square image preprocessing (GSCo's prompts use false, as upstream). */
+  pad2square?: boolean;
 }
 export interface GenerateStats {
   promptTokens: number; newTokens: number; imageMs: number; prefillMs: number; decodeMs: number;
@@ -392,6 +394,8 @@ impl Engine {
         on_token: Option<Function>,
     ) -> Result<JsValue> {
         let opts = generation_options(options)?;
+        // GSCo asks with `pad2square: false`, as upstream's RAGDataset preprocesses.
+        let pad2square = Reflect::get(options, &JsValue::from_str("pad2square")).ok().and_then(|v| v.as_bool());
         let image = image.map(|a| a.to_vec());
         // Taken out of the cell for the await points; put back whatever happens.
         let mut session = self
@@ -402,6 +406,7 @@ impl Engine {
         let r = session
             .generate(
                 image.as_deref(),
+                pad2square,
                 question,
                 &opts,
                 |id, text| match &on_token {

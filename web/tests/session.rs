@@ -104,6 +104,7 @@ fn f32_image_answer_matches_upstream_greedy_and_cancel_stops() {
     let mut text = String::new();
     let out = pollster::block_on(s.generate(
         Some(&image),
+        None,
         question,
         &greedy(want.len(), StopPolicy::IgnoreEos),
         |id, t| {
@@ -126,6 +127,7 @@ fn f32_image_answer_matches_upstream_greedy_and_cancel_stops() {
     let mut n = 0;
     let out = pollster::block_on(s.generate(
         Some(&image),
+        None,
         question,
         &greedy(20, StopPolicy::IgnoreEos),
         |_, _| {
@@ -146,6 +148,7 @@ fn q4_k_m_text_question_runs_and_sampling_is_seeded() {
     let question = smp["question"].as_str().unwrap();
     let out = pollster::block_on(s.generate(
         None,
+        None,
         question,
         &greedy(8, StopPolicy::IgnoreEos),
         |_, _| true,
@@ -158,15 +161,15 @@ fn q4_k_m_text_question_runs_and_sampling_is_seeded() {
         seed: 7,
         ..Default::default()
     };
-    let a = pollster::block_on(s.generate(None, question, &opts, |_, _| true)).unwrap();
-    let b = pollster::block_on(s.generate(None, question, &opts, |_, _| true)).unwrap();
+    let a = pollster::block_on(s.generate(None, None, question, &opts, |_, _| true)).unwrap();
+    let b = pollster::block_on(s.generate(None, None, question, &opts, |_, _| true)).unwrap();
     assert_eq!(a.tokens, b.tokens);
     assert!(a
         .tokens
         .iter()
         .all(|&t| (t as usize) < s.tokenizer.vocab_size()));
     // An image for a question is refused cleanly when it is not an image.
-    let e = pollster::block_on(s.generate(Some(b"not an image"), question, &opts, |_, _| true))
+    let e = pollster::block_on(s.generate(Some(b"not an image"), None, question, &opts, |_, _| true))
         .unwrap_err();
     assert!(e.to_string().starts_with("image:"), "{e}");
 }

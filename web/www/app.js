@@ -141,9 +141,8 @@ drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.ad
 drop.addEventListener('dragleave', () => drop.classList.remove('over'));
 drop.addEventListener('drop', (e) => { e.preventDefault(); drop.classList.remove('over'); takeImage(e.dataTransfer.files[0]); });
 
-$('ask').addEventListener('click', () => {
-  const question = $('question').value.trim();
-  if (!question) { message('warn', 'Type a question first.', 'no-question'); return; }
+/** Asks MedDr `question` about the current image; `extra` adds generation options (GSCo: pad2square). */
+function ask(question, extra) {
   tokens = []; text = ''; tFirst = 0; tStart = performance.now();
   $('answer').textContent = ''; delete $('answer').dataset.tokens; $('stats').textContent = '';
   generating = true;
@@ -153,12 +152,31 @@ $('ask').addEventListener('click', () => {
     temperature: Number($('temperature').value) || 0,
     ignoreEos: $('ignore-eos').checked,
     seed: Number($('seed').value) || 0,
+    ...extra,
   };
   // Copy: the image stays available for the next question.
   worker.postMessage({ type: 'generate', image: imageBytes ? imageBytes.slice(0) : null, question, options });
   refreshButtons();
+}
+$('ask').addEventListener('click', () => {
+  const question = $('question').value.trim();
+  if (!question) { message('warn', 'Type a question first.', 'no-question'); return; }
+  ask(question);
 });
 $('stop').addEventListener('click', () => worker.postMessage({ type: 'stop' }));
+
+// The GSCo panel's code (and its 25 MB of wasm, burn inside) loads the first time the panel is opened.
+let gscoStarted = false;
+$('gsco').addEventListener('toggle', async () => {
+  if (!$('gsco').open || gscoStarted) return;
+  gscoStarted = true;
+  try {
+    const panel = await import('./gsco-panel.js');
+    await panel.start({ getImage: () => imageBytes, ask, canAsk: () => ready && modelLoaded && !generating, message });
+  } catch (e) {
+    message('error', 'The GSCo panel failed to load: ' + (e.message || e), 'gsco-load');
+  }
+});
 
 worker.onerror = (e) => { message('error', 'The engine worker failed: ' + (e.message || e), 'worker'); setState('error'); };
 worker.postMessage({ type: 'init', forceF32: params.get('f32') === '1' });

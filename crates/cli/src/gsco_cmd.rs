@@ -423,7 +423,7 @@ impl DataSet {
                     let end = (start + batch.max(1)).min(n);
                     let mut imgs = Vec::new();
                     for p in &fs.files[start..end] {
-                        imgs.push(read_rgb(p).map_err(|e| meddr_gsco::GscoError::Invalid(format!("{e:#}")))?);
+                        imgs.push(read_rgb(p).map_err(|e| meddr_gsco::GscoError::Invalid(meddr_cli::error_message(&e)))?);
                     }
                     f(start, &imgs)?;
                     start = end;
@@ -694,6 +694,7 @@ impl MedDr {
         let pixel_values = meddr_image::normalize_chw(&resized, p.mean, p.std);
         let prompt = build_prompt(&self.info.system_message, question, true, v.num_image_tokens);
         let ids = self.tokenizer.encode(&prompt).context("tokenizing the prompt")?;
+        meddr_runtime::check_image_tokens(&ids, Some(v.context_token_id), v.num_image_tokens)?;
         check_request(ids.len(), &self.opts, self.backend.context_length())?;
         let features = self.backend.encode_image(&pixel_values).map_err(|e| anyhow!("encoding the image: {e}"))?;
         let r = generate(self.backend.as_mut(), &self.tokenizer, &self.info, &ids, Some(&features), &self.opts, |ev: &TokenEvent| {
@@ -718,22 +719,6 @@ fn setup(c: &CollabArgs) -> Result<Setup> {
     // Check the pairing before MedDr's (long) load.
     Gsco::new(&specs, &index, &template, c.top_n)?;
     Ok(Setup { specs, index, template, ctx: dev.ctx })
-}
-
-fn collab_json(c: &Collaboration) -> Value {
-    json!({
-        "moed": c.moed.iter().map(|m| json!({
-            "specialist": m.specialist,
-            "architecture": m.architecture,
-            "predicted": m.predicted,
-            "probabilities": m.prediction.probabilities,
-            "logits": m.prediction.logits,
-        })).collect::<Vec<_>>(),
-        "rad": c.rad.iter().map(|r| json!({"index": r.index, "label": r.label, "distance": r.distance})).collect::<Vec<_>>(),
-        "moed_string": c.moed_string,
-        "rad_string": c.rad_string,
-        "prompt": c.prompt,
-    })
 }
 
 fn run(a: RunArgs) -> Result<()> {
@@ -764,7 +749,7 @@ fn run(a: RunArgs) -> Result<()> {
         json_mode || stdout.write_all(t.as_bytes()).and_then(|_| stdout.flush()).is_ok()
     })?;
     if json_mode {
-        let mut v = collab_json(&collab);
+        let mut v = Collaboration::to_json(&collab);
         v["answer"] = json!(r.text);
         v["tokens"] = json!(r.tokens.iter().map(|t| t.id).collect::<Vec<_>>());
         v["stop_reason"] = json!(r.stop_reason.as_str());
@@ -825,7 +810,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
             let truth = labels.row(qid).to_vec();
             let annotation = meddr_gsco::prompt::label_string(&truth, task, &names);
             let m = meddr.as_mut().ok_or_else(|| meddr_gsco::GscoError::Invalid("MedDr not loaded".into()))?;
-            let r = m.answer(&imgs[k], &c.prompt, |_| true).map_err(|e| meddr_gsco::GscoError::Invalid(format!("MedDr on image {qid}: {e:#}")))?;
+            let r = m.answer(&imgs[k], &c.prompt, |_| true).map_err(|e| meddr_gsco::GscoError::Invalid(format!("MedDr on image {qid}: {}", meddr_cli::error_message(&e))))?;
             let rad_rows: Vec<Vec<u32>> = c.rad.iter().map(|nb| st.index.labels.row(nb.index).to_vec()).collect();
             let (knn, matched) = eval::score(task, &names, &r.text, &rad_rows);
             results.append(eval::record(qid, &annotation, &truth, c, &r.text, &rad_rows, &knn, matched.as_deref()))?;

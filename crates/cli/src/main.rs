@@ -11,7 +11,7 @@ use meddr_cli::{report, CpuBackend, GpuBackend, GpuOptions};
 use meddr_gguf::GgufFile;
 use meddr_reference::{GgufStore, ModelConfig};
 use meddr_runtime::{
-    build_prompt, check_request, generate, tokenizer_from_gguf_header, Backend, GenerationOptions,
+    build_prompt, check_image_tokens, check_request, generate, tokenizer_from_gguf_header, Backend, GenerationOptions,
     GenerationResult, ModelInfo, SamplingParams, StopPolicy, TokenEvent,
 };
 use serde_json::{json, Value};
@@ -147,7 +147,18 @@ struct BenchArgs {
     json: bool,
 }
 
+/// On a headless machine libwayland, probed by the Vulkan loader while wgpu enumerates adapters, prints
+/// "error: XDG_RUNTIME_DIR is invalid or not set in the environment." twice when the variable is missing: not
+/// an error of ours, and not one at all without a display. Pointing it at the temp directory (for this process
+/// only, before any thread starts) makes the probe fail quietly, as it does on any machine without Wayland.
+fn quiet_display_probe() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none_or(|d| !Path::new(&d).is_dir()) {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_display_probe();
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Run(a) => run(a),
@@ -159,7 +170,7 @@ fn main() -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let msg = format!("{e:#}").replace('\n', " ");
+            let msg = meddr_cli::error_message(&e);
             eprintln!("meddr: error: {msg}");
             ExitCode::FAILURE
         }
@@ -249,6 +260,8 @@ fn run(a: RunArgs) -> Result<()> {
     );
     let ids = tokenizer.encode(&prompt).context("tokenizing the prompt")?;
     // Reject impossible requests before the (slow) weight load.
+    let image_context_id = info.vision.as_ref().map(|v| v.context_token_id).or_else(|| tokenizer.token_to_id(meddr_runtime::IMG_CONTEXT));
+    check_image_tokens(&ids, image_context_id, if pixel_values.is_some() { num_image_tokens } else { 0 })?;
     check_request(ids.len(), &opts, info.context_length)?;
 
     let mut backend: Box<dyn Backend> = match a.device {

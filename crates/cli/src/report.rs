@@ -127,6 +127,12 @@ pub fn render(h: &GgufHeader, info: &ModelInfo, cfg: &ModelConfig, file_len: u64
         "LLM: hidden {}, layers {}, heads {} (kv {}, head_dim {}), ffn {}, vocab {}, context {}, rope_theta {}, rms eps {:e}",
         l.hidden, l.layers, l.heads, l.kv_heads, l.head_dim, l.ffn, l.vocab, l.context_length, l.rope_theta, l.eps
     );
+    let head = if h.tensor("output.weight").is_none() {
+        "tied: token_embd.weight (the file has no output.weight)"
+    } else {
+        "output.weight"
+    };
+    let _ = writeln!(s, "LM head: {head}");
     match (&cfg.vision, &info.vision) {
         (Some(v), Some(vi)) => {
             let _ = writeln!(

@@ -1,53 +1,17 @@
 //! The `meddr` binary end to end on the dev fixture (f32 GGUF written by the quantizer library).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::PathBuf;
+use std::process::Output;
 use std::sync::OnceLock;
 
+use common::{assert_says_each_thing_once, fixtures, meddr, model, tmp};
 use meddr_gguf::{GgufFile, GgufWriter, TensorSpec, Value};
-use meddr_quantize::{quantize_checkpoint, FileType, Options};
 use serde_json::Value as Json;
 
 /// Log-probs of the f32 reference vs upstream's f32 log-softmax (logit tolerance 2e-3 ⇒ log-prob ≤ 4e-3).
 const LOGPROB_TOL: f64 = 4e-3;
-
-fn fixtures() -> PathBuf {
-    let shared = match std::env::var_os("MEDDR_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    };
-    let d = shared.join("fixtures");
-    assert!(
-        d.is_dir(),
-        "shared fixtures not found at {} (set MEDDR_SHARED)",
-        d.display()
-    );
-    d
-}
-
-fn tmp() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("meddr-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn model() -> &'static Path {
-    static P: OnceLock<PathBuf> = OnceLock::new();
-    P.get_or_init(|| {
-        let out = tmp().join("dev-f32.gguf");
-        let opts = Options {
-            ftype: FileType::F32,
-            vision_type: None,
-            threads: None,
-            force: true,
-            progress: false,
-        };
-        quantize_checkpoint(&fixtures().join("checkpoints/dev"), &out, &opts)
-            .expect("quantize dev checkpoint");
-        out
-    })
-}
 
 fn expected() -> &'static Json {
     static E: OnceLock<Json> = OnceLock::new();
@@ -72,15 +36,6 @@ fn u32s(v: &Json) -> Vec<u64> {
         .iter()
         .map(|x| x.as_u64().unwrap())
         .collect()
-}
-
-fn meddr(args: &[&str]) -> Output {
-    // Headless: without XDG_RUNTIME_DIR, libwayland (probed by the Vulkan loader) prints a warning on stderr.
-    Command::new(env!("CARGO_BIN_EXE_meddr"))
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .args(args)
-        .output()
-        .expect("spawn meddr")
 }
 
 fn run_json(id: &str, extra: &[&str]) -> Json {
@@ -268,6 +223,7 @@ fn assert_fails(out: &Output, needle: &str) {
         "one line expected: {stderr}"
     );
     assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    assert_says_each_thing_once(&stderr);
 }
 
 /// Copies the model with edited metadata and an optional tensor left out.
@@ -450,4 +406,60 @@ fn bench_reports_speeds() {
     assert!(j["vit_ms_per_image"].as_f64().unwrap() > 0.0);
     // Every LLM weight is read once per token (token_embd contributes one row).
     assert!(j["weight_bytes_per_decoded_token"].as_u64().unwrap() > 1_000_000);
+}
+
+#[test]
+fn a_missing_model_is_one_sentence() {
+    // Issue 9.10: the OS's reason used to be printed twice (inside the message and again as its source).
+    let out = meddr(&["run", "-m", "missing.gguf", "-p", "hi"]);
+    assert_fails(&out, "missing.gguf");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_tied_head_runs_on_both_devices_and_info_says_so() {
+    // Issue 9.2: a file without output.weight (tied embeddings, as SmolLM2 and many llama.cpp GGUFs) ran on
+    // the GPU only. Both devices must now agree on it, and `meddr info` must say the head is tied.
+    let p = rewrite("tied.gguf", |_| {}, Some("output.weight"));
+    let m = p.to_str().unwrap();
+    let info = meddr(&["info", m]);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(info.status.success() && text.contains("LM head: tied"), "{text}");
+    let untied = String::from_utf8_lossy(&meddr(&["info", model().to_str().unwrap()]).stdout).to_string();
+    assert!(untied.contains("LM head: output.weight"), "{untied}");
+    let ids = |device: &str| {
+        let out = meddr(&run_args(m, &["--device", device, "--max-new-tokens", "6", "--json"]));
+        assert!(out.status.success(), "{device}: {}", String::from_utf8_lossy(&out.stderr));
+        ids_of(&serde_json::from_slice(&out.stdout).unwrap())
+    };
+    assert_eq!(ids("cpu"), ids("gpu"));
+}
+
+#[test]
+fn stderr_holds_only_our_messages_on_a_headless_machine() {
+    // Issue 9.9: without XDG_RUNTIME_DIR every GPU run began with two libwayland "error:" lines.
+    let out = meddr(&run_args(model().to_str().unwrap(), &["--device", "gpu", "--max-new-tokens", "1"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("XDG_RUNTIME_DIR") && !stderr.to_lowercase().contains("error"), "{stderr}");
+}
+
+#[test]
+fn a_question_typing_img_context_is_refused_up_front_with_one_message() {
+    // Issue 9.8: refused only after the load and the image encoding, with "input `ids` = 257 is invalid" on
+    // the GPU. Now the same message on both devices, from the prompt check that runs before any weight is read.
+    let m = model().to_str().unwrap();
+    let img = fixtures().join("images/test2.jpg");
+    let mut messages = Vec::new();
+    for (device, image) in [("cpu", true), ("gpu", true), ("gpu", false)] {
+        let mut a = vec!["run", "-m", m, "-p", "What is <IMG_CONTEXT> here?", "--device", device];
+        if image {
+            a.extend(["--image", img.to_str().unwrap()]);
+        }
+        let out = meddr(&a);
+        assert_fails(&out, "<IMG_CONTEXT>");
+        messages.push(String::from_utf8_lossy(&out.stderr).to_string());
+    }
+    assert_eq!(messages[0], messages[1], "one message on every device");
 }

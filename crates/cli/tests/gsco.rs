@@ -1,49 +1,17 @@
 //! `meddr specialist` and `meddr gsco` end to end: the GSCo fixtures (timm/scikit-learn ground truth) and
 //! the dev MedDr fixture model, on the wgpu engine (lavapipe in CI) and on the CPU.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use common::{meddr, model, shared, tmp};
 use meddr_gsco::dataset::MedMnistSplit;
-use meddr_quantize::{quantize_checkpoint, FileType, Options};
 use serde_json::Value as Json;
-
-fn shared() -> PathBuf {
-    let shared = match std::env::var_os("MEDDR_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    };
-    assert!(shared.join("fixtures/gsco").is_dir(), "shared fixtures not found at {} (set MEDDR_SHARED)", shared.display());
-    shared
-}
 
 fn gsco_dir(name: &str) -> PathBuf {
     shared().join("fixtures/gsco").join(name)
-}
-
-fn tmp() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("meddr-gsco-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn model() -> &'static Path {
-    static P: OnceLock<PathBuf> = OnceLock::new();
-    P.get_or_init(|| {
-        let out = tmp().join("dev-f32.gguf");
-        let opts = Options { ftype: FileType::F32, vision_type: None, threads: None, force: true, progress: false };
-        quantize_checkpoint(&shared().join("fixtures/checkpoints/dev"), &out, &opts).expect("quantize dev checkpoint");
-        out
-    })
-}
-
-fn meddr(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meddr"))
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .args(args)
-        .output()
-        .expect("run meddr")
 }
 
 fn ok_json(args: &[&str]) -> Json {
@@ -61,6 +29,7 @@ fn fails_with(args: &[&str], needles: &[&str]) {
     for n in needles {
         assert!(err.contains(n), "expected {n:?} in: {err}");
     }
+    common::assert_says_each_thing_once(&err);
 }
 
 fn expected(name: &str) -> Json {

@@ -26,7 +26,7 @@ use crate::weight::{GpuWeight, QuantType, WeightDesc};
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("GGUF: {0}")]
-    Gguf(#[from] GgufError),
+    Gguf(GgufError),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -58,6 +58,13 @@ pub enum ModelError {
     },
     #[error("this model has no vision tower ({0})")]
     NoVision(&'static str),
+}
+
+// By hand rather than `#[from]`: the GGUF error's text is already in the message (no `source()` to print twice).
+impl From<GgufError> for ModelError {
+    fn from(e: GgufError) -> Self {
+        ModelError::Gguf(e)
+    }
 }
 
 pub type ModelResult<T> = std::result::Result<T, ModelError>;

@@ -31,6 +31,9 @@ pub enum GgufError {
     #[error("duplicate metadata key {key:?}")]
     DuplicateKey { key: String },
 
+    #[error("metadata entry #{index} has key {key:?}: {why} (GGUF keys are non-empty ASCII, dot-separated)")]
+    InvalidKey { index: u64, key: String, why: &'static str },
+
     #[error("duplicate tensor name {name:?}")]
     DuplicateTensor { name: String },
 
@@ -128,12 +131,12 @@ pub enum GgufError {
         target: &'static str,
     },
 
-    #[error("{op} {path}: {source}")]
+    // The cause is part of the message, not a `source()`: a chain walker (anyhow's `{:#}`) would print it twice.
+    #[error("{op} {path}: {cause}")]
     Io {
         op: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// A [`crate::ByteSource`] that is not a local file (e.g. a browser Blob) failed.
@@ -158,11 +161,11 @@ impl GgufError {
         }
     }
 
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         GgufError::Io {
             op,
             path: path.into(),
-            source,
+            cause,
         }
     }
 }

@@ -1,31 +1,65 @@
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "mmap")]
 use memmap2::Mmap;
 
 use crate::error::{GgufError, Result};
 use crate::header::{GgufHeader, TensorInfo};
 
-/// A memory-mapped GGUF file with a validated header: tensor data is borrowed straight from the page cache.
+/// A GGUF file with a validated header, memory-mapped ([`GgufFile::open`]: tensor data is borrowed straight
+/// from the page cache) or held in memory ([`GgufFile::from_vec`]: the browser, where there is no mmap).
 #[derive(Debug)]
 pub struct GgufFile {
     pub header: GgufHeader,
-    map: Mmap,
+    map: Storage,
     path: PathBuf,
 }
 
+#[derive(Debug)]
+enum Storage {
+    #[cfg(feature = "mmap")]
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Storage {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            #[cfg(feature = "mmap")]
+            Storage::Mapped(m) => m,
+            Storage::Owned(v) => v,
+        }
+    }
+}
+
 impl GgufFile {
+    /// A file already read into memory; `name` stands for its path in messages. Same checks as `open`.
+    pub fn from_vec(bytes: Vec<u8>, name: impl Into<PathBuf>) -> Result<Self> {
+        let header = GgufHeader::from_bytes(&bytes)?;
+        Ok(GgufFile {
+            header,
+            map: Storage::Owned(bytes),
+            path: name.into(),
+        })
+    }
+
     /// Maps the file, parses the header and checks every tensor lies inside it.
+    #[cfg(feature = "mmap")]
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|e| GgufError::io("opening", &path, e))?;
+        let file = std::fs::File::open(&path).map_err(|e| GgufError::io("opening", &path, e))?;
         // SAFETY: the map is read-only. If another process truncates or rewrites the file while it is
         // mapped, reads may fault or see new bytes; that is inherent to mmap and accepted for model files,
         // which are written atomically (see GgufWriter) and never modified in place.
         let map =
             unsafe { Mmap::map(&file) }.map_err(|e| GgufError::io("memory-mapping", &path, e))?;
         let header = GgufHeader::from_bytes(&map)?;
-        Ok(GgufFile { header, map, path })
+        Ok(GgufFile {
+            header,
+            map: Storage::Mapped(map),
+            path,
+        })
     }
 
     pub fn path(&self) -> &Path {

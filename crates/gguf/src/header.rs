@@ -113,6 +113,22 @@ pub(crate) fn check_dims(name: &str, dims: &[u64]) -> Result<u64> {
     Ok(n)
 }
 
+/// Checks a metadata key against the GGUF spec's rule (`docs/gguf.md`, "Standardized key-value pairs": keys
+/// are ASCII, hierarchical, `.`-separated): non-empty, printable ASCII without spaces, no empty segment
+/// (leading, trailing or doubled dots). Case and `-`/`_` are left free: real files use both. `Err` says why.
+pub fn validate_key(key: &str) -> std::result::Result<(), &'static str> {
+    if key.is_empty() {
+        return Err("the key is empty");
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the key holds a non-ASCII, space or control character");
+    }
+    if key.split('.').any(str::is_empty) {
+        return Err("the key has an empty segment (a leading, trailing or doubled '.')");
+    }
+    Ok(())
+}
+
 /// Parsed header: metadata in file order, tensor directory and where the data section starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GgufHeader {
@@ -486,6 +502,9 @@ impl GgufHeader {
         let mut keys: HashSet<String> = HashSet::new();
         for i in 0..n_kv {
             let key = c.string(&|| format!("metadata entry #{i} key"))?;
+            if let Err(why) = validate_key(&key) {
+                return Err(GgufError::InvalidKey { index: i, key, why }.into());
+            }
             let field = || format!("value of metadata key {key:?}");
             let ty = c.value_type(&|| format!("{} (type)", field()))?;
             let value = c.value(ty, 0, &field)?;

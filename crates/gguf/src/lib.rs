@@ -80,7 +80,6 @@
 
 mod encode;
 mod error;
-#[cfg(feature = "mmap")]
 mod file;
 mod header;
 mod source;
@@ -89,10 +88,9 @@ mod value;
 mod writer;
 
 pub use error::{GgufError, Result};
-#[cfg(feature = "mmap")]
 pub use file::GgufFile;
 pub use header::{
-    GgufHeader, ParseOutcome, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC,
+    validate_key, GgufHeader, ParseOutcome, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC,
     GGUF_VERSION, INITIAL_READ, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_HEADER_LEN, MAX_STRING_LEN,
 };
 pub use source::{ByteSource, FileSource};

@@ -84,6 +84,12 @@ impl GgufWriter {
         tensors: Vec<TensorSpec>,
     ) -> Result<Self> {
         let final_path = path.as_ref().to_path_buf();
+        // Never write a file our own reader (or a strict one) refuses.
+        for (i, (key, _)) in metadata.iter().enumerate() {
+            if let Err(why) = crate::header::validate_key(key) {
+                return Err(GgufError::InvalidKey { index: i as u64, key: key.clone(), why });
+            }
+        }
         let alignment = alignment_of(&metadata)?;
         // llama.cpp and gguf-py only accept a u32 alignment; never write a file they would refuse.
         if let Some(v) = crate::value::lookup(&metadata, crate::header::ALIGNMENT_KEY) {

@@ -79,7 +79,7 @@ impl MedMnistSplit {
     /// Opens `{split}_images` and `{split}_labels`, checking keys, dtypes, shapes and the count agreement.
     pub fn open(path: &Path, split: &str) -> Result<MedMnistSplit> {
         let mut archive = NpzArchive::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => GscoError::Io { path: path.to_path_buf(), source: e },
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => GscoError::Io { path: path.to_path_buf(), cause: e },
             _ => zip_err(path, e),
         })?;
         let names: Vec<String> = archive.array_names().map(str::to_string).collect();

@@ -6,11 +6,11 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum GscoError {
-    #[error("cannot read {path}")]
+    // Causes are part of the message, never also a `source()` (a chain walker would print them twice).
+    #[error("cannot read {path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: {message}")]
     Data { path: PathBuf, message: String },

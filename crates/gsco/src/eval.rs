@@ -28,10 +28,21 @@ impl ResultsFile {
     /// Opens (or creates) the file. `settings` is written as the first line of a new file and must equal
     /// the first line of an existing one.
     pub fn open(path: &Path, settings: &Value) -> Result<ResultsFile> {
-        let io = |source| GscoError::Io { path: path.to_path_buf(), source };
+        let io = |cause| GscoError::Io { path: path.to_path_buf(), cause };
+        // Opened (never truncated) and locked first: two runs on one file would each do every image. The
+        // lock is the OS's advisory one (flock/LockFileEx), released when this handle closes or the run dies.
+        let existed = path.exists();
+        let mut file = OpenOptions::new().create(true).append(true).read(true).open(path).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(data_err(path, "is being written by another `meddr gsco eval`; wait for it to finish (it resumes from the same file) or choose another --out"));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
         let mut records = Vec::new();
         let mut done = std::collections::BTreeSet::new();
-        if path.exists() {
+        if existed {
             let bytes = std::fs::read(path).map_err(io)?;
             // Only our own results file is ever modified: its first line must be our settings record.
             let first_end = bytes.iter().position(|&b| b == b'\n');
@@ -60,8 +71,7 @@ impl ResultsFile {
                 }
             }
         }
-        let new = !path.exists() || std::fs::metadata(path).map_err(io)?.len() == 0;
-        let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+        let new = file.metadata().map_err(io)?.len() == 0;
         if new {
             writeln!(file, "{}", json!({ "settings": settings })).map_err(io)?;
             file.flush().map_err(io)?;
@@ -71,7 +81,7 @@ impl ResultsFile {
 
     /// Appends one record (flushed and synced, so an interrupted run loses at most the image in flight).
     pub fn append(&mut self, record: Value) -> Result<()> {
-        let io = |source| GscoError::Io { path: self.path.clone(), source };
+        let io = |cause| GscoError::Io { path: self.path.clone(), cause };
         let id = record.get("question_id").and_then(Value::as_u64).unwrap_or(0) as usize;
         writeln!(self.file, "{record}").map_err(io)?;
         self.file.flush().map_err(io)?;
@@ -182,4 +192,28 @@ pub fn summarize(records: &[Value], task: Task, label_names: &[String]) -> Resul
 pub fn score(task: Task, label_names: &[String], answer: &str, rad_rows: &[Vec<u32>]) -> (Vec<u32>, Option<Vec<u32>>) {
     let rows: Vec<&[u32]> = rad_rows.iter().map(Vec::as_slice).collect();
     (knn_vote(task, label_names.len(), &rows), match_answer(answer, task, label_names))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_run_on_the_same_file_is_refused_while_the_first_holds_it() {
+        let dir = std::env::temp_dir().join(format!("meddr-gsco-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("results.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let settings = json!({"model": "m", "split": "test"});
+        let mut first = ResultsFile::open(&path, &settings).unwrap();
+        first.append(json!({"question_id": 0})).unwrap();
+        let err = ResultsFile::open(&path, &settings).err().expect("second open must fail while the first is open").to_string();
+        assert!(err.contains("results.jsonl") && err.contains("another"), "{err}");
+        drop(first);
+        // Released with the first run: the next one resumes with the finished image.
+        let again = ResultsFile::open(&path, &settings).unwrap();
+        assert_eq!(again.done.iter().copied().collect::<Vec<_>>(), vec![0]);
+        drop(again);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -209,8 +209,20 @@ const CHUNK_BYTES: usize = 32 << 20;
 
 impl Index {
     /// Opens and checks an index file: its kind, version, every key, tensor types, shapes and label values.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: &Path) -> Result<Index> {
         let file = GgufFile::open(path).map_err(|e| index_err(path, format!("not a readable index: {e}")))?;
+        Index::from_gguf(file, path)
+    }
+
+    /// An index file already read into memory (the browser); `name` stands for its path in messages.
+    pub fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<Index> {
+        let path = Path::new(name);
+        let file = GgufFile::from_vec(bytes, name).map_err(|e| index_err(path, format!("not a readable index: {e}")))?;
+        Index::from_gguf(file, path)
+    }
+
+    fn from_gguf(file: GgufFile, path: &Path) -> Result<Index> {
         let h = &file.header;
         let get_str = |k: &str| h.get_str(k).map(str::to_string).map_err(|e| index_err(path, format!("key {k}: {e}")));
         let arch = get_str(keys::ARCHITECTURE)?;
@@ -327,7 +339,14 @@ impl Index {
 
     /// Exact cosine top-`top_n` for each query (`queries`: `Q · D` raw features), nearest first, ties to
     /// the lower index. Index rows are uploaded in chunks and multiplied with the queries on `device`.
+    /// Blocks until the results are read back (native only; the browser uses [`Index::search_async`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn search(&self, queries: &[f32], top_n: usize, device: &Device) -> Result<Vec<Vec<Neighbor>>> {
+        pollster::block_on(self.search_async(queries, top_n, device))
+    }
+
+    /// [`Index::search`] with asynchronous readback (WebGPU's `mapAsync`).
+    pub async fn search_async(&self, queries: &[f32], top_n: usize, device: &Device) -> Result<Vec<Vec<Neighbor>>> {
         let d = self.meta.feature_dim;
         if queries.is_empty() || queries.len() % d != 0 {
             return Err(GscoError::Invalid(format!("{} query values for dimension {d}", queries.len())));
@@ -357,7 +376,9 @@ impl Index {
             let r1 = (r0 + chunk).min(self.meta.count);
             let rows = Tensor::<2>::from_data(TensorData::new(self.rows_f32(r0, r1), [r1 - r0, d]), device);
             // `[C, Q]`: row k holds case r0 + k against every query.
-            let sims: Vec<f32> = rows.matmul(qt.clone()).into_data().try_into_vec::<f32>()
+            let sims: Vec<f32> = rows.matmul(qt.clone()).into_data_async().await
+                .map_err(|e| GscoError::Invalid(format!("reading similarities back: {e:?}")))?
+                .try_into_vec::<f32>()
                 .map_err(|e| GscoError::Invalid(format!("reading similarities back: {e:?}")))?;
             for (qi, list) in best.iter_mut().enumerate() {
                 for k in 0..r1 - r0 {

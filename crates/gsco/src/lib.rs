@@ -15,11 +15,32 @@ pub mod prompt;
 
 use burn_tensor::Device;
 use meddr_image::RgbImage;
-use meddr_specialist::{FeatureMode, Prediction, Specialist};
+use meddr_specialist::{Prediction, Specialist};
 
 pub use error::{GscoError, Result};
 pub use index::{Index, IndexDtype, IndexMeta, IndexWriter, Neighbor};
 pub use prompt::Template;
+
+impl Collaboration {
+    /// The JSON shape of `meddr gsco run --json` and of the browser's GSCo panel (one shape for both):
+    /// `{"moed": [{"specialist", "architecture", "predicted", "probabilities", "logits"}],
+    ///   "rad": [{"index", "label", "distance"}], "moed_string", "rad_string", "prompt"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "moed": self.moed.iter().map(|m| serde_json::json!({
+                "specialist": m.specialist,
+                "architecture": m.architecture,
+                "predicted": m.predicted,
+                "probabilities": m.prediction.probabilities,
+                "logits": m.prediction.logits,
+            })).collect::<Vec<_>>(),
+            "rad": self.rad.iter().map(|r| serde_json::json!({"index": r.index, "label": r.label, "distance": r.distance})).collect::<Vec<_>>(),
+            "moed_string": self.moed_string,
+            "rad_string": self.rad_string,
+            "prompt": self.prompt,
+        })
+    }
+}
 
 /// One specialist's diagnosis of one image.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,7 +106,14 @@ impl<'a> Gsco<'a> {
     }
 
     /// MoED, RAD and the composed prompt for a batch of images (each specialist runs once on the batch).
+    /// Blocks until the results are read back (native only; the browser uses [`Gsco::collaborate_async`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn collaborate(&self, images: &[RgbImage]) -> Result<Vec<Collaboration>> {
+        pollster::block_on(self.collaborate_async(images))
+    }
+
+    /// [`Gsco::collaborate`] with asynchronous readback (WebGPU's `mapAsync`).
+    pub async fn collaborate_async(&self, images: &[RgbImage]) -> Result<Vec<Collaboration>> {
         let n = images.len();
         let mut moed: Vec<Vec<MoedEntry>> = vec![Vec::new(); n];
         let mut rad: Vec<Vec<RadEntry>> = vec![Vec::new(); n];
@@ -95,7 +123,7 @@ impl<'a> Gsco<'a> {
                 x.extend(s.preprocess(img)?);
             }
             let mode = (si == self.retriever).then_some(self.index.meta.feature_mode);
-            let out = s.run(&x, n, mode)?;
+            let out = s.run_async(&x, n, mode).await?;
             let names = &s.config.label_names;
             for (i, p) in out.predictions.into_iter().enumerate() {
                 let text = prompt::prediction_string(&p.predicted, s.config.task, names);
@@ -108,7 +136,7 @@ impl<'a> Gsco<'a> {
                 });
             }
             if let Some(features) = out.features {
-                let hits = self.index.search(&features, self.top_n, s.device())?;
+                let hits = self.index.search_async(&features, self.top_n, s.device()).await?;
                 for (i, list) in hits.into_iter().enumerate() {
                     rad[i] = list.iter().map(|nb| RadEntry { index: nb.index, label: self.index.label_string(nb.index), distance: nb.distance }).collect();
                 }
@@ -127,11 +155,13 @@ impl<'a> Gsco<'a> {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Builds an index from a stream of labelled images: features computed `batch` images at a time, written as
 /// they come. `progress(done, total)` after each batch.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn build_index(
     specialist: &Specialist,
-    mode: FeatureMode,
+    mode: meddr_specialist::FeatureMode,
     count: usize,
     labels: &dataset::Labels,
     source: &str,

@@ -55,7 +55,7 @@ impl Template {
             "pcam200" => Template::new("pcam200", PCAM200_TEMPLATE),
             path => {
                 let p = Path::new(path);
-                let io = |source| GscoError::Io { path: p.to_path_buf(), source };
+                let io = |cause| GscoError::Io { path: p.to_path_buf(), cause };
                 if !p.is_file() {
                     return Err(GscoError::Template { path: p.to_path_buf(), message: "is not the built-in `pcam200` and no such file".into() });
                 }

@@ -23,9 +23,16 @@ pub enum GgufConfigError {
     #[error("GGUF metadata key `{key}` is unusable: {reason}")]
     BadKey { key: String, reason: String },
     #[error("GGUF metadata describe an invalid model: {0}")]
-    Invalid(#[from] RefError),
+    Invalid(RefError),
     #[error(transparent)]
     Config(meddr_config::ConfigError),
+}
+
+// By hand rather than `#[from]`: the cause's text is already in the message (no `source()` to print twice).
+impl From<RefError> for GgufConfigError {
+    fn from(e: RefError) -> Self {
+        GgufConfigError::Invalid(e)
+    }
 }
 
 impl From<meddr_config::ConfigError> for GgufConfigError {

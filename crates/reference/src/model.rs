@@ -320,7 +320,9 @@ struct LlmWeights {
     token_embd: Vec<f32>,
     layers: Vec<LlmLayer>,
     output_norm: Vec<f32>,
-    output: Vec<f32>,
+    /// `None`: tied head (no `output.weight`, as SmolLM2 and many llama.cpp GGUFs): `token_embd` is the LM head,
+    /// as llama.cpp and transformers' `tie_word_embeddings` do.
+    output: Option<Vec<f32>>,
 }
 
 /// Per-layer keys and values of all positions processed so far (`[len, kv_heads * head_dim]` each).
@@ -396,7 +398,10 @@ impl ReferenceModel {
             token_embd: fetch(store, "token_embd.weight", &[h, l.vocab])?,
             layers,
             output_norm: fetch(store, "output_norm.weight", &[h])?,
-            output: fetch(store, "output.weight", &[h, l.vocab])?,
+            output: match store.tensor("output.weight") {
+                Err(RefError::MissingTensor { .. }) => None,
+                _ => Some(fetch(store, "output.weight", &[h, l.vocab])?),
+            },
         };
         let vision = match &config.vision {
             None => None,
@@ -678,7 +683,8 @@ impl ReferenceModel {
         }
         cache.len = total;
         let last = rms_norm(&x[(n - 1) * h..], 1, h, &self.llm.output_norm, l.eps);
-        Ok(matmul_wt(&last, 1, h, &self.llm.output, l.vocab, None))
+        let head = self.llm.output.as_ref().unwrap_or(&self.llm.token_embd);
+        Ok(matmul_wt(&last, 1, h, head, l.vocab, None))
     }
 
     /// Greedy decoding with a KV cache, like upstream `generate(do_sample=False)`.

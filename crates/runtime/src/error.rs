@@ -30,14 +30,27 @@ pub enum RuntimeError {
     },
     #[error("the prompt is empty: at least one token is needed")]
     EmptyPrompt,
+    #[error(
+        "the prompt holds {found} <IMG_CONTEXT> tokens where {expected} are expected: the question itself contains \
+         `<IMG_CONTEXT>`, which MedDr reserves for the image's features; remove it from the question"
+    )]
+    ImageTokens { found: usize, expected: usize },
     #[error("backend returned unusable logits ({len} values): {reason}")]
     BadLogits { len: usize, reason: &'static str },
     #[error("sampled token id {id} is outside the tokenizer's vocabulary of {vocab}")]
     TokenOutOfRange { id: u32, vocab: usize },
     #[error("tokenizer: {0}")]
-    Tokenizer(#[from] meddr_tokenizer::TokenizerError),
+    Tokenizer(meddr_tokenizer::TokenizerError),
     #[error("backend: {0}")]
     Backend(BackendError),
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+// By hand rather than `#[from]`, which would also make the tokenizer error this one's `source()`: its text is
+// already in the message, and a chain walker would print it twice.
+impl From<meddr_tokenizer::TokenizerError> for RuntimeError {
+    fn from(e: meddr_tokenizer::TokenizerError) -> Self {
+        RuntimeError::Tokenizer(e)
+    }
+}

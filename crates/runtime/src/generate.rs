@@ -153,6 +153,20 @@ fn check_logits(l: &[f32]) -> Result<()> {
     Ok(())
 }
 
+/// Checks that the prompt's `<IMG_CONTEXT>` tokens are exactly the image's (`expected`: the image token count
+/// with an image, 0 without): a question that types `<IMG_CONTEXT>` itself (the tokenizer parses it as the
+/// special token, as upstream's does) would otherwise fail deep in the backend, after the weight load and the
+/// image encoding, with a message about input ids. Call it right after tokenizing, before any heavy work.
+/// `image_context_id`: the file's `<IMG_CONTEXT>` id (`None`: the vocabulary has none, nothing to check).
+pub fn check_image_tokens(ids: &[u32], image_context_id: Option<u32>, expected: usize) -> Result<()> {
+    let Some(ctx) = image_context_id else { return Ok(()) };
+    let found = ids.iter().filter(|&&i| i == ctx).count();
+    if found != expected {
+        return Err(RuntimeError::ImageTokens { found, expected });
+    }
+    Ok(())
+}
+
 /// Checks everything that can be checked before the backend does any work.
 pub fn check_request(
     prompt_tokens: usize,
@@ -244,7 +258,9 @@ pub fn generate<B: Backend + ?Sized>(
             return Err(RuntimeError::TokenOutOfRange { id, vocab });
         }
         history.push(id);
-        let text = stream.step(id)?.unwrap_or_default();
+        // The last token also flushes held-back bytes, so the streamed deltas add up to the final text.
+        let last = stop_ids.contains(&id) || result.tokens.len() + 1 >= opts.max_new_tokens;
+        let text = if last { stream.step_last(id)? } else { stream.step(id)? }.unwrap_or_default();
         result.text.push_str(&text);
         result.tokens.push(TokenOut {
             id,
@@ -279,13 +295,8 @@ pub fn generate<B: Backend + ?Sized>(
             None => logits = Some(backend.decode(id).map_err(RuntimeError::Backend)?),
         }
     }
-    // A held-back incomplete character at the very end still belongs to the output (as U+FFFD).
-    if let Some(rest) = stream.finish()? {
-        result.text.push_str(&rest);
-        if let Some(last) = result.tokens.last_mut() {
-            last.text.push_str(&rest);
-        }
-    }
+    // Cancelled: bytes of a character still unfinished at that point are dropped, so the text is exactly
+    // what the callback was given (the other ends flushed them through `step_last`).
     result.timings.decode_s = t1.elapsed().as_secs_f64();
     result.timings.prefill_tokens_per_s = rate(prompt_ids.len(), result.timings.prefill_s);
     result.timings.decode_tokens_per_s = rate(

@@ -13,7 +13,7 @@ pub mod sampler;
 
 pub use error::{BackendError, Result, RuntimeError};
 pub use generate::{
-    check_request, generate, Backend, GenerationOptions, GenerationResult, StopPolicy, StopReason,
+    check_image_tokens, check_request, generate, Backend, GenerationOptions, GenerationResult, StopPolicy, StopReason,
     Timings, TokenEvent, TokenOut, MAX_LOGPROBS,
 };
 pub use info::{tokenizer_from_gguf_header, ImagePreprocessing, ModelInfo, VisionInfo};

@@ -305,3 +305,40 @@ fn device_sampling_path_gives_the_same_tokens() {
         &SCRIPT[..5]
     );
 }
+
+#[test]
+fn streamed_text_is_the_final_text_when_the_answer_ends_inside_a_character() {
+    // Issue 9.1: an answer ending on the byte tokens <0xF0> <0x9F> (half of an emoji) streamed only what came
+    // before, while the final text rightly ends in two U+FFFD (upstream: one per dangling byte).
+    let tok = tokenizer();
+    let (f0, x9f) = (tok.token_to_id("<0xF0>").unwrap(), tok.token_to_id("<0x9F>").unwrap());
+    for (script, max, reason) in [
+        (vec![955, f0, x9f, 300], 3, StopReason::MaxTokens),
+        (vec![955, f0, x9f, 7], 8, StopReason::Eos),
+    ] {
+        let mut b = Scripted::new(&script);
+        let mut streamed = String::new();
+        let r = generate(&mut b, &tok, &info(), &[6, 1923], None, &opts(max, StopPolicy::UpstreamEos), |ev| {
+            streamed.push_str(&ev.token.text);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(r.stop_reason, reason);
+        let ids: Vec<u32> = r.tokens.iter().map(|t| t.id).collect();
+        assert_eq!(r.text, tok.decode(&ids, true).unwrap());
+        assert!(r.text.ends_with("\u{FFFD}\u{FFFD}"), "{:?}", r.text);
+        assert_eq!(streamed, r.text, "streamed bytes must be the final text");
+    }
+    // Cancelled inside the character: the text is what was streamed (the unfinished bytes are dropped).
+    let mut b = Scripted::new(&[955, f0, x9f, 300]);
+    let mut streamed = String::new();
+    let mut n = 0;
+    let r = generate(&mut b, &tok, &info(), &[6, 1923], None, &opts(8, StopPolicy::UpstreamEos), |ev| {
+        streamed.push_str(&ev.token.text);
+        n += 1;
+        if n == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    })
+    .unwrap();
+    assert_eq!(r.stop_reason, StopReason::Cancelled);
+    assert_eq!(streamed, r.text);
+}

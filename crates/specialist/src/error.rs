@@ -7,11 +7,11 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum SpecialistError {
-    #[error("cannot read {path}")]
+    // Causes are part of the message, never also a `source()` (a chain walker would print them twice).
+    #[error("cannot read {path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: {size} bytes is above the {limit}-byte limit for {what}")]
     TooLarge {
@@ -71,7 +71,7 @@ pub enum SpecialistError {
         examples: Vec<String>,
     },
     #[error("image: {0}")]
-    Image(#[from] meddr_image::ImageError),
+    Image(meddr_image::ImageError),
     #[error("image is {width}x{height}; the specialist takes square images of side ≤ {max} (its img_size {img_size} is padded to {max})")]
     ImageSize {
         width: u32,
@@ -86,3 +86,9 @@ pub enum SpecialistError {
 }
 
 pub type Result<T, E = SpecialistError> = std::result::Result<T, E>;
+
+impl From<meddr_image::ImageError> for SpecialistError {
+    fn from(e: meddr_image::ImageError) -> Self {
+        SpecialistError::Image(e)
+    }
+}

@@ -90,9 +90,9 @@ pub fn wgpu_device(
 
 /// Reads a whole file, refusing more than `limit` bytes (checked before reading).
 pub fn read_capped(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>> {
-    let io = |source| SpecialistError::Io {
+    let io = |cause| SpecialistError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let f = std::fs::File::open(path).map_err(io)?;
     let size = f.metadata().map_err(io)?.len();
@@ -193,7 +193,7 @@ impl Specialist {
         if !dir.is_dir() {
             return Err(SpecialistError::Io {
                 path: dir.to_path_buf(),
-                source: std::io::Error::new(
+                cause: std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     "no such folder (a specialist is a folder with config.json and model.safetensors)",
                 ),
@@ -303,7 +303,15 @@ impl Specialist {
 
     /// Runs `batch` preprocessed images (`batch · 3 · S²` values) through the network: predictions always,
     /// features in `features` mode when asked. One upload, one forward, one readback per output.
+    /// Blocks until the results are read back (native only; the browser cannot block: [`Specialist::run_async`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn run(&self, inputs: &[f32], batch: usize, features: Option<FeatureMode>) -> Result<BatchOutput> {
+        // burn's own synchronous readback is a `block_on` of the same future natively.
+        pollster::block_on(self.run_async(inputs, batch, features))
+    }
+
+    /// [`Specialist::run`] with asynchronous readback (WebGPU's `mapAsync`): what the browser uses.
+    pub async fn run_async(&self, inputs: &[f32], batch: usize, features: Option<FeatureMode>) -> Result<BatchOutput> {
         let n = self.config.input_size as usize;
         let want = batch.checked_mul(self.input_len());
         if batch == 0 || want != Some(inputs.len()) {
@@ -317,16 +325,16 @@ impl Specialist {
         }
         let x = Tensor::<4>::from_data(TensorData::new(inputs.to_vec(), [batch, 3, n, n]), &self.device);
         let out = self.net.forward(x);
-        let logits = read(out.logits)?;
+        let logits = read(out.logits).await?;
         let c = self.config.num_classes;
         let predictions = logits
             .chunks_exact(c)
             .map(|l| Prediction::from_logits(l.to_vec(), self.config.task))
             .collect();
-        let pooled = read(out.pooled)?;
+        let pooled = read(out.pooled).await?;
         let (features, feature_dim) = match features {
             None => (None, 0),
-            Some(FeatureMode::Unpooled) => (Some(read(out.features)?), self.feature_dim(FeatureMode::Unpooled)),
+            Some(FeatureMode::Unpooled) => (Some(read(out.features).await?), self.feature_dim(FeatureMode::Unpooled)),
             Some(FeatureMode::Pooled) => (Some(pooled.clone()), self.feature_dim(FeatureMode::Pooled)),
         };
         Ok(BatchOutput {
@@ -339,8 +347,10 @@ impl Specialist {
 }
 
 /// Reads a device tensor back as f32 values. burn's work on a shared queue is finished once this returns.
-fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
+async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data_async()
+        .await
+        .map_err(|e| SpecialistError::Device(format!("reading back a result: {e:?}")))?
         .try_into_vec::<f32>()
         .map_err(|e| SpecialistError::Device(format!("reading back a result: {e:?}")))
 }

@@ -7,17 +7,16 @@ pub enum TokenizerError {
     Protobuf { offset: usize, what: String },
     #[error("unsupported tokenizer: {0}")]
     Unsupported(String),
-    #[error("cannot read {path}: {source}")]
+    // Causes are part of the message, never also a `source()` (a chain walker would print them twice).
+    #[error("cannot read {path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("invalid JSON in {what}: {source}")]
+    #[error("invalid JSON in {what}: {cause}")]
     Json {
         what: String,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     #[error("invalid tokenizer configuration: {0}")]
     Config(String),

@@ -240,7 +240,7 @@ pub(crate) fn build(input: &BuildInput) -> Result<String> {
     });
     serde_json::to_string(&doc).map_err(|e| TokenizerError::Json {
         what: "generated tokenizer JSON".into(),
-        source: e,
+        cause: e,
     })
 }
 
@@ -278,7 +278,7 @@ fn cfg(msg: String) -> TokenizerError {
 pub(crate) fn inspect(text: &str) -> Result<JsonInfo> {
     let v: Value = serde_json::from_str(text).map_err(|e| TokenizerError::Json {
         what: "tokenizer JSON".into(),
-        source: e,
+        cause: e,
     })?;
     let model = field(&v, "model").ok_or_else(|| cfg("tokenizer JSON has no `model`".into()))?;
     let mtype = field(model, "type").and_then(Value::as_str).unwrap_or("");

@@ -347,6 +347,14 @@ impl DecodeStream<'_> {
         Ok(self.delta(text))
     }
 
+    /// Adds the last id of a generation and returns everything not yet handed out, held-back bytes included:
+    /// an unfinished character at the very end becomes one U+FFFD per byte, as upstream's decode gives. Every
+    /// streaming path calls this for its final token, so what was streamed is exactly the final text.
+    pub fn step_last(&mut self, id: u32) -> Result<Option<String>> {
+        self.ids.push(id);
+        self.finish()
+    }
+
     /// Flushes whatever is held back (e.g. a genuinely invalid byte at the end of generation).
     pub fn finish(&mut self) -> Result<Option<String>> {
         let text = self.tokenizer.decode(&self.ids, true)?;

@@ -48,13 +48,13 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
     }
     let text = std::fs::read_to_string(path).map_err(|e| TokenizerError::Io {
         path: path.to_owned(),
-        source: e,
+        cause: e,
     })?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| TokenizerError::Json {
             what: path.display().to_string(),
-            source: e,
+            cause: e,
         })
 }
 
@@ -172,7 +172,7 @@ impl TokenizerSpec {
         if model.is_file() {
             let bytes = std::fs::read(&model).map_err(|e| TokenizerError::Io {
                 path: model.clone(),
-                source: e,
+                cause: e,
             })?;
             let sp = SentencePieceModel::parse(&bytes)?;
             Self::from_sentencepiece(&sp, dir)
@@ -454,7 +454,7 @@ impl TokenizerSpec {
         let path = dir.join("tokenizer.json");
         let text = std::fs::read_to_string(&path).map_err(|e| TokenizerError::Io {
             path: path.clone(),
-            source: e,
+            cause: e,
         })?;
         let info = hf_json::inspect(&text)?;
         check_loads(&text)?;

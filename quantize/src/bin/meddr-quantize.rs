@@ -102,6 +102,9 @@ fn main() -> ExitCode {
     match quantize_checkpoint(&dir, &cli.output, &opts) {
         Ok(s) => {
             if !cli.quiet {
+                if let Some(r) = &s.fallback_report {
+                    eprintln!("{r}");
+                }
                 eprintln!(
                     "wrote {} ({} tensors, {:.3} GB from {:.3} GB of input, {:.1} s, {:.3} GB/s{}; {} ViT layers kept)",
                     s.output.display(),

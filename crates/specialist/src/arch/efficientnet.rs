@@ -7,7 +7,7 @@
 use burn_tensor::activation::{sigmoid, silu};
 use burn_tensor::Tensor;
 
-use super::layers::{global_avg_pool, Act, BatchNorm, Conv2d, ConvSpec, Linear};
+use super::layers::{avg_pool_head, global_avg_pool, Act, BatchNorm, Conv2d, ConvSpec, Linear};
 use crate::error::Result;
 use crate::weights::WeightStore;
 
@@ -206,8 +206,7 @@ impl EfficientNet {
     }
 
     pub fn forward_head(&self, features: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
-        let pooled = global_avg_pool(features);
-        (self.classifier.forward(pooled.clone()), pooled)
+        avg_pool_head(features, &self.classifier)
     }
 }
 

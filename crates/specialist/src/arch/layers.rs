@@ -202,3 +202,9 @@ pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
     let [b, c, h, w] = x.dims();
     x.reshape([b, c, h * w]).mean_dim(2).reshape([b, c])
 }
+
+/// timm's CNN head (`SelectAdaptivePool2d('avg')` → flatten → `Linear`): `(logits [B, C], pooled [B, F])`.
+pub fn avg_pool_head(features: Tensor<4>, classifier: &Linear) -> (Tensor<2>, Tensor<2>) {
+    let pooled = global_avg_pool(features);
+    (classifier.forward(pooled.clone()), pooled)
+}

@@ -6,7 +6,7 @@ use burn_tensor::module::max_pool2d;
 use burn_tensor::ops::MaxPoolOptions;
 use burn_tensor::Tensor;
 
-use super::layers::{global_avg_pool, Act, BatchNorm, Conv2d, ConvSpec, Linear};
+use super::layers::{avg_pool_head, Act, BatchNorm, Conv2d, ConvSpec, Linear};
 use crate::error::Result;
 use crate::weights::WeightStore;
 
@@ -142,7 +142,6 @@ impl ResNet {
 
     /// `forward_head`: average pool → fc.
     pub fn forward_head(&self, features: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
-        let pooled = global_avg_pool(features);
-        (self.fc.forward(pooled.clone()), pooled)
+        avg_pool_head(features, &self.fc)
     }
 }

@@ -5,7 +5,11 @@ use meddr_gguf::{GgmlType, GgufHeader, GgufWriter, TensorSpec, Value};
 use meddr_web::{check_device_limits, check_meddr, next_header_step, WebError, FIRST_HEADER_SLICE};
 
 fn write(name: &str, meta: Vec<(String, Value)>, specs: Vec<TensorSpec>) -> Vec<u8> {
-    let dir = std::env::temp_dir().join(format!("meddr-web-check-{}-{name}", std::process::id()));
+    // One folder per call: tests run in parallel and several write files of the same name (a shared folder
+    // made one test's writer find another's finished file: FileExists).
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("meddr-web-check-{}-{name}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("m.gguf");
     let mut w = GgufWriter::create(&path, meta, specs.clone()).unwrap();

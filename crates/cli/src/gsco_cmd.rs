@@ -308,7 +308,11 @@ fn read_rgb(path: &Path) -> Result<RgbImage> {
         bail!("image {} is {len} bytes, above the {}-byte limit", path.display(), crate::MAX_IMAGE_FILE_BYTES);
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
-    meddr_image::decode_rgb(&bytes).with_context(|| format!("image {}", path.display()))
+    let (img, notes) = meddr_image::decode_rgb_with_notes(&bytes).with_context(|| format!("image {}", path.display()))?;
+    for n in notes {
+        eprintln!("meddr: warning: image {}: {n}", path.display());
+    }
+    Ok(img)
 }
 
 fn bar(total: u64, what: &str, quiet: bool) -> ProgressBar {

@@ -196,7 +196,9 @@ fn info(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn read_image(path: &Path, info: &ModelInfo) -> Result<Vec<f32>> {
+/// The image's `pixel_values`, and what the user should be told about its conversion (printed on stderr
+/// here, and given back for `--json`).
+fn read_image(path: &Path, info: &ModelInfo) -> Result<(Vec<f32>, Vec<String>)> {
     let vision = info
         .vision
         .as_ref()
@@ -222,7 +224,11 @@ fn read_image(path: &Path, info: &ModelInfo) -> Result<Vec<f32>> {
     };
     let out = meddr_image::preprocess(&bytes, &cfg)
         .with_context(|| format!("image {}", path.display()))?;
-    Ok(out.pixel_values)
+    let notes: Vec<String> = out.notes.iter().map(|n| format!("image {}: {n}", path.display())).collect();
+    for n in &notes {
+        eprintln!("meddr: warning: {n}");
+    }
+    Ok((out.pixel_values, notes))
 }
 
 fn run(a: RunArgs) -> Result<()> {
@@ -246,11 +252,13 @@ fn run(a: RunArgs) -> Result<()> {
         },
         logprobs: a.logprobs,
     };
-    let pixel_values = a
-        .image
-        .as_deref()
-        .map(|p| read_image(p, &info))
-        .transpose()?;
+    let (pixel_values, warnings) = match a.image.as_deref() {
+        Some(p) => {
+            let (pv, w) = read_image(p, &info)?;
+            (Some(pv), w)
+        }
+        None => (None, Vec::new()),
+    };
     let num_image_tokens = info.vision.as_ref().map_or(0, |v| v.num_image_tokens);
     let prompt = build_prompt(
         &info.system_message,
@@ -316,7 +324,9 @@ fn run(a: RunArgs) -> Result<()> {
         },
     )?;
     if json_mode {
-        let _ = writeln!(stdout, "{}", to_json(&result));
+        let mut j = to_json(&result);
+        j["warnings"] = json!(warnings);
+        let _ = writeln!(stdout, "{j}");
     } else {
         let _ = writeln!(stdout);
         eprintln!(

@@ -463,3 +463,36 @@ fn a_question_typing_img_context_is_refused_up_front_with_one_message() {
     }
     assert_eq!(messages[0], messages[1], "one message on every device");
 }
+
+#[test]
+fn a_clipped_16_bit_greyscale_image_is_reported() {
+    // Issue 9.4: Pillow (so upstream) clips 16-bit grey to 8 bits; the pixels stay upstream's, but the user is
+    // told, with what to do. An 8-bit image gets no warning.
+    let write = |name: &str, depth: png::BitDepth, data: Vec<u8>| {
+        let p = tmp().join(name);
+        let mut buf = Vec::new();
+        let mut enc = png::Encoder::new(&mut buf, 16, 16);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(depth);
+        enc.write_header().unwrap().write_image_data(&data).unwrap();
+        std::fs::write(&p, buf).unwrap();
+        p
+    };
+    let g16: Vec<u8> = (0..256u32).flat_map(|i| ((i * 16) as u16).to_be_bytes()).collect();
+    let g8: Vec<u8> = (0..256u32).map(|i| i as u8).collect();
+    let m = model().to_str().unwrap();
+    for (p, warned) in [(write("xray16.png", png::BitDepth::Sixteen, g16), true), (write("grey8.png", png::BitDepth::Eight, g8), false)] {
+        let out = meddr(&run_args(m, &["--image", p.to_str().unwrap(), "--device", "cpu", "--json"]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let j: Json = serde_json::from_slice(&out.stdout).unwrap();
+        let w = j["warnings"].as_array().unwrap();
+        assert_eq!(!w.is_empty(), warned, "{p:?}: {w:?}");
+        assert_eq!(stderr.contains("warning"), warned, "{stderr}");
+        if warned {
+            let w = w[0].as_str().unwrap();
+            // 240 of the 256 values are above 255.
+            assert!(w.contains("xray16.png") && w.contains("16-bit greyscale") && w.contains("93.8 %") && w.contains("DICOM"), "{w}");
+        }
+    }
+}

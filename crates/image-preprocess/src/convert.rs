@@ -10,6 +10,7 @@ use crate::{check_dimensions_u64, jpeg, ImageError, RgbImage, MAX_DIMENSION, MAX
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Jpeg,
+    Gif,
     Other(ImageFormat, &'static str),
 }
 
@@ -30,9 +31,10 @@ fn sniff(bytes: &[u8]) -> Result<Kind, ImageError> {
     if bytes.len() >= 12 && starts(b"RIFF") && &bytes[8..12] == b"WEBP" {
         return Ok(Kind::Other(ImageFormat::WebP, "WebP"));
     }
+    if starts(b"GIF87a") || starts(b"GIF89a") {
+        return Ok(Kind::Gif);
+    }
     let unsupported: &[(&[u8], &'static str)] = &[
-        (b"GIF87a", "GIF"),
-        (b"GIF89a", "GIF"),
         (b"II+\0", "BigTIFF"),
         (b"MM\0+", "BigTIFF"),
         (b"\0\0\x01\0", "ICO"),
@@ -64,12 +66,14 @@ fn sniff(bytes: &[u8]) -> Result<Kind, ImageError> {
     })
 }
 
-pub(crate) fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, ImageError> {
+/// The decoded image and what the user should know about how it was converted (see [`crate::decode_rgb_with_notes`]).
+pub(crate) fn decode_rgb(bytes: &[u8]) -> Result<(RgbImage, Vec<String>), ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
     match sniff(bytes)? {
-        Kind::Jpeg => jpeg::decode_rgb(bytes),
+        Kind::Jpeg => Ok((jpeg::decode_rgb(bytes)?, Vec::new())),
+        Kind::Gif => Ok((decode_gif(bytes)?, Vec::new())),
         Kind::Other(fmt, name) => decode_other(bytes, fmt, name),
     }
 }
@@ -120,7 +124,7 @@ fn decode_other(
     bytes: &[u8],
     fmt: ImageFormat,
     name: &'static str,
-) -> Result<RgbImage, ImageError> {
+) -> Result<(RgbImage, Vec<String>), ImageError> {
     // Header dimensions first, so absurd sizes fail before any pixel buffer exists. PNG's IHDR
     // is read directly: the png crate wants to see IDAT before it reports the size.
     if fmt == ImageFormat::Png && bytes.len() >= 24 && &bytes[12..16] == b"IHDR" {
@@ -138,10 +142,84 @@ fn decode_other(
     to_rgb_pillow(img, name)
 }
 
-/// Pillow's `convert('RGB')` on what Pillow would have opened.
-fn to_rgb_pillow(img: DynamicImage, name: &'static str) -> Result<RgbImage, ImageError> {
+/// GIF as Pillow 10.2 opens it (`GifImagePlugin`, frame 0) and then `convert('RGB')`s it: a canvas of palette
+/// indices the size of the logical screen (grown to hold the first frame if it sticks out), filled with the
+/// frame's transparency index when it has one and with 0 otherwise; the first frame's indices at its offset;
+/// each index looked up in the frame's palette (its local one, else the global one; transparency ignored, as
+/// `convert('RGB')` does), where entries past the palette's end keep Pillow's default grey ramp (i, i, i).
+/// Later frames of an animation are never decoded. Why not the `image` crate's GIF decoder: it composites to
+/// RGBA with transparent pixels as black, which is not what Pillow's first frame gives.
+fn decode_gif(bytes: &[u8]) -> Result<RgbImage, ImageError> {
+    const NAME: &str = "GIF";
+    let err = |e: gif::DecodingError| match e {
+        gif::DecodingError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => ImageError::Truncated {
+            format: NAME,
+            detail: io.to_string(),
+        },
+        other => ImageError::Corrupt {
+            format: NAME,
+            detail: other.to_string(),
+        },
+    };
+    let mut opts = gif::DecodeOptions::new();
+    opts.set_color_output(gif::ColorOutput::Indexed);
+    // One index byte per pixel: the pixel cap bounds what the decoder may allocate for a frame.
+    opts.set_memory_limit(gif::MemoryLimit::Bytes(
+        std::num::NonZeroU64::new(MAX_PIXELS).unwrap_or(std::num::NonZeroU64::MIN),
+    ));
+    let mut d = opts.read_info(Cursor::new(bytes)).map_err(err)?;
+    let (sw, sh) = (u64::from(d.width()), u64::from(d.height()));
+    let global = d.global_palette().map(<[u8]>::to_vec);
+    let f = d.read_next_frame().map_err(err)?.ok_or(ImageError::Corrupt {
+        format: NAME,
+        detail: "the file holds no image".into(),
+    })?;
+    let (left, top, fw, fh) = (u64::from(f.left), u64::from(f.top), u64::from(f.width), u64::from(f.height));
+    let (w, h) = (sw.max(left + fw), sh.max(top + fh));
+    check_dimensions_u64(w, h)?;
+    let (w, h) = (w as usize, h as usize);
+    let mut palette = [0u8; 768];
+    for i in 0..256 {
+        palette[3 * i..3 * i + 3].fill(i as u8);
+    }
+    if let Some(p) = f.palette.as_deref().or(global.as_deref()) {
+        let n = p.len().min(768);
+        palette[..n].copy_from_slice(&p[..n]);
+    }
+    let mut index = vec![f.transparent.unwrap_or(0); w * h];
+    let (left, top, fw) = (left as usize, top as usize, fw as usize);
+    for (y, row) in f.buffer.chunks_exact(fw.max(1)).enumerate() {
+        let start = (top + y) * w + left;
+        index[start..start + row.len()].copy_from_slice(row);
+    }
+    let data = index.iter().flat_map(|&i| {
+        let i = 3 * i as usize;
+        [palette[i], palette[i + 1], palette[i + 2]]
+    });
+    Ok(RgbImage {
+        width: w as u32,
+        height: h as u32,
+        data: data.collect(),
+    })
+}
+
+/// Pillow's `convert('RGB')` on what Pillow would have opened, and notes on what that loses.
+fn to_rgb_pillow(img: DynamicImage, name: &'static str) -> Result<(RgbImage, Vec<String>), ImageError> {
     let (width, height) = (img.width(), img.height());
     check_dimensions_u64(width as u64, height as u64)?;
+    let mut notes = Vec::new();
+    if let DynamicImage::ImageLuma16(b) = &img {
+        let clipped = b.as_raw().iter().filter(|&&v| v > 255).count();
+        if clipped > 0 {
+            let max = b.as_raw().iter().copied().max().unwrap_or(0);
+            notes.push(format!(
+                "this {name} is 16-bit greyscale: like Pillow, and so upstream MedDr, the conversion clips values above \
+                 255, which turns {:.1} % of its pixels white (largest value {max}); window it to 8 bits first, or use \
+                 the DICOM original",
+                100.0 * clipped as f64 / b.as_raw().len().max(1) as f64
+            ));
+        }
+    }
     let data: Vec<u8> = match img {
         DynamicImage::ImageRgb8(b) => b.into_raw(),
         DynamicImage::ImageRgba8(b) => b
@@ -186,9 +264,12 @@ fn to_rgb_pillow(img: DynamicImage, name: &'static str) -> Result<RgbImage, Imag
             })
         }
     };
-    Ok(RgbImage {
-        width,
-        height,
-        data,
-    })
+    Ok((
+        RgbImage {
+            width,
+            height,
+            data,
+        },
+        notes,
+    ))
 }

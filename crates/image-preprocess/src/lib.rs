@@ -94,6 +94,8 @@ pub struct PreprocessedImage {
     pub pixel_values: Vec<f32>,
     /// The uint8 image right before `ToTensor` (S × S).
     pub resized: RgbImage,
+    /// What the user should be told about the conversion ([`decode_rgb_with_notes`]).
+    pub notes: Vec<String>,
 }
 
 /// Every way preprocessing can fail; messages name the offending value.
@@ -185,6 +187,12 @@ fn check_buffer(img: &RgbImage) -> Result<(), ImageError> {
 
 /// Decodes any supported format and converts it to RGB the way Pillow's `convert('RGB')` does.
 pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, ImageError> {
+    Ok(convert::decode_rgb(bytes)?.0)
+}
+
+/// [`decode_rgb`] plus notes for the user on what the conversion lost, each one sentence: today, that a 16-bit
+/// greyscale image was clipped to 8 bits (Pillow's rule, which upstream follows, so the pixels stay upstream's).
+pub fn decode_rgb_with_notes(bytes: &[u8]) -> Result<(RgbImage, Vec<String>), ImageError> {
     convert::decode_rgb(bytes)
 }
 
@@ -238,7 +246,7 @@ pub fn preprocess(bytes: &[u8], cfg: &PreprocessConfig) -> Result<PreprocessedIm
             value: cfg.image_size.to_string(),
         });
     }
-    let rgb = decode_rgb(bytes)?;
+    let (rgb, notes) = decode_rgb_with_notes(bytes)?;
     let rgb = if cfg.pad2square {
         expand_to_square(&rgb, cfg.pad_color)
     } else {
@@ -250,5 +258,6 @@ pub fn preprocess(bytes: &[u8], cfg: &PreprocessConfig) -> Result<PreprocessedIm
     Ok(PreprocessedImage {
         pixel_values,
         resized,
+        notes,
     })
 }

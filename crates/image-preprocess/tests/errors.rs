@@ -71,12 +71,24 @@ fn random_bytes_name_the_first_bytes() {
 }
 
 #[test]
-fn gif_is_rejected_by_name() {
-    // A complete 1x1 GIF89a.
+fn gif_first_frame_decodes_and_broken_gifs_are_refused() {
+    // Issue 9.3: GIF used to be refused while upstream (Pillow) reads its first frame. Pixels against Pillow
+    // are in pillow_crosscheck.rs; here: a complete 1x1 GIF89a (white/black palette, pixel 0), cut short
+    // anywhere, and with a logical screen too large to allocate.
     let gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x00\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
-    let e = decode_rgb(gif).unwrap_err();
-    assert_eq!(e, ImageError::UnsupportedFormat { format: "GIF" });
-    assert!(e.to_string().contains("GIF"));
+    let rgb = decode_rgb(gif).unwrap();
+    assert_eq!((rgb.width, rgb.height, rgb.data.as_slice()), (1, 1, &[255u8, 255, 255][..]));
+    for cut in 6..gif.len() {
+        // Never a panic; a file cut before its image data is an error naming GIF.
+        if let Err(e) = decode_rgb(&gif[..cut]) {
+            assert!(e.to_string().contains("GIF") || matches!(e, ImageError::UnknownFormat { .. }), "{e}");
+        } else {
+            assert!(cut >= gif.len() - 3, "a GIF cut at {cut} of {} decoded", gif.len());
+        }
+    }
+    let mut huge = gif.to_vec();
+    huge[6..10].copy_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+    assert!(matches!(decode_rgb(&huge), Err(ImageError::TooLarge { .. })), "{:?}", decode_rgb(&huge));
 }
 
 #[test]

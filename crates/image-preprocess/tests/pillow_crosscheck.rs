@@ -2,7 +2,7 @@
 //! decode + convert('RGB') + expand2square + BICUBIC 448 exactly like Pillow does.
 mod common;
 
-use meddr_image::{decode_rgb, preprocess, PreprocessConfig};
+use meddr_image::{decode_rgb_with_notes, preprocess, PreprocessConfig};
 use serde_json::Value;
 
 #[test]
@@ -33,8 +33,15 @@ fn full_pipeline_matches_pillow_for_every_format() {
         let bytes = std::fs::read(dir.join(name)).unwrap();
         let want_rgb = std::fs::read(dir.join(format!("{name}.rgb"))).unwrap();
         let want_448 = std::fs::read(dir.join(format!("{name}.448"))).unwrap();
-        let rgb = match decode_rgb(&bytes) {
-            Ok(r) => r,
+        let rgb = match decode_rgb_with_notes(&bytes) {
+            Ok((r, notes)) => {
+                // Issue 9.4: 16-bit grey is clipped exactly as Pillow does, and the user is told (only then).
+                let clipped = name == "grey16.png";
+                if clipped != notes.iter().any(|n| n.contains("16-bit greyscale") && n.contains("DICOM")) || (!clipped && !notes.is_empty()) {
+                    failures.push(format!("{name}: notes {notes:?}"));
+                }
+                r
+            }
             Err(e) => {
                 failures.push(format!("{name} ({}): decode error {e}", im["mode"]));
                 continue;

@@ -100,6 +100,14 @@ def main(out_dir):
     files["grey2bit.png"] = raw_png(104, 67, 2, 0, packed2)
     pal4 = bytes(np.random.default_rng(5).integers(0, 256, 48, dtype=np.uint8))
     files["palette4bit.png"] = raw_png(104, 67, 4, 3, [bytes(((r[i] * 5) & 15) << 4 | (r[i + 1] * 3) & 15 for i in range(0, 104, 2)) for r in g2], plte=pal4)
+    # GIF (Pillow writes them interlaced): palette, grey, a transparency index, and an animation whose first
+    # frame is what upstream reads.
+    save("palette.gif", rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=200), "GIF")
+    save("grey.gif", rgb.convert("L"), "GIF")
+    save("trns.gif", pal_t, "GIF", transparency=3)
+    frames = [rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=64),
+              Image.fromarray(synth(101, 67, 9)).convert("P", palette=Image.Palette.ADAPTIVE, colors=32)]
+    save("animated.gif", frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     # BMP, TIFF, WebP.
     save("rgb.bmp", rgb, "BMP")
     save("palette.bmp", rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=256), "BMP")

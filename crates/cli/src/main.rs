@@ -391,7 +391,7 @@ fn bench(b: BenchArgs) -> Result<()> {
     {
         Some((info, v)) => {
             let pv = match &b.image {
-                Some(p) => read_image(p, info)?,
+                Some(p) => read_image(p, info)?.0,
                 None => vec![0.0f32; 3 * (v.preprocessing.image_size as usize).pow(2)],
             };
             let t = Instant::now();

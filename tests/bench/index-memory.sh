@@ -4,12 +4,13 @@
 #
 #   tests/bench/index-memory.sh [N ...]        (default: 1000 10000 100000)
 #
-# Specialist: a random timm resnet18 (tests/py/timm_to_specialist.py --random) on 28-px images with a 32-px input
-# (config edited), so that 10^5 images take minutes on a CPU rather than hours; everything that scales with N
-# (the .npz stream, the labels, the index writer) is the same as for a 224-px specialist. Data: a MedMNIST-format
-# .npz of N random 28-px images (np.savez_compressed). Unpooled features (512 values per image at this size).
+# Specialist: a random timm resnet18 (tests/py/timm_to_specialist.py --random) with a small input (INPUT_PX, config
+# edited), so that 10^5 images take minutes on a CPU rather than hours; everything that scales with N (the .npz
+# stream, the labels, the index writer) is the same as for a 224-px specialist. Data: a MedMNIST-format .npz of N
+# random images of min(28, INPUT_PX) px (np.savez_compressed). Unpooled features (512 values per image here).
 # Needs /usr/bin/time and the bench venv (made by tests/bench/specialist-vs-pytorch.sh, or here).
-# MEDDR_BIN: use an already built binary instead of building the release one.
+# MEDDR_BIN: use an already built binary instead of building the release one. INPUT_PX (32): the network's input
+# side (ResNet-18 takes any side >= 16; smaller is faster and changes nothing that scales with N).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -26,13 +27,15 @@ if [ -n "${MEDDR_BIN:-}" ]; then meddr="$MEDDR_BIN"; else cargo build --release 
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 out=".cache/bench-results/index-memory-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
-spec=.cache/bench-specialists/resnet18_32px
+px="${INPUT_PX:-32}"
+side=$(( px < 28 ? px : 28 ))   # the images' side (MedMNIST's smallest is 28), at most the input's
+spec=.cache/bench-specialists/resnet18_${px}px
 if [ ! -f "$spec/config.json" ]; then
   "$py" tests/py/timm_to_specialist.py --arch resnet18 --random --seed 0 --num-classes 2 --labels normal,tumor \
-    --img-size 28 -o "$spec" --force >&2
-  "$py" - "$spec/config.json" <<'PY'
+    --img-size "$side" -o "$spec" --force >&2
+  "$py" - "$spec/config.json" "$px" <<'PY'
 import json, sys
-c = json.load(open(sys.argv[1])); c["pretrained_cfg"]["input_size"] = [3, 32, 32]
+c = json.load(open(sys.argv[1])); c["pretrained_cfg"]["input_size"] = [3, int(sys.argv[2]), int(sys.argv[2])]
 json.dump(c, open(sys.argv[1], "w"), indent=2)
 PY
 fi
@@ -40,10 +43,10 @@ echo "| images | index MB | wall s | images/s | peak RSS MB (/usr/bin/time -v) |
 echo "| ---: | ---: | ---: | ---: | ---: |" >> "$out/report.md"
 for n in "${sizes[@]}"; do
   npz="$out/train-$n.npz"
-  "$py" - "$npz" "$n" <<'PY'
+  "$py" - "$npz" "$n" "$side" <<'PY'
 import sys, numpy as np
-n = int(sys.argv[2]); rng = np.random.default_rng(0)
-np.savez_compressed(sys.argv[1], train_images=rng.integers(0, 256, (n, 28, 28, 3), dtype=np.uint8),
+n, s = int(sys.argv[2]), int(sys.argv[3]); rng = np.random.default_rng(0)
+np.savez_compressed(sys.argv[1], train_images=rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8),
                     train_labels=rng.integers(0, 2, (n, 1), dtype=np.uint8))
 PY
   t0=$(date +%s.%N)

@@ -166,7 +166,11 @@ fn other_sizes_are_resized_first() {
 
 fn copy_fixture(name: &str) -> PathBuf {
     let src = gsco(name);
-    let dst = std::env::temp_dir().join(format!("meddr-spec-{}-{name}", std::process::id()));
+    // One folder per call: tests run in parallel, and two of them asking for the same name must not share
+    // (one's cleanup removed the other's files).
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dst = std::env::temp_dir().join(format!("meddr-spec-{}-{n}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dst);
     std::fs::create_dir_all(&dst).unwrap();
     for f in ["config.json", "model.safetensors"] {

@@ -176,8 +176,12 @@ pub fn python() -> PathBuf {
 }
 
 pub fn scratch_dir(name: &str) -> PathBuf {
+    // One folder per call: tests run in parallel, and two of them asking for the same name must not share
+    // (one's cleanup removed the other's files).
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("meddr-quants-{name}-{}", std::process::id()));
+        .join(format!("meddr-quants-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create scratch dir");
     d

@@ -62,7 +62,11 @@ pub fn python() -> PathBuf {
 
 /// A fresh scratch directory under the system temp dir.
 pub fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("meddr-tokenizer-{}-{name}", std::process::id()));
+    // One folder per call: tests run in parallel, and two of them asking for the same name must not share
+    // (one's cleanup removed the other's files).
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("meddr-tokenizer-{}-{n}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d

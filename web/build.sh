@@ -28,8 +28,11 @@ done
 if [ -z "$WB" ]; then
   echo "build.sh: installing wasm-bindgen-cli $WB_VERSION (a few minutes)" >&2
   INSTALL_CARGO="$(command -v cargo || echo /usr/bin/cargo)"
-  CARGO_TARGET_DIR="${TMPDIR:-/tmp}/wasm-bindgen-cli-build" "$INSTALL_CARGO" install wasm-bindgen-cli --version "$WB_VERSION" >&2
+  # --force: cargo's install record (~/.cargo/.crates.toml) can list the CLI while its binary is gone,
+  # and then a plain install does nothing and the build fails later with "No such file".
+  CARGO_TARGET_DIR="${TMPDIR:-/tmp}/wasm-bindgen-cli-build" "$INSTALL_CARGO" install --force wasm-bindgen-cli --version "$WB_VERSION" >&2
   WB="$HOME/.cargo/bin/wasm-bindgen"
+  [ -x "$WB" ] || { echo "build.sh: wasm-bindgen-cli install left no $WB" >&2; exit 1; }
 fi
 
 cd "$ROOT"

@@ -1,5 +1,5 @@
 // Drives the real web app in headless Debian Chromium (WebGPU on SwiftShader) through its UI.
-// Usage: node e2e.mjs --model m.gguf [--image img.jpg] --question "…" --max-new-tokens N [--ignore-eos]
+// Usage: node e2e.mjs --model m.gguf [--image img.jpg] --question "…" --max-new-tokens N [--ignore-eos] [--literal]
 //        [--temperature T] [--screenshot out.png] [--load-only] [--url-test] [--dist dir] [--timeout s]
 //        [--gsco-specialist DIR --gsco-index FILE [--gsco-name NAME] [--gsco-top-n N] [--gsco-bad-index FILE]]
 // Prints one JSON object on stdout: {"tokens": [...], "text": "...", ...}; with --gsco-*, the GSCo panel is
@@ -23,6 +23,7 @@ for (let i = 0; i < argv.length; i++) {
     case '--question': args.question = val(); break;
     case '--max-new-tokens': args.maxNewTokens = Number(val()); break;
     case '--ignore-eos': args.ignoreEos = true; break;
+    case '--literal': args.literal = true; break;
     case '--temperature': args.temperature = Number(val()); break;
     case '--screenshot': args.screenshot = resolve(val()); break;
     case '--load-only': args.loadOnly = true; break;
@@ -187,7 +188,9 @@ try {
       await page.fill('#question', args.question ?? '');
       if (args.maxNewTokens) await page.fill('#max-tokens', String(args.maxNewTokens));
       await page.fill('#temperature', String(args.temperature));
-      if (args.ignoreEos) { await page.click('.row details summary'); await page.check('#ignore-eos'); }
+      if (args.ignoreEos || args.literal) await page.evaluate(() => { document.querySelector('.row details').open = true; });
+      if (args.ignoreEos) await page.check('#ignore-eos');
+      if (args.literal) await page.check('#literal-text');
       if (args.gscoSpecialist) {
         await runGsco();
       } else {
@@ -197,7 +200,9 @@ try {
       const m = await meddr();
       if (st === 'error') { console.log(JSON.stringify({ error: m.errors.at(-1)?.message, gsco: m.gsco })); exitCode = 2; }
       else {
-        const out = { tokens: m.result.tokens, text: m.result.text, stats: m.result.stats, memory: m.memory, model: m.model, device };
+        const shown = await page.$$eval('.msg.warn[data-code="answer-warning"]', (els) => els.map((e) => e.textContent));
+        const out = { tokens: m.result.tokens, text: m.result.text, stats: m.result.stats, memory: m.memory, model: m.model, device,
+          warnings: m.result.warnings, shownWarnings: shown };
         if (args.gscoSpecialist) {
           out.gsco = m.gsco.result;
           out.gscoLazy = gscoLazy;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use meddr_engine::{ContextOptions, GpuContext, LoadOptions};
 use meddr_gguf::{ByteSource, FileSource, GgufHeader};
 use meddr_runtime::{GenerationOptions, SamplingParams, StopPolicy};
-use meddr_web::session::Session;
+use meddr_web::session::{Ask, Session};
 
 fn main() {
     if let Err(e) = run() {
@@ -71,7 +71,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         },
         logprobs: None,
     };
-    let out = pollster::block_on(session.generate(image.as_deref(), None, &question, &gen, |_, _| true))?;
+    let out = pollster::block_on(session.generate(image.as_deref(), &Ask::default(), &question, &gen, |_, _| true))?;
     let json = serde_json::json!({
         "tokens": out.tokens,
         "text": out.text,

@@ -13,8 +13,8 @@ use meddr_engine::{GpuContext, GpuModel, LoadOptions, Readback, StepInput, MAX_Q
 use meddr_gguf::GgufHeader;
 use meddr_image::{preprocess, PreprocessConfig};
 use meddr_runtime::{
-    build_prompt, check_image_tokens, check_request, tokenizer_from_gguf_header, GenerationOptions, ModelInfo, Sampler,
-    StopPolicy,
+    check_request, encode_prompt, tokenizer_from_gguf_header, EncodedPrompt, GenerationOptions, ModelInfo,
+    RuntimeError, Sampler, StopPolicy, UserText,
 };
 use meddr_tokenizer::MedDrTokenizer;
 use serde::Serialize;
@@ -47,6 +47,18 @@ pub struct GenerateOutput {
     pub stopped: bool,
     pub stop_reason: &'static str,
     pub stats: GenerateStats,
+    /// Things the user should know about this answer (e.g. control tokens typed in the question).
+    pub warnings: Vec<String>,
+}
+
+/// How a question and its image are read, beside the generation options.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Ask {
+    /// Overrides the file's pad-to-square preprocessing (GSCo: upstream's `RAGDataset` builds its transform
+    /// without it); `None`: the file's setting.
+    pub pad2square: Option<bool>,
+    /// Control tokens typed in the question: chat markup (upstream, the default) or plain text.
+    pub user_text: UserText,
 }
 
 pub struct Session {
@@ -81,26 +93,19 @@ impl Session {
         })
     }
 
-    /// Prompt ids exactly as upstream builds them (Hermes-2 template, MedDr's system message).
-    pub fn prompt_ids(&self, question: &str, has_image: bool) -> Result<Vec<u32>> {
-        let n_img = match (&self.info.vision, has_image) {
-            (Some(v), true) => v.num_image_tokens,
-            (None, true) => {
-                return Err(WebError::Other(
-                    "this model file has no vision tower".into(),
-                ))
-            }
-            _ => 0,
-        };
-        let prompt = build_prompt(&self.info.system_message, question, has_image, n_img);
-        self.tokenizer
-            .encode(&prompt)
-            .map_err(|e| WebError::Tokenizer(e.to_string()))
+    /// The question's prompt ids ([`encode_prompt`]: upstream's template and MedDr's system message; with
+    /// [`UserText::Upstream`] exactly upstream's ids).
+    pub fn prompt_ids(&self, question: &str, has_image: bool, user_text: UserText) -> Result<EncodedPrompt> {
+        encode_prompt(&self.tokenizer, &self.info, question, has_image, user_text).map_err(|e| match e {
+            RuntimeError::Tokenizer(t) => WebError::Tokenizer(t.to_string()),
+            other => WebError::Other(other.to_string()),
+        })
     }
 
     /// Decodes a JPEG/PNG and applies the file's preprocessing (Pillow-exact); `pad2square` overrides the
-    /// file's setting (GSCo: upstream's `RAGDataset` builds its transform without it).
-    pub fn pixel_values(&self, image: &[u8], pad2square: Option<bool>) -> Result<Vec<f32>> {
+    /// file's setting (GSCo: upstream's `RAGDataset` builds its transform without it). Also returns what the
+    /// user should be told about the conversion (e.g. a 16-bit greyscale image clipped to 8 bits).
+    pub fn pixel_values(&self, image: &[u8], pad2square: Option<bool>) -> Result<(Vec<f32>, Vec<String>)> {
         let v = self
             .info
             .vision
@@ -114,28 +119,25 @@ impl Session {
             mean: p.mean,
             std: p.std,
         };
-        Ok(preprocess(image, &cfg)
-            .map_err(|e| WebError::Image(e.to_string()))?
-            .pixel_values)
+        let out = preprocess(image, &cfg).map_err(|e| WebError::Image(e.to_string()))?;
+        Ok((out.pixel_values, out.notes))
     }
 
     /// Answers `question` (about `image`, if any), calling `on_token(id, text_delta)` per token;
-    /// `on_token` returning false stops after that token. `pad2square`: see [`Session::pixel_values`].
+    /// `on_token` returning false stops after that token. `ask`: how the image and the question are read.
     pub async fn generate(
         &mut self,
         image: Option<&[u8]>,
-        pad2square: Option<bool>,
+        ask: &Ask,
         question: &str,
         opts: &GenerationOptions,
         mut on_token: impl FnMut(u32, &str) -> bool,
     ) -> Result<GenerateOutput> {
-        let ids = self.prompt_ids(question, image.is_some())?;
-        let image_context_id = self.info.vision.as_ref().map(|v| v.context_token_id).or_else(|| self.tokenizer.token_to_id(meddr_runtime::IMG_CONTEXT));
-        let expected = match (&self.info.vision, image.is_some()) {
-            (Some(v), true) => v.num_image_tokens,
-            _ => 0,
-        };
-        check_image_tokens(&ids, image_context_id, expected).map_err(|e| WebError::Other(e.to_string()))?;
+        let prompt = self.prompt_ids(question, image.is_some(), ask.user_text)?;
+        let warnings: Vec<String> = prompt.warning(
+            "set the option userText: \"literal\" (in the app: Advanced, \"read control tokens in the question as plain text\")",
+        ).into_iter().collect();
+        let ids = prompt.ids;
         let context = (self.model.capacity() as usize).min(self.info.context_length);
         check_request(ids.len(), opts, context).map_err(|e| WebError::Other(e.to_string()))?;
         let max_new = u32::try_from(opts.max_new_tokens).unwrap_or(u32::MAX);
@@ -149,6 +151,7 @@ impl Session {
             stopped: false,
             stop_reason: "max_tokens",
             stats: GenerateStats::default(),
+            warnings,
         };
         if opts.max_new_tokens == 0 {
             out.stats = stats;
@@ -158,7 +161,8 @@ impl Session {
         let t0 = Instant::now();
         let features = match image {
             Some(bytes) => {
-                let pv = self.pixel_values(bytes, pad2square)?;
+                let (pv, notes) = self.pixel_values(bytes, ask.pad2square)?;
+                out.warnings.extend(notes.into_iter().map(|n| format!("image: {n}")));
                 Some(self.model.encode_image(&pv).map_err(engine)?)
             }
             None => None,

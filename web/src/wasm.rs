@@ -6,7 +6,7 @@ use std::sync::Arc;
 use js_sys::{Function, Object, Reflect, Uint8Array};
 use meddr_engine::{ContextOptions, GpuContext, LoadOptions};
 use meddr_gguf::GgufHeader;
-use meddr_runtime::{GenerationOptions, SamplingParams, StopPolicy};
+use meddr_runtime::{GenerationOptions, SamplingParams, StopPolicy, UserText};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -14,7 +14,7 @@ use web_sys::Blob;
 
 use crate::check::{check_device_limits, check_meddr, next_header_step, FIRST_HEADER_SLICE};
 use crate::error::{Result, WebError};
-use crate::session::Session;
+use crate::session::{Ask, Session};
 
 fn js_err(e: WebError) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
@@ -55,6 +55,9 @@ export interface GenerateOptions {
   ignoreEos?: boolean;
   /** Overrides the model file's pad-to-square image preprocessing (GSCo's prompts use false, as upstream). */
   pad2square?: boolean;
+  /** Control tokens typed in the question (`<|im_end|>`…): "upstream" (default) reads them as chat markup, as
+   *  upstream does, and says so in `warnings`; "literal" reads them as plain text (for text from others). */
+  userText?: "upstream" | "literal";
 }
 export interface GenerateStats {
   promptTokens: number; newTokens: number; imageMs: number; prefillMs: number; decodeMs: number;
@@ -63,6 +66,8 @@ export interface GenerateStats {
 export interface GenerateResult {
   tokens: number[]; text: string; stopped: boolean; stopReason: "eos" | "max_tokens" | "cancelled";
   stats: GenerateStats;
+  /** Things to show the user beside the answer (control tokens typed in the question, a clipped 16-bit image). */
+  warnings: string[];
 }
 export type ProgressCallback = (phase: "header" | "weights" | "done", loadedBytes: number, totalBytes: number) => void;
 /** Called per generated token; return false to stop. */
@@ -396,6 +401,15 @@ impl Engine {
         let opts = generation_options(options)?;
         // GSCo asks with `pad2square: false`, as upstream's RAGDataset preprocesses.
         let pad2square = Reflect::get(options, &JsValue::from_str("pad2square")).ok().and_then(|v| v.as_bool());
+        let user_text = match Reflect::get(options, &JsValue::from_str("userText")).ok().filter(|v| !v.is_undefined()) {
+            None => UserText::default(),
+            Some(v) => v
+                .as_string()
+                .ok_or_else(|| WebError::Other("option userText must be \"upstream\" or \"literal\"".into()))?
+                .parse::<UserText>()
+                .map_err(|e| WebError::Other(e.to_string()))?,
+        };
+        let ask = Ask { pad2square, user_text };
         let image = image.map(|a| a.to_vec());
         // Taken out of the cell for the await points; put back whatever happens.
         let mut session = self
@@ -406,7 +420,7 @@ impl Engine {
         let r = session
             .generate(
                 image.as_deref(),
-                pad2square,
+                &ask,
                 question,
                 &opts,
                 |id, text| match &on_token {

@@ -82,7 +82,8 @@ worker.onmessage = (ev) => {
       break;
     case 'done': {
       generating = false;
-      window.meddr.result = { tokens: m.tokens, text: m.text, stats: m.stats, stopped: m.stopped };
+      window.meddr.result = { tokens: m.tokens, text: m.text, stats: m.stats, stopped: m.stopped, warnings: m.warnings || [] };
+      for (const w of m.warnings || []) message('warn', w, 'answer-warning');
       $('answer').textContent = m.text;
       $('answer').dataset.tokens = JSON.stringify(m.tokens);
       const s = m.stats || {};
@@ -152,6 +153,7 @@ function ask(question, extra) {
     temperature: Number($('temperature').value) || 0,
     ignoreEos: $('ignore-eos').checked,
     seed: Number($('seed').value) || 0,
+    userText: $('literal-text').checked ? 'literal' : 'upstream',
     ...extra,
   };
   // Copy: the image stays available for the next question.

@@ -17,8 +17,8 @@ use meddr_gsco::{eval, Collaboration, Gsco, Index, IndexDtype, Template};
 use meddr_image::RgbImage;
 use meddr_reference::GgufStore;
 use meddr_runtime::{
-    build_prompt, check_request, generate, tokenizer_from_gguf_header, Backend, GenerationOptions,
-    ModelInfo, StopPolicy, TokenEvent,
+    check_request, encode_prompt, generate, tokenizer_from_gguf_header, Backend, GenerationOptions,
+    ModelInfo, StopPolicy, TokenEvent, UserText,
 };
 use meddr_specialist::{ConfigOverrides, Device, FeatureMode, Specialist, Task};
 use serde_json::{json, Value};
@@ -228,6 +228,10 @@ pub struct CollabArgs {
     /// GPU: use f32 kernels even where shader-f16 exists.
     #[arg(long)]
     force_f32: bool,
+    /// How control tokens in the GSCo prompt (the template, and labels from the specialists' and index's
+    /// files) are read: `upstream` parses them as chat markup, as upstream does; `literal` as plain text.
+    #[arg(long, value_enum, default_value_t = crate::UserTextArg::Upstream)]
+    user_text: crate::UserTextArg,
     /// Print one JSON object (run: moed, rad, prompt, answer, tokens; eval: the summary metrics).
     #[arg(long)]
     json: bool,
@@ -655,6 +659,9 @@ struct MedDr {
     tokenizer: meddr_tokenizer::MedDrTokenizer,
     info: ModelInfo,
     opts: GenerationOptions,
+    user_text: UserText,
+    /// The control-token warning was printed.
+    warned: bool,
 }
 
 impl MedDr {
@@ -686,7 +693,7 @@ impl MedDr {
             ),
             None => Box::new(CpuBackend::load(&GgufStore::from_file(file)).with_context(|| format!("loading {}", c.model.display()))?),
         };
-        Ok(MedDr { backend, tokenizer, info, opts })
+        Ok(MedDr { backend, tokenizer, info, opts, user_text: c.user_text.into(), warned: false })
     }
 
     /// MedDr's answer about `img` to `question`. The image goes through MedDr's own preprocessing with
@@ -696,9 +703,14 @@ impl MedDr {
         let p = &v.preprocessing;
         let resized = meddr_image::resize_bicubic(img, p.image_size, p.image_size);
         let pixel_values = meddr_image::normalize_chw(&resized, p.mean, p.std);
-        let prompt = build_prompt(&self.info.system_message, question, true, v.num_image_tokens);
-        let ids = self.tokenizer.encode(&prompt).context("tokenizing the prompt")?;
-        meddr_runtime::check_image_tokens(&ids, Some(v.context_token_id), v.num_image_tokens)?;
+        let prompt = encode_prompt(&self.tokenizer, &self.info, question, true, self.user_text)?;
+        if let Some(w) = prompt.warning("pass `--user-text literal`") {
+            // Once per run: an eval would repeat it for every image.
+            if !std::mem::replace(&mut self.warned, true) {
+                eprintln!("meddr: warning: the GSCo prompt (template, specialist labels, similar cases' labels): {w}");
+            }
+        }
+        let ids = prompt.ids;
         check_request(ids.len(), &self.opts, self.backend.context_length())?;
         let features = self.backend.encode_image(&pixel_values).map_err(|e| anyhow!("encoding the image: {e}"))?;
         let r = generate(self.backend.as_mut(), &self.tokenizer, &self.info, &ids, Some(&features), &self.opts, |ev: &TokenEvent| {

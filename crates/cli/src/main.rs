@@ -11,8 +11,8 @@ use meddr_cli::{report, CpuBackend, GpuBackend, GpuOptions};
 use meddr_gguf::GgufFile;
 use meddr_reference::{GgufStore, ModelConfig};
 use meddr_runtime::{
-    build_prompt, check_image_tokens, check_request, generate, tokenizer_from_gguf_header, Backend, GenerationOptions,
-    GenerationResult, ModelInfo, SamplingParams, StopPolicy, TokenEvent,
+    check_request, encode_prompt, generate, tokenizer_from_gguf_header, Backend, GenerationOptions,
+    GenerationResult, ModelInfo, SamplingParams, StopPolicy, TokenEvent, UserText,
 };
 use serde_json::{json, Value};
 
@@ -72,6 +72,24 @@ pub(crate) enum Device {
     Cpu,
 }
 
+/// `--user-text`: see [`UserText`].
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum UserTextArg {
+    /// Control tokens in the question are chat markup, as upstream parses them.
+    Upstream,
+    /// The question is plain text: no control token can come from it.
+    Literal,
+}
+
+impl From<UserTextArg> for UserText {
+    fn from(a: UserTextArg) -> Self {
+        match a {
+            UserTextArg::Upstream => UserText::Upstream,
+            UserTextArg::Literal => UserText::Literal,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct RunArgs {
     /// GGUF model file (meddr-quantize output).
@@ -109,6 +127,11 @@ struct RunArgs {
     /// Stop on any of the Hermes-2 template's stop tokens (2, 6, 7, 8) instead of upstream's eos only.
     #[arg(long)]
     stop_on_template_list: bool,
+    /// How control tokens typed in the question (`<|im_end|>`, `<|im_start|>system`) are read: `upstream`
+    /// parses them as chat markup, as upstream does (with a warning); `literal` reads them as plain text, for
+    /// questions that hold text from documents or other people.
+    #[arg(long, value_enum, default_value_t = UserTextArg::Upstream)]
+    user_text: UserTextArg,
     /// Print one JSON object (tokens, log-probs, text, stop reason, timings) instead of streaming text.
     #[arg(long)]
     json: bool,
@@ -259,17 +282,14 @@ fn run(a: RunArgs) -> Result<()> {
         }
         None => (None, Vec::new()),
     };
-    let num_image_tokens = info.vision.as_ref().map_or(0, |v| v.num_image_tokens);
-    let prompt = build_prompt(
-        &info.system_message,
-        &a.prompt,
-        pixel_values.is_some(),
-        num_image_tokens,
-    );
-    let ids = tokenizer.encode(&prompt).context("tokenizing the prompt")?;
-    // Reject impossible requests before the (slow) weight load.
-    let image_context_id = info.vision.as_ref().map(|v| v.context_token_id).or_else(|| tokenizer.token_to_id(meddr_runtime::IMG_CONTEXT));
-    check_image_tokens(&ids, image_context_id, if pixel_values.is_some() { num_image_tokens } else { 0 })?;
+    // Rejects impossible requests before the (slow) weight load.
+    let prompt = encode_prompt(&tokenizer, &info, &a.prompt, pixel_values.is_some(), a.user_text.into())?;
+    let mut warnings = warnings;
+    if let Some(w) = prompt.warning("pass `--user-text literal`") {
+        eprintln!("meddr: warning: {w}");
+        warnings.push(w);
+    }
+    let ids = prompt.ids;
     check_request(ids.len(), &opts, info.context_length)?;
 
     let mut backend: Box<dyn Backend> = match a.device {
@@ -326,6 +346,7 @@ fn run(a: RunArgs) -> Result<()> {
     if json_mode {
         let mut j = to_json(&result);
         j["warnings"] = json!(warnings);
+        j["user_text"] = json!(UserText::from(a.user_text).as_str());
         let _ = writeln!(stdout, "{j}");
     } else {
         let _ = writeln!(stdout);

@@ -35,6 +35,11 @@ pub enum RuntimeError {
          `<IMG_CONTEXT>`, which MedDr reserves for the image's features; remove it from the question"
     )]
     ImageTokens { found: usize, expected: usize },
+    #[error(
+        "this model file has no vision encoder (no `clip.has_vision_encoder`), so it cannot take an image; \
+         ask without one, or use a MedDr file with its vision tower"
+    )]
+    NoVisionEncoder,
     #[error("backend returned unusable logits ({len} values): {reason}")]
     BadLogits { len: usize, reason: &'static str },
     #[error("sampled token id {id} is outside the tokenizer's vocabulary of {vocab}")]

@@ -74,6 +74,15 @@ fn f32x3(h: &GgufHeader, key: &str) -> Result<[f32; 3]> {
 }
 
 impl ModelInfo {
+    /// The `<IMG_CONTEXT>` id: the file's `meddr.image.context_token_id`, else the vocabulary's (a text-only
+    /// file may still have the token); `None` when neither has one.
+    pub fn image_context_id(&self, tokenizer: &meddr_tokenizer::MedDrTokenizer) -> Option<u32> {
+        self.vision
+            .as_ref()
+            .map(|v| v.context_token_id)
+            .or_else(|| tokenizer.token_to_id(crate::IMG_CONTEXT))
+    }
+
     /// Checks that the header is a MedDr file (`general.architecture = "llama"` plus `meddr.format_version`)
     /// before reading anything else, so a plain llama.cpp model gets one clear error.
     pub fn from_gguf_header(h: &GgufHeader) -> Result<ModelInfo> {

@@ -2,7 +2,7 @@
 //!
 //! Pure logic (no file system, threads or clocks beyond `web-time`) so the same code drives the CPU reference,
 //! the native GPU engine and the browser build: model facts from GGUF metadata ([`ModelInfo`]), upstream's
-//! prompt ([`build_prompt`]), Hugging Face-compatible sampling ([`Sampler`]) and the streaming generation loop
+//! prompt ([`build_prompt`], [`encode_prompt`]), Hugging Face-compatible sampling ([`Sampler`]) and the streaming generation loop
 //! over any [`Backend`] ([`generate`]).
 
 mod error;
@@ -17,5 +17,7 @@ pub use generate::{
     Timings, TokenEvent, TokenOut, MAX_LOGPROBS,
 };
 pub use info::{tokenizer_from_gguf_header, ImagePreprocessing, ModelInfo, VisionInfo};
-pub use prompt::{build_prompt, python_strip, IMG_CONTEXT, IMG_END, IMG_START};
+pub use prompt::{
+    build_prompt, encode_prompt, python_strip, EncodedPrompt, UserText, IMG_CONTEXT, IMG_END, IMG_START,
+};
 pub use sampler::{Sampler, SamplingParams};

@@ -1,5 +1,11 @@
 //! Upstream's Hermes-2 prompt (`conversation.py` + InternVL-Chat-V1-2 `chat()`).
 
+use std::ops::Range;
+
+use meddr_tokenizer::MedDrTokenizer;
+
+use crate::{check_image_tokens, ModelInfo, Result, RuntimeError};
+
 pub const IMG_START: &str = "<img>";
 pub const IMG_END: &str = "</img>";
 pub const IMG_CONTEXT: &str = "<IMG_CONTEXT>";
@@ -24,6 +30,16 @@ pub fn build_prompt(
     has_image: bool,
     num_image_tokens: usize,
 ) -> String {
+    build_prompt_marked(system, question, has_image, num_image_tokens).0
+}
+
+/// [`build_prompt`] and the byte range of the (stripped) question in it.
+fn build_prompt_marked(
+    system: &str,
+    question: &str,
+    has_image: bool,
+    num_image_tokens: usize,
+) -> (String, Range<usize>) {
     let q = python_strip(question);
     let image_len = if has_image {
         IMG_START.len() + IMG_CONTEXT.len() * num_image_tokens + IMG_END.len() + 1
@@ -42,7 +58,110 @@ pub fn build_prompt(
         p.push_str(IMG_END);
         p.push('\n');
     }
+    let start = p.len();
     p.push_str(q);
+    let end = p.len();
     p.push_str("<|im_end|><|im_start|>assistant\n");
-    p
+    (p, start..end)
+}
+
+/// How control tokens typed in a question (`<|im_end|>`, `<|im_start|>system…`, `<IMG_CONTEXT>`) are read.
+///
+/// Upstream's slow `LlamaTokenizer` parses them as the control tokens they spell, which lets text from a
+/// document or another person close the user turn and write a system turn of its own (prompt injection).
+/// Defaults, per entry point (README "Control tokens in user text"): `Upstream` where the person typing is
+/// the person running the model (the CLI, with a warning; the browser app), `Literal` where text comes from
+/// other people (the OpenAI-compatible server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UserText {
+    /// As upstream: typed control tokens become control ids. The prompt's ids equal upstream's.
+    #[default]
+    Upstream,
+    /// As plain text: the model sees the characters, never a control id (see
+    /// [`MedDrTokenizer::encode_with_user_text`]).
+    Literal,
+}
+
+impl UserText {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserText::Upstream => "upstream",
+            UserText::Literal => "literal",
+        }
+    }
+}
+
+impl std::str::FromStr for UserText {
+    type Err = RuntimeError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "upstream" => Ok(UserText::Upstream),
+            "literal" => Ok(UserText::Literal),
+            other => Err(RuntimeError::InvalidOption {
+                field: "user_text",
+                value: format!("{other:?}"),
+                reason: "expected \"upstream\" (control tokens parsed, as upstream) or \"literal\" (plain text)",
+            }),
+        }
+    }
+}
+
+/// A question's prompt as token ids, see [`encode_prompt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedPrompt {
+    pub ids: Vec<u32>,
+    /// Control tokens the question itself contains, in order (empty for ordinary questions).
+    pub typed_control_tokens: Vec<String>,
+    pub user_text: UserText,
+}
+
+impl EncodedPrompt {
+    /// What to tell the user when the question's control tokens were parsed as control tokens (`None` when
+    /// there were none, or they were read literally). `how`: how this entry point asks for literal text,
+    /// e.g. "pass `--user-text literal`".
+    pub fn warning(&self, how: &str) -> Option<String> {
+        if self.user_text == UserText::Literal || self.typed_control_tokens.is_empty() {
+            return None;
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for t in &self.typed_control_tokens {
+            if !seen.contains(&t.as_str()) {
+                seen.push(t);
+            }
+        }
+        Some(format!(
+            "the question contains control token{} {} that the model reads as chat markup, not as text (as \
+             upstream does); if the text is not yours, {how} to read it as plain text",
+            if seen.len() == 1 { "" } else { "s" },
+            seen.join(", ")
+        ))
+    }
+}
+
+/// Builds upstream's prompt for `question` ([`build_prompt`], with `info`'s system message and image token
+/// count) and tokenizes it, reading control tokens typed in the question as `user_text` says. Then checks
+/// what can be checked before any heavy work: an image for a file without a vision encoder, and a question
+/// that adds `<IMG_CONTEXT>` tokens of its own ([`check_image_tokens`]).
+///
+/// The one prompt path of every entry point (CLI `run` and `gsco`, browser session, server).
+pub fn encode_prompt(
+    tokenizer: &MedDrTokenizer,
+    info: &ModelInfo,
+    question: &str,
+    has_image: bool,
+    user_text: UserText,
+) -> Result<EncodedPrompt> {
+    let num_image_tokens = match (&info.vision, has_image) {
+        (Some(v), true) => v.num_image_tokens,
+        (None, true) => return Err(RuntimeError::NoVisionEncoder),
+        (_, false) => 0,
+    };
+    let (text, user) = build_prompt_marked(&info.system_message, question, has_image, num_image_tokens);
+    let enc = tokenizer.encode_with_user_text(&text, user, user_text == UserText::Literal)?;
+    check_image_tokens(&enc.ids, info.image_context_id(tokenizer), num_image_tokens)?;
+    Ok(EncodedPrompt {
+        ids: enc.ids,
+        typed_control_tokens: enc.typed_control_tokens,
+        user_text,
+    })
 }

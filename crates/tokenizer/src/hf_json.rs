@@ -255,6 +255,9 @@ pub(crate) struct JsonInfo {
     pub unk_token: Option<String>,
     pub byte_fallback: bool,
     pub add_dummy_prefix: bool,
+    /// Metaspace `prepend_scheme: "first"`: the `▁` goes only before the text's first split, so a stretch of
+    /// text cannot be re-encoded on its own with the same result.
+    pub prepend_first_only: bool,
     /// Control pieces listed in our decoder's erase step.
     pub controls: Vec<String>,
     /// Token contents the post-processor adds before / after a single sequence.
@@ -383,8 +386,10 @@ pub(crate) fn inspect(text: &str) -> Result<JsonInfo> {
             _ => {}
         }
     }
+    let mut prepend_first_only = false;
     if let Some(pre) = field(&v, "pre_tokenizer") {
         let scheme = field(pre, "prepend_scheme").and_then(Value::as_str);
+        prepend_first_only = scheme == Some("first");
         add_dummy_prefix |=
             matches!(scheme, Some("first") | Some("always")) || bool_field(pre, "add_prefix_space");
     }
@@ -444,6 +449,7 @@ pub(crate) fn inspect(text: &str) -> Result<JsonInfo> {
             .map(str::to_owned),
         byte_fallback: bool_field(model, "byte_fallback"),
         add_dummy_prefix,
+        prepend_first_only,
         controls,
         post_bos,
         post_eos,

@@ -14,7 +14,7 @@ mod sentencepiece;
 mod spec;
 
 pub use error::TokenizerError;
-pub use runtime::{DecodeStream, MedDrTokenizer};
+pub use runtime::{DecodeStream, MedDrTokenizer, UserTextEncoding};
 pub use sentencepiece::{ModelType, PieceKind, SentencePiece, SentencePieceModel};
 pub use spec::{token_type, TokenizerSpec};
 

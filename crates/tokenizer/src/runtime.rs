@@ -41,6 +41,21 @@ pub struct MedDrTokenizer {
     legacy_added: Vec<bool>,
     /// SentencePiece `add_dummy_prefix`: its decoder then drops the `▁` of the first piece.
     add_dummy_prefix: bool,
+    /// Ids of the `tokenizers` added vocabulary: the points where its encoder splits the text.
+    added: Vec<bool>,
+    /// See [`JsonInfo::prepend_first_only`].
+    prepend_first_only: bool,
+    /// The same tokenizer with `encode_special_tokens` set: special added tokens are not split out.
+    literal: tokenizers::Tokenizer,
+}
+
+/// Token ids of a text with a stretch of user text in it, see [`MedDrTokenizer::encode_with_user_text`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserTextEncoding {
+    pub ids: Vec<u32>,
+    /// Control tokens typed in the user's text (contents, in order, repeats kept), whichever way they were
+    /// encoded: with `literal` false they are in `ids` as control tokens, with `literal` true as plain text.
+    pub typed_control_tokens: Vec<String>,
 }
 
 impl std::fmt::Debug for MedDrTokenizer {
@@ -147,6 +162,8 @@ impl MedDrTokenizer {
                 }
             })
             .collect();
+        let mut literal = tk.clone();
+        literal.set_encode_special_tokens(true);
         Ok(Self {
             tk,
             contents,
@@ -154,6 +171,9 @@ impl MedDrTokenizer {
             special,
             legacy_added,
             add_dummy_prefix: info.add_dummy_prefix,
+            added: filled,
+            prepend_first_only: info.prepend_first_only,
+            literal,
         })
     }
 
@@ -161,6 +181,145 @@ impl MedDrTokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.tk.encode(text, true).map_err(TokenizerError::tk)?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// A token that carries chat or model markup: a Hugging Face special token or a SentencePiece control
+    /// piece. Such ids must never come out of text the user typed, when that text is taken literally.
+    pub fn is_control(&self, id: u32) -> bool {
+        self.is_special(id) || self.sp_kind.get(id as usize) == Some(&SpKind::Control)
+    }
+
+    /// Encodes `text` as [`Self::encode`] does and reports the control tokens (see [`Self::is_control`]) that
+    /// overlap `user` (a byte range of `text`: text typed by a person, not by the template).
+    ///
+    /// With `literal` false the ids are exactly [`Self::encode`]'s, i.e. upstream's: typed `<|im_end|>` is
+    /// the control token, as the slow `LlamaTokenizer` parses it. With `literal` true, the stretch between the
+    /// template's own added tokens around `user` is encoded as the `tokenizers` pipeline would if no special
+    /// token were known there (`encode_special_tokens`), and a control id that the model's own pieces still
+    /// produce (SentencePiece USER_DEFINED pieces such as Yi's `<|im_end|>`) is spelled with smaller pieces,
+    /// down to byte pieces. The result decodes to the same text and holds no control id inside the stretch.
+    /// When nothing control-like is typed, both modes give [`Self::encode`]'s ids.
+    ///
+    /// Errors: `user` not a char-boundary range of `text`; a literal stretch that cannot be spelled without
+    /// control ids (no byte pieces); a Metaspace `prepend_scheme: "first"` tokenizer with a stretch that does
+    /// not start the text (its `▁` rule depends on the stretch's position).
+    pub fn encode_with_user_text(
+        &self,
+        text: &str,
+        user: std::ops::Range<usize>,
+        literal: bool,
+    ) -> Result<UserTextEncoding> {
+        if user.start > user.end
+            || user.end > text.len()
+            || !text.is_char_boundary(user.start)
+            || !text.is_char_boundary(user.end)
+        {
+            return Err(TokenizerError::config(format!(
+                "user text range {}..{} is not a character range of a {}-byte text",
+                user.start,
+                user.end,
+                text.len()
+            )));
+        }
+        let enc = self.tk.encode(text, true).map_err(TokenizerError::tk)?;
+        let ids = enc.get_ids();
+        let offsets = enc.get_offsets();
+        // 1 marks what the post-processor added (BOS/EOS); their offsets say nothing about the text.
+        let from_post = enc.get_special_tokens_mask();
+        let overlaps = |i: usize| {
+            let (a, b) = offsets[i];
+            from_post[i] == 0 && a < user.end && b > user.start
+        };
+        let typed: Vec<usize> = (0..ids.len())
+            .filter(|&i| overlaps(i) && self.is_control(ids[i]))
+            .collect();
+        let typed_control_tokens = typed
+            .iter()
+            .map(|&i| self.contents[ids[i] as usize].clone())
+            .collect();
+        if !literal || typed.is_empty() {
+            return Ok(UserTextEncoding {
+                ids: ids.to_vec(),
+                typed_control_tokens,
+            });
+        }
+        // The stretch to re-encode: from the end of the last template added token before `user` to the start
+        // of the first one after it. `tokenizers` normalises and encodes each stretch between added tokens on
+        // its own, so re-encoding this stretch alone changes nothing outside it.
+        let is_boundary = |i: usize| {
+            from_post[i] == 0 && self.added[ids[i] as usize] && !overlaps(i)
+        };
+        let before = (0..ids.len())
+            .filter(|&i| is_boundary(i) && offsets[i].1 <= user.start)
+            .last();
+        let after = (0..ids.len()).find(|&i| is_boundary(i) && offsets[i].0 >= user.end);
+        let start = before.map_or(0, |i| offsets[i].1);
+        let end = after.map_or(text.len(), |i| offsets[i].0);
+        if self.prepend_first_only && start > 0 {
+            return Err(TokenizerError::Unsupported(format!(
+                "literal user text with a Metaspace prepend_scheme \"first\" tokenizer: the text at byte {start} \
+                 cannot be re-encoded on its own"
+            )));
+        }
+        let first = before.map_or(0, |i| i + 1);
+        let last = after.unwrap_or(ids.len());
+        // BOS/EOS of the post-processor stay where they are: at the ends of the replaced run.
+        let lead = (first..last).take_while(|&i| from_post[i] == 1).count();
+        let trail = (first + lead..last).rev().take_while(|&i| from_post[i] == 1).count();
+        let mut out: Vec<u32> = Vec::with_capacity(ids.len());
+        out.extend(&ids[..first + lead]);
+        let stretch = self
+            .literal
+            .encode(&text[start..end], false)
+            .map_err(TokenizerError::tk)?;
+        for &id in stretch.get_ids() {
+            if self.is_control(id) {
+                self.spell_without_controls(&self.contents[id as usize], &mut out)?;
+            } else {
+                out.push(id);
+            }
+        }
+        out.extend(&ids[last - trail..]);
+        Ok(UserTextEncoding {
+            ids: out,
+            typed_control_tokens,
+        })
+    }
+
+    /// Appends model pieces for `s` (no `▁` added) that contain no control id: the model's own tokenisation
+    /// of each half, recursively, and byte pieces for a single character that is itself a control piece.
+    fn spell_without_controls(&self, s: &str, out: &mut Vec<u32>) -> Result<()> {
+        let n_chars = s.chars().count();
+        if n_chars <= 1 {
+            let mut buf = [0u8; 4];
+            for c in s.chars() {
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let piece = format!("<0x{b:02X}>");
+                    match self.tk.get_model().token_to_id(&piece) {
+                        Some(id) if self.sp_kind.get(id as usize) == Some(&SpKind::Byte(b)) => out.push(id),
+                        _ => {
+                            return Err(TokenizerError::Unsupported(format!(
+                                "{s:?} cannot be spelled without a control token: the vocabulary has no byte piece {piece}"
+                            )))
+                        }
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let mid = s
+            .char_indices()
+            .nth(n_chars / 2)
+            .map_or(s.len(), |(i, _)| i);
+        for half in [&s[..mid], &s[mid..]] {
+            let toks = self.tk.get_model().tokenize(half).map_err(TokenizerError::tk)?;
+            if toks.iter().any(|t| self.is_control(t.id)) {
+                self.spell_without_controls(half, out)?;
+            } else {
+                out.extend(toks.iter().map(|t| t.id));
+            }
+        }
+        Ok(())
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs what is missing, then runs every test of the workspace, then the
-# real-browser test (headless Chromium, WebGPU on SwiftShader). MEDDR_SKIP_BROWSER=1 skips the last part.
+# fuzz smoke run (60 s per parser), then the real-browser test (headless Chromium, WebGPU on SwiftShader).
+# MEDDR_SKIP_FUZZ=1 / MEDDR_SKIP_BROWSER=1 skip those parts.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -16,6 +17,12 @@ if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 t1=$SECONDS
 cargo test --workspace --locked "$@"
 echo "run.sh: cargo test took $((SECONDS - t1)) s"
+if [ "${MEDDR_SKIP_FUZZ:-0}" != 1 ]; then
+  # 60 s of coverage-guided fuzzing per parser of untrusted bytes, two at a time (tests/fuzz/run.sh).
+  t3=$SECONDS
+  bash tests/fuzz/run.sh --seconds 60 --jobs 2
+  echo "run.sh: fuzz smoke took $((SECONDS - t3)) s"
+fi
 if [ "${MEDDR_SKIP_BROWSER:-0}" != 1 ]; then
   t2=$SECONDS
   bash web/e2e-test.sh

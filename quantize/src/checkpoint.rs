@@ -554,18 +554,33 @@ fn read_shard_header(
     len: u64,
     shard: usize,
 ) -> Result<Vec<SourceTensor>> {
+    if len < 8 {
+        return Err(QuantizeError::Shard {
+            path: path.to_path_buf(),
+            reason: format!("file is {len} bytes, too short for a header"),
+        });
+    }
+    // SAFETY: read-only mapping of a file we do not modify; only the header pages are touched.
+    let map = unsafe { memmap2::Mmap::map(file) }.map_err(io_err(path))?;
+    parse_shard_header(&map, path, shard)
+}
+
+/// The tensors of a whole safetensors shard held in `map` (header and data: the header's offsets are checked
+/// against the data's length), as shard number `shard`; `path` names it in errors. Untrusted input: every
+/// failure is a [`QuantizeError::Shard`] or [`QuantizeError::Tensor`] naming the offending value
+/// (`tests/fuzz` target `safetensors`).
+pub fn parse_shard_header(map: &[u8], path: &Path, shard: usize) -> Result<Vec<SourceTensor>> {
     let shard_err = |reason: String| QuantizeError::Shard {
         path: path.to_path_buf(),
         reason,
     };
+    let len = map.len() as u64;
     if len < 8 {
         return Err(shard_err(format!(
             "file is {len} bytes, too short for a header"
         )));
     }
-    // SAFETY: read-only mapping of a file we do not modify; only the header pages are touched.
-    let map = unsafe { memmap2::Mmap::map(file) }.map_err(io_err(path))?;
-    let (n, meta) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| {
+    let (n, meta) = safetensors::SafeTensors::read_metadata(map).map_err(|e| {
         let data_len = u64::from_le_bytes(map[..8].try_into().unwrap_or([0; 8]));
         match e {
             safetensors::SafeTensorError::MetadataIncompleteBuffer => {

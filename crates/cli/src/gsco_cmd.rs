@@ -414,20 +414,20 @@ impl DataSet {
             DataSet::Folder(f) => f.csv.clone(),
         }
     }
-    /// Streams images `batch` at a time, up to `limit`.
+    /// Streams images in batches of `batch` aligned to multiples of `batch` (the last one shorter), the
+    /// batches that start below `limit`, whole: a batch's contents never depend on `limit`.
     fn for_each_batch(&mut self, batch: usize, limit: usize, f: &mut dyn FnMut(usize, &[RgbImage]) -> meddr_gsco::Result<()>) -> meddr_gsco::Result<()> {
         match self {
             DataSet::MedMnist(m) => m.for_each_batch(batch, |start, imgs| {
                 if start >= limit {
                     return Ok(());
                 }
-                let end = imgs.len().min(limit - start);
-                f(start, &imgs[..end])
+                f(start, imgs)
             }),
             DataSet::Folder(fs) => {
-                let n = fs.files.len().min(limit);
+                let n = fs.files.len();
                 let mut start = 0;
-                while start < n {
+                while start < n.min(limit) {
                     let end = (start + batch.max(1)).min(n);
                     let mut imgs = Vec::new();
                     for p in &fs.files[start..end] {
@@ -441,6 +441,9 @@ impl DataSet {
         }
     }
 }
+
+/// Images per `gsco eval` batch (specialists and retrieval run on a batch at once).
+const EVAL_BATCH: usize = 8;
 
 pub fn gsco(cmd: GscoCommand) -> Result<()> {
     match cmd {
@@ -814,14 +817,16 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     let pb = bar(limit as u64, "evaluating", a.c.json);
     pb.set_position((limit - todo) as u64);
     let labels = data.labels().clone();
-    data.for_each_batch(8, limit, &mut |start, imgs| {
-        let pending: Vec<usize> = (0..imgs.len()).filter(|k| !results.done.contains(&(start + k))).collect();
+    data.for_each_batch(EVAL_BATCH, limit, &mut |start, imgs| {
+        let pending: Vec<usize> = (0..imgs.len()).filter(|&k| start + k < limit && !results.done.contains(&(start + k))).collect();
         if pending.is_empty() {
             return Ok(());
         }
-        let batch: Vec<RgbImage> = pending.iter().map(|&k| imgs[k].clone()).collect();
-        let collabs = g.collaborate(&batch)?;
-        for (&k, c) in pending.iter().zip(&collabs) {
+        // The whole aligned batch, even when part of it is done or beyond --limit: the batch's size changes
+        // the rounding of the specialists' batched kernels, and a record must not depend on where a run
+        // resumed or stopped (crates/cli/tests/crash_safety.rs).
+        let collabs = g.collaborate(imgs)?;
+        for (k, c) in pending.iter().map(|&k| (k, &collabs[k])) {
             let qid = start + k;
             let truth = labels.row(qid).to_vec();
             let annotation = meddr_gsco::prompt::label_string(&truth, task, &names);

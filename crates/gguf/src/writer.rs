@@ -46,7 +46,8 @@ impl Default for WriteOptions {
 /// Streaming GGUF writer. The header (with all offsets) is written first, then tensor data in the declared
 /// order, into `.<name>.tmp-<pid>` next to the target; [`GgufWriter::finish`] fsyncs and renames it into
 /// place. An error or a drop before `finish` deletes the temporary file, so a partial model never appears
-/// under the final name.
+/// under the final name; a killed process leaves its temporary file, which the next writer of the same
+/// target removes (it is no longer locked).
 #[derive(Debug)]
 pub struct GgufWriter {
     header: GgufHeader,
@@ -369,8 +370,67 @@ fn exists(p: &Path) -> Result<bool> {
 }
 
 /// Creates `.<name>.tmp-<pid>` (or `-<pid>-<n>` if taken) in the target's directory, so the final rename
-/// stays on one filesystem and is atomic.
+/// stays on one filesystem and is atomic. The file is held under an exclusive lock (`File::try_lock`) for the
+/// writer's life; temporary files of this target that nobody holds are left by a killed writer (SIGKILL,
+/// power loss) and are removed here, so a rerun cleans up after a crash.
 fn create_temp(final_path: &Path) -> Result<(PathBuf, File)> {
+    let (tmp, file) = create_temp_file(final_path)?;
+    // A platform without file locks (wasm) writes no temporary files of concurrent writers to protect.
+    if file.try_lock().is_ok() {
+        remove_stale_temps(&tmp);
+    }
+    Ok((tmp, file))
+}
+
+/// Whether `file_name` is one of [`create_temp`]'s names for a target named `name`: `.<name>.tmp-<digits>`,
+/// optionally followed by `-<digits>`.
+pub(crate) fn is_temp_name_of(file_name: &str, name: &str) -> bool {
+    let Some(rest) = file_name
+        .strip_prefix('.')
+        .and_then(|r| r.strip_prefix(name))
+        .and_then(|r| r.strip_prefix(".tmp-"))
+    else {
+        return false;
+    };
+    let mut parts = rest.splitn(2, '-');
+    let digits = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let first = parts.next();
+    match parts.next() {
+        None => digits(first),
+        second => digits(first) && digits(second),
+    }
+}
+
+/// Removes the temporary files of `ours`'s target that no live writer holds locked (best effort: a file
+/// that cannot be opened, locked or removed stays, and is still named as a temporary file).
+fn remove_stale_temps(ours: &Path) {
+    let (Some(dir), Some(our_name)) = (ours.parent(), ours.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    // `.<name>.tmp-<pid>[-n]` → `<name>`.
+    let Some(name) = our_name
+        .strip_prefix('.')
+        .and_then(|r| r.rfind(".tmp-").map(|i| &r[..i]))
+    else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let Some(n) = file_name.to_str() else { continue };
+        if n == our_name || !is_temp_name_of(n, name) {
+            continue;
+        }
+        let path = e.path();
+        if let Ok(f) = File::open(&path) {
+            if f.try_lock().is_ok() {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+fn create_temp_file(final_path: &Path) -> Result<(PathBuf, File)> {
     let name = final_path.file_name().ok_or_else(|| {
         GgufError::Writer(format!(
             "output path {} has no file name",
@@ -422,4 +482,26 @@ fn sync_parent_dir(path: &Path) {
     }
     #[cfg(not(unix))]
     let _ = path;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_temp_name_of;
+
+    #[test]
+    fn temp_names() {
+        for (n, yes) in [
+            (".m.gguf.tmp-123", true),
+            (".m.gguf.tmp-123-4", true),
+            (".m.gguf.tmp-", false),
+            (".m.gguf.tmp-12a", false),
+            (".m.gguf.tmp-1-", false),
+            (".m.gguf.tmp-1-2-3", false),
+            ("m.gguf.tmp-1", false),
+            (".n.gguf.tmp-1", false),
+            (".m.gguf", false),
+        ] {
+            assert_eq!(is_temp_name_of(n, "m.gguf"), yes, "{n}");
+        }
+    }
 }

@@ -265,6 +265,52 @@ pub(crate) struct JsonInfo {
     pub post_eos: Option<String>,
 }
 
+/// The `tokenizers` crate deserialises a `TemplateProcessing` without checking it and indexes its
+/// `special_tokens` map with every `SpecialToken` of the templates when encoding: a template naming a token the
+/// map lacks panics there (found by `tests/fuzz` target `tokenizer_json`). Checked here instead, with ids
+/// within the vocabulary (`total` tokens); other post-processors are not Llama-style and are refused.
+fn check_template_processing(post: &Value, total: usize) -> Result<()> {
+    let t = field(post, "type").and_then(Value::as_str).unwrap_or("");
+    if t != "TemplateProcessing" {
+        return Err(TokenizerError::Unsupported(format!(
+            "tokenizer JSON post_processor.type = {t:?}; only TemplateProcessing (Llama-style) is supported"
+        )));
+    }
+    let specials = field(post, "special_tokens").and_then(Value::as_object);
+    for (name, entry) in specials.into_iter().flatten() {
+        let ids = field(entry, "ids").and_then(Value::as_array);
+        let tokens = field(entry, "tokens").and_then(Value::as_array);
+        let (Some(ids), Some(tokens)) = (ids, tokens) else {
+            return Err(cfg(format!("post_processor.special_tokens[{name:?}] needs `ids` and `tokens` arrays")));
+        };
+        if ids.len() != tokens.len() {
+            return Err(cfg(format!(
+                "post_processor.special_tokens[{name:?}] has {} ids but {} tokens",
+                ids.len(),
+                tokens.len()
+            )));
+        }
+        if let Some(bad) = ids.iter().find(|i| !i.as_u64().is_some_and(|i| i < total as u64)) {
+            return Err(cfg(format!(
+                "post_processor.special_tokens[{name:?}] id {bad} is not a token id (vocabulary of {total})"
+            )));
+        }
+    }
+    for template in ["single", "pair"] {
+        for item in field(post, template).and_then(Value::as_array).into_iter().flatten() {
+            if let Some(tok) = item.get("SpecialToken") {
+                let id = field(tok, "id").and_then(Value::as_str).unwrap_or("");
+                if !specials.is_some_and(|m| m.contains_key(id)) {
+                    return Err(cfg(format!(
+                        "post_processor.{template} uses special token {id:?}, which post_processor.special_tokens does not define"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v.get(key).filter(|x| !x.is_null())
 }
@@ -416,6 +462,7 @@ pub(crate) fn inspect(text: &str) -> Result<JsonInfo> {
 
     let (mut post_bos, mut post_eos) = (None, None);
     if let Some(post) = field(&v, "post_processor") {
+        check_template_processing(post, vocab.len().max(added.iter().map(|a| a.id as usize + 1).max().unwrap_or(0)))?;
         if field(post, "type").and_then(Value::as_str) == Some("TemplateProcessing") {
             let single = field(post, "single")
                 .and_then(Value::as_array)

@@ -114,10 +114,13 @@ pub fn render(h: &GgufHeader, info: &ModelInfo, cfg: &ModelConfig, file_len: u64
     let mut s = String::new();
     let l = &cfg.llm;
     let _ = writeln!(s, "name: {}", info.name.as_deref().unwrap_or("(none)"));
+    let kind = match info.prompt_format {
+        meddr_runtime::PromptFormat::MedDr => format!("llama + MedDr vision (meddr.format_version {})", info.format_version),
+        meddr_runtime::PromptFormat::Raw => "llama (a plain llama.cpp GGUF: no MedDr metadata)".to_string(),
+    };
     let _ = writeln!(
         s,
-        "architecture: llama + MedDr vision (meddr.format_version {}, file type {}, {} tensors, {})",
-        info.format_version,
+        "architecture: {kind}, file type {}, {} tensors, {}",
         h.get_u32("general.file_type").map(|v| v.to_string()).unwrap_or_else(|_| "?".into()),
         h.tensors.len(),
         human(file_len)
@@ -151,11 +154,23 @@ pub fn render(h: &GgufHeader, info: &ModelInfo, cfg: &ModelConfig, file_len: u64
             let _ = writeln!(s, "ViT: none (text-only file)");
         }
     }
-    let _ = writeln!(
-        s,
-        "chat: template {}, system {:?}, eos {} (upstream stop), template stop list {:?}",
-        info.chat_template, info.system_message, info.eos_token_id, info.stop_token_ids
-    );
+    match info.prompt_format {
+        meddr_runtime::PromptFormat::MedDr => {
+            let _ = writeln!(
+                s,
+                "chat: template {}, system {:?}, eos {} (upstream stop), template stop list {:?}",
+                info.chat_template, info.system_message, info.eos_token_id, info.stop_token_ids
+            );
+        }
+        meddr_runtime::PromptFormat::Raw => {
+            let template = if info.chat_template.is_empty() { "none in the file" } else { "in the file, not applied" };
+            let _ = writeln!(
+                s,
+                "chat: raw-text completion (chat template: {template}), eos {}, stop list {:?}",
+                info.eos_token_id, info.stop_token_ids
+            );
+        }
+    }
     let _ = writeln!(s, "\ntensors per component:");
     let stats = component_stats(h);
     for (c, st) in &stats {

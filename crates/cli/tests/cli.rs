@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::sync::OnceLock;
 
-use common::{assert_says_each_thing_once, fixtures, meddr, model, tmp};
+use common::{assert_says_each_thing_once, fixtures, meddr, model, shared, tmp};
 use meddr_gguf::{GgufFile, GgufWriter, TensorSpec, Value};
 use serde_json::Value as Json;
 
@@ -281,15 +281,33 @@ fn wrong_architecture_is_refused() {
         &meddr(&run_args(p.to_str().unwrap(), &[])),
         "not a MedDr GGUF",
     );
-    let p = rewrite(
-        "plain-llama.gguf",
-        |m| m.retain(|(k, _)| k != "meddr.format_version"),
-        None,
-    );
-    assert_fails(
-        &meddr(&["info", p.to_str().unwrap()]),
-        "not a MedDr GGUF: meddr.format_version is missing",
-    );
+}
+
+/// `../shared/bugs/NAME`.
+fn bug_file(name: &str) -> PathBuf {
+    shared().join("bugs").join(name)
+}
+
+#[test]
+fn a_plain_llama_gguf_without_chat_template_completes_raw_text_on_both_devices() {
+    // ../shared/bugs/tl_tied_no_output.gguf: a llama.cpp file (no meddr.* keys, no chat template, add_bos
+    // true, tied head) was refused as "not a MedDr GGUF". Its weights make each token its own successor,
+    // so greedy output is known exactly: "hi" → "iiii".
+    let p = bug_file("tl_tied_no_output.gguf");
+    let m = p.to_str().unwrap();
+    for device in ["gpu", "cpu"] {
+        let out = meddr(&["run", "-m", m, "-p", "hi", "--max-new-tokens", "4", "--device", device]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{device}: {stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "iiii\n", "{device}");
+    }
+    let info = meddr(&["info", m]);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+    assert!(text.contains("plain llama.cpp GGUF") && text.contains("LM head: tied") && text.contains("raw-text"), "{text}");
+    // No vision encoder: an image is refused before any weight is read.
+    let img = fixtures().join("images/test2.jpg");
+    assert_fails(&meddr(&["run", "-m", m, "-p", "hi", "--image", img.to_str().unwrap()]), "no vision");
 }
 
 #[test]
@@ -544,4 +562,34 @@ fn control_tokens_typed_in_the_question_warn_by_default_and_are_text_with_user_t
     let bad = meddr(&["run", "-m", m, "-p", "x", "--user-text", "raw"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("literal"));
+}
+
+#[test]
+fn the_shared_bug_files_give_the_right_results() {
+    // ../shared/bugs/README.md: each file's command and the right result (the kinds are tested above on
+    // files of our own; these are the reported inputs themselves).
+    let run = |args: &[&str]| {
+        let out = meddr(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    let trunc = bug_file("tlm_trunc_eos.gguf");
+    let out = run(&["run", "-m", trunc.to_str().unwrap(), "-p", "hi", "--max-new-tokens", "8"]);
+    assert_eq!(out.stdout, b"\xef\xbf\xbd\xef\xbf\xbd\n", "one U+FFFD per dangling byte, streamed");
+
+    let empty_key = bug_file("tlm_hdr_empty_key.gguf");
+    let out = meddr(&["info", empty_key.to_str().unwrap()]);
+    assert_fails(&out, "key is empty");
+
+    let m = model().to_str().unwrap();
+    let gif = bug_file("anim_2frames.gif");
+    let out = run(&["run", "-m", m, "--image", gif.to_str().unwrap(), "-p", "hi", "--max-new-tokens", "1", "--device", "cpu", "--json"]);
+    let j: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(j["warnings"].as_array().unwrap().is_empty(), "{j}");
+
+    let png = bug_file("gray16_ramp.png");
+    let out = run(&["run", "-m", m, "--image", png.to_str().unwrap(), "-p", "hi", "--max-new-tokens", "1", "--device", "cpu", "--json"]);
+    let j: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let w = j["warnings"].as_array().unwrap();
+    assert!(w.len() == 1 && w[0].as_str().unwrap().contains("16-bit greyscale"), "{j}");
 }

@@ -24,6 +24,9 @@ pub struct ContextOptions {
     /// (burn/cubecl for the GSCo specialists) will share this device: cubecl picks its kernels from the
     /// device's features and expects the adapter's full set (`shared/docs/toolchain.md`, burn).
     pub all_adapter_features: bool,
+    /// Limits to request instead of the adapter's own (each at most the adapter's, or the device request
+    /// fails naming the limit). Tests force small binding sizes to exercise splitting and refusals.
+    pub limits: Option<wgpu::Limits>,
 }
 
 /// How the decode matvec spreads a weight's rows over invocations.
@@ -101,8 +104,20 @@ pub struct GpuContext {
     pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
     params: Mutex<ParamArena>,
     params_buffer: wgpu::Buffer,
+    /// Size of `params_buffer`.
+    param_arena_bytes: u64,
     /// Bound where a kernel's optional input (bias, layer scale, image features) is absent.
     pub(crate) dummy: wgpu::Buffer,
+    /// Set by the device-lost callback and the uncaptured-error handler; checked at every readback.
+    health: Arc<Health>,
+}
+
+/// What went wrong with the device, if anything.
+#[derive(Default)]
+struct Health {
+    lost: Mutex<Option<String>>,
+    /// The first uncaptured error (validation, out of memory): results read after it cannot be trusted.
+    error: Mutex<Option<String>>,
 }
 
 impl GpuContext {
@@ -162,7 +177,7 @@ impl GpuContext {
         if f16 {
             features |= wgpu::Features::SHADER_F16;
         }
-        let limits = adapter.limits();
+        let limits = options.limits.clone().unwrap_or_else(|| adapter.limits());
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("meddr-engine"),
@@ -172,6 +187,25 @@ impl GpuContext {
             })
             .await
             .map_err(|e| EngineError::RequestDevice(e.to_string()))?;
+        // wgpu's default handler panics on any uncaptured error; record it instead and fail the next readback
+        // with it, so that a driver or validation failure is an error, never a panic or a wrong answer.
+        let health = Arc::new(Health::default());
+        let h = health.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let why = match reason {
+                wgpu::DeviceLostReason::Destroyed => "destroyed".to_string(),
+                wgpu::DeviceLostReason::Unknown => format!("the driver said: {message}"),
+            };
+            if let Ok(mut l) = h.lost.lock() {
+                l.get_or_insert(why);
+            }
+        });
+        let h = health.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut first) = h.error.lock() {
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }));
         let a = adapter.get_info();
         let info = DeviceInfo {
             name: a.name,
@@ -184,9 +218,12 @@ impl GpuContext {
                 .matvec_shape
                 .unwrap_or_else(|| MatvecShape::for_device(a.device_type)),
         };
+        // Never above the device's buffer limit (forced small limits made it a validation error); a full
+        // arena falls back to a buffer per op, so a smaller one only costs speed.
+        let param_arena_bytes = PARAM_ARENA_BYTES.min(device.limits().max_buffer_size / 256 * 256).max(256);
         let params_buffer = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("op params"),
-            size: PARAM_ARENA_BYTES,
+            size: param_arena_bytes,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -208,8 +245,30 @@ impl GpuContext {
                 open_encoders: 0,
             }),
             params_buffer,
+            param_arena_bytes,
             dummy,
+            health,
         })
+    }
+
+    /// `Ok` while the device works: [`EngineError::DeviceLost`] once it is lost (driver reset, GPU removed,
+    /// `Device::destroy`), [`EngineError::Gpu`] after an uncaptured wgpu error. Every readback checks it.
+    pub fn check_healthy(&self) -> Result<()> {
+        if let Some(why) = self.health.lost.lock().ok().and_then(|l| l.clone()) {
+            return Err(EngineError::DeviceLost(why));
+        }
+        if let Some(e) = self.health.error.lock().ok().and_then(|l| l.clone()) {
+            return Err(EngineError::Gpu(e));
+        }
+        Ok(())
+    }
+
+    /// A failed map: the device's state says more than the map error when the device is gone.
+    fn map_failed(&self, e: String) -> EngineError {
+        match self.check_healthy() {
+            Err(dev) => dev,
+            Ok(()) => EngineError::Map(e),
+        }
     }
 
     /// Largest single storage binding (and buffer) the kernels may use, kept below 4 GiB so that byte
@@ -245,9 +304,8 @@ impl GpuContext {
             .ok_or_else(|| invalid("zeros", "len", len, "overflows"))?;
         let size = (bytes.div_ceil(4) * 4).max(4);
         if size > self.max_binding_bytes() {
-            return Err(EngineError::TooLarge {
-                op: "zeros",
-                field: "len",
+            return Err(EngineError::BufferTooLarge {
+                label: label.to_string(),
                 needed: size,
                 limit: self.max_binding_bytes(),
             });
@@ -362,7 +420,7 @@ impl GpuContext {
         let size = (bytes.len() as u64).max(16).div_ceil(16) * 16;
         let mut a = self.arena();
         let offset = (a.staged.len() as u64).div_ceil(align) * align;
-        if offset + size > PARAM_ARENA_BYTES {
+        if offset + size > self.param_arena_bytes {
             return None;
         }
         a.staged.resize(offset as usize, 0);
@@ -418,12 +476,14 @@ impl GpuContext {
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             tx.send(r.map_err(|e| e.to_string()))
         });
+        self.check_healthy()?;
         self.poll_wait();
-        rx.await.map_err(EngineError::Map)?;
+        rx.await.map_err(|e| self.map_failed(e))?;
+        self.check_healthy()?;
         let data = {
             let view = staging
                 .get_mapped_range(..)
-                .map_err(|e| EngineError::Map(e.to_string()))?;
+                .map_err(|e| self.map_failed(e.to_string()))?;
             view[..len_bytes as usize].to_vec()
         };
         staging.unmap();
@@ -440,12 +500,14 @@ impl GpuContext {
         staging.map_async(wgpu::MapMode::Read, 0..len, move |r| {
             tx.send(r.map_err(|e| e.to_string()))
         });
+        self.check_healthy()?;
         self.poll_wait();
-        rx.await.map_err(EngineError::Map)?;
+        rx.await.map_err(|e| self.map_failed(e))?;
+        self.check_healthy()?;
         let data = {
             let view = staging
                 .get_mapped_range(0..len)
-                .map_err(|e| EngineError::Map(e.to_string()))?;
+                .map_err(|e| self.map_failed(e.to_string()))?;
             view.to_vec()
         };
         staging.unmap();

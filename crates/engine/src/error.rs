@@ -21,6 +21,11 @@ pub enum EngineError {
         needed: u64,
         limit: u64,
     },
+    #[error(
+        "buffer `{label}` needs {needed} bytes but the device allows at most {limit} per buffer \
+         (max_buffer_size / max_storage_buffer_binding_size); use a shorter context or a smaller model"
+    )]
+    BufferTooLarge { label: String, needed: u64, limit: u64 },
     #[error("{op}: `{field}` must have dtype {expected:?}, got {got:?}")]
     DType {
         op: &'static str,
@@ -37,6 +42,13 @@ pub enum EngineError {
     Read { offset: u64, message: String },
     #[error("mapping a buffer for readback failed: {0}")]
     Map(String),
+    #[error(
+        "the GPU device was lost ({0}); nothing computed since can be trusted: load the model again (a driver \
+         reset, a removed GPU or memory pressure can cause this)"
+    )]
+    DeviceLost(String),
+    #[error("GPU error: {0}")]
+    Gpu(String),
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;

@@ -100,13 +100,17 @@ impl ModelConfig {
                     downsample_ratio: 0.5,
                 }),
                 z(v.n_image_tokens),
-                v.context_token_id,
+                Some(v.context_token_id),
             ),
+            // A plain llama.cpp file (no meddr.* keys) has no image tokens at all.
+            None if h.get("meddr.format_version").is_none() => (None, 1, None),
             None => (
                 None,
                 u(h, "meddr.image.num_tokens")?,
-                h.get_u32("meddr.image.context_token_id")
-                    .map_err(|e| key_err("meddr.image.context_token_id", e))?,
+                Some(
+                    h.get_u32("meddr.image.context_token_id")
+                        .map_err(|e| key_err("meddr.image.context_token_id", e))?,
+                ),
             ),
         };
         let cfg = ModelConfig {

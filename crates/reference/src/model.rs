@@ -85,8 +85,9 @@ pub struct ModelConfig {
     /// `None` for a text-only model.
     pub vision: Option<VisionConfig>,
     pub llm: LlmConfig,
-    /// Id of `<IMG_CONTEXT>`, whose embeddings are replaced by image features.
-    pub image_context_token_id: u32,
+    /// Id of `<IMG_CONTEXT>`, whose embeddings are replaced by image features; `None` for a plain llama file
+    /// (no `meddr.image.*` keys), whose prompts never carry image features.
+    pub image_context_token_id: Option<u32>,
     /// Image tokens per image (256 for MedDr).
     pub num_image_tokens: usize,
 }
@@ -151,12 +152,8 @@ impl ModelConfig {
             l.head_dim,
             "KV cache",
         )?;
-        if self.image_context_token_id as usize >= l.vocab {
-            return Err(bad(
-                "image_context_token_id",
-                self.image_context_token_id,
-                "must be below llm.vocab",
-            ));
+        if let Some(id) = self.image_context_token_id.filter(|&id| id as usize >= l.vocab) {
+            return Err(bad("image_context_token_id", id, "must be below llm.vocab"));
         }
         if let Some(v) = &self.vision {
             for (field, x) in [
@@ -574,7 +571,8 @@ impl ReferenceModel {
         }
         let rows = feats.len() / h;
         let per_image = self.config.num_image_tokens;
-        let token_id = self.config.image_context_token_id;
+        // Without an `<IMG_CONTEXT>` id (plain llama files) no position takes a feature row.
+        let token_id = self.config.image_context_token_id.unwrap_or(u32::MAX);
         let found = ids.iter().filter(|&&t| t == token_id).count();
         if found != rows || rows % per_image != 0 {
             return Err(RefError::ImageTokenCount {

@@ -16,11 +16,23 @@ pub struct ImagePreprocessing {
     pub std: [f32; 3],
 }
 
+/// How a question becomes the prompt's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptFormat {
+    /// A MedDr file: upstream's Hermes-2 template with the file's system message ([`crate::build_prompt`]).
+    MedDr,
+    /// A plain llama.cpp GGUF (no `meddr.*` keys): the question is completed as raw text, with BOS as the
+    /// file's `tokenizer.ggml.add_bos_token` says. (Its `tokenizer.chat_template`, if any, is not applied.)
+    Raw,
+}
+
 /// Model facts for prompting, stopping and preprocessing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
     pub name: Option<String>,
+    /// `meddr.format_version`; 0 for a plain llama GGUF.
     pub format_version: u32,
+    pub prompt_format: PromptFormat,
     pub context_length: usize,
     pub vocab_size: usize,
     /// `meddr.chat.eos_token_id`: the only token upstream stops on.
@@ -65,6 +77,17 @@ fn usize_key(h: &GgufHeader, key: &str) -> Result<usize> {
     })
 }
 
+/// `llama.vocab_size`, else the length of `tokenizer.ggml.tokens`.
+fn vocab_size(h: &GgufHeader) -> Result<usize> {
+    match h.get("llama.vocab_size") {
+        Some(_) => usize_key(h, "llama.vocab_size"),
+        None => Ok(h
+            .get_str_array("tokenizer.ggml.tokens")
+            .map_err(|e| key_err("tokenizer.ggml.tokens", e))?
+            .len()),
+    }
+}
+
 fn f32x3(h: &GgufHeader, key: &str) -> Result<[f32; 3]> {
     let v = h.get_f32_array(key).map_err(|e| key_err(key, e))?;
     <[f32; 3]>::try_from(v.as_slice()).map_err(|_| RuntimeError::BadKey {
@@ -83,8 +106,9 @@ impl ModelInfo {
             .or_else(|| tokenizer.token_to_id(crate::IMG_CONTEXT))
     }
 
-    /// Checks that the header is a MedDr file (`general.architecture = "llama"` plus `meddr.format_version`)
-    /// before reading anything else, so a plain llama.cpp model gets one clear error.
+    /// Reads a llama GGUF's facts: a MedDr file (`meddr.format_version` present) fully checked, else a plain
+    /// llama.cpp file ([`PromptFormat::Raw`]). Any other architecture is one clear error before anything
+    /// else is read.
     pub fn from_gguf_header(h: &GgufHeader) -> Result<ModelInfo> {
         let arch = match h.get_str("general.architecture") {
             Ok(a) => a,
@@ -105,11 +129,7 @@ impl ModelInfo {
             });
         }
         let format_version = match h.get("meddr.format_version") {
-            None => {
-                return Err(RuntimeError::NotMedDr {
-                    reason: "meddr.format_version is missing (a plain llama GGUF?)".into(),
-                })
-            }
+            None => return Self::plain_llama(h),
             Some(_) => u32_key(h, "meddr.format_version")?,
         };
         if format_version != 1 {
@@ -118,13 +138,7 @@ impl ModelInfo {
                 reason: format!("{format_version} is not supported (this build reads version 1)"),
             });
         }
-        let vocab_size = match h.get("llama.vocab_size") {
-            Some(_) => usize_key(h, "llama.vocab_size")?,
-            None => h
-                .get_str_array("tokenizer.ggml.tokens")
-                .map_err(|e| key_err("tokenizer.ggml.tokens", e))?
-                .len(),
-        };
+        let vocab_size = vocab_size(h)?;
         let has_vision = match h.get("clip.has_vision_encoder") {
             Some(_) => h
                 .get_bool("clip.has_vision_encoder")
@@ -187,6 +201,7 @@ impl ModelInfo {
         Ok(ModelInfo {
             name: h.get_str("general.name").ok().map(str::to_owned),
             format_version,
+            prompt_format: PromptFormat::MedDr,
             context_length: usize_key(h, "llama.context_length")?,
             vocab_size,
             eos_token_id: u32_key(h, "meddr.chat.eos_token_id")?,
@@ -200,6 +215,31 @@ impl ModelInfo {
                 .map_err(|e| key_err("meddr.chat.template", e))?
                 .to_owned(),
             vision,
+        })
+    }
+
+    /// A llama GGUF without MedDr metadata (llama.cpp's own files): text only, raw-text prompts, and the stop
+    /// token is the tokenizer's EOS (plus `tokenizer.ggml.eot_token_id` in the template stop list).
+    fn plain_llama(h: &GgufHeader) -> Result<ModelInfo> {
+        let eos = u32_key(h, "tokenizer.ggml.eos_token_id")?;
+        let mut stop_token_ids = vec![eos];
+        if h.get("tokenizer.ggml.eot_token_id").is_some() {
+            let eot = u32_key(h, "tokenizer.ggml.eot_token_id")?;
+            if eot != eos {
+                stop_token_ids.push(eot);
+            }
+        }
+        Ok(ModelInfo {
+            name: h.get_str("general.name").ok().map(str::to_owned),
+            format_version: 0,
+            prompt_format: PromptFormat::Raw,
+            context_length: usize_key(h, "llama.context_length")?,
+            vocab_size: vocab_size(h)?,
+            eos_token_id: eos,
+            stop_token_ids,
+            system_message: String::new(),
+            chat_template: h.get_str("tokenizer.chat_template").unwrap_or_default().to_owned(),
+            vision: None,
         })
     }
 

@@ -16,7 +16,7 @@ pub use generate::{
     check_image_tokens, check_request, generate, Backend, GenerationOptions, GenerationResult, StopPolicy, StopReason,
     Timings, TokenEvent, TokenOut, MAX_LOGPROBS,
 };
-pub use info::{tokenizer_from_gguf_header, ImagePreprocessing, ModelInfo, VisionInfo};
+pub use info::{tokenizer_from_gguf_header, ImagePreprocessing, ModelInfo, PromptFormat, VisionInfo};
 pub use prompt::{
     build_prompt, encode_prompt, python_strip, EncodedPrompt, UserText, IMG_CONTEXT, IMG_END, IMG_START,
 };

@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use meddr_tokenizer::MedDrTokenizer;
 
-use crate::{check_image_tokens, ModelInfo, Result, RuntimeError};
+use crate::{check_image_tokens, ModelInfo, PromptFormat, Result, RuntimeError};
 
 pub const IMG_START: &str = "<img>";
 pub const IMG_END: &str = "</img>";
@@ -139,7 +139,7 @@ impl EncodedPrompt {
 }
 
 /// Builds upstream's prompt for `question` ([`build_prompt`], with `info`'s system message and image token
-/// count) and tokenizes it, reading control tokens typed in the question as `user_text` says. Then checks
+/// count; a plain llama file's prompt is the question itself, [`PromptFormat::Raw`]) and tokenizes it, reading control tokens typed in the question as `user_text` says. Then checks
 /// what can be checked before any heavy work: an image for a file without a vision encoder, and a question
 /// that adds `<IMG_CONTEXT>` tokens of its own ([`check_image_tokens`]).
 ///
@@ -156,7 +156,10 @@ pub fn encode_prompt(
         (None, true) => return Err(RuntimeError::NoVisionEncoder),
         (_, false) => 0,
     };
-    let (text, user) = build_prompt_marked(&info.system_message, question, has_image, num_image_tokens);
+    let (text, user) = match info.prompt_format {
+        PromptFormat::MedDr => build_prompt_marked(&info.system_message, question, has_image, num_image_tokens),
+        PromptFormat::Raw => (question.to_owned(), 0..question.len()),
+    };
     let enc = tokenizer.encode_with_user_text(&text, user, user_text == UserText::Literal)?;
     check_image_tokens(&enc.ids, info.image_context_id(tokenizer), num_image_tokens)?;
     Ok(EncodedPrompt {

@@ -77,6 +77,7 @@ fn info() -> ModelInfo {
     ModelInfo {
         name: None,
         format_version: 1,
+        prompt_format: meddr_runtime::PromptFormat::MedDr,
         context_length: 4096,
         vocab_size: VOCAB,
         eos_token_id: 7,

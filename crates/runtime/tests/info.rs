@@ -1,7 +1,7 @@
 //! `ModelInfo` from hand-built headers: the MedDr checks and the keys they name.
 
 use meddr_gguf::{Array, GgufHeader, Value};
-use meddr_runtime::{ModelInfo, RuntimeError, StopPolicy};
+use meddr_runtime::{ModelInfo, PromptFormat, RuntimeError, StopPolicy};
 
 fn header(meta: Vec<(&str, Value)>) -> GgufHeader {
     GgufHeader {
@@ -80,7 +80,7 @@ fn reads_meddr_keys() {
 }
 
 #[test]
-fn wrong_architecture_or_plain_llama_is_not_meddr() {
+fn wrong_architecture_is_not_meddr_and_plain_llama_is_raw_text() {
     let mut m = meddr_meta();
     m[0].1 = Value::String("gpt2".into());
     let e = ModelInfo::from_gguf_header(&header(m)).unwrap_err();
@@ -88,17 +88,25 @@ fn wrong_architecture_or_plain_llama_is_not_meddr() {
     assert!(e.to_string().starts_with("not a MedDr GGUF: "), "{e}");
     assert!(e.to_string().contains("gpt2"), "{e}");
 
-    let m: Vec<_> = meddr_meta()
-        .into_iter()
-        .filter(|(k, _)| *k != "meddr.format_version")
-        .collect();
-    let e = ModelInfo::from_gguf_header(&header(m))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.starts_with("not a MedDr GGUF: ") && e.contains("meddr.format_version"),
-        "{e}"
-    );
+    // A plain llama.cpp file (no meddr.* keys): raw-text completion, text only, EOS (+ EOT) from the tokenizer.
+    let plain = vec![
+        ("general.architecture", Value::String("llama".into())),
+        ("llama.context_length", Value::U32(2048)),
+        ("tokenizer.ggml.tokens", Value::Array(Array::String(vec!["<unk>".into(), "<s>".into(), "</s>".into(), "a".into()]))),
+        ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+        ("tokenizer.ggml.eot_token_id", Value::U32(3)),
+        ("clip.has_vision_encoder", Value::Bool(true)),
+    ];
+    let i = ModelInfo::from_gguf_header(&header(plain.clone())).unwrap();
+    assert_eq!(i.prompt_format, PromptFormat::Raw);
+    assert_eq!((i.format_version, i.context_length, i.vocab_size, i.eos_token_id), (0, 2048, 4, 2));
+    assert_eq!(i.stop_ids(StopPolicy::UpstreamEos), vec![2]);
+    assert_eq!(i.stop_ids(StopPolicy::TemplateStopList), vec![2, 3]);
+    assert!(i.vision.is_none() && i.system_message.is_empty() && i.chat_template.is_empty());
+    // Still checked: a plain file without its EOS is refused, naming the key.
+    let e = ModelInfo::from_gguf_header(&header(plain.into_iter().filter(|(k, _)| *k != "tokenizer.ggml.eos_token_id").collect()))
+        .unwrap_err();
+    assert!(e.to_string().contains("tokenizer.ggml.eos_token_id"), "{e}");
 
     let e = ModelInfo::from_gguf_header(&header(vec![]))
         .unwrap_err()

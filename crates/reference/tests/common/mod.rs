@@ -169,7 +169,7 @@ pub fn hf_config(dir: &Path, vocab: usize) -> ModelConfig {
             vocab,
             context_length: as_usize(&l["max_position_embeddings"], "max_position_embeddings"),
         },
-        image_context_token_id: as_usize(&added["<IMG_CONTEXT>"], "<IMG_CONTEXT>") as u32,
+        image_context_token_id: Some(as_usize(&added["<IMG_CONTEXT>"], "<IMG_CONTEXT>") as u32),
         num_image_tokens: ((grid as f32 * ratio) as usize).pow(2),
     }
 }

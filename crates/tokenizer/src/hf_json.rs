@@ -267,7 +267,8 @@ pub(crate) struct JsonInfo {
 
 /// The `tokenizers` crate deserialises a `TemplateProcessing` without checking it and indexes its
 /// `special_tokens` map with every `SpecialToken` of the templates when encoding: a template naming a token the
-/// map lacks panics there (found by `tests/fuzz` target `tokenizer_json`). Checked here instead, with ids
+/// map lacks panics there, as does a `single` template naming sequence B (both found by `tests/fuzz` target
+/// `tokenizer_json`). Checked here instead, with ids
 /// within the vocabulary (`total` tokens); other post-processors are not Llama-style and are refused.
 fn check_template_processing(post: &Value, total: usize) -> Result<()> {
     let t = field(post, "type").and_then(Value::as_str).unwrap_or("");
@@ -298,6 +299,17 @@ fn check_template_processing(post: &Value, total: usize) -> Result<()> {
     }
     for template in ["single", "pair"] {
         for item in field(post, template).and_then(Value::as_array).into_iter().flatten() {
+            // `single` gets one sequence, A; indexing a B there panics inside `tokenizers` (fuzz find).
+            if let Some(seq) = item.get("Sequence") {
+                let id = field(seq, "id").and_then(Value::as_str).unwrap_or("");
+                let allowed: &[&str] = if template == "single" { &["A"] } else { &["A", "B"] };
+                if !allowed.contains(&id) {
+                    return Err(cfg(format!(
+                        "post_processor.{template} uses sequence {id:?}; it can use only {}",
+                        allowed.join(" and ")
+                    )));
+                }
+            }
             if let Some(tok) = item.get("SpecialToken") {
                 let id = field(tok, "id").and_then(Value::as_str).unwrap_or("");
                 if !specials.is_some_and(|m| m.contains_key(id)) {

@@ -47,6 +47,20 @@ impl Backend for CpuBackend {
         self.model.forward(&mut self.cache, &emb, 0).map_err(boxed)
     }
 
+    fn prefill_from(
+        &mut self,
+        keep: usize,
+        ids: &[u32],
+        image_features: Option<&[f32]>,
+    ) -> Result<Vec<f32>, BackendError> {
+        if keep > self.cache.len() {
+            return Err(format!("cannot keep {keep} positions: {} are cached", self.cache.len()).into());
+        }
+        self.cache.truncate(keep);
+        let emb = self.model.embed_prompt(ids, image_features).map_err(boxed)?;
+        self.model.forward(&mut self.cache, &emb, keep).map_err(boxed)
+    }
+
     fn decode(&mut self, token: u32) -> Result<Vec<f32>, BackendError> {
         let pos = self.cache.len();
         let emb = self.model.token_embedding(token).map_err(boxed)?.to_vec();

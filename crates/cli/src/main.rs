@@ -16,9 +16,10 @@ use meddr_runtime::{
 };
 use serde_json::{json, Value};
 
+mod chat;
 mod gsco_cmd;
 
-const DISCLAIMER: &str = "Research aid, not a medical device: do not use for diagnosis.";
+pub(crate) const DISCLAIMER: &str = "Research aid, not a medical device: do not use for diagnosis.";
 
 /// Images larger than this are refused before reading (a 448² model input never needs more).
 const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
@@ -62,6 +63,9 @@ enum Command {
     /// GSCo: specialists' diagnoses and similar reference cases in MedDr's prompt (index, run, eval).
     #[command(subcommand)]
     Gsco(gsco_cmd::GscoCommand),
+    /// Interactive multi-turn chat (upstream's history format; the KV cache is kept between turns).
+    #[command(after_help = chat::HELP)]
+    Chat(chat::ChatArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -189,6 +193,7 @@ fn main() -> ExitCode {
         Command::Info { model } => info(&model),
         Command::Specialist(c) => gsco_cmd::specialist(c),
         Command::Gsco(c) => gsco_cmd::gsco(c),
+        Command::Chat(c) => chat::chat(c),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -200,7 +205,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn open_model(path: &Path) -> Result<(GgufFile, ModelInfo)> {
+/// The model's weights on `device`: the wgpu engine, or the f32 CPU reference.
+pub(crate) fn load_backend(path: &Path, file: GgufFile, device: Device, gopts: &GpuOptions) -> Result<Box<dyn Backend>> {
+    Ok(match device {
+        Device::Gpu => Box::new(
+            GpuBackend::load(&file, gopts).with_context(|| format!("loading {} on the GPU", path.display()))?,
+        ),
+        Device::Cpu => Box::new(
+            CpuBackend::load(&GgufStore::from_file(file)).with_context(|| format!("loading {}", path.display()))?,
+        ),
+    })
+}
+
+pub(crate) fn open_model(path: &Path) -> Result<(GgufFile, ModelInfo)> {
     let file =
         GgufFile::open(path).with_context(|| format!("cannot read model {}", path.display()))?;
     let info = ModelInfo::from_gguf_header(&file.header)
@@ -221,7 +238,7 @@ fn info(path: &Path) -> Result<()> {
 
 /// The image's `pixel_values`, and what the user should be told about its conversion (printed on stderr
 /// here, and given back for `--json`).
-fn read_image(path: &Path, info: &ModelInfo) -> Result<(Vec<f32>, Vec<String>)> {
+pub(crate) fn read_image(path: &Path, info: &ModelInfo) -> Result<(Vec<f32>, Vec<String>)> {
     let vision = info
         .vision
         .as_ref()
@@ -292,26 +309,13 @@ fn run(a: RunArgs) -> Result<()> {
     let ids = prompt.ids;
     check_request(ids.len(), &opts, info.context_length)?;
 
-    let mut backend: Box<dyn Backend> = match a.device {
-        Device::Gpu => {
-            let gopts = GpuOptions {
-                force_f32: a.force_f32,
-                context_length: a.context_length,
-                release_vision_after_encode: a.release_vision,
-            };
-            let b = GpuBackend::load(&file, &gopts)
-                .with_context(|| format!("loading {} on the GPU", a.model.display()))?;
-            check_request(ids.len(), &opts, b.context_length())?;
-            Box::new(b)
-        }
-        Device::Cpu => {
-            let store = GgufStore::from_file(file);
-            Box::new(
-                CpuBackend::load(&store)
-                    .with_context(|| format!("loading {}", a.model.display()))?,
-            )
-        }
+    let gopts = GpuOptions {
+        force_f32: a.force_f32,
+        context_length: a.context_length,
+        release_vision_after_encode: a.release_vision,
     };
+    let mut backend = load_backend(&a.model, file, a.device, &gopts)?;
+    check_request(ids.len(), &opts, backend.context_length())?;
     let features = match &pixel_values {
         Some(pv) => Some(
             backend

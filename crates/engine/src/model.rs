@@ -903,10 +903,32 @@ impl GpuModel {
         max_new_tokens: u32,
         read: Readback,
     ) -> ModelResult<Step> {
+        self.prefill_from_async(0, ids, image, max_new_tokens, read).await
+    }
+
+    /// [`GpuModel::prefill_async`] after the first `keep` cached positions: they stay (the caller vouches that
+    /// they hold the ids it means: a conversation's earlier turns), and `ids` are run from position `keep`.
+    /// `keep` must not exceed the positions already processed ([`GpuModel::position`] less queued steps).
+    pub async fn prefill_from_async(
+        &mut self,
+        keep: u32,
+        ids: &[u32],
+        image: Option<&ImageFeatures>,
+        max_new_tokens: u32,
+        read: Readback,
+    ) -> ModelResult<Step> {
         if ids.is_empty() {
             return Err(input("ids.len", 0u32, "the prompt must not be empty"));
         }
-        self.check_capacity(ids.len(), max_new_tokens)?;
+        let confirmed = self.pos - self.queued.len() as u32;
+        if keep > confirmed {
+            return Err(input(
+                "keep",
+                keep,
+                format!("only {confirmed} positions are cached; a prefix longer than that cannot be kept"),
+            ));
+        }
+        self.check_capacity(keep as usize + ids.len(), max_new_tokens)?;
         if let Some(i) = ids.iter().position(|&t| t >= self.config.vocab) {
             return Err(input(
                 "ids",
@@ -945,7 +967,7 @@ impl GpuModel {
             None => None,
         };
         self.queued.clear();
-        self.pos = 0;
+        self.pos = keep;
         self.have_argmax = false;
         let ctx = self.ctx.clone();
         let mut consumed = 0u32;
@@ -1268,6 +1290,19 @@ impl GpuModel {
         read: Readback,
     ) -> ModelResult<Step> {
         pollster::block_on(self.prefill_async(ids, image, max_new_tokens, read))
+    }
+
+    /// Blocking [`GpuModel::prefill_from_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn prefill_from(
+        &mut self,
+        keep: u32,
+        ids: &[u32],
+        image: Option<&ImageFeatures>,
+        max_new_tokens: u32,
+        read: Readback,
+    ) -> ModelResult<Step> {
+        pollster::block_on(self.prefill_from_async(keep, ids, image, max_new_tokens, read))
     }
 
     /// Blocking [`GpuModel::read_queued_step`].

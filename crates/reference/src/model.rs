@@ -344,6 +344,17 @@ impl KvCache {
     pub fn len(&self) -> usize {
         self.len
     }
+    /// Keeps the first `len` positions (no-op when fewer are cached): a conversation's next turn reuses the
+    /// positions its prompt shares with what was cached.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        for layer in self.k.iter_mut().chain(self.v.iter_mut()) {
+            layer.truncate(len * self.kv_width);
+        }
+        self.len = len;
+    }
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -40,6 +40,17 @@ pub enum RuntimeError {
          ask without one, or use a MedDr file with its vision tower"
     )]
     NoVisionEncoder,
+    #[error(
+        "the conversation holds {used} tokens, so {} of the context's {context} are left, fewer than the \
+         {max_new_tokens} new tokens asked for: start a new conversation, or ask for fewer new tokens",
+        context.saturating_sub(*used)
+    )]
+    ConversationFull { used: usize, max_new_tokens: usize, context: usize },
+    #[error(
+        "this file has no chat template (a plain llama GGUF: prompts are completed as raw text), so a \
+         conversation cannot carry a history; ask each question on its own"
+    )]
+    NoChatTemplate,
     #[error("backend returned unusable logits ({len} values): {reason}")]
     BadLogits { len: usize, reason: &'static str },
     #[error("sampled token id {id} is outside the tokenizer's vocabulary of {vocab}")]

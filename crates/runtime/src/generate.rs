@@ -23,6 +23,20 @@ pub trait Backend {
         ids: &[u32],
         image_features: Option<&[f32]>,
     ) -> Result<Vec<f32>, BackendError>;
+    /// Keeps the first `keep` cached positions (the caller vouches that they hold the ids it means) and runs
+    /// `ids` from position `keep`; returns the last position's logits. `keep == 0` is [`Backend::prefill`].
+    /// Backends that cannot keep part of their cache use this default, which refuses `keep > 0`.
+    fn prefill_from(
+        &mut self,
+        keep: usize,
+        ids: &[u32],
+        image_features: Option<&[f32]>,
+    ) -> Result<Vec<f32>, BackendError> {
+        if keep == 0 {
+            return self.prefill(ids, image_features);
+        }
+        Err("this backend cannot keep part of its cache".into())
+    }
     /// Appends one token and returns the next logits.
     fn decode(&mut self, token: u32) -> Result<Vec<f32>, BackendError>;
     fn context_length(&self) -> usize;
@@ -209,8 +223,31 @@ pub fn generate<B: Backend + ?Sized>(
     prompt_ids: &[u32],
     image_features: Option<&[f32]>,
     opts: &GenerationOptions,
+    on_token: impl FnMut(&TokenEvent) -> ControlFlow<()>,
+) -> Result<GenerationResult> {
+    generate_from(backend, tokenizer, info, 0, prompt_ids, image_features, opts, on_token)
+}
+
+/// [`generate`] that keeps the first `keep` positions of the backend's cache ([`Backend::prefill_from`]):
+/// only `prompt_ids[keep..]` is run. `image_features` are for the image tokens in that part.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_from<B: Backend + ?Sized>(
+    backend: &mut B,
+    tokenizer: &MedDrTokenizer,
+    info: &ModelInfo,
+    keep: usize,
+    prompt_ids: &[u32],
+    image_features: Option<&[f32]>,
+    opts: &GenerationOptions,
     mut on_token: impl FnMut(&TokenEvent) -> ControlFlow<()>,
 ) -> Result<GenerationResult> {
+    if keep >= prompt_ids.len() {
+        return Err(RuntimeError::InvalidOption {
+            field: "keep",
+            value: keep.to_string(),
+            reason: "at least one prompt token must be run to get the next token's logits",
+        });
+    }
     let context_length = backend.context_length().min(info.context_length);
     check_request(prompt_ids.len(), opts, context_length)?;
     let mut sampler = Sampler::new(opts.sampling.clone())?;
@@ -229,7 +266,7 @@ pub fn generate<B: Backend + ?Sized>(
     let t0 = Instant::now();
     let mut logits = Some(
         backend
-            .prefill(prompt_ids, image_features)
+            .prefill_from(keep, &prompt_ids[keep..], image_features)
             .map_err(RuntimeError::Backend)?,
     );
     result.timings.prefill_s = t0.elapsed().as_secs_f64();
@@ -298,7 +335,7 @@ pub fn generate<B: Backend + ?Sized>(
     // Cancelled: bytes of a character still unfinished at that point are dropped, so the text is exactly
     // what the callback was given (the other ends flushed them through `step_last`).
     result.timings.decode_s = t1.elapsed().as_secs_f64();
-    result.timings.prefill_tokens_per_s = rate(prompt_ids.len(), result.timings.prefill_s);
+    result.timings.prefill_tokens_per_s = rate(prompt_ids.len() - keep, result.timings.prefill_s);
     result.timings.decode_tokens_per_s = rate(
         result.tokens.len().saturating_sub(1),
         result.timings.decode_s,

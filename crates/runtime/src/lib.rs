@@ -5,15 +5,17 @@
 //! prompt ([`build_prompt`], [`encode_prompt`]), Hugging Face-compatible sampling ([`Sampler`]) and the streaming generation loop
 //! over any [`Backend`] ([`generate`]).
 
+mod conversation;
 mod error;
 mod generate;
 mod info;
 mod prompt;
 pub mod sampler;
 
+pub use conversation::{Conversation, Reply, Turn};
 pub use error::{BackendError, Result, RuntimeError};
 pub use generate::{
-    check_image_tokens, check_request, generate, Backend, GenerationOptions, GenerationResult, StopPolicy, StopReason,
+    check_image_tokens, check_request, generate, generate_from, Backend, GenerationOptions, GenerationResult, StopPolicy, StopReason,
     Timings, TokenEvent, TokenOut, MAX_LOGPROBS,
 };
 pub use info::{tokenizer_from_gguf_header, ImagePreprocessing, ModelInfo, PromptFormat, VisionInfo};

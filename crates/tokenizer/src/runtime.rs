@@ -209,29 +209,46 @@ impl MedDrTokenizer {
         user: std::ops::Range<usize>,
         literal: bool,
     ) -> Result<UserTextEncoding> {
-        if user.start > user.end
-            || user.end > text.len()
-            || !text.is_char_boundary(user.start)
-            || !text.is_char_boundary(user.end)
-        {
-            return Err(TokenizerError::config(format!(
-                "user text range {}..{} is not a character range of a {}-byte text",
-                user.start,
-                user.end,
-                text.len()
-            )));
+        self.encode_with_user_texts(text, std::slice::from_ref(&user), literal)
+    }
+
+    /// [`Self::encode_with_user_text`] with several stretches of user text (a conversation's questions), given
+    /// in order and not overlapping; each is handled as the single one is.
+    pub fn encode_with_user_texts(
+        &self,
+        text: &str,
+        user: &[std::ops::Range<usize>],
+        literal: bool,
+    ) -> Result<UserTextEncoding> {
+        let mut prev_end = 0;
+        for r in user {
+            if r.start > r.end
+                || r.start < prev_end
+                || r.end > text.len()
+                || !text.is_char_boundary(r.start)
+                || !text.is_char_boundary(r.end)
+            {
+                return Err(TokenizerError::config(format!(
+                    "user text range {}..{} is not a character range of a {}-byte text after the previous range",
+                    r.start,
+                    r.end,
+                    text.len()
+                )));
+            }
+            prev_end = r.end;
         }
         let enc = self.tk.encode(text, true).map_err(TokenizerError::tk)?;
         let ids = enc.get_ids();
         let offsets = enc.get_offsets();
         // 1 marks what the post-processor added (BOS/EOS); their offsets say nothing about the text.
         let from_post = enc.get_special_tokens_mask();
-        let overlaps = |i: usize| {
+        let overlaps = |i: usize, r: &std::ops::Range<usize>| {
             let (a, b) = offsets[i];
-            from_post[i] == 0 && a < user.end && b > user.start
+            from_post[i] == 0 && a < r.end && b > r.start
         };
+        let in_user = |i: usize| user.iter().any(|r| overlaps(i, r));
         let typed: Vec<usize> = (0..ids.len())
-            .filter(|&i| overlaps(i) && self.is_control(ids[i]))
+            .filter(|&i| in_user(i) && self.is_control(ids[i]))
             .collect();
         let typed_control_tokens = typed
             .iter()
@@ -243,43 +260,54 @@ impl MedDrTokenizer {
                 typed_control_tokens,
             });
         }
-        // The stretch to re-encode: from the end of the last template added token before `user` to the start
-        // of the first one after it. `tokenizers` normalises and encodes each stretch between added tokens on
-        // its own, so re-encoding this stretch alone changes nothing outside it.
-        let is_boundary = |i: usize| {
-            from_post[i] == 0 && self.added[ids[i] as usize] && !overlaps(i)
-        };
-        let before = (0..ids.len())
-            .filter(|&i| is_boundary(i) && offsets[i].1 <= user.start)
-            .last();
-        let after = (0..ids.len()).find(|&i| is_boundary(i) && offsets[i].0 >= user.end);
-        let start = before.map_or(0, |i| offsets[i].1);
-        let end = after.map_or(text.len(), |i| offsets[i].0);
-        if self.prepend_first_only && start > 0 {
-            return Err(TokenizerError::Unsupported(format!(
-                "literal user text with a Metaspace prepend_scheme \"first\" tokenizer: the text at byte {start} \
-                 cannot be re-encoded on its own"
-            )));
-        }
-        let first = before.map_or(0, |i| i + 1);
-        let last = after.unwrap_or(ids.len());
-        // BOS/EOS of the post-processor stay where they are: at the ends of the replaced run.
-        let lead = (first..last).take_while(|&i| from_post[i] == 1).count();
-        let trail = (first + lead..last).rev().take_while(|&i| from_post[i] == 1).count();
-        let mut out: Vec<u32> = Vec::with_capacity(ids.len());
-        out.extend(&ids[..first + lead]);
-        let stretch = self
-            .literal
-            .encode(&text[start..end], false)
-            .map_err(TokenizerError::tk)?;
-        for &id in stretch.get_ids() {
-            if self.is_control(id) {
-                self.spell_without_controls(&self.contents[id as usize], &mut out)?;
-            } else {
-                out.push(id);
+        // Each stretch to re-encode: from the end of the last template added token before a user range to the
+        // start of the first one after it. `tokenizers` normalises and encodes each stretch between added
+        // tokens on its own, so re-encoding a stretch alone changes nothing outside it.
+        let is_boundary = |i: usize| from_post[i] == 0 && self.added[ids[i] as usize] && !in_user(i);
+        // (first id index replaced, end id index, stretch start byte, stretch end byte), in order.
+        let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
+        for r in user {
+            if !typed.iter().any(|&i| overlaps(i, r)) {
+                continue;
+            }
+            let before = (0..ids.len()).filter(|&i| is_boundary(i) && offsets[i].1 <= r.start).last();
+            let after = (0..ids.len()).find(|&i| is_boundary(i) && offsets[i].0 >= r.end);
+            let start = before.map_or(0, |i| offsets[i].1);
+            let end = after.map_or(text.len(), |i| offsets[i].0);
+            if self.prepend_first_only && start > 0 {
+                return Err(TokenizerError::Unsupported(format!(
+                    "literal user text with a Metaspace prepend_scheme \"first\" tokenizer: the text at byte {start} \
+                     cannot be re-encoded on its own"
+                )));
+            }
+            let first = before.map_or(0, |i| i + 1);
+            let last = after.unwrap_or(ids.len());
+            // BOS/EOS of the post-processor stay where they are: at the ends of the replaced run.
+            let lead = (first..last).take_while(|&i| from_post[i] == 1).count();
+            let trail = (first + lead..last).rev().take_while(|&i| from_post[i] == 1).count();
+            let span = (first + lead, last - trail, start, end);
+            if spans.last() != Some(&span) {
+                spans.push(span);
             }
         }
-        out.extend(&ids[last - trail..]);
+        let mut out: Vec<u32> = Vec::with_capacity(ids.len());
+        let mut next = 0;
+        for (first, last, start, end) in spans {
+            out.extend(&ids[next..first]);
+            let stretch = self
+                .literal
+                .encode(&text[start..end], false)
+                .map_err(TokenizerError::tk)?;
+            for &id in stretch.get_ids() {
+                if self.is_control(id) {
+                    self.spell_without_controls(&self.contents[id as usize], &mut out)?;
+                } else {
+                    out.push(id);
+                }
+            }
+            next = last;
+        }
+        out.extend(&ids[next..]);
         Ok(UserTextEncoding {
             ids: out,
             typed_control_tokens,

@@ -348,6 +348,15 @@ pub(crate) fn inspect(text: &str) -> Result<JsonInfo> {
             "tokenizer JSON model.type = {mtype:?}; only SentencePiece-style \"BPE\" is supported"
         )));
     }
+    // SentencePiece-style BPE has neither; `tokenizers` also panics building merges when a merge's second
+    // part is shorter than `continuing_subword_prefix` (third fuzz find).
+    for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
+        if let Some(x) = field(model, key).filter(|x| x.as_str() != Some("")) {
+            return Err(TokenizerError::Unsupported(format!(
+                "tokenizer JSON model.{key} = {x}; SentencePiece-style BPE has none"
+            )));
+        }
+    }
     if let Some(pre) = field(&v, "pre_tokenizer") {
         let t = field(pre, "type").and_then(Value::as_str).unwrap_or("");
         if t != "Metaspace" {

@@ -44,11 +44,11 @@ fn sigkill_at_20_points_never_leaves_a_partial_or_damaged_output() {
     let ckpt = root.join("ckpt");
     let out_dir = root.join("out");
     std::fs::create_dir_all(&out_dir).unwrap();
-    // Large enough that a run lasts a while (140 MB of bf16), small enough for CI.
+    // Large enough that a run lasts a while (~70 MB of bf16), small enough for CI.
     let st = Command::new(synth_bin())
         .arg("-o")
         .arg(&ckpt)
-        .args(["--llm-hidden", "1024", "--llm-layers", "4", "--llm-ffn", "2816", "--llm-heads", "8"])
+        .args(["--llm-hidden", "1024", "--llm-layers", "2", "--llm-ffn", "2816", "--llm-heads", "8"])
         .args(["--llm-kv-heads", "2", "--shard-mb", "32"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -15,7 +15,7 @@ use std::ops::{ControlFlow, Range};
 use meddr_tokenizer::MedDrTokenizer;
 
 use crate::generate::{check_image_tokens, generate_from, Backend, GenerationOptions, GenerationResult, TokenEvent};
-use crate::prompt::{python_strip, EncodedPrompt, UserText, IMG_CONTEXT, IMG_END, IMG_START};
+use crate::prompt::{python_strip, render_hermes2, EncodedPrompt, UserText};
 use crate::{ModelInfo, PromptFormat, Result, RuntimeError};
 
 /// One finished exchange, as it goes into the next prompt.
@@ -76,33 +76,9 @@ impl Conversation {
 
     /// The next prompt's text for `question` and the byte ranges of the questions in it (user text).
     pub fn prompt_text(&self, info: &ModelInfo, question: &str) -> (String, Vec<Range<usize>>) {
-        let mut p = String::new();
-        let mut user = Vec::new();
-        p.push_str("<|im_start|>system\n");
-        p.push_str(&info.system_message);
-        p.push_str("<|im_end|>");
-        let n_img = info.vision.as_ref().map_or(0, |v| v.num_image_tokens);
-        let questions = self.turns.iter().map(|t| (t.question.as_str(), Some(t.answer.as_str())));
-        for (k, (q, a)) in questions.chain([(python_strip(question), None)]).enumerate() {
-            p.push_str("<|im_start|>user\n");
-            if k == 0 && self.image.is_some() {
-                p.push_str(IMG_START);
-                for _ in 0..n_img {
-                    p.push_str(IMG_CONTEXT);
-                }
-                p.push_str(IMG_END);
-                p.push('\n');
-            }
-            let start = p.len();
-            p.push_str(q);
-            user.push(start..p.len());
-            p.push_str("<|im_end|><|im_start|>assistant\n");
-            if let Some(a) = a {
-                p.push_str(a);
-                p.push_str("<|im_end|>");
-            }
-        }
-        (p, user)
+        let history: Vec<(&str, &str)> = self.turns.iter().map(|t| (t.question.as_str(), t.answer.as_str())).collect();
+        let image_tokens = self.image.as_ref().map(|_| info.vision.as_ref().map_or(0, |v| v.num_image_tokens));
+        render_hermes2(&info.system_message, &history, python_strip(question), image_tokens)
     }
 
     /// Asks `question` as the next turn: renders the history, tokenizes it (control tokens typed in any

@@ -40,29 +40,49 @@ fn build_prompt_marked(
     has_image: bool,
     num_image_tokens: usize,
 ) -> (String, Range<usize>) {
-    let q = python_strip(question);
-    let image_len = if has_image {
-        IMG_START.len() + IMG_CONTEXT.len() * num_image_tokens + IMG_END.len() + 1
-    } else {
-        0
-    };
-    let mut p = String::with_capacity(96 + system.len() + q.len() + image_len);
+    let (p, mut user) = render_hermes2(system, &[], python_strip(question), has_image.then_some(num_image_tokens));
+    (p, user.pop().unwrap_or(0..0))
+}
+
+/// Upstream's Hermes-2 rendering (`conversation.py`, `SeparatorStyle.MPT`) of a history and a new question:
+/// `<|im_start|>system\n{system}<|im_end|>`, then per turn `<|im_start|>user\n{q}<|im_end|><|im_start|>assistant\n`
+/// followed by `{a}<|im_end|>` for answered turns. With `image_tokens`, the first question is preceded by
+/// `<img>` + that many `<IMG_CONTEXT>` + `</img>\n` (the image belongs to the first turn). Returns the text and
+/// the byte range of every question in it (user text), in order. Questions are used as given.
+pub(crate) fn render_hermes2(
+    system: &str,
+    history: &[(&str, &str)],
+    question: &str,
+    image_tokens: Option<usize>,
+) -> (String, Vec<Range<usize>>) {
+    let image_len = image_tokens.map_or(0, |n| IMG_START.len() + IMG_CONTEXT.len() * n + IMG_END.len() + 1);
+    let text_len: usize = history.iter().map(|(q, a)| q.len() + a.len() + 64).sum();
+    let mut p = String::with_capacity(96 + system.len() + text_len + question.len() + image_len);
+    let mut user = Vec::with_capacity(history.len() + 1);
     p.push_str("<|im_start|>system\n");
     p.push_str(system);
-    p.push_str("<|im_end|><|im_start|>user\n");
-    if has_image {
-        p.push_str(IMG_START);
-        for _ in 0..num_image_tokens {
-            p.push_str(IMG_CONTEXT);
+    p.push_str("<|im_end|>");
+    let turns = history.iter().map(|&(q, a)| (q, Some(a))).chain([(question, None)]);
+    for (k, (q, a)) in turns.enumerate() {
+        p.push_str("<|im_start|>user\n");
+        if let (0, Some(n)) = (k, image_tokens) {
+            p.push_str(IMG_START);
+            for _ in 0..n {
+                p.push_str(IMG_CONTEXT);
+            }
+            p.push_str(IMG_END);
+            p.push('\n');
         }
-        p.push_str(IMG_END);
-        p.push('\n');
+        let start = p.len();
+        p.push_str(q);
+        user.push(start..p.len());
+        p.push_str("<|im_end|><|im_start|>assistant\n");
+        if let Some(a) = a {
+            p.push_str(a);
+            p.push_str("<|im_end|>");
+        }
     }
-    let start = p.len();
-    p.push_str(q);
-    let end = p.len();
-    p.push_str("<|im_end|><|im_start|>assistant\n");
-    (p, start..end)
+    (p, user)
 }
 
 /// How control tokens typed in a question (`<|im_end|>`, `<|im_start|>system…`, `<IMG_CONTEXT>`) are read.

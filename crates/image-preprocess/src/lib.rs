@@ -28,10 +28,10 @@ pub const MAX_DIMENSION: u32 = 16_384;
 /// Largest accepted pixel count (bounds decoder memory on native and wasm32 alike).
 #[cfg(not(fuzzing))]
 pub const MAX_PIXELS: u64 = 256 * 1024 * 1024;
-/// Fuzzing builds (`--cfg fuzzing`, `tests/fuzz`) take 2^16 pixels (256 × 256) at most, so that an input
+/// Fuzzing builds (`--cfg fuzzing`, `tests/fuzz`) take 2^14 pixels (128 × 128) at most, so that an input
 /// declaring a huge image cannot make one execution slow; every check and decoding path stays the same.
 #[cfg(fuzzing)]
-pub const MAX_PIXELS: u64 = 1 << 16;
+pub const MAX_PIXELS: u64 = 1 << 14;
 
 /// Interleaved 8-bit RGB image, row-major HWC.
 #[derive(Clone, Debug, PartialEq, Eq)]

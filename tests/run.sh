@@ -18,9 +18,9 @@ t1=$SECONDS
 cargo test --workspace --locked "$@"
 echo "run.sh: cargo test took $((SECONDS - t1)) s"
 if [ "${MEDDR_SKIP_FUZZ:-0}" != 1 ]; then
-  # 60 s of coverage-guided fuzzing per parser of untrusted bytes, two at a time (tests/fuzz/run.sh).
+  # 60 s of coverage-guided fuzzing per parser of untrusted bytes, three at a time (tests/fuzz/run.sh).
   t3=$SECONDS
-  bash tests/fuzz/run.sh --seconds 60 --jobs 2
+  bash tests/fuzz/run.sh --seconds 60 --jobs 3
   echo "run.sh: fuzz smoke took $((SECONDS - t3)) s"
 fi
 if [ "${MEDDR_SKIP_BROWSER:-0}" != 1 ]; then

@@ -120,6 +120,32 @@ fn map_err(e: image::ImageError, name: &'static str) -> ImageError {
     }
 }
 
+/// The png crate (0.18) panics expanding a palette whose PLTE chunk is not a whole number of RGB entries (a
+/// `tests/fuzz` find); the PNG spec requires 3 bytes per entry and at most 256 entries, so such a file is
+/// refused here as corrupt. Walks the chunk list with checked offsets; stops at IDAT (PLTE must precede it).
+fn check_png_palette(bytes: &[u8]) -> Result<(), ImageError> {
+    let mut pos = 8usize;
+    while let Some(head) = pos.checked_add(8).and_then(|end| bytes.get(pos..end)) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        match &head[4..8] {
+            b"PLTE" if len % 3 != 0 || len > 768 || len == 0 => {
+                return Err(ImageError::Corrupt {
+                    format: "PNG",
+                    detail: format!("the palette (PLTE) is {len} bytes, not 1 to 256 RGB entries of 3 bytes"),
+                })
+            }
+            b"IDAT" | b"IEND" => return Ok(()),
+            _ => {}
+        }
+        // length + type + data + CRC
+        match pos.checked_add(12).and_then(|p| p.checked_add(len)) {
+            Some(next) => pos = next,
+            None => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 fn decode_other(
     bytes: &[u8],
     fmt: ImageFormat,
@@ -131,6 +157,7 @@ fn decode_other(
         let be =
             |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         check_dimensions_u64(be(16) as u64, be(20) as u64)?;
+        check_png_palette(bytes)?;
     }
     let (w, h) = ImageReader::with_format(Cursor::new(bytes), fmt)
         .into_dimensions()

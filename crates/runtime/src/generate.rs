@@ -241,6 +241,8 @@ pub fn generate_from<B: Backend + ?Sized>(
     opts: &GenerationOptions,
     mut on_token: impl FnMut(&TokenEvent) -> ControlFlow<()>,
 ) -> Result<GenerationResult> {
+    let context_length = backend.context_length().min(info.context_length);
+    check_request(prompt_ids.len(), opts, context_length)?;
     if keep >= prompt_ids.len() {
         return Err(RuntimeError::InvalidOption {
             field: "keep",
@@ -248,8 +250,6 @@ pub fn generate_from<B: Backend + ?Sized>(
             reason: "at least one prompt token must be run to get the next token's logits",
         });
     }
-    let context_length = backend.context_length().min(info.context_length);
-    check_request(prompt_ids.len(), opts, context_length)?;
     let mut sampler = Sampler::new(opts.sampling.clone())?;
     let stop_ids = info.stop_ids(opts.stop);
     let vocab = tokenizer.vocab_size();

@@ -112,13 +112,7 @@ impl Session {
             .as_ref()
             .ok_or_else(|| WebError::Other("this model file has no vision tower".into()))?;
         let p = &v.preprocessing;
-        let cfg = PreprocessConfig {
-            image_size: p.image_size,
-            pad2square: pad2square.unwrap_or(p.pad2square),
-            pad_color: p.pad_color,
-            mean: p.mean,
-            std: p.std,
-        };
+        let cfg = PreprocessConfig { pad2square: pad2square.unwrap_or(p.pad2square), ..p.config() };
         let out = preprocess(image, &cfg).map_err(|e| WebError::Image(e.to_string()))?;
         Ok((out.pixel_values, out.notes))
     }

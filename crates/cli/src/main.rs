@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 mod chat;
 mod gsco_cmd;
+mod serve_cmd;
 
 pub(crate) const DISCLAIMER: &str = "Research aid, not a medical device: do not use for diagnosis.";
 
@@ -66,6 +67,9 @@ enum Command {
     /// Interactive multi-turn chat (upstream's history format; the KV cache is kept between turns).
     #[command(after_help = chat::HELP)]
     Chat(chat::ChatArgs),
+    /// OpenAI-compatible local server (chat completions with images, completions, streaming).
+    #[command(after_help = serve_cmd::HELP)]
+    Serve(serve_cmd::ServeArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -194,6 +198,7 @@ fn main() -> ExitCode {
         Command::Specialist(c) => gsco_cmd::specialist(c),
         Command::Gsco(c) => gsco_cmd::gsco(c),
         Command::Chat(c) => chat::chat(c),
+        Command::Serve(s) => serve_cmd::serve(s),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -255,13 +260,7 @@ pub(crate) fn read_image(path: &Path, info: &ModelInfo) -> Result<(Vec<f32>, Vec
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
     let p = &vision.preprocessing;
-    let cfg = meddr_image::PreprocessConfig {
-        image_size: p.image_size,
-        pad2square: p.pad2square,
-        pad_color: p.pad_color,
-        mean: p.mean,
-        std: p.std,
-    };
+    let cfg = p.config();
     let out = meddr_image::preprocess(&bytes, &cfg)
         .with_context(|| format!("image {}", path.display()))?;
     let notes: Vec<String> = out.notes.iter().map(|n| format!("image {}: {n}", path.display())).collect();

@@ -19,13 +19,7 @@ use serde_json::Value as Json;
 
 fn pixels(info: &ModelInfo) -> Vec<f32> {
     let p = &info.vision.as_ref().unwrap().preprocessing;
-    let cfg = meddr_image::PreprocessConfig {
-        image_size: p.image_size,
-        pad2square: p.pad2square,
-        pad_color: p.pad_color,
-        mean: p.mean,
-        std: p.std,
-    };
+    let cfg = p.config();
     let bytes = std::fs::read(fixtures().join("images/test2.jpg")).unwrap();
     meddr_image::preprocess(&bytes, &cfg).unwrap().pixel_values
 }

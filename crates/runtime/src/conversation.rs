@@ -38,11 +38,18 @@ pub struct Reply {
 }
 
 /// A conversation with one model: its turns, its image, and which ids the backend's cache holds.
+///
+/// The one session type of every entry point: the CLI's `chat` REPL keeps one and asks turn after turn; the
+/// OpenAI-compatible server keeps one per model and replaces its history with each request's messages
+/// ([`Self::set_turns`]), so a client that re-sends a growing history gets the earlier prefill for free; raw
+/// completions go through [`Self::complete`] and share the same cache.
 #[derive(Debug, Clone, Default)]
 pub struct Conversation {
     turns: Vec<Turn>,
     /// Features of the first turn's image (`[num_image_tokens, hidden]`), if the conversation has one.
     image: Option<Vec<f32>>,
+    /// Replaces the file's system message (`meddr.chat.system_message`) when set.
+    system: Option<String>,
     user_text: UserText,
     /// The ids whose keys and values the backend holds, position by position.
     cached: Vec<u32>,
@@ -54,9 +61,11 @@ impl Conversation {
     }
 
     /// Starts over about a new image (its features from [`Backend::encode_image`]): upstream's image belongs
-    /// to the first turn, so earlier turns are dropped.
+    /// to the first turn, so earlier turns are dropped. The cache is dropped too: a new image has the same
+    /// token ids as the old one, so comparing ids cannot tell that its keys and values differ.
     pub fn set_image(&mut self, features: Vec<f32>) {
         self.turns.clear();
+        self.cached.clear();
         self.image = Some(features);
     }
 
@@ -64,6 +73,17 @@ impl Conversation {
     pub fn reset(&mut self) {
         self.turns.clear();
         self.image = None;
+    }
+
+    /// Replaces the history (a stateless client sends the whole of it with every request). The image, if
+    /// any, stays with the first turn; the cache is reused where the next prompt allows.
+    pub fn set_turns(&mut self, turns: Vec<Turn>) {
+        self.turns = turns;
+    }
+
+    /// Uses `system` instead of the file's system message (`None`: the file's, as upstream).
+    pub fn set_system(&mut self, system: Option<String>) {
+        self.system = system;
     }
 
     pub fn turns(&self) -> &[Turn] {
@@ -76,18 +96,54 @@ impl Conversation {
 
     /// The next prompt's text for `question` and the byte ranges of the questions in it (user text).
     pub fn prompt_text(&self, info: &ModelInfo, question: &str) -> (String, Vec<Range<usize>>) {
+        self.prompt_text_with(info, question, self.image.is_some())
+    }
+
+    fn prompt_text_with(&self, info: &ModelInfo, question: &str, has_image: bool) -> (String, Vec<Range<usize>>) {
         let history: Vec<(&str, &str)> = self.turns.iter().map(|t| (t.question.as_str(), t.answer.as_str())).collect();
-        let image_tokens = self.image.as_ref().map(|_| info.vision.as_ref().map_or(0, |v| v.num_image_tokens));
-        render_hermes2(&info.system_message, &history, python_strip(question), image_tokens)
+        let image_tokens = has_image.then(|| info.vision.as_ref().map_or(0, |v| v.num_image_tokens));
+        let system = self.system.as_deref().unwrap_or(&info.system_message);
+        render_hermes2(system, &history, python_strip(question), image_tokens)
+    }
+
+    /// The next prompt for `question` as token ids, checked before any backend work: a plain llama file
+    /// (no chat template to carry a history), an image for a file without a vision encoder, typed
+    /// `<IMG_CONTEXT>` tokens, and a prompt plus `max_new_tokens` beyond `context` positions
+    /// ([`RuntimeError::ConversationFull`], saying how many tokens are left). `has_image`: whether the first
+    /// turn carries an image (a caller checking a request before the image is encoded passes `true`).
+    pub fn encode(
+        &self,
+        tokenizer: &MedDrTokenizer,
+        info: &ModelInfo,
+        question: &str,
+        has_image: bool,
+        max_new_tokens: usize,
+        context: usize,
+    ) -> Result<EncodedPrompt> {
+        if info.prompt_format == PromptFormat::Raw {
+            return Err(RuntimeError::NoChatTemplate);
+        }
+        if has_image && info.vision.is_none() {
+            return Err(RuntimeError::NoVisionEncoder);
+        }
+        let (text, user) = self.prompt_text_with(info, question, has_image);
+        let enc = tokenizer.encode_with_user_texts(&text, &user, self.user_text == UserText::Literal)?;
+        let n_img = if has_image { info.vision.as_ref().map_or(0, |v| v.num_image_tokens) } else { 0 };
+        check_image_tokens(&enc.ids, info.image_context_id(tokenizer), n_img)?;
+        let context = context.min(info.context_length);
+        let used = enc.ids.len();
+        if used.saturating_add(max_new_tokens) > context {
+            return Err(RuntimeError::ConversationFull { used, max_new_tokens, context });
+        }
+        Ok(EncodedPrompt { ids: enc.ids, typed_control_tokens: enc.typed_control_tokens, user_text: self.user_text })
     }
 
     /// Asks `question` as the next turn: renders the history, tokenizes it (control tokens typed in any
-    /// question read as the conversation's [`UserText`] says), checks the context, keeps the cached prefix,
-    /// generates, and records the turn. `on_token` streams as in [`crate::generate`].
+    /// question read as the conversation's [`UserText`] says), checks it ([`Self::encode`]), keeps the cached
+    /// prefix, generates, and records the turn. `on_token` streams as in [`crate::generate`].
     ///
-    /// Errors: a plain llama file (no chat template to carry a history) after the first turn; a conversation
-    /// that no longer fits the context ([`RuntimeError::ConversationFull`], saying how many tokens are left);
-    /// anything [`crate::generate`] reports. After a backend error the cache is treated as empty.
+    /// Errors: those of [`Self::encode`] and of [`crate::generate`]. After a backend error the cache is
+    /// treated as empty.
     #[allow(clippy::too_many_arguments)]
     pub fn ask<B: Backend + ?Sized>(
         &mut self,
@@ -98,23 +154,42 @@ impl Conversation {
         opts: &GenerationOptions,
         on_token: impl FnMut(&TokenEvent) -> ControlFlow<()>,
     ) -> Result<Reply> {
-        if info.prompt_format == PromptFormat::Raw {
-            return Err(RuntimeError::NoChatTemplate);
+        let prompt = self.encode(tokenizer, info, question, self.image.is_some(), opts.max_new_tokens, backend.context_length())?;
+        let (result, reused_tokens) = self.run(backend, tokenizer, info, &prompt.ids, opts, on_token)?;
+        let answer = python_strip(result.text.split("<|im_end|>").next().unwrap_or_default()).to_owned();
+        self.turns.push(Turn { question: python_strip(question).to_owned(), answer });
+        Ok(Reply { result, prompt, reused_tokens })
+    }
+
+    /// Continues raw prompt ids (a completion: no template, no image), keeping the cached prefix as
+    /// [`Self::ask`] does. Returns the result and how many prompt positions were reused. The turns are left
+    /// as they are.
+    pub fn complete<B: Backend + ?Sized>(
+        &mut self,
+        backend: &mut B,
+        tokenizer: &MedDrTokenizer,
+        info: &ModelInfo,
+        ids: &[u32],
+        opts: &GenerationOptions,
+        on_token: impl FnMut(&TokenEvent) -> ControlFlow<()>,
+    ) -> Result<(GenerationResult, usize)> {
+        check_image_tokens(ids, info.image_context_id(tokenizer), 0)?;
+        self.run(backend, tokenizer, info, ids, opts, on_token)
+    }
+
+    /// Generates from `ids`, running only what follows the longest prefix the cache already holds.
+    fn run<B: Backend + ?Sized>(
+        &mut self,
+        backend: &mut B,
+        tokenizer: &MedDrTokenizer,
+        info: &ModelInfo,
+        ids: &[u32],
+        opts: &GenerationOptions,
+        on_token: impl FnMut(&TokenEvent) -> ControlFlow<()>,
+    ) -> Result<(GenerationResult, usize)> {
+        if ids.is_empty() {
+            return Err(RuntimeError::EmptyPrompt);
         }
-        if self.image.is_some() && info.vision.is_none() {
-            return Err(RuntimeError::NoVisionEncoder);
-        }
-        let (text, user) = self.prompt_text(info, question);
-        let enc = tokenizer.encode_with_user_texts(&text, &user, self.user_text == UserText::Literal)?;
-        let n_img = if self.image.is_some() { info.vision.as_ref().map_or(0, |v| v.num_image_tokens) } else { 0 };
-        check_image_tokens(&enc.ids, info.image_context_id(tokenizer), n_img)?;
-        let context = backend.context_length().min(info.context_length);
-        let used = enc.ids.len();
-        if used.saturating_add(opts.max_new_tokens) > context {
-            return Err(RuntimeError::ConversationFull { used, max_new_tokens: opts.max_new_tokens, context });
-        }
-        let prompt = EncodedPrompt { ids: enc.ids, typed_control_tokens: enc.typed_control_tokens, user_text: self.user_text };
-        let ids = &prompt.ids;
         let mut keep = ids.iter().zip(&self.cached).take_while(|(a, b)| a == b).count().min(ids.len() - 1);
         // Image rows are spliced by order: the image must be entirely in the kept prefix or entirely run.
         let ctx_id = info.image_context_id(tokenizer);
@@ -122,15 +197,13 @@ impl Conversation {
         if image_after_keep && ctx_id.is_some_and(|c| ids[..keep].contains(&c)) {
             keep = 0;
         }
-        let features = if n_img > 0 && ids[keep..].contains(&ctx_id.unwrap_or(u32::MAX)) { self.image.as_deref() } else { None };
+        let features = if image_after_keep { self.image.as_deref() } else { None };
         self.cached.clear();
         let result = generate_from(backend, tokenizer, info, keep, ids, features, opts, on_token)?;
         // The cache now holds the prompt and every generated token but the last (never fed back).
-        self.cached = ids.clone();
+        self.cached = ids.to_vec();
         let fed = result.tokens.len().saturating_sub(1);
         self.cached.extend(result.tokens[..fed].iter().map(|t| t.id));
-        let answer = python_strip(result.text.split("<|im_end|>").next().unwrap_or_default()).to_owned();
-        self.turns.push(Turn { question: python_strip(question).to_owned(), answer });
-        Ok(Reply { result, prompt, reused_tokens: keep })
+        Ok((result, keep))
     }
 }

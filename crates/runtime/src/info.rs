@@ -16,6 +16,19 @@ pub struct ImagePreprocessing {
     pub std: [f32; 3],
 }
 
+impl ImagePreprocessing {
+    /// The settings as `meddr_image::preprocess` takes them.
+    pub fn config(&self) -> meddr_image::PreprocessConfig {
+        meddr_image::PreprocessConfig {
+            image_size: self.image_size,
+            pad2square: self.pad2square,
+            pad_color: self.pad_color,
+            mean: self.mean,
+            std: self.std,
+        }
+    }
+}
+
 /// How a question becomes the prompt's text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PromptFormat {

@@ -11,6 +11,7 @@ mod generate;
 mod info;
 mod prompt;
 pub mod sampler;
+mod stop;
 
 pub use conversation::{Conversation, Reply, Turn};
 pub use error::{BackendError, Result, RuntimeError};
@@ -23,3 +24,4 @@ pub use prompt::{
     build_prompt, encode_prompt, python_strip, EncodedPrompt, UserText, IMG_CONTEXT, IMG_END, IMG_START,
 };
 pub use sampler::{Sampler, SamplingParams};
+pub use stop::{StopStrings, MAX_STOP_STRINGS};

@@ -362,6 +362,20 @@ impl MedDrTokenizer {
         self.contents.len()
     }
 
+    /// The bytes token `id` stands for, as OpenAI's log-probability `bytes` field gives them: a byte piece
+    /// `<0xNN>` is that one byte (it may be part of a character), SentencePiece's `▁` is a space, any other
+    /// piece is its UTF-8 text. `None` for an id outside the vocabulary.
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        let piece = self.contents.get(id as usize)?;
+        let b = piece.as_bytes();
+        if b.len() == 6 && piece.starts_with("<0x") && piece.ends_with('>') {
+            if let Ok(v) = u8::from_str_radix(&piece[3..5], 16) {
+                return Some(vec![v]);
+            }
+        }
+        Some(piece.replace(SPACE, " ").into_bytes())
+    }
+
     /// Hugging Face special token (dropped by `skip_special_tokens`).
     pub fn is_special(&self, id: u32) -> bool {
         self.special.get(id as usize).copied().unwrap_or(false)

@@ -1,0 +1,599 @@
+//! OpenAI-compatible local server for MedDr Edge (`meddr serve`).
+//!
+//! Endpoints (OpenAI API reference; llama-server's conventions where OpenAI has none):
+//! `GET /health` (503 while the model loads), `GET /v1/models`, `POST /v1/chat/completions` (text and
+//! `image_url` parts with `data:` URLs; SSE streaming ending in `data: [DONE]`), `POST /v1/completions`.
+//!
+//! Defaults chosen for medical data: loopback only unless told otherwise, an optional API key (Bearer or
+//! `X-Api-Key`), no CORS unless an origin is named, `Content-Type: application/json` required on POST (so
+//! a web page cannot send one without the CORS preflight the server refuses), remote image URLs never
+//! fetched, control tokens typed in messages read as plain text. One model on one device serves one request
+//! at a time; the others wait in a bounded FIFO queue (full: 429), streams that wait get SSE comments, and a
+//! client that disconnects stops its generation.
+
+mod api;
+mod error;
+mod worker;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream, StreamExt};
+use meddr_runtime::{
+    Backend, Conversation, GenerationOptions, ModelInfo, SamplingParams, StopPolicy, StopStrings, Turn, UserText,
+    MAX_LOGPROBS,
+};
+use meddr_tokenizer::MedDrTokenizer;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+pub use error::ApiError;
+use worker::{Event, Job, TokenLogprob, Work, WorkerState};
+
+/// Shown with every answer (model card, response bodies, a response header).
+pub const NOTICE: &str = "Research aid, not a medical device: do not use for diagnosis.";
+
+/// Server settings (`meddr serve` flags).
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The model's name in `/v1/models` and in responses (the file's stem).
+    pub model_id: String,
+    /// Required as `Authorization: Bearer K` or `X-Api-Key: K` on `/v1/*` but `/v1/models` (`None`: open).
+    pub api_key: Option<String>,
+    /// The one origin browsers may call from (`None`: no CORS headers, so no cross-origin page can read).
+    pub cors_origin: Option<String>,
+    /// Requests that may wait behind the running one; one more is answered 429.
+    pub queue_capacity: usize,
+    /// Largest request body, bytes (base64 images are 4/3 of their file size).
+    pub max_body_bytes: usize,
+    /// How often a waiting or slow stream gets an SSE comment.
+    pub keep_alive: Duration,
+    /// How control tokens typed in messages are read (default: literal text).
+    pub user_text: UserText,
+}
+
+impl ServerOptions {
+    /// 32 MiB of body: a 24 MB image file in base64, which no radiograph or photograph a user sends exceeds.
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 32 << 20;
+    pub const DEFAULT_QUEUE: usize = 16;
+}
+
+/// The model's text side, known before the weights load (the GGUF header): enough to check requests.
+pub struct Model {
+    pub tokenizer: MedDrTokenizer,
+    pub info: ModelInfo,
+}
+
+/// Loads the weights on the model thread: `Err` is a message for the user.
+pub type BackendLoader = Box<dyn FnOnce() -> Result<Box<dyn Backend>, String> + Send>;
+
+struct AppState {
+    opts: ServerOptions,
+    tokenizer: Arc<MedDrTokenizer>,
+    info: Arc<ModelInfo>,
+    worker: Arc<WorkerState>,
+    jobs: mpsc::Sender<Job>,
+    next_id: AtomicU64,
+    /// Decoding an image can take hundreds of MB; one at a time bounds the server's memory.
+    image_decode: Semaphore,
+}
+
+/// Serves on `listener` until Ctrl-C (or until the model fails to load: that error is returned).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    opts: ServerOptions,
+    model: Model,
+    load: BackendLoader,
+) -> Result<(), String> {
+    let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
+    let tokenizer = Arc::new(model.tokenizer);
+    let info = Arc::new(model.info);
+    let worker_state = Arc::new(WorkerState::default());
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
+    {
+        let (tokenizer, info, state, user_text) = (tokenizer.clone(), info.clone(), worker_state.clone(), opts.user_text);
+        std::thread::Builder::new()
+            .name("meddr-model".into())
+            .spawn(move || worker::run(load, tokenizer, info, user_text, state, rx, loaded_tx))
+            .map_err(|e| format!("cannot start the model thread: {e}"))?;
+    }
+    let state = Arc::new(AppState {
+        opts,
+        tokenizer,
+        info,
+        worker: worker_state,
+        jobs: tx,
+        next_id: AtomicU64::new(1),
+        image_decode: Semaphore::new(1),
+    });
+    let app = router(state);
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+    let load_failed = async {
+        match loaded_rx.await {
+            Ok(Err(e)) => e,
+            // Loaded: keep serving (this branch never completes).
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = server => r.map_err(|e| format!("server: {e}")),
+        e = load_failed => Err(e),
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let protected = Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+    let mut app = Router::new()
+        .route("/health", get(health))
+        .route("/v1/models", get(models))
+        .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.opts.max_body_bytes))
+        .layer(middleware::from_fn(add_notice_header))
+        .with_state(state.clone());
+    if let Some(origin) = &state.opts.cors_origin {
+        if let Ok(origin) = HeaderValue::from_str(origin) {
+            app = app.layer(
+                tower_http::cors::CorsLayer::new()
+                    .allow_origin(origin)
+                    .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+                    .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::HeaderName::from_static("x-api-key")]),
+            );
+        }
+    }
+    app
+}
+
+async fn add_notice_header(req: Request, next: Next) -> Response {
+    let mut r = next.run(req).await;
+    r.headers_mut().insert("x-meddr-notice", HeaderValue::from_static(NOTICE));
+    r
+}
+
+/// Constant-time comparison: the key's bytes are not revealed by how long a wrong guess takes.
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_api_key(State(state): State<Arc<AppState>>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    if let Some(key) = &state.opts.api_key {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        let given = bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+        if !given.is_some_and(|g| same_key(g.as_bytes(), key.as_bytes())) {
+            let mut e = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                if given.is_some() { "invalid API key" } else { "an API key is required: Authorization: Bearer <key>" },
+            );
+            e.param = None;
+            return e.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("no route {} {}", req.method(), req.uri().path()))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        format!("method {} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    if !state.worker.ready.load(Ordering::SeqCst) {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", "Loading model").into_response();
+    }
+    let queued = state.opts.queue_capacity.max(1) - state.jobs.capacity();
+    Json(json!({
+        "status": "ok",
+        "busy": state.worker.busy.load(Ordering::SeqCst),
+        "queued": queued,
+        "served": state.worker.served.load(Ordering::SeqCst),
+        "cancelled": state.worker.cancelled.load(Ordering::SeqCst),
+    }))
+    .into_response()
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let info = &state.info;
+    Json(json!({
+        "object": "list",
+        "data": [{
+            "id": state.opts.model_id,
+            "object": "model",
+            "created": now(),
+            "owned_by": "local",
+            "meta": {
+                "context_length": info.context_length,
+                "vision": info.vision.is_some(),
+                "chat_template": info.prompt_format == meddr_runtime::PromptFormat::MedDr,
+                "default_temperature": 0.0,
+                "notice": NOTICE,
+            },
+        }],
+    }))
+}
+
+/// The body as JSON, whatever the body limit, content type or syntax did wrong, as an OpenAI error.
+fn parse_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, max: usize) -> Result<T, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                format!("the request body is larger than the server's limit of {max} bytes (meddr serve --max-body-mb)"),
+            )
+        } else {
+            ApiError::bad_request(None, format!("cannot read the request body: {e}"))
+        }
+    })?;
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.trim().to_ascii_lowercase().starts_with("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            format!("Content-Type must be application/json (got {:?})", ct.chars().take(64).collect::<String>()),
+        ));
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(None, format!("invalid JSON body: {e}")))
+}
+
+/// Sampling fields shared by both endpoints, checked, with the max token count still to be settled.
+fn options(s: &api::Sampling, logprobs: Option<usize>) -> Result<(GenerationOptions, StopStrings, Option<u64>), ApiError> {
+    if let Some(n) = s.n {
+        if n != 1 {
+            return Err(ApiError::bad_request(Some("n"), format!("n = {n}: this server returns one choice per request")));
+        }
+    }
+    if let Some(t) = s.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(ApiError::bad_request(Some("temperature"), format!("temperature = {t} is outside 0..=2")));
+        }
+    }
+    if let Some(p) = s.top_p {
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(ApiError::bad_request(Some("top_p"), format!("top_p = {p} is outside (0, 1]")));
+        }
+    }
+    let stop = StopStrings::new(s.stop.as_ref().map(|f| match f {
+        api::StopField::One(s) => vec![s.clone()],
+        api::StopField::Many(v) => v.clone(),
+    }).unwrap_or_default())
+    .map_err(ApiError::from)?;
+    let opts = GenerationOptions {
+        max_new_tokens: 0,
+        sampling: SamplingParams {
+            // Upstream's demo is greedy; a client that wants OpenAI's default sampling asks for temperature 1.
+            temperature: s.temperature.unwrap_or(0.0),
+            top_k: s.top_k.unwrap_or(0),
+            top_p: s.top_p.unwrap_or(1.0),
+            repetition_penalty: s.repetition_penalty.unwrap_or(1.0),
+            seed: s.seed.unwrap_or(0) as u64,
+        },
+        stop: if s.ignore_eos { StopPolicy::IgnoreEos } else { StopPolicy::UpstreamEos },
+        logprobs,
+    };
+    opts.sampling.validate().map_err(ApiError::from)?;
+    Ok((opts, stop, s.max_completion_tokens.or(s.max_tokens)))
+}
+
+/// `max_tokens`: what was asked (refused if it cannot fit), else everything the context has left.
+fn settle_max_tokens(asked: Option<u64>, prompt_tokens: usize, context: usize) -> Result<usize, ApiError> {
+    let left = context.saturating_sub(prompt_tokens);
+    match asked {
+        Some(0) => Err(ApiError::bad_request(Some("max_tokens"), "max_tokens = 0: at least one token must be generated")),
+        Some(n) if n > left as u64 => Err(ApiError::bad_request(
+            Some("max_tokens"),
+            format!(
+                "the prompt has {prompt_tokens} tokens, so {left} of the context's {context} are left, fewer than max_tokens = {n}"
+            ),
+        )),
+        Some(n) => Ok(n as usize),
+        None if left == 0 => Err(ApiError::bad_request(
+            Some("messages"),
+            format!("the prompt has {prompt_tokens} tokens and fills the model's context of {context}"),
+        )),
+        None => Ok(left),
+    }
+}
+
+async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    match chat_job(&state, &headers, body).await {
+        Ok((job, rx, shape)) => respond(&state, job, rx, shape).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    match completion_job(&state, &headers, body) {
+        Ok((job, rx, shape)) => respond(&state, job, rx, shape).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// How a response is written: which object, streamed or not, with usage chunks or not.
+struct Shape {
+    chat: bool,
+    stream: bool,
+    include_usage: bool,
+    logprobs: bool,
+    id: String,
+    warnings: Vec<String>,
+}
+
+type Prepared = (Job, mpsc::UnboundedReceiver<Event>, Shape);
+
+async fn chat_job(state: &Arc<AppState>, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Prepared, ApiError> {
+    let req: api::ChatRequest = parse_body(headers, body, state.opts.max_body_bytes)?;
+    let k = match (req.logprobs, req.top_logprobs) {
+        (Some(true), k) => Some(k.unwrap_or(0) as usize),
+        (_, Some(k)) if k > 0 => {
+            return Err(ApiError::bad_request(Some("top_logprobs"), "top_logprobs needs logprobs: true"));
+        }
+        _ => None,
+    };
+    if let Some(k) = k {
+        if k > MAX_LOGPROBS {
+            return Err(ApiError::bad_request(Some("top_logprobs"), format!("top_logprobs = {k} is above {MAX_LOGPROBS}")));
+        }
+    }
+    let (mut opts, stop, asked) = options(&req.sampling, k)?;
+    let msgs = api::chat_messages(req.messages)?;
+    let info = &state.info;
+    let pixel_values = match msgs.image {
+        Some(bytes) => {
+            let Some(v) = &info.vision else {
+                return Err(ApiError::bad_request(Some("messages"), meddr_runtime::RuntimeError::NoVisionEncoder.to_string()));
+            };
+            let cfg = v.preprocessing.config();
+            let _permit = state.image_decode.acquire().await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", "shutting down"))?;
+            let out = tokio::task::spawn_blocking(move || meddr_image::preprocess(&bytes, &cfg))
+                .await
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", format!("image decoding failed: {e}")))?
+                .map_err(|e| ApiError::bad_request(Some("messages"), format!("image: {e}")))?;
+            Some(out)
+        }
+        None => None,
+    };
+    let turns: Vec<Turn> = msgs.turns.into_iter().map(|(q, a)| Turn { question: meddr_runtime::python_strip(&q).to_owned(), answer: meddr_runtime::python_strip(&a).to_owned() }).collect();
+    // Checks the prompt now, so that a request that cannot run is a 400 and not a failed stream.
+    let mut conv = Conversation::new(state.opts.user_text);
+    conv.set_system(msgs.system.clone());
+    conv.set_turns(turns.clone());
+    let prompt = conv.encode(&state.tokenizer, info, &msgs.question, pixel_values.is_some(), 0, info.context_length)?;
+    opts.max_new_tokens = settle_max_tokens(asked, prompt.ids.len(), info.context_length)?;
+    let mut warnings: Vec<String> = pixel_values.iter().flat_map(|p| p.notes.iter().map(|n| format!("image: {n}"))).collect();
+    warnings.extend(prompt.warning("start the server with `--user-text literal`"));
+    let work = Work::Chat { system: msgs.system, turns, question: msgs.question, pixel_values: pixel_values.map(|p| p.pixel_values) };
+    let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    Ok(make_job(state, work, opts, stop, Shape { chat: true, stream: req.sampling.stream, include_usage, logprobs: k.is_some(), id: String::new(), warnings }))
+}
+
+fn completion_job(state: &Arc<AppState>, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Prepared, ApiError> {
+    let req: api::CompletionRequest = parse_body(headers, body, state.opts.max_body_bytes)?;
+    if req.echo {
+        return Err(ApiError::bad_request(Some("echo"), "echo is not supported"));
+    }
+    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::bad_request(Some("suffix"), "suffix (insertion) is not supported"));
+    }
+    let k = req.logprobs.map(|k| k as usize);
+    if let Some(k) = k {
+        if k > MAX_LOGPROBS {
+            return Err(ApiError::bad_request(Some("logprobs"), format!("logprobs = {k} is above {MAX_LOGPROBS}")));
+        }
+    }
+    let (mut opts, stop, asked) = options(&req.sampling, k)?;
+    let prompt = api::completion_prompt(req.prompt)?;
+    // A raw completion's prompt is the caller's own markup: control tokens in it are parsed.
+    let ids = state.tokenizer.encode(&prompt).map_err(|e| ApiError::bad_request(Some("prompt"), format!("tokenizer: {e}")))?;
+    if ids.is_empty() {
+        return Err(ApiError::bad_request(Some("prompt"), "the prompt is empty: at least one token is needed"));
+    }
+    // OpenAI's default for completions.
+    opts.max_new_tokens = settle_max_tokens(asked.or(Some(16)), ids.len(), state.info.context_length)?;
+    let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    Ok(make_job(state, Work::Completion { ids }, opts, stop, Shape { chat: false, stream: req.sampling.stream, include_usage, logprobs: k.is_some(), id: String::new(), warnings: Vec::new() }))
+}
+
+fn make_job(state: &Arc<AppState>, work: Work, opts: GenerationOptions, stop: StopStrings, mut shape: Shape) -> Prepared {
+    let n = state.next_id.fetch_add(1, Ordering::SeqCst);
+    shape.id = format!("{}-{n}", if shape.chat { "chatcmpl" } else { "cmpl" });
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Job { id: n, work, opts, stop, events: tx }, rx, shape)
+}
+
+/// Queues the job (429 when the queue is full) and answers: one JSON object, or an SSE stream.
+async fn respond(state: &Arc<AppState>, job: Job, mut rx: mpsc::UnboundedReceiver<Event>, shape: Shape) -> Response {
+    if let Err(e) = state.jobs.try_send(job) {
+        return match e {
+            mpsc::error::TrySendError::Full(_) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                format!("the server is busy: {} requests are already waiting; retry later", state.opts.queue_capacity),
+            ),
+            mpsc::error::TrySendError::Closed(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", "the model is not available")
+            }
+        }
+        .into_response();
+    }
+    let model = state.opts.model_id.clone();
+    let created = now();
+    if shape.stream {
+        let keep_alive = KeepAlive::new().interval(state.opts.keep_alive).text("waiting");
+        return Sse::new(sse_stream(rx, shape, model, created)).keep_alive(keep_alive).into_response();
+    }
+    let mut text = String::new();
+    let mut lps: Vec<TokenLogprob> = Vec::new();
+    loop {
+        match rx.recv().await {
+            Some(Event::Started) => {}
+            Some(Event::Token { text: t, logprob }) => {
+                text.push_str(&t);
+                lps.extend(logprob);
+            }
+            Some(Event::Done { finish_reason, prompt_tokens, completion_tokens }) => {
+                let usage = usage(prompt_tokens, completion_tokens);
+                let lp = shape.logprobs.then(|| logprobs_json(shape.chat, &lps, 0));
+                let choice = if shape.chat {
+                    json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": lp, "finish_reason": finish_reason})
+                } else {
+                    json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": finish_reason})
+                };
+                return Json(json!({
+                    "id": shape.id,
+                    "object": if shape.chat { "chat.completion" } else { "text_completion" },
+                    "created": created,
+                    "model": model,
+                    "choices": [choice],
+                    "usage": usage,
+                    "system_fingerprint": null,
+                    "meta": {"notice": NOTICE, "warnings": shape.warnings},
+                }))
+                .into_response();
+            }
+            Some(Event::Error(e)) => return e.into_response(),
+            None => {
+                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "the model thread stopped").into_response()
+            }
+        }
+    }
+}
+
+fn usage(prompt: usize, completion: usize) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+/// Log-probabilities in the endpoint's shape: chat's `{"content": [{token, logprob, bytes, top_logprobs}]}`,
+/// or the legacy completions shape `{tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}`.
+/// `offset`: the byte offset of the first token's text in the answer (streams).
+fn logprobs_json(chat: bool, lps: &[TokenLogprob], offset: usize) -> Value {
+    if chat {
+        let content: Vec<Value> = lps
+            .iter()
+            .map(|t| {
+                json!({
+                    "token": t.token,
+                    "logprob": t.logprob,
+                    "bytes": t.bytes,
+                    "top_logprobs": t.top.iter().map(|(tok, b, lp)| json!({"token": tok, "logprob": lp, "bytes": b})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({"content": content, "refusal": null})
+    } else {
+        let mut off = offset;
+        let mut text_offset = Vec::new();
+        for t in lps {
+            text_offset.push(off);
+            off += t.token.len();
+        }
+        json!({
+            "tokens": lps.iter().map(|t| &t.token).collect::<Vec<_>>(),
+            "token_logprobs": lps.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+            "top_logprobs": lps.iter().map(|t| t.top.iter().map(|(tok, _, lp)| (tok.clone(), json!(lp))).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>(),
+            "text_offset": text_offset,
+        })
+    }
+}
+
+fn sse_stream(
+    rx: mpsc::UnboundedReceiver<Event>,
+    shape: Shape,
+    model: String,
+    created: u64,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let shape = Arc::new(shape);
+    let mut offset = 0usize;
+    UnboundedReceiverStream::new(rx)
+        .flat_map(move |ev| {
+            let s = &shape;
+            let chunk = |choice: Value, usage_set: bool| {
+                let mut c = json!({
+                    "id": s.id,
+                    "object": if s.chat { "chat.completion.chunk" } else { "text_completion" },
+                    "created": created,
+                    "model": model,
+                    "choices": [choice],
+                    "system_fingerprint": null,
+                });
+                if s.include_usage && !usage_set {
+                    c["usage"] = Value::Null;
+                }
+                c
+            };
+            let out: Vec<Value> = match ev {
+                Event::Started => {
+                    if s.chat {
+                        let mut c = chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}), false);
+                        c["meta"] = json!({"notice": NOTICE, "warnings": s.warnings});
+                        vec![c]
+                    } else {
+                        Vec::new()
+                    }
+                }
+                Event::Token { text, logprob } => {
+                    let lp = if s.logprobs { logprob.map(|l| logprobs_json(s.chat, &[l], offset)) } else { None };
+                    offset += text.len();
+                    let choice = if s.chat {
+                        json!({"index": 0, "delta": {"content": text}, "logprobs": lp, "finish_reason": null})
+                    } else {
+                        json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": null})
+                    };
+                    vec![chunk(choice, false)]
+                }
+                Event::Done { finish_reason, prompt_tokens, completion_tokens } => {
+                    let choice = if s.chat {
+                        json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason})
+                    } else {
+                        json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason})
+                    };
+                    let mut v = vec![chunk(choice, false)];
+                    if s.include_usage {
+                        let mut u = chunk(Value::Null, true);
+                        u["choices"] = json!([]);
+                        u["usage"] = usage(prompt_tokens, completion_tokens);
+                        v.push(u);
+                    }
+                    v
+                }
+                Event::Error(e) => vec![e.body()],
+            };
+            stream::iter(out.into_iter().map(|v| Ok(SseEvent::default().data(v.to_string()))))
+        })
+        .chain(stream::once(async { Ok(SseEvent::default().data("[DONE]")) }))
+}

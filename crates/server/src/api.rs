@@ -21,7 +21,7 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
-/// What both endpoints share.
+/// What both endpoints share (read from the same body as the endpoint's own fields).
 #[derive(Debug, Deserialize, Default)]
 pub struct Sampling {
     #[serde(default)]
@@ -47,8 +47,6 @@ pub struct Sampling {
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
     pub messages: Vec<Message>,
-    #[serde(flatten)]
-    pub sampling: Sampling,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<u32>,
 }
@@ -82,8 +80,6 @@ pub struct ImageUrl {
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
     pub prompt: PromptField,
-    #[serde(flatten)]
-    pub sampling: Sampling,
     pub logprobs: Option<u32>,
     #[serde(default)]
     pub echo: bool,

@@ -248,7 +248,7 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
 }
 
 /// The body as JSON, whatever the body limit, content type or syntax did wrong, as an OpenAI error.
-fn parse_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, max: usize) -> Result<T, ApiError> {
+fn parse_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, max: usize) -> Result<Value, ApiError> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -268,7 +268,26 @@ fn parse_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Result<
             format!("Content-Type must be application/json (got {:?})", ct.chars().take(64).collect::<String>()),
         ));
     }
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(None, format!("invalid JSON body: {e}")))
+    let v: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(None, format!("invalid JSON body: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(None, "the JSON body must be an object"));
+    }
+    Ok(v)
+}
+
+/// One part of a request body, with the offending field's path (`messages[0].content`) in the message,
+/// which serde's own message lacks.
+fn field_error<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ApiError::bad_request(None, format!("invalid request: {inner}"))
+        } else {
+            ApiError::bad_request(Some(&path), format!("invalid request: `{path}`: {inner}"))
+        }
+    })
 }
 
 /// Sampling fields shared by both endpoints, checked, with the max token count still to be settled.
@@ -357,7 +376,9 @@ struct Shape {
 type Prepared = (Job, mpsc::UnboundedReceiver<Event>, Shape);
 
 async fn chat_job(state: &Arc<AppState>, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Prepared, ApiError> {
-    let req: api::ChatRequest = parse_body(headers, body, state.opts.max_body_bytes)?;
+    let v = parse_body(headers, body, state.opts.max_body_bytes)?;
+    let req: api::ChatRequest = field_error(&v)?;
+    let sampling: api::Sampling = field_error(&v)?;
     let k = match (req.logprobs, req.top_logprobs) {
         (Some(true), k) => Some(k.unwrap_or(0) as usize),
         (_, Some(k)) if k > 0 => {
@@ -370,7 +391,7 @@ async fn chat_job(state: &Arc<AppState>, headers: &HeaderMap, body: Result<Bytes
             return Err(ApiError::bad_request(Some("top_logprobs"), format!("top_logprobs = {k} is above {MAX_LOGPROBS}")));
         }
     }
-    let (mut opts, stop, asked) = options(&req.sampling, k)?;
+    let (mut opts, stop, asked) = options(&sampling, k)?;
     let msgs = api::chat_messages(req.messages)?;
     let info = &state.info;
     let pixel_values = match msgs.image {
@@ -398,12 +419,14 @@ async fn chat_job(state: &Arc<AppState>, headers: &HeaderMap, body: Result<Bytes
     let mut warnings: Vec<String> = pixel_values.iter().flat_map(|p| p.notes.iter().map(|n| format!("image: {n}"))).collect();
     warnings.extend(prompt.warning("start the server with `--user-text literal`"));
     let work = Work::Chat { system: msgs.system, turns, question: msgs.question, pixel_values: pixel_values.map(|p| p.pixel_values) };
-    let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    Ok(make_job(state, work, opts, stop, Shape { chat: true, stream: req.sampling.stream, include_usage, logprobs: k.is_some(), id: String::new(), warnings }))
+    let include_usage = sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    Ok(make_job(state, work, opts, stop, Shape { chat: true, stream: sampling.stream, include_usage, logprobs: k.is_some(), id: String::new(), warnings }))
 }
 
 fn completion_job(state: &Arc<AppState>, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Prepared, ApiError> {
-    let req: api::CompletionRequest = parse_body(headers, body, state.opts.max_body_bytes)?;
+    let v = parse_body(headers, body, state.opts.max_body_bytes)?;
+    let req: api::CompletionRequest = field_error(&v)?;
+    let sampling: api::Sampling = field_error(&v)?;
     if req.echo {
         return Err(ApiError::bad_request(Some("echo"), "echo is not supported"));
     }
@@ -416,7 +439,7 @@ fn completion_job(state: &Arc<AppState>, headers: &HeaderMap, body: Result<Bytes
             return Err(ApiError::bad_request(Some("logprobs"), format!("logprobs = {k} is above {MAX_LOGPROBS}")));
         }
     }
-    let (mut opts, stop, asked) = options(&req.sampling, k)?;
+    let (mut opts, stop, asked) = options(&sampling, k)?;
     let prompt = api::completion_prompt(req.prompt)?;
     // A raw completion's prompt is the caller's own markup: control tokens in it are parsed.
     let ids = state.tokenizer.encode(&prompt).map_err(|e| ApiError::bad_request(Some("prompt"), format!("tokenizer: {e}")))?;
@@ -425,8 +448,8 @@ fn completion_job(state: &Arc<AppState>, headers: &HeaderMap, body: Result<Bytes
     }
     // OpenAI's default for completions.
     opts.max_new_tokens = settle_max_tokens(asked.or(Some(16)), ids.len(), state.info.context_length)?;
-    let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    Ok(make_job(state, Work::Completion { ids }, opts, stop, Shape { chat: false, stream: req.sampling.stream, include_usage, logprobs: k.is_some(), id: String::new(), warnings: Vec::new() }))
+    let include_usage = sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    Ok(make_job(state, Work::Completion { ids }, opts, stop, Shape { chat: false, stream: sampling.stream, include_usage, logprobs: k.is_some(), id: String::new(), warnings: Vec::new() }))
 }
 
 fn make_job(state: &Arc<AppState>, work: Work, opts: GenerationOptions, stop: StopStrings, mut shape: Shape) -> Prepared {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need, idempotently: the Python venv with the independent references (gguf-py,
-# numpy, sentencepiece, Pillow) and, as root on Debian, the apt packages for Vulkan on the CPU.
+# numpy, sentencepiece, Pillow, tokenizers) and, as root on Debian, the apt packages for Vulkan on the CPU.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -21,6 +21,12 @@ if ! .venv/bin/python -c "import gguf, numpy, sentencepiece, PIL, safetensors, o
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
 fi
+# The Python `tokenizers` package: the independent reference of crates/runtime/tests/smollm2.rs (added to an
+# existing .venv too).
+if ! .venv/bin/python -c "import tokenizers" 2>/dev/null; then
+  echo "setup: installing tokenizers into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check "$(grep '^tokenizers==' tests/requirements.txt)"
+fi
 
 # Real weights for the engine's end-to-end test: SmolLM2-135M-Instruct Q4_1 GGUF shipped inside a PyPI wheel
 # (unzipped, never pip-installed: installing it would compile llama.cpp).
@@ -40,4 +46,30 @@ with zipfile.ZipFile(whl) as z:
 PY
   mv .cache/SmolLM2-135M-Instruct.Q4_1.gguf.part "$smol"
   rm -rf .cache/dl
+fi
+
+# llama.cpp's tokenizer test vectors (vocab-only GGUFs with .inp/.out cases, see its tests/test-tokenizer-0.cpp)
+# for crates/runtime/tests/llama_vocab.rs: taken from the llama-cpp-python sdist on PyPI, which vendors
+# llama.cpp; only the models/ggml-vocab-* files are extracted (never built or installed).
+vocab=.cache/llama-vocab
+if [ ! -s "$vocab/ggml-vocab-llama-bpe.gguf.out" ]; then
+  echo "setup: fetching llama.cpp's ggml-vocab-* test vectors (PyPI llama-cpp-python==0.3.36 sdist)"
+  mkdir -p .cache/dl-vocab
+  .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary llama-cpp-python \
+    llama-cpp-python==0.3.36 -d .cache/dl-vocab
+  rm -rf "$vocab.part" && mkdir -p "$vocab.part"
+  .venv/bin/python - "$vocab.part" <<'PY'
+import glob, os, sys, tarfile
+dst = sys.argv[1]
+sdist = glob.glob(".cache/dl-vocab/llama_cpp_python-0.3.36.tar.gz")[0]
+prefix = "llama_cpp_python-0.3.36/vendor/llama.cpp/models/"
+with tarfile.open(sdist) as t:
+    for m in t.getmembers():
+        name = m.name[len(prefix):] if m.name.startswith(prefix) else ""
+        if m.isfile() and name.startswith("ggml-vocab-") and "/" not in name:
+            with t.extractfile(m) as src, open(os.path.join(dst, name), "wb") as out:
+                out.write(src.read())
+PY
+  rm -rf "$vocab" && mv "$vocab.part" "$vocab"
+  rm -rf .cache/dl-vocab
 fi

@@ -1,7 +1,7 @@
 //! What a runtime needs to know about a MedDr GGUF besides the weights (`docs/gguf-layout.md`).
 
 use meddr_gguf::{GgufError, GgufHeader};
-use meddr_tokenizer::{MedDrTokenizer, TokenizerSpec};
+use meddr_tokenizer::{GgufBpeParts, GgufVocabKind, MedDrTokenizer, TokenizerSpec};
 
 use crate::error::{Result, RuntimeError};
 
@@ -266,9 +266,26 @@ impl ModelInfo {
     }
 }
 
-/// The tokenizer stored in the file: `tokenizer.huggingface.json` when present (exact), otherwise rebuilt from
-/// the `tokenizer.ggml.*` arrays.
+/// The tokenizer stored in the file, by `tokenizer.ggml.model`:
+/// - `"llama"` (or no key; SentencePiece): `tokenizer.huggingface.json` when present (exact), otherwise rebuilt
+///   from the `tokenizer.ggml.*` arrays (scores required);
+/// - `"gpt2"` (byte-level BPE, as llama.cpp's `llama-vocab.cpp` reads it): tokens, merges, `tokenizer.ggml.pre`
+///   (see [`meddr_tokenizer::BpePreTokenizer`]), optional token types and scores, BOS/EOS ids and flags.
+///
+/// Errors: a missing or ill-typed key ([`RuntimeError::MissingKey`] / [`RuntimeError::BadKey`]); any other
+/// model or an unsupported pre type ([`meddr_tokenizer::TokenizerError::UnsupportedGguf`], naming key and
+/// value); malformed arrays (a tokenizer error naming the key and the offending entry).
 pub fn tokenizer_from_gguf_header(h: &GgufHeader) -> Result<MedDrTokenizer> {
+    let opt_str = |key: &str| -> Result<Option<&str>> {
+        match h.get(key) {
+            Some(_) => h.get_str(key).map(Some).map_err(|e| key_err(key, e)),
+            None => Ok(None),
+        }
+    };
+    let kind = GgufVocabKind::from_gguf(opt_str("tokenizer.ggml.model")?)?;
+    if kind == GgufVocabKind::ByteLevelBpe {
+        return byte_level_tokenizer(h, opt_str("tokenizer.ggml.pre")?);
+    }
     let hf_json = match h.get("tokenizer.huggingface.json") {
         Some(_) => Some(
             h.get_str("tokenizer.huggingface.json")
@@ -314,5 +331,58 @@ pub fn tokenizer_from_gguf_header(h: &GgufHeader) -> Result<MedDrTokenizer> {
         opt_bool("tokenizer.ggml.add_space_prefix", true)?,
         hf_json,
     )?;
+    Ok(MedDrTokenizer::from_spec(&spec)?)
+}
+
+/// `tokenizer.ggml.model = "gpt2"`: the arrays and keys llama.cpp reads for byte-level BPE.
+fn byte_level_tokenizer(h: &GgufHeader, pre: Option<&str>) -> Result<MedDrTokenizer> {
+    // Refuse an unsupported pre type before reading the (large) arrays.
+    meddr_tokenizer::BpePreTokenizer::from_gguf(pre)?;
+    let str_array = |key: &str| -> Result<Vec<String>> {
+        Ok(h.get_str_array(key)
+            .map_err(|e| key_err(key, e))?
+            .into_iter()
+            .map(str::to_owned)
+            .collect())
+    };
+    let opt_u32 = |key: &str| -> Result<Option<u32>> {
+        match h.get(key) {
+            Some(_) => u32_key(h, key).map(Some),
+            None => Ok(None),
+        }
+    };
+    let opt_bool = |key: &str| -> Result<Option<bool>> {
+        match h.get(key) {
+            Some(_) => h.get_bool(key).map(Some).map_err(|e| key_err(key, e)),
+            None => Ok(None),
+        }
+    };
+    let token_types = match h.get("tokenizer.ggml.token_type") {
+        Some(_) => Some(
+            h.get_i32_array("tokenizer.ggml.token_type")
+                .map_err(|e| key_err("tokenizer.ggml.token_type", e))?,
+        ),
+        None => None,
+    };
+    let scores = match h.get("tokenizer.ggml.scores") {
+        Some(_) => Some(
+            h.get_f32_array("tokenizer.ggml.scores")
+                .map_err(|e| key_err("tokenizer.ggml.scores", e))?,
+        ),
+        None => None,
+    };
+    let spec = TokenizerSpec::from_gguf_byte_level(GgufBpeParts {
+        tokens: str_array("tokenizer.ggml.tokens")?,
+        token_types,
+        scores,
+        merges: str_array("tokenizer.ggml.merges")?,
+        pre: pre.map(str::to_owned),
+        bos_id: opt_u32("tokenizer.ggml.bos_token_id")?,
+        eos_id: opt_u32("tokenizer.ggml.eos_token_id")?,
+        unk_id: opt_u32("tokenizer.ggml.unknown_token_id")?,
+        pad_id: opt_u32("tokenizer.ggml.padding_token_id")?,
+        add_bos: opt_bool("tokenizer.ggml.add_bos_token")?,
+        add_eos: opt_bool("tokenizer.ggml.add_eos_token")?,
+    })?;
     Ok(MedDrTokenizer::from_spec(&spec)?)
 }

@@ -7,6 +7,14 @@ pub enum TokenizerError {
     Protobuf { offset: usize, what: String },
     #[error("unsupported tokenizer: {0}")]
     Unsupported(String),
+    /// A GGUF key whose value names a tokenizer this crate does not implement (`tokenizer.ggml.model`,
+    /// `tokenizer.ggml.pre`); `supported` lists the values that are.
+    #[error("{key} = {value:?} is not supported (supported: {supported})")]
+    UnsupportedGguf {
+        key: &'static str,
+        value: String,
+        supported: &'static str,
+    },
     // Causes are part of the message, never also a `source()` (a chain walker would print them twice).
     #[error("cannot read {path}: {cause}")]
     Io {

@@ -254,6 +254,9 @@ pub(crate) struct JsonInfo {
     pub added: Vec<AddedTok>,
     pub unk_token: Option<String>,
     pub byte_fallback: bool,
+    /// The pre-tokenizer ends in `ByteLevel`: model pieces are GPT-2 byte-level strings
+    /// ([`crate::byte_level`]), not SentencePiece pieces.
+    pub byte_level: bool,
     pub add_dummy_prefix: bool,
     /// Metaspace `prepend_scheme: "first"`: the `▁` goes only before the text's first split, so a stretch of
     /// text cannot be re-encoded on its own with the same result.
@@ -357,11 +360,14 @@ pub(crate) fn inspect(text: &str) -> Result<JsonInfo> {
             )));
         }
     }
+    let mut byte_level = false;
     if let Some(pre) = field(&v, "pre_tokenizer") {
         let t = field(pre, "type").and_then(Value::as_str).unwrap_or("");
-        if t != "Metaspace" {
+        byte_level = is_byte_level_pre(pre);
+        if t != "Metaspace" && !byte_level {
             return Err(TokenizerError::Unsupported(format!(
-                "tokenizer JSON pre_tokenizer.type = {t:?}; only Llama-style JSON (no pre-tokenizer or Metaspace) is supported"
+                "tokenizer JSON pre_tokenizer.type = {t:?}; only Llama-style JSON (no pre-tokenizer or Metaspace) \
+                 or byte-level BPE (Sequence of Split regexes ending in ByteLevel without its own regex) is supported"
             )));
         }
     }
@@ -454,7 +460,7 @@ pub(crate) fn inspect(text: &str) -> Result<JsonInfo> {
         }
     }
     let mut prepend_first_only = false;
-    if let Some(pre) = field(&v, "pre_tokenizer") {
+    if let Some(pre) = field(&v, "pre_tokenizer").filter(|_| !byte_level) {
         let scheme = field(pre, "prepend_scheme").and_then(Value::as_str);
         prepend_first_only = scheme == Some("first");
         add_dummy_prefix |=
@@ -516,12 +522,37 @@ pub(crate) fn inspect(text: &str) -> Result<JsonInfo> {
             .and_then(Value::as_str)
             .map(str::to_owned),
         byte_fallback: bool_field(model, "byte_fallback"),
+        byte_level,
         add_dummy_prefix,
         prepend_first_only,
         controls,
         post_bos,
         post_eos,
     })
+}
+
+/// `Sequence[Split…, ByteLevel(use_regex=false)]` (what [`crate::TokenizerSpec::from_gguf_byte_level`] writes)
+/// or a lone `ByteLevel` without its own regex: the pieces are byte-level strings.
+fn is_byte_level_pre(pre: &Value) -> bool {
+    let byte_level_last = |p: &Value| {
+        field(p, "type").and_then(Value::as_str) == Some("ByteLevel")
+            && !bool_field(p, "add_prefix_space")
+            && field(p, "use_regex").and_then(Value::as_bool) == Some(false)
+    };
+    match field(pre, "type").and_then(Value::as_str) {
+        Some("ByteLevel") => byte_level_last(pre),
+        Some("Sequence") => {
+            let items = field(pre, "pretokenizers").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+            match items.split_last() {
+                Some((last, rest)) => {
+                    byte_level_last(last)
+                        && rest.iter().all(|p| field(p, "type").and_then(Value::as_str) == Some("Split"))
+                }
+                None => false,
+            }
+        }
+        _ => false,
+    }
 }
 
 /// `<0xHH>` → the byte, as SentencePiece and `tokenizers`' ByteFallback spell byte pieces.

@@ -47,6 +47,12 @@ pub struct MedDrTokenizer {
     prepend_first_only: bool,
     /// The same tokenizer with `encode_special_tokens` set: special added tokens are not split out.
     literal: tokenizers::Tokenizer,
+    /// Byte-level BPE (GPT-2 style, [`crate::byte_level`]): model pieces stand for bytes through GPT-2's
+    /// byte ↔ character table, added tokens for their literal text; decoding follows llama.cpp's
+    /// `token_to_piece` instead of the slow `LlamaTokenizer`.
+    byte_level: bool,
+    /// Byte-level only: bytes without a single-byte piece in the vocabulary; text holding one is refused.
+    missing_bytes: Vec<u8>,
 }
 
 /// Token ids of a text with a stretch of user text in it, see [`MedDrTokenizer::encode_with_user_text`].
@@ -80,6 +86,7 @@ impl MedDrTokenizer {
         }
         for (i, &ty) in spec.token_types.iter().enumerate() {
             t.sp_kind[i] = match ty {
+                token_type::BYTE if t.byte_level => SpKind::Normal,
                 token_type::BYTE => hf_json::byte_piece(&t.contents[i])
                     .map(SpKind::Byte)
                     .ok_or_else(|| {
@@ -164,6 +171,16 @@ impl MedDrTokenizer {
             .collect();
         let mut literal = tk.clone();
         literal.set_encode_special_tokens(true);
+        let missing_bytes = if info.byte_level {
+            (0..=255u8)
+                .filter(|&b| {
+                    let c = crate::byte_level::byte_to_char(b);
+                    tk.get_model().token_to_id(c.encode_utf8(&mut [0u8; 4])).is_none()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             tk,
             contents,
@@ -174,13 +191,45 @@ impl MedDrTokenizer {
             added: filled,
             prepend_first_only: info.prepend_first_only,
             literal,
+            byte_level: info.byte_level,
+            missing_bytes,
         })
     }
 
     /// Token ids of `text`; added tokens are matched first; BOS/EOS only if the post-processor adds them.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.check_bytes(text)?;
         let enc = self.tk.encode(text, true).map_err(TokenizerError::tk)?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Token ids of `text` with llama.cpp's `llama_tokenize` switches: `add_special` adds BOS/EOS as the
+    /// vocabulary says ([`Self::encode`] always does); with `parse_special` false, special (control) tokens
+    /// written in the text are not matched and are tokenized as text, while non-special added (USER_DEFINED)
+    /// tokens still are, as llama.cpp's `tokenizer_st_partition` and `tokenizers`' `encode_special_tokens` do.
+    pub fn encode_with(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
+        self.check_bytes(text)?;
+        let tk = if parse_special { &self.tk } else { &self.literal };
+        let enc = tk.encode(text, add_special).map_err(TokenizerError::tk)?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Byte-level BPE: the `tokenizers` BPE would drop a byte without a piece silently; refuse instead.
+    fn check_bytes(&self, text: &str) -> Result<()> {
+        if self.missing_bytes.is_empty() {
+            return Ok(());
+        }
+        match text.bytes().find(|b| self.missing_bytes.contains(b)) {
+            Some(b) => Err(TokenizerError::Unsupported(format!(
+                "the text holds byte 0x{b:02X}, which this byte-level vocabulary has no piece for"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// True for a byte-level BPE vocabulary (llama.cpp `tokenizer.ggml.model = "gpt2"`).
+    pub fn is_byte_level(&self) -> bool {
+        self.byte_level
     }
 
     /// A token that carries chat or model markup: a Hugging Face special token or a SentencePiece control
@@ -237,6 +286,7 @@ impl MedDrTokenizer {
             }
             prev_end = r.end;
         }
+        self.check_bytes(text)?;
         let enc = self.tk.encode(text, true).map_err(TokenizerError::tk)?;
         let ids = enc.get_ids();
         let offsets = enc.get_offsets();
@@ -317,6 +367,10 @@ impl MedDrTokenizer {
     /// Appends model pieces for `s` (no `▁` added) that contain no control id: the model's own tokenisation
     /// of each half, recursively, and byte pieces for a single character that is itself a control piece.
     fn spell_without_controls(&self, s: &str, out: &mut Vec<u32>) -> Result<()> {
+        if self.byte_level {
+            let mapped: String = s.bytes().map(crate::byte_level::byte_to_char).collect();
+            return self.spell_byte_level(&mapped, out);
+        }
         let n_chars = s.chars().count();
         if n_chars <= 1 {
             let mut buf = [0u8; 4];
@@ -350,6 +404,38 @@ impl MedDrTokenizer {
         Ok(())
     }
 
+    /// [`Self::spell_without_controls`] for byte-level BPE, on text already mapped to byte-level characters:
+    /// each half through the model, down to the single-byte pieces.
+    fn spell_byte_level(&self, mapped: &str, out: &mut Vec<u32>) -> Result<()> {
+        let n_chars = mapped.chars().count();
+        if n_chars <= 1 {
+            for c in mapped.chars() {
+                match self.tk.get_model().token_to_id(c.encode_utf8(&mut [0u8; 4])) {
+                    Some(id) if !self.is_control(id) => out.push(id),
+                    _ => {
+                        return Err(TokenizerError::Unsupported(format!(
+                            "byte-level piece {c:?} is missing or a control token: the text cannot be spelled without one"
+                        )))
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let mid = mapped
+            .char_indices()
+            .nth(n_chars / 2)
+            .map_or(mapped.len(), |(i, _)| i);
+        for half in [&mapped[..mid], &mapped[mid..]] {
+            let toks = self.tk.get_model().tokenize(half).map_err(TokenizerError::tk)?;
+            if toks.iter().any(|t| self.is_control(t.id)) {
+                self.spell_byte_level(half, out)?;
+            } else {
+                out.extend(toks.iter().map(|t| t.id));
+            }
+        }
+        Ok(())
+    }
+
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.tk.token_to_id(token)
     }
@@ -365,8 +451,14 @@ impl MedDrTokenizer {
     /// The bytes token `id` stands for, as OpenAI's log-probability `bytes` field gives them: a byte piece
     /// `<0xNN>` is that one byte (it may be part of a character), SentencePiece's `▁` is a space, any other
     /// piece is its UTF-8 text. `None` for an id outside the vocabulary.
+    ///
+    /// For byte-level BPE: an added (control / user-defined) token is its UTF-8 text, any other piece is
+    /// mapped back through GPT-2's byte table ([`crate::piece_bytes`]), so it may be part of a character.
     pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
         let piece = self.contents.get(id as usize)?;
+        if self.byte_level {
+            return Some(self.byte_level_piece(id as usize));
+        }
         let b = piece.as_bytes();
         if b.len() == 6 && piece.starts_with("<0x") && piece.ends_with('>') {
             if let Ok(v) = u8::from_str_radix(&piece[3..5], 16) {
@@ -391,6 +483,12 @@ impl MedDrTokenizer {
     ///    non-special stretches are decoded by SentencePiece (controls vanish, byte pieces are decoded as UTF-8
     ///    with one U+FFFD per invalid byte).
     ///
+    /// For byte-level BPE the rules are llama.cpp's `token_to_piece` / `llama_detokenize` (with
+    /// `unparse_special` = `!skip_special`, no space clean-up): with `skip_special`, special ids are dropped;
+    /// added tokens are their text, other pieces their bytes ([`Self::token_bytes`]); the bytes are read as
+    /// UTF-8 with U+FFFD for each maximal invalid sequence. Concatenating pieces is lossless, so the text of
+    /// a prefix of `ids` is a prefix of the text of `ids` up to an unfinished character at its end.
+    ///
     /// The `tokenizers` decoder cannot express rules 2–3 (nor SentencePiece's per-byte U+FFFD rule, its
     /// ByteFallback replaces a whole invalid byte run), hence this layer.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
@@ -400,6 +498,15 @@ impl MedDrTokenizer {
                 id: bad.into(),
                 vocab_size: n,
             });
+        }
+        if self.byte_level {
+            let mut bytes = Vec::new();
+            for &id in ids {
+                if !(skip_special && self.special[id as usize]) {
+                    bytes.extend(self.byte_level_piece(id as usize));
+                }
+            }
+            return Ok(String::from_utf8_lossy(&bytes).into_owned());
         }
         let mut sub_texts: Vec<String> = Vec::new();
         let mut run: Vec<u32> = Vec::new();
@@ -425,6 +532,15 @@ impl MedDrTokenizer {
             sub_texts.push(self.tokens_to_string(&run));
         }
         Ok(sub_texts.join(" "))
+    }
+
+    /// Bytes of byte-level token `i` (in range): added tokens literally, model pieces through the byte table.
+    fn byte_level_piece(&self, i: usize) -> Vec<u8> {
+        if self.added[i] {
+            self.contents[i].as_bytes().to_vec()
+        } else {
+            crate::byte_level::piece_bytes(&self.contents[i])
+        }
     }
 
     /// `LlamaTokenizer.convert_tokens_to_string` (legacy).

@@ -457,6 +457,12 @@ impl TokenizerSpec {
             cause: e,
         })?;
         let info = hf_json::inspect(&text)?;
+        if info.byte_level {
+            return Err(TokenizerError::Unsupported(format!(
+                "{}: byte-level BPE tokenizer.json directories are not supported by the quantizer",
+                path.display()
+            )));
+        }
         check_loads(&text)?;
         let hf = HfConfig::load(dir)?;
         let n = info.vocab.len();

@@ -16,8 +16,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   fi
 fi
 
-if ! .venv/bin/python -c "import gguf, numpy, sentencepiece, PIL, safetensors, openai" 2>/dev/null; then
-  echo "setup: creating .venv (gguf-py, numpy, sentencepiece, Pillow, safetensors, openai)"
+if ! .venv/bin/python -c "import gguf, numpy, sentencepiece, PIL, safetensors, openai, jinja2" 2>/dev/null; then
+  echo "setup: creating .venv (gguf-py, numpy, sentencepiece, Pillow, safetensors, openai, jinja2)"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
 fi

@@ -7,7 +7,7 @@ and the file's own system message (read with gguf-py), independently of the serv
 
 usage: openai_server.py SECTION --base-url URL --api-key KEY [--expect FILE] [--model GGUF] [--image FILE]
        [--log SERVER_STDERR] [--queue N]
-SECTION: client | raw | load | disconnect | queue
+SECTION: client | raw | load | disconnect | queue | plain
 Exits 1 with the failed check's message.
 """
 import argparse
@@ -215,12 +215,33 @@ def section_raw(a):
     openai_error(*request(a, "POST", chat, img("data:image/gif;base64,R0lGODlhAQABAAAAACw="))[:2], 400, "image/gif")
     openai_error(*request(a, "POST", chat, img("https://example.com/x.png"))[:2], 400, "not fetched")
     openai_error(*request(a, "POST", chat, img("data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nbroken").decode()))[:2], 400, "image")
+    # A 60-byte PNG declaring 9000 x 9000 pixels: refused by its header, before any decoding.
+    import struct, zlib
+    ihdr = struct.pack(">IIBBBBB", 9000, 9000, 8, 0, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    openai_error(*request(a, "POST", chat, img("data:image/png;base64," + base64.b64encode(bomb).decode()))[:2], 400, "67108864 pixels")
     two = img(data_url(a.image))
     two["messages"][0]["content"].append({"type": "image_url", "image_url": {"url": data_url(a.image)}})
     openai_error(*request(a, "POST", chat, two)[:2], 400, "one image")
     openai_error(*request(a, "GET", chat)[:2], 405, "not allowed")
     openai_error(*request(a, "POST", "/v1/embeddings", {"input": "x"})[:2], 404, "no route")
     openai_error(*request(a, "POST", "/v1/completions", {"prompt": "a", "echo": True})[:2], 400, "echo")
+
+    s, b, _ = request(a, "POST", chat, {"messages": [q]}, key=False)
+    check(json.loads(b)["error"]["code"] == "invalid_api_key", f"OpenAI's code for a missing key: {b}")
+    openai_error(*request(a, "POST", chat, {"messages": [{"role": "user", "content": "word " * 5000}]})[:2], 400, "none are left")
+    openai_error(*request(a, "POST", chat, {"messages": [{"role": "user"}]})[:2], 400, "needs content")
+    openai_error(*request(a, "POST", chat, {"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]})[:2], 400, "list of parts")
+    openai_error(*request(a, "POST", chat, img("/etc/passwd"))[:2], 400, "not a data: URL")
+    s, b, _ = request(a, "POST", "/v1/completions", {"prompt": "<IMG_CONTEXT>", "max_tokens": 1})
+    openai_error(s, b, 400, "IMG_CONTEXT")
+    check(json.loads(b)["error"]["param"] == "prompt", f"names the prompt: {b}")
+    s, b, _ = request(a, "POST", chat, {"messages": [q], "max_tokens": 2, "response_format": {"type": "json_object"}, "tools": [{"type": "function"}]})
+    w = json.loads(b)["meta"]["warnings"]
+    check(s == 200 and any("response_format" in x for x in w) and any("tools" in x for x in w), f"ignored fields are named: {b[:300]}")
+    # Without a seed, sampling differs between requests (OpenAI's behaviour).
+    outs = {json.loads(request(a, "POST", chat, {"messages": [q], "max_tokens": 8, "temperature": 1.5, "ignore_eos": True})[1])["choices"][0]["message"]["content"] for _ in range(3)}
+    check(len(outs) > 1, f"unseeded sampling varies: {outs}")
 
     # Unknown fields are ignored; a stream without include_usage has no usage key and ends with [DONE].
     s, b, _ = request(a, "POST", chat, {"messages": [q], "max_tokens": 2, "frobnicate": {"x": 1}, "user": "u1"})
@@ -325,7 +346,7 @@ def section_disconnect(a):
         check(time.time() - t0 < 20, "the generation stopped after the client left")
         time.sleep(0.05)
     log = open(a.log).read()
-    m = re.findall(r"client disconnected after (\d+) tokens", log)
+    m = re.findall(r"client disconnected after (\d+) token", log)
     check(m and int(m[-1]) < 4000, f"the log says the generation stopped early: {m}")
     print(f"disconnect: generation stopped after {m[-1]} of 4000 tokens, {time.time() - t0:.2f} s after the client left")
 
@@ -336,6 +357,16 @@ def section_queue(a):
     second = open_stream(a, {"messages": [{"role": "user", "content": "Short?"}], "stream": True, "max_tokens": 3, "ignore_eos": True})
     waiting = read_until(second, lambda b: b.count(b": waiting") >= 2, limit_s=10)
     check(b"data: {" not in waiting, "the queued stream has no data yet")
+    # Clients that give up while queued free their places at once.
+    quitters = [open_stream(a, {"messages": [{"role": "user", "content": "Q?"}], "stream": True, "max_tokens": 2}) for _ in range(a.queue - 1)]
+    time.sleep(0.3)
+    check(health(a)["queued"] == a.queue, f"{a.queue} waiting: {health(a)}")
+    for c in quitters:
+        c.close()
+    t0 = time.time()
+    while health(a)["queued"] != 1:
+        check(time.time() - t0 < 5, f"queued clients that left still hold places: {health(a)}")
+        time.sleep(0.05)
     first.close()
     rest = read_until(second, lambda b: b"data: [DONE]" in b)
     check(b"\"finish_reason\":\"length\"" in rest, f"the queued request ran after the first left: {rest[-300:]!r}")
@@ -343,9 +374,24 @@ def section_queue(a):
     print("queue: a waiting stream got SSE keep-alives, then its answer once the running client left")
 
 
+# ---------------------------------------------------------------------------------------------- plain
+def section_plain(a):
+    """A plain llama.cpp GGUF with its own chat template (SmolLM2): real weights, a real answer."""
+    c = OpenAI(base_url=a.base_url + "/v1", api_key=a.api_key, max_retries=0)
+    model = c.models.list().data[0].id
+    r = c.chat.completions.create(model=model, messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=32)
+    check("Paris" in r.choices[0].message.content and r.choices[0].finish_reason == "stop", f"answer: {r.choices[0]}")
+    streamed = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=32, stream=True) if ch.choices)
+    check(streamed == r.choices[0].message.content, f"stream {streamed!r} != {r.choices[0].message.content!r}")
+    r = c.completions.create(model=model, prompt="The capital of France is", max_tokens=4)
+    check("Paris" in r.choices[0].text, f"completion: {r.choices[0].text!r}")
+    print("plain: SmolLM2 answers through the chat and completion endpoints")
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("section", choices=["client", "raw", "load", "disconnect", "queue"])
+    p.add_argument("section", choices=["client", "raw", "load", "disconnect", "queue", "plain"])
     p.add_argument("--base-url", required=True)
     p.add_argument("--api-key", required=True)
     p.add_argument("--expect")

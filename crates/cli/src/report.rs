@@ -116,7 +116,9 @@ pub fn render(h: &GgufHeader, info: &ModelInfo, cfg: &ModelConfig, file_len: u64
     let _ = writeln!(s, "name: {}", info.name.as_deref().unwrap_or("(none)"));
     let kind = match info.prompt_format {
         meddr_runtime::PromptFormat::MedDr => format!("llama + MedDr vision (meddr.format_version {})", info.format_version),
-        meddr_runtime::PromptFormat::Raw => "llama (a plain llama.cpp GGUF: no MedDr metadata)".to_string(),
+        meddr_runtime::PromptFormat::Raw | meddr_runtime::PromptFormat::Template => {
+            "llama (a plain llama.cpp GGUF: no MedDr metadata)".to_string()
+        }
     };
     let _ = writeln!(
         s,
@@ -163,11 +165,19 @@ pub fn render(h: &GgufHeader, info: &ModelInfo, cfg: &ModelConfig, file_len: u64
             );
         }
         meddr_runtime::PromptFormat::Raw => {
-            let template = if info.chat_template.is_empty() { "none in the file" } else { "in the file, not applied" };
             let _ = writeln!(
                 s,
-                "chat: raw-text completion (chat template: {template}), eos {}, stop list {:?}",
+                "chat: raw-text completion (no chat template in the file), eos {}, stop list {:?}",
                 info.eos_token_id, info.stop_token_ids
+            );
+        }
+        meddr_runtime::PromptFormat::Template => {
+            let _ = writeln!(
+                s,
+                "chat: the file's chat template (tokenizer.chat_template, {} bytes, rendered with minijinja), eos {}, stop list {:?}",
+                info.chat_template.len(),
+                info.eos_token_id,
+                info.stop_token_ids
             );
         }
     }

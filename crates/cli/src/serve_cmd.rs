@@ -47,6 +47,9 @@ pub(crate) struct ServeArgs {
     /// Largest request body in MiB (base64 images are 4/3 of their file size).
     #[arg(long, default_value_t = (ServerOptions::DEFAULT_MAX_BODY_BYTES >> 20) as u64)]
     max_body_mb: u64,
+    /// Largest image accepted, in millions of pixels (by its header, checked before decoding).
+    #[arg(long, default_value_t = ServerOptions::DEFAULT_MAX_IMAGE_PIXELS >> 20)]
+    max_image_mpixels: u64,
     /// Seconds between SSE keep-alive comments on a waiting stream.
     #[arg(long, default_value_t = 5.0)]
     keep_alive_secs: f64,
@@ -72,6 +75,9 @@ pub(crate) fn serve(a: ServeArgs) -> Result<()> {
     if !(a.keep_alive_secs.is_finite() && (0.01..=3600.0).contains(&a.keep_alive_secs)) {
         bail!("--keep-alive-secs {} is outside 0.01..=3600", a.keep_alive_secs);
     }
+    if a.max_image_mpixels == 0 || a.max_image_mpixels > meddr_image::MAX_PIXELS >> 20 {
+        bail!("--max-image-mpixels {} is outside 1..={}", a.max_image_mpixels, meddr_image::MAX_PIXELS >> 20);
+    }
     if a.api_key.as_deref().is_some_and(str::is_empty) {
         bail!("--api-key is empty");
     }
@@ -86,6 +92,7 @@ pub(crate) fn serve(a: ServeArgs) -> Result<()> {
         max_body_bytes: (a.max_body_mb << 20) as usize,
         keep_alive: Duration::from_secs_f64(a.keep_alive_secs),
         user_text: a.user_text.into(),
+        max_image_pixels: a.max_image_mpixels << 20,
     };
     if let Some(o) = &a.cors_origin {
         if axum_header_ok(o).is_none() {

@@ -38,9 +38,10 @@ fn the_history_is_upstreams_format() {
     let info = ModelInfo::from_gguf_header(&file.header).unwrap();
     let mut conv = Conversation::new(UserText::Upstream);
     // The first turn is exactly the single-question prompt.
-    assert_eq!(conv.prompt_text(&info, "  Is this abnormal? ").0, build_prompt(&info.system_message, "Is this abnormal?", false, 0));
+    let tok = tokenizer_from_gguf_header(&file.header).unwrap();
+    assert_eq!(conv.prompt_text(&tok, &info, "  Is this abnormal? ").unwrap().0, build_prompt(&info.system_message, "Is this abnormal?", false, 0));
     conv.set_image(vec![0.0; 4]);
-    let (text, user) = conv.prompt_text(&info, "Q1");
+    let (text, user) = conv.prompt_text(&tok, &info, "Q1").unwrap();
     assert_eq!(text, build_prompt(&info.system_message, "Q1", true, 256));
     assert_eq!(&text[user[0].clone()], "Q1");
 }

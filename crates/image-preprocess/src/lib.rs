@@ -76,6 +76,10 @@ pub struct PreprocessConfig {
     pub pad_color: [u8; 3],
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// Images with more pixels (by their header) are refused before decoding ([`ImageError::TooLarge`]);
+    /// at most [`MAX_PIXELS`]. A server taking images from others sets it lower: a small PNG can declare
+    /// 2²⁸ pixels of zeros and cost a gigabyte to decode.
+    pub max_pixels: u64,
 }
 
 impl Default for PreprocessConfig {
@@ -88,6 +92,7 @@ impl Default for PreprocessConfig {
             pad_color: [123, 116, 103],
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
+            max_pixels: MAX_PIXELS,
         }
     }
 }
@@ -152,6 +157,28 @@ pub enum ImageError {
     },
 }
 
+thread_local! {
+    /// [`PreprocessConfig::max_pixels`] of the `preprocess` call running on this thread. Every decoder checks
+    /// its header's size through [`check_dimensions_u64`]; a per-call limit read here reaches all of them
+    /// without a parameter on each decoder's signature.
+    static PIXEL_LIMIT: std::cell::Cell<u64> = const { std::cell::Cell::new(MAX_PIXELS) };
+}
+
+/// Sets the pixel limit for this thread until dropped (restoring the previous one, also on unwinding).
+struct PixelLimit(u64);
+
+impl PixelLimit {
+    fn set(limit: u64) -> Self {
+        PixelLimit(PIXEL_LIMIT.with(|l| l.replace(limit)))
+    }
+}
+
+impl Drop for PixelLimit {
+    fn drop(&mut self) {
+        PIXEL_LIMIT.with(|l| l.set(self.0));
+    }
+}
+
 /// Rejects zero and absurd sizes before anything is allocated.
 pub fn check_dimensions(width: u32, height: u32) -> Result<(), ImageError> {
     check_dimensions_u64(width as u64, height as u64)
@@ -164,13 +191,14 @@ pub(crate) fn check_dimensions_u64(width: u64, height: u64) -> Result<(), ImageE
             height: height as u32,
         });
     }
-    if width > MAX_DIMENSION as u64 || height > MAX_DIMENSION as u64 || width * height > MAX_PIXELS
+    let max_pixels = PIXEL_LIMIT.with(|l| l.get()).min(MAX_PIXELS);
+    if width > MAX_DIMENSION as u64 || height > MAX_DIMENSION as u64 || width * height > max_pixels
     {
         return Err(ImageError::TooLarge {
             width,
             height,
             max_side: MAX_DIMENSION,
-            max_pixels: MAX_PIXELS,
+            max_pixels,
         });
     }
     Ok(())
@@ -251,12 +279,15 @@ pub fn preprocess(bytes: &[u8], cfg: &PreprocessConfig) -> Result<PreprocessedIm
             value: cfg.image_size.to_string(),
         });
     }
+    let limit = PixelLimit::set(cfg.max_pixels);
     let (rgb, notes) = decode_rgb_with_notes(bytes)?;
     let rgb = if cfg.pad2square {
         expand_to_square(&rgb, cfg.pad_color)
     } else {
         rgb
     };
+    // The square canvas may exceed the limit that its source met; the limit is about decoding input.
+    drop(limit);
     check_buffer(&rgb)?;
     let resized = resize_bicubic(&rgb, cfg.image_size, cfg.image_size);
     let pixel_values = normalize_chw(&resized, cfg.mean, cfg.std);

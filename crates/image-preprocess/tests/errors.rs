@@ -243,3 +243,23 @@ fn fuzz_regressions_fail_cleanly() {
     let e = meddr_image::decode_rgb(&png).unwrap_err().to_string();
     assert!(e.contains("PLTE") && e.contains("686"), "{e}");
 }
+
+/// A caller's pixel cap (`PreprocessConfig::max_pixels`, the server's decoded-image cap) refuses an image by
+/// its header, naming the cap; the same image passes under the default cap, and the cap is per call.
+#[test]
+fn the_pixel_cap_is_checked_before_decoding() {
+    let png = {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(40, 30, image::Rgb([7, 7, 7])))
+            .write_to(&mut buf, image::ImageFormat::Png)
+            .unwrap();
+        buf.into_inner()
+    };
+    let capped = PreprocessConfig { max_pixels: 1000, ..Default::default() };
+    match preprocess(&png, &capped) {
+        Err(ImageError::TooLarge { width: 40, height: 30, max_pixels: 1000, .. }) => {}
+        other => panic!("expected TooLarge under a 1000-pixel cap, got {other:?}"),
+    }
+    assert!(preprocess(&png, &PreprocessConfig::default()).is_ok());
+    assert!(preprocess(&png, &PreprocessConfig { max_pixels: 1200, ..Default::default() }).is_ok());
+}

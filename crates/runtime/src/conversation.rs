@@ -14,9 +14,11 @@ use std::ops::{ControlFlow, Range};
 
 use meddr_tokenizer::MedDrTokenizer;
 
-use crate::generate::{check_image_tokens, generate_from, Backend, GenerationOptions, GenerationResult, TokenEvent};
-use crate::prompt::{python_strip, render_hermes2, EncodedPrompt, UserText};
-use crate::{ModelInfo, PromptFormat, Result, RuntimeError};
+use crate::generate::{
+    check_image_tokens, generate_from, Backend, GenerationOptions, GenerationResult, TokenEvent,
+};
+use crate::prompt::{python_strip, render_file_template, render_hermes2, EncodedPrompt, UserText};
+use crate::{ChatMessage, ModelInfo, PromptFormat, Result, RuntimeError};
 
 /// One finished exchange, as it goes into the next prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +59,10 @@ pub struct Conversation {
 
 impl Conversation {
     pub fn new(user_text: UserText) -> Self {
-        Conversation { user_text, ..Default::default() }
+        Conversation {
+            user_text,
+            ..Default::default()
+        }
     }
 
     /// Starts over about a new image (its features from [`Backend::encode_image`]): upstream's image belongs
@@ -94,16 +99,60 @@ impl Conversation {
         self.image.is_some()
     }
 
-    /// The next prompt's text for `question` and the byte ranges of the questions in it (user text).
-    pub fn prompt_text(&self, info: &ModelInfo, question: &str) -> (String, Vec<Range<usize>>) {
-        self.prompt_text_with(info, question, self.image.is_some())
+    /// The next prompt's text for `question` and the byte ranges of the questions in it (user text):
+    /// upstream's Hermes-2 history for a MedDr file, the file's own chat template for a plain llama file.
+    ///
+    /// Errors: a plain file without a chat template ([`RuntimeError::NoChatTemplate`]); a template that
+    /// fails to render ([`RuntimeError::ChatTemplate`]).
+    pub fn prompt_text(
+        &self,
+        tokenizer: &MedDrTokenizer,
+        info: &ModelInfo,
+        question: &str,
+    ) -> Result<(String, Vec<Range<usize>>)> {
+        self.prompt_text_with(tokenizer, info, question, self.image.is_some())
     }
 
-    fn prompt_text_with(&self, info: &ModelInfo, question: &str, has_image: bool) -> (String, Vec<Range<usize>>) {
-        let history: Vec<(&str, &str)> = self.turns.iter().map(|t| (t.question.as_str(), t.answer.as_str())).collect();
-        let image_tokens = has_image.then(|| info.vision.as_ref().map_or(0, |v| v.num_image_tokens));
-        let system = self.system.as_deref().unwrap_or(&info.system_message);
-        render_hermes2(system, &history, python_strip(question), image_tokens)
+    fn prompt_text_with(
+        &self,
+        tokenizer: &MedDrTokenizer,
+        info: &ModelInfo,
+        question: &str,
+        has_image: bool,
+    ) -> Result<(String, Vec<Range<usize>>)> {
+        match info.prompt_format {
+            PromptFormat::Raw => Err(RuntimeError::NoChatTemplate),
+            PromptFormat::MedDr => {
+                let history: Vec<(&str, &str)> = self
+                    .turns
+                    .iter()
+                    .map(|t| (t.question.as_str(), t.answer.as_str()))
+                    .collect();
+                let image_tokens =
+                    has_image.then(|| info.vision.as_ref().map_or(0, |v| v.num_image_tokens));
+                let system = self.system.as_deref().unwrap_or(&info.system_message);
+                Ok(render_hermes2(
+                    system,
+                    &history,
+                    python_strip(question),
+                    image_tokens,
+                ))
+            }
+            PromptFormat::Template => {
+                // No system message unless one was set: the template writes its own default, as llama.cpp's does.
+                let mut messages: Vec<ChatMessage> = self
+                    .system
+                    .iter()
+                    .map(|s| ChatMessage::new("system", s))
+                    .collect();
+                for t in &self.turns {
+                    messages.push(ChatMessage::new("user", &t.question));
+                    messages.push(ChatMessage::new("assistant", &t.answer));
+                }
+                messages.push(ChatMessage::new("user", python_strip(question)));
+                render_file_template(tokenizer, info, &messages)
+            }
+        }
     }
 
     /// The next prompt for `question` as token ids, checked before any backend work: a plain llama file
@@ -120,22 +169,32 @@ impl Conversation {
         max_new_tokens: usize,
         context: usize,
     ) -> Result<EncodedPrompt> {
-        if info.prompt_format == PromptFormat::Raw {
-            return Err(RuntimeError::NoChatTemplate);
-        }
         if has_image && info.vision.is_none() {
             return Err(RuntimeError::NoVisionEncoder);
         }
-        let (text, user) = self.prompt_text_with(info, question, has_image);
-        let enc = tokenizer.encode_with_user_texts(&text, &user, self.user_text == UserText::Literal)?;
-        let n_img = if has_image { info.vision.as_ref().map_or(0, |v| v.num_image_tokens) } else { 0 };
+        let (text, user) = self.prompt_text_with(tokenizer, info, question, has_image)?;
+        let enc =
+            tokenizer.encode_with_user_texts(&text, &user, self.user_text == UserText::Literal)?;
+        let n_img = if has_image {
+            info.vision.as_ref().map_or(0, |v| v.num_image_tokens)
+        } else {
+            0
+        };
         check_image_tokens(&enc.ids, info.image_context_id(tokenizer), n_img)?;
         let context = context.min(info.context_length);
         let used = enc.ids.len();
-        if used.saturating_add(max_new_tokens) > context {
-            return Err(RuntimeError::ConversationFull { used, max_new_tokens, context });
+        if used >= context || used.saturating_add(max_new_tokens) > context {
+            return Err(RuntimeError::ConversationFull {
+                used,
+                max_new_tokens,
+                context,
+            });
         }
-        Ok(EncodedPrompt { ids: enc.ids, typed_control_tokens: enc.typed_control_tokens, user_text: self.user_text })
+        Ok(EncodedPrompt {
+            ids: enc.ids,
+            typed_control_tokens: enc.typed_control_tokens,
+            user_text: self.user_text,
+        })
     }
 
     /// Asks `question` as the next turn: renders the history, tokenizes it (control tokens typed in any
@@ -154,11 +213,27 @@ impl Conversation {
         opts: &GenerationOptions,
         on_token: impl FnMut(&TokenEvent) -> ControlFlow<()>,
     ) -> Result<Reply> {
-        let prompt = self.encode(tokenizer, info, question, self.image.is_some(), opts.max_new_tokens, backend.context_length())?;
-        let (result, reused_tokens) = self.run(backend, tokenizer, info, &prompt.ids, opts, on_token)?;
-        let answer = python_strip(result.text.split("<|im_end|>").next().unwrap_or_default()).to_owned();
-        self.turns.push(Turn { question: python_strip(question).to_owned(), answer });
-        Ok(Reply { result, prompt, reused_tokens })
+        let prompt = self.encode(
+            tokenizer,
+            info,
+            question,
+            self.image.is_some(),
+            opts.max_new_tokens,
+            backend.context_length(),
+        )?;
+        let (result, reused_tokens) =
+            self.run(backend, tokenizer, info, &prompt.ids, opts, on_token)?;
+        let answer =
+            python_strip(result.text.split("<|im_end|>").next().unwrap_or_default()).to_owned();
+        self.turns.push(Turn {
+            question: python_strip(question).to_owned(),
+            answer,
+        });
+        Ok(Reply {
+            result,
+            prompt,
+            reused_tokens,
+        })
     }
 
     /// Continues raw prompt ids (a completion: no template, no image), keeping the cached prefix as
@@ -190,20 +265,32 @@ impl Conversation {
         if ids.is_empty() {
             return Err(RuntimeError::EmptyPrompt);
         }
-        let mut keep = ids.iter().zip(&self.cached).take_while(|(a, b)| a == b).count().min(ids.len() - 1);
+        let mut keep = ids
+            .iter()
+            .zip(&self.cached)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(ids.len() - 1);
         // Image rows are spliced by order: the image must be entirely in the kept prefix or entirely run.
         let ctx_id = info.image_context_id(tokenizer);
         let image_after_keep = ctx_id.is_some_and(|c| ids[keep..].contains(&c));
         if image_after_keep && ctx_id.is_some_and(|c| ids[..keep].contains(&c)) {
             keep = 0;
         }
-        let features = if image_after_keep { self.image.as_deref() } else { None };
+        let features = if image_after_keep {
+            self.image.as_deref()
+        } else {
+            None
+        };
         self.cached.clear();
-        let result = generate_from(backend, tokenizer, info, keep, ids, features, opts, on_token)?;
+        let result = generate_from(
+            backend, tokenizer, info, keep, ids, features, opts, on_token,
+        )?;
         // The cache now holds the prompt and every generated token but the last (never fed back).
         self.cached = ids.to_vec();
         let fed = result.tokens.len().saturating_sub(1);
-        self.cached.extend(result.tokens[..fed].iter().map(|t| t.id));
+        self.cached
+            .extend(result.tokens[..fed].iter().map(|t| t.id));
         Ok((result, keep))
     }
 }

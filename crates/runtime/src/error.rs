@@ -40,17 +40,19 @@ pub enum RuntimeError {
          ask without one, or use a MedDr file with its vision tower"
     )]
     NoVisionEncoder,
-    #[error(
-        "the conversation holds {used} tokens, so {} of the context's {context} are left, fewer than the \
-         {max_new_tokens} new tokens asked for: start a new conversation, or ask for fewer new tokens",
-        context.saturating_sub(*used)
-    )]
-    ConversationFull { used: usize, max_new_tokens: usize, context: usize },
+    #[error("{}", conversation_full(*used, *max_new_tokens, *context))]
+    ConversationFull {
+        used: usize,
+        max_new_tokens: usize,
+        context: usize,
+    },
     #[error(
         "this file has no chat template (a plain llama GGUF: prompts are completed as raw text), so a \
          conversation cannot carry a history; ask each question on its own"
     )]
     NoChatTemplate,
+    #[error("the file's chat template (tokenizer.chat_template) failed: {reason}")]
+    ChatTemplate { reason: String },
     #[error("backend returned unusable logits ({len} values): {reason}")]
     BadLogits { len: usize, reason: &'static str },
     #[error("sampled token id {id} is outside the tokenizer's vocabulary of {vocab}")]
@@ -59,6 +61,21 @@ pub enum RuntimeError {
     Tokenizer(meddr_tokenizer::TokenizerError),
     #[error("backend: {0}")]
     Backend(BackendError),
+}
+
+fn conversation_full(used: usize, max_new_tokens: usize, context: usize) -> String {
+    if used >= context {
+        format!(
+            "the conversation holds {used} tokens, more than the context's {context}, so none are left for an \
+             answer: start a new conversation, or shorten the question"
+        )
+    } else {
+        format!(
+            "the conversation holds {used} tokens, so {} of the context's {context} are left, fewer than the \
+             {max_new_tokens} new tokens asked for: start a new conversation, or ask for fewer new tokens",
+            context - used
+        )
+    }
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

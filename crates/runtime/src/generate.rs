@@ -172,8 +172,14 @@ fn check_logits(l: &[f32]) -> Result<()> {
 /// special token, as upstream's does) would otherwise fail deep in the backend, after the weight load and the
 /// image encoding, with a message about input ids. Call it right after tokenizing, before any heavy work.
 /// `image_context_id`: the file's `<IMG_CONTEXT>` id (`None`: the vocabulary has none, nothing to check).
-pub fn check_image_tokens(ids: &[u32], image_context_id: Option<u32>, expected: usize) -> Result<()> {
-    let Some(ctx) = image_context_id else { return Ok(()) };
+pub fn check_image_tokens(
+    ids: &[u32],
+    image_context_id: Option<u32>,
+    expected: usize,
+) -> Result<()> {
+    let Some(ctx) = image_context_id else {
+        return Ok(());
+    };
     let found = ids.iter().filter(|&&i| i == ctx).count();
     if found != expected {
         return Err(RuntimeError::ImageTokens { found, expected });
@@ -225,7 +231,16 @@ pub fn generate<B: Backend + ?Sized>(
     opts: &GenerationOptions,
     on_token: impl FnMut(&TokenEvent) -> ControlFlow<()>,
 ) -> Result<GenerationResult> {
-    generate_from(backend, tokenizer, info, 0, prompt_ids, image_features, opts, on_token)
+    generate_from(
+        backend,
+        tokenizer,
+        info,
+        0,
+        prompt_ids,
+        image_features,
+        opts,
+        on_token,
+    )
 }
 
 /// [`generate`] that keeps the first `keep` positions of the backend's cache ([`Backend::prefill_from`]):
@@ -297,7 +312,12 @@ pub fn generate_from<B: Backend + ?Sized>(
         history.push(id);
         // The last token also flushes held-back bytes, so the streamed deltas add up to the final text.
         let last = stop_ids.contains(&id) || result.tokens.len() + 1 >= opts.max_new_tokens;
-        let text = if last { stream.step_last(id)? } else { stream.step(id)? }.unwrap_or_default();
+        let text = if last {
+            stream.step_last(id)?
+        } else {
+            stream.step(id)?
+        }
+        .unwrap_or_default();
         result.text.push_str(&text);
         result.tokens.push(TokenOut {
             id,

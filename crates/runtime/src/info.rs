@@ -25,6 +25,7 @@ impl ImagePreprocessing {
             pad_color: self.pad_color,
             mean: self.mean,
             std: self.std,
+            max_pixels: meddr_image::MAX_PIXELS,
         }
     }
 }
@@ -34,9 +35,12 @@ impl ImagePreprocessing {
 pub enum PromptFormat {
     /// A MedDr file: upstream's Hermes-2 template with the file's system message ([`crate::build_prompt`]).
     MedDr,
-    /// A plain llama.cpp GGUF (no `meddr.*` keys): the question is completed as raw text, with BOS as the
-    /// file's `tokenizer.ggml.add_bos_token` says. (Its `tokenizer.chat_template`, if any, is not applied.)
+    /// A plain llama.cpp GGUF (no `meddr.*` keys) without `tokenizer.chat_template`: the question is completed
+    /// as raw text, with BOS as the file's `tokenizer.ggml.add_bos_token` says.
     Raw,
+    /// A plain llama.cpp GGUF with `tokenizer.chat_template`: questions and histories are rendered with it
+    /// ([`crate::render_chat_template`]), as llama.cpp's Jinja path and transformers do.
+    Template,
 }
 
 /// Model facts for prompting, stopping and preprocessing.
@@ -242,16 +246,24 @@ impl ModelInfo {
                 stop_token_ids.push(eot);
             }
         }
+        let chat_template = h
+            .get_str("tokenizer.chat_template")
+            .unwrap_or_default()
+            .to_owned();
         Ok(ModelInfo {
             name: h.get_str("general.name").ok().map(str::to_owned),
             format_version: 0,
-            prompt_format: PromptFormat::Raw,
+            prompt_format: if chat_template.is_empty() {
+                PromptFormat::Raw
+            } else {
+                PromptFormat::Template
+            },
             context_length: usize_key(h, "llama.context_length")?,
             vocab_size: vocab_size(h)?,
             eos_token_id: eos,
             stop_token_ids,
             system_message: String::new(),
-            chat_template: h.get_str("tokenizer.chat_template").unwrap_or_default().to_owned(),
+            chat_template,
             vision: None,
         })
     }

@@ -12,16 +12,21 @@ mod info;
 mod prompt;
 pub mod sampler;
 mod stop;
+mod template;
 
 pub use conversation::{Conversation, Reply, Turn};
 pub use error::{BackendError, Result, RuntimeError};
 pub use generate::{
-    check_image_tokens, check_request, generate, generate_from, Backend, GenerationOptions, GenerationResult, StopPolicy, StopReason,
-    Timings, TokenEvent, TokenOut, MAX_LOGPROBS,
+    check_image_tokens, check_request, generate, generate_from, Backend, GenerationOptions,
+    GenerationResult, StopPolicy, StopReason, Timings, TokenEvent, TokenOut, MAX_LOGPROBS,
 };
-pub use info::{tokenizer_from_gguf_header, ImagePreprocessing, ModelInfo, PromptFormat, VisionInfo};
+pub use info::{
+    tokenizer_from_gguf_header, ImagePreprocessing, ModelInfo, PromptFormat, VisionInfo,
+};
 pub use prompt::{
-    build_prompt, encode_prompt, python_strip, EncodedPrompt, UserText, IMG_CONTEXT, IMG_END, IMG_START,
+    build_prompt, encode_prompt, python_strip, EncodedPrompt, UserText, IMG_CONTEXT, IMG_END,
+    IMG_START,
 };
 pub use sampler::{Sampler, SamplingParams};
 pub use stop::{StopStrings, MAX_STOP_STRINGS};
+pub use template::{render_chat_template, ChatMessage};

@@ -4,7 +4,45 @@ use std::ops::Range;
 
 use meddr_tokenizer::MedDrTokenizer;
 
-use crate::{check_image_tokens, ModelInfo, PromptFormat, Result, RuntimeError};
+use crate::{
+    check_image_tokens, render_chat_template, ChatMessage, ModelInfo, PromptFormat, Result,
+    RuntimeError,
+};
+
+/// Renders the file's `tokenizer.chat_template` over `messages` ([`render_chat_template`]) with the file's
+/// BOS and EOS texts. When the tokenizer adds BOS itself and the template also writes it, the written one
+/// is dropped (llama.cpp does the same), so the prompt has one BOS as the model was trained with.
+pub(crate) fn render_file_template(
+    tokenizer: &MedDrTokenizer,
+    info: &ModelInfo,
+    messages: &[ChatMessage],
+) -> Result<(String, Vec<Range<usize>>)> {
+    // What the post-processor adds to any text: BOS when the file says so.
+    let added = tokenizer.encode("")?;
+    let bos = added
+        .first()
+        .and_then(|&id| tokenizer.id_to_token(id))
+        .unwrap_or_default()
+        .to_owned();
+    let eos = tokenizer
+        .id_to_token(info.eos_token_id)
+        .unwrap_or_default()
+        .to_owned();
+    let (text, ranges) = render_chat_template(&info.chat_template, messages, &bos, &eos)?;
+    match text.strip_prefix(bos.as_str()) {
+        Some(rest) if !bos.is_empty() => {
+            let cut = bos.len();
+            Ok((
+                rest.to_owned(),
+                ranges
+                    .into_iter()
+                    .map(|r| r.start.saturating_sub(cut)..r.end.saturating_sub(cut))
+                    .collect(),
+            ))
+        }
+        _ => Ok((text, ranges)),
+    }
+}
 
 pub const IMG_START: &str = "<img>";
 pub const IMG_END: &str = "</img>";
@@ -40,7 +78,12 @@ fn build_prompt_marked(
     has_image: bool,
     num_image_tokens: usize,
 ) -> (String, Range<usize>) {
-    let (p, mut user) = render_hermes2(system, &[], python_strip(question), has_image.then_some(num_image_tokens));
+    let (p, mut user) = render_hermes2(
+        system,
+        &[],
+        python_strip(question),
+        has_image.then_some(num_image_tokens),
+    );
     (p, user.pop().unwrap_or(0..0))
 }
 
@@ -55,14 +98,19 @@ pub(crate) fn render_hermes2(
     question: &str,
     image_tokens: Option<usize>,
 ) -> (String, Vec<Range<usize>>) {
-    let image_len = image_tokens.map_or(0, |n| IMG_START.len() + IMG_CONTEXT.len() * n + IMG_END.len() + 1);
+    let image_len = image_tokens.map_or(0, |n| {
+        IMG_START.len() + IMG_CONTEXT.len() * n + IMG_END.len() + 1
+    });
     let text_len: usize = history.iter().map(|(q, a)| q.len() + a.len() + 64).sum();
     let mut p = String::with_capacity(96 + system.len() + text_len + question.len() + image_len);
     let mut user = Vec::with_capacity(history.len() + 1);
     p.push_str("<|im_start|>system\n");
     p.push_str(system);
     p.push_str("<|im_end|>");
-    let turns = history.iter().map(|&(q, a)| (q, Some(a))).chain([(question, None)]);
+    let turns = history
+        .iter()
+        .map(|&(q, a)| (q, Some(a)))
+        .chain([(question, None)]);
     for (k, (q, a)) in turns.enumerate() {
         p.push_str("<|im_start|>user\n");
         if let (0, Some(n)) = (k, image_tokens) {
@@ -177,8 +225,18 @@ pub fn encode_prompt(
         (_, false) => 0,
     };
     let (text, user) = match info.prompt_format {
-        PromptFormat::MedDr => build_prompt_marked(&info.system_message, question, has_image, num_image_tokens),
+        PromptFormat::MedDr => {
+            build_prompt_marked(&info.system_message, question, has_image, num_image_tokens)
+        }
         PromptFormat::Raw => (question.to_owned(), 0..question.len()),
+        PromptFormat::Template => {
+            let (t, mut r) = render_file_template(
+                tokenizer,
+                info,
+                &[ChatMessage::new("user", python_strip(question))],
+            )?;
+            (t, r.pop().unwrap_or(0..0))
+        }
     };
     let enc = tokenizer.encode_with_user_text(&text, user, user_text == UserText::Literal)?;
     check_image_tokens(&enc.ids, info.image_context_id(tokenizer), num_image_tokens)?;

@@ -35,7 +35,11 @@ impl StopStrings {
                 reason: "a stop string must not be empty",
             });
         }
-        Ok(StopStrings { stops, held: String::new(), stopped: false })
+        Ok(StopStrings {
+            stops,
+            held: String::new(),
+            stopped: false,
+        })
     }
 
     /// Whether a stop string has been seen (nothing more is let through).
@@ -50,7 +54,12 @@ impl StopStrings {
             return String::new();
         }
         self.held.push_str(delta);
-        if let Some(at) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
+        {
             self.stopped = true;
             let out = self.held[..at].to_owned();
             self.held.clear();
@@ -90,7 +99,10 @@ mod tests {
         let (out, stopped) = run(&["\nQ:"], &["The answer", " is 4.\n", "Q", ":", " next"]);
         assert!(stopped);
         assert_eq!(out.concat(), "The answer is 4.");
-        assert_eq!(out[1], " is 4.", "the newline is held until the next token decides it");
+        assert_eq!(
+            out[1], " is 4.",
+            "the newline is held until the next token decides it"
+        );
     }
 
     #[test]

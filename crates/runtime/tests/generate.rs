@@ -312,17 +312,28 @@ fn streamed_text_is_the_final_text_when_the_answer_ends_inside_a_character() {
     // Issue 9.1: an answer ending on the byte tokens <0xF0> <0x9F> (half of an emoji) streamed only what came
     // before, while the final text rightly ends in two U+FFFD (upstream: one per dangling byte).
     let tok = tokenizer();
-    let (f0, x9f) = (tok.token_to_id("<0xF0>").unwrap(), tok.token_to_id("<0x9F>").unwrap());
+    let (f0, x9f) = (
+        tok.token_to_id("<0xF0>").unwrap(),
+        tok.token_to_id("<0x9F>").unwrap(),
+    );
     for (script, max, reason) in [
         (vec![955, f0, x9f, 300], 3, StopReason::MaxTokens),
         (vec![955, f0, x9f, 7], 8, StopReason::Eos),
     ] {
         let mut b = Scripted::new(&script);
         let mut streamed = String::new();
-        let r = generate(&mut b, &tok, &info(), &[6, 1923], None, &opts(max, StopPolicy::UpstreamEos), |ev| {
-            streamed.push_str(&ev.token.text);
-            ControlFlow::Continue(())
-        })
+        let r = generate(
+            &mut b,
+            &tok,
+            &info(),
+            &[6, 1923],
+            None,
+            &opts(max, StopPolicy::UpstreamEos),
+            |ev| {
+                streamed.push_str(&ev.token.text);
+                ControlFlow::Continue(())
+            },
+        )
         .unwrap();
         assert_eq!(r.stop_reason, reason);
         let ids: Vec<u32> = r.tokens.iter().map(|t| t.id).collect();
@@ -334,11 +345,23 @@ fn streamed_text_is_the_final_text_when_the_answer_ends_inside_a_character() {
     let mut b = Scripted::new(&[955, f0, x9f, 300]);
     let mut streamed = String::new();
     let mut n = 0;
-    let r = generate(&mut b, &tok, &info(), &[6, 1923], None, &opts(8, StopPolicy::UpstreamEos), |ev| {
-        streamed.push_str(&ev.token.text);
-        n += 1;
-        if n == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-    })
+    let r = generate(
+        &mut b,
+        &tok,
+        &info(),
+        &[6, 1923],
+        None,
+        &opts(8, StopPolicy::UpstreamEos),
+        |ev| {
+            streamed.push_str(&ev.token.text);
+            n += 1;
+            if n == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    )
     .unwrap();
     assert_eq!(r.stop_reason, StopReason::Cancelled);
     assert_eq!(streamed, r.text);

@@ -92,20 +92,41 @@ fn wrong_architecture_is_not_meddr_and_plain_llama_is_raw_text() {
     let plain = vec![
         ("general.architecture", Value::String("llama".into())),
         ("llama.context_length", Value::U32(2048)),
-        ("tokenizer.ggml.tokens", Value::Array(Array::String(vec!["<unk>".into(), "<s>".into(), "</s>".into(), "a".into()]))),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(Array::String(vec![
+                "<unk>".into(),
+                "<s>".into(),
+                "</s>".into(),
+                "a".into(),
+            ])),
+        ),
         ("tokenizer.ggml.eos_token_id", Value::U32(2)),
         ("tokenizer.ggml.eot_token_id", Value::U32(3)),
         ("clip.has_vision_encoder", Value::Bool(true)),
     ];
     let i = ModelInfo::from_gguf_header(&header(plain.clone())).unwrap();
     assert_eq!(i.prompt_format, PromptFormat::Raw);
-    assert_eq!((i.format_version, i.context_length, i.vocab_size, i.eos_token_id), (0, 2048, 4, 2));
+    assert_eq!(
+        (
+            i.format_version,
+            i.context_length,
+            i.vocab_size,
+            i.eos_token_id
+        ),
+        (0, 2048, 4, 2)
+    );
     assert_eq!(i.stop_ids(StopPolicy::UpstreamEos), vec![2]);
     assert_eq!(i.stop_ids(StopPolicy::TemplateStopList), vec![2, 3]);
     assert!(i.vision.is_none() && i.system_message.is_empty() && i.chat_template.is_empty());
     // Still checked: a plain file without its EOS is refused, naming the key.
-    let e = ModelInfo::from_gguf_header(&header(plain.into_iter().filter(|(k, _)| *k != "tokenizer.ggml.eos_token_id").collect()))
-        .unwrap_err();
+    let e = ModelInfo::from_gguf_header(&header(
+        plain
+            .into_iter()
+            .filter(|(k, _)| *k != "tokenizer.ggml.eos_token_id")
+            .collect(),
+    ))
+    .unwrap_err();
     assert!(e.to_string().contains("tokenizer.ggml.eos_token_id"), "{e}");
 
     let e = ModelInfo::from_gguf_header(&header(vec![]))

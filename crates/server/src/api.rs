@@ -9,7 +9,7 @@ use crate::error::ApiError;
 
 /// `stop`: one string or a list of them.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a string or a list of up to 4 strings")]
 pub enum StopField {
     One(String),
     Many(Vec<String>),
@@ -58,7 +58,10 @@ pub struct Message {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a string, or a list of parts {\"type\": \"text\", \"text\": …} / {\"type\": \"image_url\", \"image_url\": {\"url\": \"data:image/…;base64,…\"}}"
+)]
 pub enum Content {
     Text(String),
     Parts(Vec<Part>),
@@ -87,7 +90,10 @@ pub struct CompletionRequest {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a string (or a list holding one string); token-id prompts are not supported"
+)]
 pub enum PromptField {
     One(String),
     Many(Vec<String>),
@@ -103,7 +109,20 @@ pub struct ChatMessages {
     pub image: Option<Vec<u8>>,
 }
 
-fn text_of(content: Option<Content>, role: &str, index: usize, image: &mut Option<Vec<u8>>) -> Result<String, ApiError> {
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+fn text_of(
+    content: Option<Content>,
+    role: &str,
+    index: usize,
+    image: &mut Option<Vec<u8>>,
+) -> Result<String, ApiError> {
     let param = format!("messages[{index}].content");
     match content {
         None => Ok(String::new()),
@@ -115,7 +134,10 @@ fn text_of(content: Option<Content>, role: &str, index: usize, image: &mut Optio
                     Part::Text { text } => texts.push(text),
                     Part::ImageUrl { image_url } => {
                         if role != "user" {
-                            return Err(ApiError::bad_request(Some(&param), format!("a {role} message cannot carry an image")));
+                            return Err(ApiError::bad_request(
+                                Some(&param),
+                                format!("{} {role} message cannot carry an image", article(role)),
+                            ));
                         }
                         if image.is_some() {
                             return Err(ApiError::bad_request(
@@ -136,7 +158,10 @@ fn text_of(content: Option<Content>, role: &str, index: usize, image: &mut Optio
 /// alternating, ending with a user message; at most one image, in any user message.
 pub fn chat_messages(messages: Vec<Message>) -> Result<ChatMessages, ApiError> {
     if messages.is_empty() {
-        return Err(ApiError::bad_request(Some("messages"), "`messages` is empty: at least one user message is needed"));
+        return Err(ApiError::bad_request(
+            Some("messages"),
+            "`messages` is empty: at least one user message is needed",
+        ));
     }
     let mut image = None;
     let mut system: Option<String> = None;
@@ -149,7 +174,10 @@ pub fn chat_messages(messages: Vec<Message>) -> Result<ChatMessages, ApiError> {
                 if !users.is_empty() {
                     return Err(ApiError::bad_request(
                         Some(&format!("messages[{i}].role")),
-                        format!("a {role} message must come before the first user message"),
+                        format!(
+                            "{} {role} message must come before the first user message",
+                            article(role)
+                        ),
                     ));
                 }
                 let t = text_of(m.content, role, i, &mut image)?;
@@ -159,11 +187,24 @@ pub fn chat_messages(messages: Vec<Message>) -> Result<ChatMessages, ApiError> {
                 });
             }
             "user" | "assistant" => {
-                let expected = if users.len() == answers.len() { "user" } else { "assistant" };
+                let expected = if users.len() == answers.len() {
+                    "user"
+                } else {
+                    "assistant"
+                };
                 if role != expected {
                     return Err(ApiError::bad_request(
                         Some(&format!("messages[{i}].role")),
-                        format!("expected a {expected} message here, found {role}: user and assistant messages must alternate, starting with user"),
+                        format!(
+                            "expected {} {expected} message here, found {role}: user and assistant messages must alternate, starting with user",
+                            article(expected)
+                        ),
+                    ));
+                }
+                if role == "user" && m.content.is_none() {
+                    return Err(ApiError::bad_request(
+                        Some(&format!("messages[{i}].content")),
+                        "a user message needs content",
                     ));
                 }
                 let t = text_of(m.content, role, i, &mut image)?;
@@ -182,19 +223,40 @@ pub fn chat_messages(messages: Vec<Message>) -> Result<ChatMessages, ApiError> {
         }
     }
     if users.len() == answers.len() {
-        return Err(ApiError::bad_request(Some("messages"), "the last message must be a user message"));
+        return Err(ApiError::bad_request(
+            Some("messages"),
+            "the last message must be a user message",
+        ));
     }
     let question = users.pop().unwrap_or_default();
-    Ok(ChatMessages { system, turns: users.into_iter().zip(answers).collect(), question, image })
+    Ok(ChatMessages {
+        system,
+        turns: users.into_iter().zip(answers).collect(),
+        question,
+        image,
+    })
 }
 
 /// The image types the preprocessor reads (`meddr_image`); others are refused by name before decoding.
-const IMAGE_TYPES: [&str; 6] = ["image/jpeg", "image/jpg", "image/png", "image/bmp", "image/tiff", "image/webp"];
+const IMAGE_TYPES: [&str; 6] = [
+    "image/jpeg",
+    "image/jpg",
+    "image/png",
+    "image/bmp",
+    "image/tiff",
+    "image/webp",
+];
 
 /// The bytes of a `data:image/…;base64,…` URL. Remote `http(s)` URLs are refused: fetching them would
 /// send a patient's context to a third party (and open the server to SSRF), so this server never does.
 pub fn decode_data_url(url: &str, param: &str) -> Result<Vec<u8>, ApiError> {
     let Some(rest) = url.strip_prefix("data:") else {
+        if !url.contains("://") {
+            return Err(ApiError::bad_request(
+                Some(param),
+                "the image URL is not a data: URL; send the image inline as data:image/png;base64,…",
+            ));
+        }
         let scheme: String = url.chars().take_while(|c| *c != ':').take(16).collect();
         return Err(ApiError::bad_request(
             Some(param),
@@ -205,12 +267,22 @@ pub fn decode_data_url(url: &str, param: &str) -> Result<Vec<u8>, ApiError> {
         ));
     };
     let Some((meta, payload)) = rest.split_once(',') else {
-        return Err(ApiError::bad_request(Some(param), "malformed data URL: no ',' after the media type"));
+        return Err(ApiError::bad_request(
+            Some(param),
+            "malformed data URL: no ',' after the media type",
+        ));
     };
     let mut meta_parts = meta.split(';');
-    let media = meta_parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let media = meta_parts
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     if !meta_parts.any(|p| p.trim().eq_ignore_ascii_case("base64")) {
-        return Err(ApiError::bad_request(Some(param), "data URL is not base64-encoded (expected ';base64,')"));
+        return Err(ApiError::bad_request(
+            Some(param),
+            "data URL is not base64-encoded (expected ';base64,')",
+        ));
     }
     if !IMAGE_TYPES.contains(&media.as_str()) {
         let shown: String = media.chars().take(64).collect();
@@ -220,10 +292,15 @@ pub fn decode_data_url(url: &str, param: &str) -> Result<Vec<u8>, ApiError> {
         ));
     }
     // Some clients wrap base64 at 76 columns.
-    let clean: Vec<u8> = payload.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let clean: Vec<u8> = payload
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
     base64::engine::general_purpose::STANDARD
         .decode(&clean)
-        .map_err(|e| ApiError::bad_request(Some(param), format!("the image's base64 is broken: {e}")))
+        .map_err(|e| {
+            ApiError::bad_request(Some(param), format!("the image's base64 is broken: {e}"))
+        })
 }
 
 /// The one prompt of a completion request.
@@ -233,7 +310,10 @@ pub fn completion_prompt(p: PromptField) -> Result<String, ApiError> {
         PromptField::Many(mut v) if v.len() == 1 => Ok(v.remove(0)),
         PromptField::Many(v) => Err(ApiError::bad_request(
             Some("prompt"),
-            format!("{} prompts were given; this server completes one prompt per request", v.len()),
+            format!(
+                "{} prompts were given; this server completes one prompt per request",
+                v.len()
+            ),
         )),
     }
 }

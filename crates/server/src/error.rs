@@ -29,7 +29,12 @@ impl ApiError {
     }
 
     pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, kind, param: None, message: message.into() }
+        ApiError {
+            status,
+            kind,
+            param: None,
+            message: message.into(),
+        }
     }
 
     /// The error's JSON body.
@@ -38,7 +43,12 @@ impl ApiError {
             "message": self.message,
             "type": self.kind,
             "param": self.param,
-            "code": self.status.as_u16(),
+            "code": match self.status.as_u16() {
+                401 => Some("invalid_api_key"),
+                413 => Some("request_too_large"),
+                429 => Some("rate_limit_exceeded"),
+                _ => None,
+            },
         }})
     }
 }
@@ -47,7 +57,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.status, Json(self.body())).into_response();
         if self.status == StatusCode::TOO_MANY_REQUESTS {
-            r.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
+            r.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
         }
         r
     }
@@ -70,7 +81,9 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::EmptyPrompt | RuntimeError::ImageTokens { .. } | RuntimeError::NoVisionEncoder => {
                 ApiError::bad_request(Some("messages"), e.to_string())
             }
-            RuntimeError::Tokenizer(_) => ApiError::bad_request(Some("messages"), e.to_string()),
+            RuntimeError::Tokenizer(_) | RuntimeError::ChatTemplate { .. } => {
+                ApiError::bad_request(Some("messages"), e.to_string())
+            }
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e.to_string()),
         }
     }

@@ -32,8 +32,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
 use meddr_runtime::{
-    Backend, Conversation, GenerationOptions, ModelInfo, SamplingParams, StopPolicy, StopStrings, Turn, UserText,
-    MAX_LOGPROBS,
+    Backend, Conversation, GenerationOptions, ModelInfo, SamplingParams, StopPolicy, StopStrings,
+    Turn, UserText, MAX_LOGPROBS,
 };
 use meddr_tokenizer::MedDrTokenizer;
 use serde_json::{json, Value};
@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 pub use error::ApiError;
-use worker::{Event, Job, TokenLogprob, Work, WorkerState};
+use worker::{Event, Job, JobQueue, Refused, TokenLogprob, Work, WorkerState};
 
 /// Shown with every answer (model card, response bodies, a response header).
 pub const NOTICE: &str = "Research aid, not a medical device: do not use for diagnosis.";
@@ -63,12 +63,16 @@ pub struct ServerOptions {
     pub keep_alive: Duration,
     /// How control tokens typed in messages are read (default: literal text).
     pub user_text: UserText,
+    /// Images whose header declares more pixels are refused before decoding.
+    pub max_image_pixels: u64,
 }
 
 impl ServerOptions {
     /// 32 MiB of body: a 24 MB image file in base64, which no radiograph or photograph a user sends exceeds.
     pub const DEFAULT_MAX_BODY_BYTES: usize = 32 << 20;
     pub const DEFAULT_QUEUE: usize = 16;
+    /// 64 Mi pixels (8192²): larger than any radiograph or photograph; a decoding costs at most ~200 MB.
+    pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 64 << 20;
 }
 
 /// The model's text side, known before the weights load (the GGUF header): enough to check requests.
@@ -85,7 +89,7 @@ struct AppState {
     tokenizer: Arc<MedDrTokenizer>,
     info: Arc<ModelInfo>,
     worker: Arc<WorkerState>,
-    jobs: mpsc::Sender<Job>,
+    jobs: Arc<JobQueue>,
     next_id: AtomicU64,
     /// Decoding an image can take hundreds of MB; one at a time bounds the server's memory.
     image_decode: Semaphore,
@@ -98,16 +102,22 @@ pub async fn serve(
     model: Model,
     load: BackendLoader,
 ) -> Result<(), String> {
-    let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
+    let queue = Arc::new(JobQueue::new(opts.queue_capacity));
     let tokenizer = Arc::new(model.tokenizer);
     let info = Arc::new(model.info);
     let worker_state = Arc::new(WorkerState::default());
     let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
     {
-        let (tokenizer, info, state, user_text) = (tokenizer.clone(), info.clone(), worker_state.clone(), opts.user_text);
+        let (tokenizer, info, state, user_text, queue) = (
+            tokenizer.clone(),
+            info.clone(),
+            worker_state.clone(),
+            opts.user_text,
+            queue.clone(),
+        );
         std::thread::Builder::new()
             .name("meddr-model".into())
-            .spawn(move || worker::run(load, tokenizer, info, user_text, state, rx, loaded_tx))
+            .spawn(move || worker::run(load, tokenizer, info, user_text, state, queue, loaded_tx))
             .map_err(|e| format!("cannot start the model thread: {e}"))?;
     }
     let state = Arc::new(AppState {
@@ -115,15 +125,18 @@ pub async fn serve(
         tokenizer,
         info,
         worker: worker_state,
-        jobs: tx,
+        jobs: queue,
         next_id: AtomicU64::new(1),
         image_decode: Semaphore::new(1),
     });
     let app = router(state);
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        });
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
     let load_failed = async {
         match loaded_rx.await {
             Ok(Err(e)) => e,
@@ -141,7 +154,10 @@ fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
     let mut app = Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(models))
@@ -157,7 +173,11 @@ fn router(state: Arc<AppState>) -> Router {
                 tower_http::cors::CorsLayer::new()
                     .allow_origin(origin)
                     .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
-                    .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::HeaderName::from_static("x-api-key")]),
+                    .allow_headers([
+                        header::AUTHORIZATION,
+                        header::CONTENT_TYPE,
+                        header::HeaderName::from_static("x-api-key"),
+                    ]),
             );
         }
     }
@@ -166,7 +186,8 @@ fn router(state: Arc<AppState>) -> Router {
 
 async fn add_notice_header(req: Request, next: Next) -> Response {
     let mut r = next.run(req).await;
-    r.headers_mut().insert("x-meddr-notice", HeaderValue::from_static(NOTICE));
+    r.headers_mut()
+        .insert("x-meddr-notice", HeaderValue::from_static(NOTICE));
     r
 }
 
@@ -175,19 +196,31 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn require_api_key(State(state): State<Arc<AppState>>, headers: HeaderMap, req: Request, next: Next) -> Response {
+async fn require_api_key(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
     if let Some(key) = &state.opts.api_key {
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         let given = bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
         if !given.is_some_and(|g| same_key(g.as_bytes(), key.as_bytes())) {
             let mut e = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
-                if given.is_some() { "invalid API key" } else { "an API key is required: Authorization: Bearer <key>" },
+                if given.is_some() {
+                    "invalid API key"
+                } else {
+                    "an API key is required: Authorization: Bearer <key>"
+                },
             );
             e.param = None;
             return e.into_response();
@@ -197,22 +230,35 @@ async fn require_api_key(State(state): State<Arc<AppState>>, headers: HeaderMap,
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("no route {} {}", req.method(), req.uri().path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        format!("no route {} {}", req.method(), req.uri().path()),
+    )
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "invalid_request_error",
-        format!("method {} is not allowed on {}", req.method(), req.uri().path()),
+        format!(
+            "method {} is not allowed on {}",
+            req.method(),
+            req.uri().path()
+        ),
     )
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     if !state.worker.ready.load(Ordering::SeqCst) {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", "Loading model").into_response();
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable_error",
+            "Loading model",
+        )
+        .into_response();
     }
-    let queued = state.opts.queue_capacity.max(1) - state.jobs.capacity();
+    let queued = state.jobs.waiting();
     Json(json!({
         "status": "ok",
         "busy": state.worker.busy.load(Ordering::SeqCst),
@@ -224,7 +270,10 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
@@ -239,7 +288,7 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
             "meta": {
                 "context_length": info.context_length,
                 "vision": info.vision.is_some(),
-                "chat_template": info.prompt_format == meddr_runtime::PromptFormat::MedDr,
+                "chat_template": info.prompt_format != meddr_runtime::PromptFormat::Raw,
                 "default_temperature": 0.0,
                 "notice": NOTICE,
             },
@@ -248,7 +297,11 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
 }
 
 /// The body as JSON, whatever the body limit, content type or syntax did wrong, as an OpenAI error.
-fn parse_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, max: usize) -> Result<Value, ApiError> {
+fn parse_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    max: usize,
+) -> Result<Value, ApiError> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -260,18 +313,31 @@ fn parse_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, max: usi
             ApiError::bad_request(None, format!("cannot read the request body: {e}"))
         }
     })?;
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !ct.trim().to_ascii_lowercase().starts_with("application/json") {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+    {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "invalid_request_error",
-            format!("Content-Type must be application/json (got {:?})", ct.chars().take(64).collect::<String>()),
+            format!(
+                "Content-Type must be application/json (got {:?})",
+                ct.chars().take(64).collect::<String>()
+            ),
         ));
     }
-    let v: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(None, format!("invalid JSON body: {e}")))?;
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(None, format!("invalid JSON body: {e}")))?;
     if !v.is_object() {
-        return Err(ApiError::bad_request(None, "the JSON body must be an object"));
+        return Err(ApiError::bad_request(
+            None,
+            "the JSON body must be an object",
+        ));
     }
     Ok(v)
 }
@@ -291,26 +357,43 @@ fn field_error<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, ApiError>
 }
 
 /// Sampling fields shared by both endpoints, checked, with the max token count still to be settled.
-fn options(s: &api::Sampling, logprobs: Option<usize>) -> Result<(GenerationOptions, StopStrings, Option<u64>), ApiError> {
+fn options(
+    s: &api::Sampling,
+    logprobs: Option<usize>,
+) -> Result<(GenerationOptions, StopStrings, Option<u64>), ApiError> {
     if let Some(n) = s.n {
         if n != 1 {
-            return Err(ApiError::bad_request(Some("n"), format!("n = {n}: this server returns one choice per request")));
+            return Err(ApiError::bad_request(
+                Some("n"),
+                format!("n = {n}: this server returns one choice per request"),
+            ));
         }
     }
     if let Some(t) = s.temperature {
         if !(0.0..=2.0).contains(&t) {
-            return Err(ApiError::bad_request(Some("temperature"), format!("temperature = {t} is outside 0..=2")));
+            return Err(ApiError::bad_request(
+                Some("temperature"),
+                format!("temperature = {t} is outside 0..=2"),
+            ));
         }
     }
     if let Some(p) = s.top_p {
         if !(p > 0.0 && p <= 1.0) {
-            return Err(ApiError::bad_request(Some("top_p"), format!("top_p = {p} is outside (0, 1]")));
+            return Err(ApiError::bad_request(
+                Some("top_p"),
+                format!("top_p = {p} is outside (0, 1]"),
+            ));
         }
     }
-    let stop = StopStrings::new(s.stop.as_ref().map(|f| match f {
-        api::StopField::One(s) => vec![s.clone()],
-        api::StopField::Many(v) => v.clone(),
-    }).unwrap_or_default())
+    let stop = StopStrings::new(
+        s.stop
+            .as_ref()
+            .map(|f| match f {
+                api::StopField::One(s) => vec![s.clone()],
+                api::StopField::Many(v) => v.clone(),
+            })
+            .unwrap_or_default(),
+    )
     .map_err(ApiError::from)?;
     let opts = GenerationOptions {
         max_new_tokens: 0,
@@ -320,17 +403,79 @@ fn options(s: &api::Sampling, logprobs: Option<usize>) -> Result<(GenerationOpti
             top_k: s.top_k.unwrap_or(0),
             top_p: s.top_p.unwrap_or(1.0),
             repetition_penalty: s.repetition_penalty.unwrap_or(1.0),
-            seed: s.seed.unwrap_or(0) as u64,
+            seed: match s.seed {
+                Some(seed) => seed as u64,
+                // OpenAI: without a seed, sampling differs from request to request.
+                None => fresh_seed(),
+            },
         },
-        stop: if s.ignore_eos { StopPolicy::IgnoreEos } else { StopPolicy::UpstreamEos },
+        stop: if s.ignore_eos {
+            StopPolicy::IgnoreEos
+        } else {
+            StopPolicy::UpstreamEos
+        },
         logprobs,
     };
     opts.sampling.validate().map_err(ApiError::from)?;
     Ok((opts, stop, s.max_completion_tokens.or(s.max_tokens)))
 }
 
+/// A seed for a request that gave none: the clock's nanoseconds mixed with a counter (two requests in the
+/// same nanosecond still differ). Not for secrets; only for sampling variety.
+fn fresh_seed() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = t ^ COUNTER
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // splitmix64 finaliser: nearby inputs give unrelated seeds.
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Fields OpenAI defines that this server does not implement: a request using them is answered, with a
+/// warning in `meta.warnings` saying each was ignored.
+const IGNORED_FIELDS: [&str; 10] = [
+    "response_format",
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "logit_bias",
+    "frequency_penalty",
+    "presence_penalty",
+    "best_of",
+    "parallel_tool_calls",
+];
+
+fn ignored_field_warnings(v: &Value) -> Vec<String> {
+    IGNORED_FIELDS
+        .iter()
+        .filter(|&&k| match v.get(k) {
+            None | Some(Value::Null) => false,
+            Some(x) if k == "response_format" => x.get("type") != Some(&json!("text")),
+            Some(x) if k.ends_with("_penalty") => x.as_f64() != Some(0.0),
+            Some(x) if k == "best_of" => x.as_f64() != Some(1.0),
+            Some(x) if k == "tool_choice" => x != "none" && x != "auto",
+            Some(_) if k == "parallel_tool_calls" => false,
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(Value::Object(o)) => !o.is_empty(),
+            Some(_) => true,
+        })
+        .map(|k| format!("`{k}` is not supported by this server and was ignored"))
+        .collect()
+}
+
 /// `max_tokens`: what was asked (refused if it cannot fit), else everything the context has left.
-fn settle_max_tokens(asked: Option<u64>, prompt_tokens: usize, context: usize) -> Result<usize, ApiError> {
+fn settle_max_tokens(
+    asked: Option<u64>,
+    prompt_tokens: usize,
+    context: usize,
+) -> Result<usize, ApiError> {
     let left = context.saturating_sub(prompt_tokens);
     match asked {
         Some(0) => Err(ApiError::bad_request(Some("max_tokens"), "max_tokens = 0: at least one token must be generated")),
@@ -349,14 +494,22 @@ fn settle_max_tokens(asked: Option<u64>, prompt_tokens: usize, context: usize) -
     }
 }
 
-async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     match chat_job(&state, &headers, body).await {
         Ok((job, rx, shape)) => respond(&state, job, rx, shape).await,
         Err(e) => e.into_response(),
     }
 }
 
-async fn completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn completions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     match completion_job(&state, &headers, body) {
         Ok((job, rx, shape)) => respond(&state, job, rx, shape).await,
         Err(e) => e.into_response(),
@@ -375,20 +528,30 @@ struct Shape {
 
 type Prepared = (Job, mpsc::UnboundedReceiver<Event>, Shape);
 
-async fn chat_job(state: &Arc<AppState>, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Prepared, ApiError> {
+async fn chat_job(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Prepared, ApiError> {
     let v = parse_body(headers, body, state.opts.max_body_bytes)?;
     let req: api::ChatRequest = field_error(&v)?;
     let sampling: api::Sampling = field_error(&v)?;
     let k = match (req.logprobs, req.top_logprobs) {
         (Some(true), k) => Some(k.unwrap_or(0) as usize),
         (_, Some(k)) if k > 0 => {
-            return Err(ApiError::bad_request(Some("top_logprobs"), "top_logprobs needs logprobs: true"));
+            return Err(ApiError::bad_request(
+                Some("top_logprobs"),
+                "top_logprobs needs logprobs: true",
+            ));
         }
         _ => None,
     };
     if let Some(k) = k {
         if k > MAX_LOGPROBS {
-            return Err(ApiError::bad_request(Some("top_logprobs"), format!("top_logprobs = {k} is above {MAX_LOGPROBS}")));
+            return Err(ApiError::bad_request(
+                Some("top_logprobs"),
+                format!("top_logprobs = {k} is above {MAX_LOGPROBS}"),
+            ));
         }
     }
     let (mut opts, stop, asked) = options(&sampling, k)?;
@@ -397,33 +560,95 @@ async fn chat_job(state: &Arc<AppState>, headers: &HeaderMap, body: Result<Bytes
     let pixel_values = match msgs.image {
         Some(bytes) => {
             let Some(v) = &info.vision else {
-                return Err(ApiError::bad_request(Some("messages"), meddr_runtime::RuntimeError::NoVisionEncoder.to_string()));
+                return Err(ApiError::bad_request(
+                    Some("messages"),
+                    meddr_runtime::RuntimeError::NoVisionEncoder.to_string(),
+                ));
             };
-            let cfg = v.preprocessing.config();
-            let _permit = state.image_decode.acquire().await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", "shutting down"))?;
+            let cfg = meddr_image::PreprocessConfig {
+                max_pixels: state.opts.max_image_pixels,
+                ..v.preprocessing.config()
+            };
+            let _permit = state.image_decode.acquire().await.map_err(|_| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable_error",
+                    "shutting down",
+                )
+            })?;
             let out = tokio::task::spawn_blocking(move || meddr_image::preprocess(&bytes, &cfg))
                 .await
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", format!("image decoding failed: {e}")))?
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "server_error",
+                        format!("image decoding failed: {e}"),
+                    )
+                })?
                 .map_err(|e| ApiError::bad_request(Some("messages"), format!("image: {e}")))?;
             Some(out)
         }
         None => None,
     };
-    let turns: Vec<Turn> = msgs.turns.into_iter().map(|(q, a)| Turn { question: meddr_runtime::python_strip(&q).to_owned(), answer: meddr_runtime::python_strip(&a).to_owned() }).collect();
+    let turns: Vec<Turn> = msgs
+        .turns
+        .into_iter()
+        .map(|(q, a)| Turn {
+            question: meddr_runtime::python_strip(&q).to_owned(),
+            answer: meddr_runtime::python_strip(&a).to_owned(),
+        })
+        .collect();
     // Checks the prompt now, so that a request that cannot run is a 400 and not a failed stream.
     let mut conv = Conversation::new(state.opts.user_text);
     conv.set_system(msgs.system.clone());
     conv.set_turns(turns.clone());
-    let prompt = conv.encode(&state.tokenizer, info, &msgs.question, pixel_values.is_some(), 0, info.context_length)?;
+    let prompt = conv.encode(
+        &state.tokenizer,
+        info,
+        &msgs.question,
+        pixel_values.is_some(),
+        0,
+        info.context_length,
+    )?;
     opts.max_new_tokens = settle_max_tokens(asked, prompt.ids.len(), info.context_length)?;
-    let mut warnings: Vec<String> = pixel_values.iter().flat_map(|p| p.notes.iter().map(|n| format!("image: {n}"))).collect();
+    let mut warnings = ignored_field_warnings(&v);
+    warnings.extend(
+        pixel_values
+            .iter()
+            .flat_map(|p| p.notes.iter().map(|n| format!("image: {n}"))),
+    );
     warnings.extend(prompt.warning("start the server with `--user-text literal`"));
-    let work = Work::Chat { system: msgs.system, turns, question: msgs.question, pixel_values: pixel_values.map(|p| p.pixel_values) };
-    let include_usage = sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    Ok(make_job(state, work, opts, stop, Shape { chat: true, stream: sampling.stream, include_usage, logprobs: k.is_some(), id: String::new(), warnings }))
+    let work = Work::Chat {
+        system: msgs.system,
+        turns,
+        question: msgs.question,
+        pixel_values: pixel_values.map(|p| p.pixel_values),
+    };
+    let include_usage = sampling
+        .stream_options
+        .as_ref()
+        .is_some_and(|o| o.include_usage);
+    Ok(make_job(
+        state,
+        work,
+        opts,
+        stop,
+        Shape {
+            chat: true,
+            stream: sampling.stream,
+            include_usage,
+            logprobs: k.is_some(),
+            id: String::new(),
+            warnings,
+        },
+    ))
 }
 
-fn completion_job(state: &Arc<AppState>, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Prepared, ApiError> {
+fn completion_job(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Prepared, ApiError> {
     let v = parse_body(headers, body, state.opts.max_body_bytes)?;
     let req: api::CompletionRequest = field_error(&v)?;
     let sampling: api::Sampling = field_error(&v)?;
@@ -431,54 +656,115 @@ fn completion_job(state: &Arc<AppState>, headers: &HeaderMap, body: Result<Bytes
         return Err(ApiError::bad_request(Some("echo"), "echo is not supported"));
     }
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::bad_request(Some("suffix"), "suffix (insertion) is not supported"));
+        return Err(ApiError::bad_request(
+            Some("suffix"),
+            "suffix (insertion) is not supported",
+        ));
     }
     let k = req.logprobs.map(|k| k as usize);
     if let Some(k) = k {
         if k > MAX_LOGPROBS {
-            return Err(ApiError::bad_request(Some("logprobs"), format!("logprobs = {k} is above {MAX_LOGPROBS}")));
+            return Err(ApiError::bad_request(
+                Some("logprobs"),
+                format!("logprobs = {k} is above {MAX_LOGPROBS}"),
+            ));
         }
     }
     let (mut opts, stop, asked) = options(&sampling, k)?;
     let prompt = api::completion_prompt(req.prompt)?;
     // A raw completion's prompt is the caller's own markup: control tokens in it are parsed.
-    let ids = state.tokenizer.encode(&prompt).map_err(|e| ApiError::bad_request(Some("prompt"), format!("tokenizer: {e}")))?;
+    let ids = state
+        .tokenizer
+        .encode(&prompt)
+        .map_err(|e| ApiError::bad_request(Some("prompt"), format!("tokenizer: {e}")))?;
     if ids.is_empty() {
-        return Err(ApiError::bad_request(Some("prompt"), "the prompt is empty: at least one token is needed"));
+        return Err(ApiError::bad_request(
+            Some("prompt"),
+            "the prompt is empty: at least one token is needed",
+        ));
     }
+    meddr_runtime::check_image_tokens(&ids, state.info.image_context_id(&state.tokenizer), 0)
+        .map_err(|e| ApiError::bad_request(Some("prompt"), e.to_string()))?;
     // OpenAI's default for completions.
-    opts.max_new_tokens = settle_max_tokens(asked.or(Some(16)), ids.len(), state.info.context_length)?;
-    let include_usage = sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    Ok(make_job(state, Work::Completion { ids }, opts, stop, Shape { chat: false, stream: sampling.stream, include_usage, logprobs: k.is_some(), id: String::new(), warnings: Vec::new() }))
+    opts.max_new_tokens =
+        settle_max_tokens(asked.or(Some(16)), ids.len(), state.info.context_length)?;
+    let include_usage = sampling
+        .stream_options
+        .as_ref()
+        .is_some_and(|o| o.include_usage);
+    Ok(make_job(
+        state,
+        Work::Completion { ids },
+        opts,
+        stop,
+        Shape {
+            chat: false,
+            stream: sampling.stream,
+            include_usage,
+            logprobs: k.is_some(),
+            id: String::new(),
+            warnings: ignored_field_warnings(&v),
+        },
+    ))
 }
 
-fn make_job(state: &Arc<AppState>, work: Work, opts: GenerationOptions, stop: StopStrings, mut shape: Shape) -> Prepared {
+fn make_job(
+    state: &Arc<AppState>,
+    work: Work,
+    opts: GenerationOptions,
+    stop: StopStrings,
+    mut shape: Shape,
+) -> Prepared {
     let n = state.next_id.fetch_add(1, Ordering::SeqCst);
     shape.id = format!("{}-{n}", if shape.chat { "chatcmpl" } else { "cmpl" });
     let (tx, rx) = mpsc::unbounded_channel();
-    (Job { id: n, work, opts, stop, events: tx }, rx, shape)
+    (
+        Job {
+            id: n,
+            work,
+            opts,
+            stop,
+            events: tx,
+        },
+        rx,
+        shape,
+    )
 }
 
 /// Queues the job (429 when the queue is full) and answers: one JSON object, or an SSE stream.
-async fn respond(state: &Arc<AppState>, job: Job, mut rx: mpsc::UnboundedReceiver<Event>, shape: Shape) -> Response {
-    if let Err(e) = state.jobs.try_send(job) {
+async fn respond(
+    state: &Arc<AppState>,
+    job: Job,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    shape: Shape,
+) -> Response {
+    if let Err((e, _job)) = state.jobs.push(job) {
         return match e {
-            mpsc::error::TrySendError::Full(_) => ApiError::new(
+            Refused::Full => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
-                format!("the server is busy: {} requests are already waiting; retry later", state.opts.queue_capacity),
+                format!(
+                    "the server is busy: {} requests are already waiting; retry later",
+                    state.opts.queue_capacity
+                ),
             ),
-            mpsc::error::TrySendError::Closed(_) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", "the model is not available")
-            }
+            Refused::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable_error",
+                "the model is not available",
+            ),
         }
         .into_response();
     }
     let model = state.opts.model_id.clone();
     let created = now();
     if shape.stream {
-        let keep_alive = KeepAlive::new().interval(state.opts.keep_alive).text("waiting");
-        return Sse::new(sse_stream(rx, shape, model, created)).keep_alive(keep_alive).into_response();
+        let keep_alive = KeepAlive::new()
+            .interval(state.opts.keep_alive)
+            .text("waiting");
+        return Sse::new(sse_stream(rx, shape, model, created))
+            .keep_alive(keep_alive)
+            .into_response();
     }
     let mut text = String::new();
     let mut lps: Vec<TokenLogprob> = Vec::new();
@@ -489,7 +775,11 @@ async fn respond(state: &Arc<AppState>, job: Job, mut rx: mpsc::UnboundedReceive
                 text.push_str(&t);
                 lps.extend(logprob);
             }
-            Some(Event::Done { finish_reason, prompt_tokens, completion_tokens }) => {
+            Some(Event::Done {
+                finish_reason,
+                prompt_tokens,
+                completion_tokens,
+            }) => {
                 let usage = usage(prompt_tokens, completion_tokens);
                 let lp = shape.logprobs.then(|| logprobs_json(shape.chat, &lps, 0));
                 let choice = if shape.chat {
@@ -511,7 +801,12 @@ async fn respond(state: &Arc<AppState>, job: Job, mut rx: mpsc::UnboundedReceive
             }
             Some(Event::Error(e)) => return e.into_response(),
             None => {
-                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "the model thread stopped").into_response()
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "the model thread stopped",
+                )
+                .into_response()
             }
         }
     }

@@ -6,14 +6,15 @@
 //! One [`Conversation`] lives here for the server's lifetime, so a client re-sending a growing history reuses
 //! the keys and values of the earlier turns, and a repeated image is not encoded again.
 
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use meddr_runtime::{
-    Backend, Conversation, GenerationOptions, GenerationResult, ModelInfo, StopReason, StopStrings, TokenEvent, Turn,
-    UserText,
+    Backend, Conversation, GenerationOptions, GenerationResult, ModelInfo, StopReason, StopStrings,
+    TokenEvent, Turn, UserText,
 };
 use meddr_tokenizer::MedDrTokenizer;
 use tokio::sync::mpsc;
@@ -36,15 +37,29 @@ pub struct TokenLogprob {
 pub enum Event {
     Started,
     /// Text to show (stop strings already cut away; may be empty when only `logprob` is new).
-    Token { text: String, logprob: Option<TokenLogprob> },
-    Done { finish_reason: &'static str, prompt_tokens: usize, completion_tokens: usize },
+    Token {
+        text: String,
+        logprob: Option<TokenLogprob>,
+    },
+    Done {
+        finish_reason: &'static str,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
     Error(ApiError),
 }
 
 #[derive(Debug)]
 pub enum Work {
-    Chat { system: Option<String>, turns: Vec<Turn>, question: String, pixel_values: Option<Vec<f32>> },
-    Completion { ids: Vec<u32> },
+    Chat {
+        system: Option<String>,
+        turns: Vec<Turn>,
+        question: String,
+        pixel_values: Option<Vec<f32>>,
+    },
+    Completion {
+        ids: Vec<u32>,
+    },
 }
 
 #[derive(Debug)]
@@ -54,6 +69,83 @@ pub struct Job {
     pub opts: GenerationOptions,
     pub stop: StopStrings,
     pub events: mpsc::UnboundedSender<Event>,
+}
+
+/// The bounded FIFO queue of waiting requests. A request whose client has gone (its event receiver
+/// dropped) no longer holds a place: every admission and count first drops such requests, so clients that
+/// gave up cannot keep others out with 429s.
+#[derive(Debug)]
+pub struct JobQueue {
+    inner: Mutex<(VecDeque<Job>, bool)>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+/// Why a request was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    Full,
+    Closed,
+}
+
+impl JobQueue {
+    pub fn new(capacity: usize) -> Self {
+        JobQueue {
+            inner: Mutex::new((VecDeque::new(), false)),
+            ready: Condvar::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<Job>, bool)> {
+        // A panic while holding this lock cannot leave the queue inconsistent (push/pop are single steps).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `job` behind the others, or refuses it when `capacity` live requests already wait.
+    pub fn push(&self, job: Job) -> Result<(), (Refused, Job)> {
+        let mut g = self.lock();
+        g.0.retain(|j| !j.events.is_closed());
+        if g.1 {
+            return Err((Refused::Closed, job));
+        }
+        if g.0.len() >= self.capacity {
+            return Err((Refused::Full, job));
+        }
+        g.0.push_back(job);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The oldest live request, waiting for one; `None` once closed and empty.
+    pub fn pop(&self) -> Option<Job> {
+        let mut g = self.lock();
+        loop {
+            g.0.retain(|j| !j.events.is_closed());
+            if let Some(j) = g.0.pop_front() {
+                return Some(j);
+            }
+            if g.1 {
+                return None;
+            }
+            g = self.ready.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Live requests waiting.
+    pub fn waiting(&self) -> usize {
+        let mut g = self.lock();
+        g.0.retain(|j| !j.events.is_closed());
+        g.0.len()
+    }
+
+    /// Refuses new requests and answers the waiting ones' clients by dropping them.
+    pub fn close(&self) {
+        let mut g = self.lock();
+        g.1 = true;
+        g.0.clear();
+        self.ready.notify_all();
+    }
 }
 
 /// Shared between the model thread and the handlers.
@@ -73,32 +165,38 @@ pub fn run(
     info: Arc<ModelInfo>,
     user_text: UserText,
     state: Arc<WorkerState>,
-    mut jobs: mpsc::Receiver<Job>,
+    jobs: Arc<JobQueue>,
     loaded: tokio::sync::oneshot::Sender<Result<(), String>>,
 ) {
     let t0 = Instant::now();
     let mut backend = match load() {
         Ok(b) => b,
         Err(e) => {
+            jobs.close();
             let _ = loaded.send(Err(e));
             return;
         }
     };
     state.ready.store(true, Ordering::SeqCst);
-    eprintln!("meddr serve: model ready in {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "meddr serve: model ready in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     let _ = loaded.send(Ok(()));
     let mut conv = Conversation::new(user_text);
     let mut last_pixels: Option<Vec<f32>> = None;
-    while let Some(job) = jobs.blocking_recv() {
-        if job.events.is_closed() {
-            state.cancelled.fetch_add(1, Ordering::SeqCst);
-            eprintln!("meddr serve: request {}: client left while queued, skipped", job.id);
-            continue;
-        }
+    while let Some(job) = jobs.pop() {
         state.busy.store(true, Ordering::SeqCst);
         let t = Instant::now();
         let id = job.id;
-        let outcome = serve_one(backend.as_mut(), &tokenizer, &info, &mut conv, &mut last_pixels, job);
+        let outcome = serve_one(
+            backend.as_mut(),
+            &tokenizer,
+            &info,
+            &mut conv,
+            &mut last_pixels,
+            job,
+        );
         match outcome {
             Outcome::Finished { reused, result } => {
                 state.served.fetch_add(1, Ordering::SeqCst);
@@ -112,7 +210,7 @@ pub fn run(
             }
             Outcome::ClientLeft { generated } => {
                 state.cancelled.fetch_add(1, Ordering::SeqCst);
-                eprintln!("meddr serve: request {id}: client disconnected after {generated} tokens; generation stopped");
+                eprintln!("meddr serve: request {id}: client disconnected after {generated} token(s); generation stopped");
             }
             Outcome::Failed(e) => {
                 eprintln!("meddr serve: request {id}: error: {}", e.message);
@@ -123,8 +221,13 @@ pub fn run(
 }
 
 enum Outcome {
-    Finished { reused: usize, result: GenerationResult },
-    ClientLeft { generated: usize },
+    Finished {
+        reused: usize,
+        result: GenerationResult,
+    },
+    ClientLeft {
+        generated: usize,
+    },
     Failed(ApiError),
 }
 
@@ -141,7 +244,13 @@ fn serve_one(
     last_pixels: &mut Option<Vec<f32>>,
     job: Job,
 ) -> Outcome {
-    let Job { work, opts, mut stop, events, .. } = job;
+    let Job {
+        work,
+        opts,
+        mut stop,
+        events,
+        ..
+    } = job;
     let _ = events.send(Event::Started);
     let stop_ids = info.stop_ids(opts.stop);
     let mut client_left = false;
@@ -157,8 +266,17 @@ fn serve_one(
         let logprob = match t.logprob {
             Some(lp) if !stop_ids.contains(&t.id) => {
                 let (token, bytes, logprob) = logprob_of(tokenizer, t.id, lp);
-                let top = t.top_logprobs.iter().map(|&(id, lp)| logprob_of(tokenizer, id, lp)).collect();
-                Some(TokenLogprob { token, bytes, logprob, top })
+                let top = t
+                    .top_logprobs
+                    .iter()
+                    .map(|&(id, lp)| logprob_of(tokenizer, id, lp))
+                    .collect();
+                Some(TokenLogprob {
+                    token,
+                    bytes,
+                    logprob,
+                    top,
+                })
             }
             _ => None,
         };
@@ -173,7 +291,12 @@ fn serve_one(
         }
     };
     let ran = match work {
-        Work::Chat { system, turns, question, pixel_values } => {
+        Work::Chat {
+            system,
+            turns,
+            question,
+            pixel_values,
+        } => {
             match pixel_values {
                 Some(pv) => {
                     if !conv.has_image() || last_pixels.as_ref() != Some(&pv) {
@@ -203,7 +326,8 @@ fn serve_one(
             }
             conv.set_system(system);
             conv.set_turns(turns);
-            conv.ask(backend, tokenizer, info, &question, &opts, on_token).map(|r| (r.result, r.reused_tokens))
+            conv.ask(backend, tokenizer, info, &question, &opts, on_token)
+                .map(|r| (r.result, r.reused_tokens))
         }
         Work::Completion { ids } => conv.complete(backend, tokenizer, info, &ids, &opts, on_token),
     };
@@ -214,7 +338,10 @@ fn serve_one(
         Ok((result, reused)) => {
             let rest = stop.finish();
             if !rest.is_empty() {
-                let _ = events.send(Event::Token { text: rest, logprob: None });
+                let _ = events.send(Event::Token {
+                    text: rest,
+                    logprob: None,
+                });
             }
             let finish_reason = match result.stop_reason {
                 StopReason::MaxTokens if !stop.stopped() => "length",

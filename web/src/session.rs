@@ -9,12 +9,14 @@
 
 use std::sync::Arc;
 
+use std::ops::ControlFlow;
+
 use meddr_engine::{GpuContext, GpuModel, LoadOptions, Readback, StepInput, MAX_QUEUED_STEPS};
 use meddr_gguf::GgufHeader;
 use meddr_image::{preprocess, PreprocessConfig};
 use meddr_runtime::{
-    check_request, encode_prompt, tokenizer_from_gguf_header, EncodedPrompt, GenerationOptions, ModelInfo,
-    RuntimeError, Sampler, StopPolicy, UserText,
+    encode_prompt, tokenizer_from_gguf_header, EncodedPrompt, Generation, GenerationOptions, ModelInfo, Next,
+    RuntimeError, StopReason, TokenEvent, UserText,
 };
 use meddr_tokenizer::MedDrTokenizer;
 use serde::Serialize;
@@ -133,7 +135,10 @@ impl Session {
         ).into_iter().collect();
         let ids = prompt.ids;
         let context = (self.model.capacity() as usize).min(self.info.context_length);
-        check_request(ids.len(), opts, context).map_err(|e| WebError::Other(e.to_string()))?;
+        // Sampling, stop rules and streamed text are the runtime's (`Generation`, the same code as the CLI's
+        // and the server's loop); this function only awaits the GPU.
+        let mut gen = Generation::new(&self.tokenizer, &self.info, context, 0, &ids, opts)
+            .map_err(|e| WebError::Other(e.to_string()))?;
         let max_new = u32::try_from(opts.max_new_tokens).unwrap_or(u32::MAX);
         let mut stats = GenerateStats {
             prompt_tokens: ids.len(),
@@ -147,11 +152,15 @@ impl Session {
             stats: GenerateStats::default(),
             warnings,
         };
-        if opts.max_new_tokens == 0 {
+        if gen.is_finished() {
             out.stats = stats;
             return Ok(out);
         }
         let engine = |e: meddr_engine::ModelError| WebError::Other(e.to_string());
+        let runtime = |e: RuntimeError| match e {
+            RuntimeError::Tokenizer(t) => WebError::Tokenizer(t.to_string()),
+            other => WebError::Other(other.to_string()),
+        };
         let t0 = Instant::now();
         let features = match image {
             Some(bytes) => {
@@ -162,18 +171,12 @@ impl Session {
             None => None,
         };
         stats.image_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let greedy = opts.sampling.is_greedy() && opts.sampling.repetition_penalty == 1.0;
+        // Greedy (no penalty, no log-probs): the GPU picks the token and only it is read back.
+        let greedy = opts.sampling.is_greedy() && opts.sampling.repetition_penalty == 1.0 && !gen.needs_logits();
         let read = if greedy {
             Readback::Token
         } else {
             Readback::TokenAndLogits
-        };
-        let mut sampler =
-            Sampler::new(opts.sampling.clone()).map_err(|e| WebError::Other(e.to_string()))?;
-        let stop_ids = if opts.stop == StopPolicy::IgnoreEos {
-            Vec::new()
-        } else {
-            self.info.stop_ids(opts.stop)
         };
         let t1 = Instant::now();
         let mut step = self
@@ -183,58 +186,45 @@ impl Session {
             .map_err(engine)?;
         // The image features live until the prefill has consumed them.
         drop(features);
+        gen.prefill_done(t1.elapsed().as_secs_f64());
         stats.prefill_ms = t1.elapsed().as_secs_f64() * 1e3;
         let t2 = Instant::now();
-        let mut history = ids;
-        let mut stream = self.tokenizer.decode_stream();
+        let mut callback = |ev: &TokenEvent| {
+            if on_token(ev.token.id, &ev.token.text) {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        };
         loop {
-            let id = match step.logits.take() {
-                Some(l) if !greedy => sampler
-                    .sample(&l, &history)
-                    .map_err(|e| WebError::Other(e.to_string()))?,
-                _ => step.token,
-            };
             // Greedy: keep the GPU busy with the next steps while this token is handled and the next one
             // is read back (mapAsync resolves on a later event-loop turn).
             while greedy
                 && self.model.queued_steps() < MAX_QUEUED_STEPS
-                && out.tokens.len() + 1 + self.model.queued_steps() < opts.max_new_tokens
+                && gen.generated() + 1 + self.model.queued_steps() < opts.max_new_tokens
             {
                 self.model.queue_greedy_step().map_err(engine)?;
             }
-            history.push(id);
-            out.tokens.push(id);
-            // The last token also flushes held-back bytes, so the streamed deltas add up to the final text.
-            let last = stop_ids.contains(&id) || out.tokens.len() >= opts.max_new_tokens;
-            let delta = if last { stream.step_last(id) } else { stream.step(id) }
-                .map_err(|e| WebError::Tokenizer(e.to_string()))?
-                .unwrap_or_default();
-            out.text.push_str(&delta);
-            let go_on = on_token(id, &delta);
-            if stop_ids.contains(&id) {
-                out.stop_reason = "eos";
-                break;
+            let next = match (&step.logits, greedy) {
+                (Some(l), false) => gen.step(Next::Logits(l), &mut callback),
+                _ => gen.step(Next::Sampled(step.token), &mut callback),
             }
-            if !go_on {
-                out.stopped = true;
-                out.stop_reason = "cancelled";
-                break;
-            }
-            if out.tokens.len() >= opts.max_new_tokens {
-                break;
-            }
+            .map_err(runtime)?;
+            let Some(id) = next else { break };
             step = if greedy {
                 self.model.read_queued_step().await
             } else {
-                self.model
-                    .decode_step_async(StepInput::Token(id), read)
-                    .await
+                self.model.decode_step_async(StepInput::Token(id), read).await
             }
             .map_err(engine)?;
         }
         // Stopped early: forget the steps computed past the answer.
         self.model.drop_queued();
-        // Cancelled: bytes of an unfinished character are dropped, so the text is what was streamed.
+        let result = gen.finish();
+        out.tokens = result.tokens.iter().map(|t| t.id).collect();
+        out.text = result.text;
+        out.stop_reason = result.stop_reason.as_str();
+        out.stopped = result.stop_reason == StopReason::Cancelled;
         stats.decode_ms = t2.elapsed().as_secs_f64() * 1e3;
         stats.new_tokens = out.tokens.len();
         if out.tokens.len() > 1 && stats.decode_ms > 0.0 {

@@ -27,7 +27,7 @@ struct Server {
 impl Server {
     fn start(name: &str) -> Server {
         let log = tmp().join(format!("serve-{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_meddr"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_meddr"))
             .args(["serve", "-m"])
             .arg(model())
             .args(["--device", "cpu", "--port", "0", "--api-key", KEY, "--max-body-mb", "1", "--queue", QUEUE])
@@ -43,7 +43,11 @@ impl Server {
                 let addr = text.split("listening on ").nth(1).and_then(|s| s.split_whitespace().next()).expect("address line");
                 return Server { child, url: addr.to_owned(), log };
             }
-            assert!(t0.elapsed() < Duration::from_secs(60), "server did not start: {text}");
+            if t0.elapsed() > Duration::from_secs(60) || child.try_wait().unwrap().is_some() {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server did not start: {text}");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

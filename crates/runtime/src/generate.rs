@@ -231,16 +231,7 @@ pub fn generate<B: Backend + ?Sized>(
     opts: &GenerationOptions,
     on_token: impl FnMut(&TokenEvent) -> ControlFlow<()>,
 ) -> Result<GenerationResult> {
-    generate_from(
-        backend,
-        tokenizer,
-        info,
-        0,
-        prompt_ids,
-        image_features,
-        opts,
-        on_token,
-    )
+    generate_from(backend, tokenizer, info, 0, prompt_ids, image_features, opts, on_token)
 }
 
 /// [`generate`] that keeps the first `keep` positions of the backend's cache ([`Backend::prefill_from`]):
@@ -257,108 +248,181 @@ pub fn generate_from<B: Backend + ?Sized>(
     mut on_token: impl FnMut(&TokenEvent) -> ControlFlow<()>,
 ) -> Result<GenerationResult> {
     let context_length = backend.context_length().min(info.context_length);
-    check_request(prompt_ids.len(), opts, context_length)?;
-    if keep >= prompt_ids.len() {
-        return Err(RuntimeError::InvalidOption {
-            field: "keep",
-            value: keep.to_string(),
-            reason: "at least one prompt token must be run to get the next token's logits",
-        });
-    }
-    let mut sampler = Sampler::new(opts.sampling.clone())?;
-    let stop_ids = info.stop_ids(opts.stop);
-    let vocab = tokenizer.vocab_size();
-    let mut result = GenerationResult {
-        prompt_tokens: prompt_ids.len(),
-        tokens: Vec::with_capacity(opts.max_new_tokens.min(context_length)),
-        text: String::new(),
-        stop_reason: StopReason::MaxTokens,
-        timings: Timings::default(),
-    };
-    if opts.max_new_tokens == 0 {
-        return Ok(result);
+    let mut g = Generation::new(tokenizer, info, context_length, keep, prompt_ids, opts)?;
+    if g.is_finished() {
+        return Ok(g.finish());
     }
     let t0 = Instant::now();
-    let mut logits = Some(
-        backend
-            .prefill_from(keep, &prompt_ids[keep..], image_features)
-            .map_err(RuntimeError::Backend)?,
-    );
-    result.timings.prefill_s = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
-    let mut history = prompt_ids.to_vec();
-    let mut stream = tokenizer.decode_stream();
-    let mut next_id: Option<u32> = None;
+    let logits = backend.prefill_from(keep, &prompt_ids[keep..], image_features).map_err(RuntimeError::Backend)?;
+    g.prefill_done(t0.elapsed().as_secs_f64());
+    let mut next = Output::Logits(logits);
     loop {
-        let (id, logprob, top) = match (logits.take(), next_id.take()) {
-            (Some(l), _) => {
-                check_logits(&l)?;
-                let id = sampler.sample(&l, &history)?;
-                match opts.logprobs {
+        let fed = match &next {
+            Output::Logits(l) => g.step(Next::Logits(l), &mut on_token)?,
+            Output::Sampled(id) => g.step(Next::Sampled(*id), &mut on_token)?,
+        };
+        let Some(id) = fed else { break };
+        let device = if g.needs_logits() { None } else { backend.decode_sampled(id, &opts.sampling, g.generated()) };
+        next = match device {
+            Some(r) => Output::Sampled(r.map_err(RuntimeError::Backend)?),
+            None => Output::Logits(backend.decode(id).map_err(RuntimeError::Backend)?),
+        };
+    }
+    Ok(g.finish())
+}
+
+enum Output {
+    Logits(Vec<f32>),
+    Sampled(u32),
+}
+
+/// What the model gave for the next position: its logits, or a token it sampled on the device.
+#[derive(Debug, Clone, Copy)]
+pub enum Next<'a> {
+    Logits(&'a [f32]),
+    Sampled(u32),
+}
+
+/// One generation's bookkeeping (sampling, log-probabilities, streamed text, stop rules, timings) apart from
+/// running the model, so that the synchronous loop ([`generate_from`]) and an asynchronous one (the browser,
+/// whose GPU readbacks are awaited) are one implementation. Drive it as: [`Generation::new`], the
+/// backend's prefill, [`Generation::prefill_done`], then [`Generation::step`] with each output until it
+/// returns `None` (feeding the returned token to the backend in between), then [`Generation::finish`].
+pub struct Generation<'t> {
+    opts: GenerationOptions,
+    sampler: Sampler,
+    stop_ids: Vec<u32>,
+    stream: meddr_tokenizer::DecodeStream<'t>,
+    history: Vec<u32>,
+    result: GenerationResult,
+    vocab: usize,
+    /// Prompt positions that were kept instead of run (for the prefill rate).
+    keep: usize,
+    decode_start: Option<Instant>,
+    finished: bool,
+}
+
+impl<'t> Generation<'t> {
+    /// Checks the request against `context_length` ([`check_request`]) and `keep` (at least one prompt
+    /// token must run, to give the next token's logits).
+    pub fn new(
+        tokenizer: &'t MedDrTokenizer,
+        info: &ModelInfo,
+        context_length: usize,
+        keep: usize,
+        prompt_ids: &[u32],
+        opts: &GenerationOptions,
+    ) -> Result<Self> {
+        check_request(prompt_ids.len(), opts, context_length)?;
+        if keep >= prompt_ids.len() {
+            return Err(RuntimeError::InvalidOption {
+                field: "keep",
+                value: keep.to_string(),
+                reason: "at least one prompt token must be run to get the next token's logits",
+            });
+        }
+        Ok(Generation {
+            sampler: Sampler::new(opts.sampling.clone())?,
+            stop_ids: info.stop_ids(opts.stop),
+            stream: tokenizer.decode_stream(),
+            history: prompt_ids.to_vec(),
+            result: GenerationResult {
+                prompt_tokens: prompt_ids.len(),
+                tokens: Vec::with_capacity(opts.max_new_tokens.min(context_length)),
+                text: String::new(),
+                stop_reason: StopReason::MaxTokens,
+                timings: Timings::default(),
+            },
+            vocab: tokenizer.vocab_size(),
+            keep,
+            decode_start: None,
+            finished: opts.max_new_tokens == 0,
+            opts: opts.clone(),
+        })
+    }
+
+    /// Nothing (more) to generate: `max_new_tokens` is 0, or a stop rule ended it.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Whether the outputs must be logits (log-probabilities were requested); otherwise a backend may
+    /// sample on the device and give [`Next::Sampled`].
+    pub fn needs_logits(&self) -> bool {
+        self.opts.logprobs.is_some()
+    }
+
+    /// Tokens generated so far.
+    pub fn generated(&self) -> usize {
+        self.result.tokens.len()
+    }
+
+    /// Records how long the prefill took (seconds) and starts the decode clock.
+    pub fn prefill_done(&mut self, seconds: f64) {
+        self.result.timings.prefill_s = seconds;
+        self.decode_start = Some(Instant::now());
+    }
+
+    /// Takes the model's output for the next position: picks the token (sampling from logits, or the
+    /// device's choice), streams it to `on_token`, applies the stop rules. Returns the token to feed to the
+    /// model for the following position, or `None` when generation is over.
+    pub fn step(
+        &mut self,
+        next: Next<'_>,
+        on_token: &mut impl FnMut(&TokenEvent) -> ControlFlow<()>,
+    ) -> Result<Option<u32>> {
+        if self.finished {
+            return Ok(None);
+        }
+        let (id, logprob, top) = match next {
+            Next::Logits(l) => {
+                check_logits(l)?;
+                let id = self.sampler.sample(l, &self.history)?;
+                match self.opts.logprobs {
                     Some(k) => {
-                        let lp = log_softmax(&l);
+                        let lp = log_softmax(l);
                         let chosen = lp.get(id as usize).copied();
                         (id, chosen, top_k_pairs(&lp, k))
                     }
                     None => (id, None, Vec::new()),
                 }
             }
-            (None, Some(id)) => (id, None, Vec::new()),
-            (None, None) => unreachable!("each step provides logits or a device-sampled id"),
+            Next::Sampled(id) => (id, None, Vec::new()),
         };
-        if id as usize >= vocab {
-            return Err(RuntimeError::TokenOutOfRange { id, vocab });
+        if id as usize >= self.vocab {
+            return Err(RuntimeError::TokenOutOfRange { id, vocab: self.vocab });
         }
-        history.push(id);
+        self.history.push(id);
+        let is_stop = self.stop_ids.contains(&id);
         // The last token also flushes held-back bytes, so the streamed deltas add up to the final text.
-        let last = stop_ids.contains(&id) || result.tokens.len() + 1 >= opts.max_new_tokens;
-        let text = if last {
-            stream.step_last(id)?
+        let last = is_stop || self.result.tokens.len() + 1 >= self.opts.max_new_tokens;
+        let text = if last { self.stream.step_last(id)? } else { self.stream.step(id)? }.unwrap_or_default();
+        self.result.text.push_str(&text);
+        self.result.tokens.push(TokenOut { id, text, logprob, top_logprobs: top });
+        let index = self.result.tokens.len() - 1;
+        let flow = on_token(&TokenEvent { index, token: &self.result.tokens[index] });
+        self.finished = true;
+        if is_stop {
+            self.result.stop_reason = StopReason::Eos;
+        } else if flow.is_break() {
+            // Bytes of a character still unfinished at this point are dropped, so the text is exactly what
+            // the callback was given (the other ends flushed them through `step_last`).
+            self.result.stop_reason = StopReason::Cancelled;
+        } else if self.result.tokens.len() >= self.opts.max_new_tokens {
+            self.result.stop_reason = StopReason::MaxTokens;
         } else {
-            stream.step(id)?
+            self.finished = false;
+            return Ok(Some(id));
         }
-        .unwrap_or_default();
-        result.text.push_str(&text);
-        result.tokens.push(TokenOut {
-            id,
-            text,
-            logprob,
-            top_logprobs: top,
-        });
-        let index = result.tokens.len() - 1;
-        let flow = on_token(&TokenEvent {
-            index,
-            token: &result.tokens[index],
-        });
-        if stop_ids.contains(&id) {
-            result.stop_reason = StopReason::Eos;
-            break;
-        }
-        if flow.is_break() {
-            result.stop_reason = StopReason::Cancelled;
-            break;
-        }
-        if result.tokens.len() >= opts.max_new_tokens {
-            result.stop_reason = StopReason::MaxTokens;
-            break;
-        }
-        let device = if opts.logprobs.is_none() {
-            backend.decode_sampled(id, &opts.sampling, result.tokens.len())
-        } else {
-            None
-        };
-        match device {
-            Some(r) => next_id = Some(r.map_err(RuntimeError::Backend)?),
-            None => logits = Some(backend.decode(id).map_err(RuntimeError::Backend)?),
-        }
+        Ok(None)
     }
-    // Cancelled: bytes of a character still unfinished at that point are dropped, so the text is exactly
-    // what the callback was given (the other ends flushed them through `step_last`).
-    result.timings.decode_s = t1.elapsed().as_secs_f64();
-    result.timings.prefill_tokens_per_s = rate(prompt_ids.len() - keep, result.timings.prefill_s);
-    result.timings.decode_tokens_per_s = rate(
-        result.tokens.len().saturating_sub(1),
-        result.timings.decode_s,
-    );
-    Ok(result)
+
+    /// The result, with its timings.
+    pub fn finish(mut self) -> GenerationResult {
+        let t = &mut self.result.timings;
+        t.decode_s = self.decode_start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+        t.prefill_tokens_per_s = rate(self.result.prompt_tokens - self.keep, t.prefill_s);
+        t.decode_tokens_per_s = rate(self.result.tokens.len().saturating_sub(1), t.decode_s);
+        self.result
+    }
 }

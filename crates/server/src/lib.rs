@@ -738,7 +738,7 @@ async fn respond(
     mut rx: mpsc::UnboundedReceiver<Event>,
     shape: Shape,
 ) -> Response {
-    if let Err((e, _job)) = state.jobs.push(job) {
+    if let Err(e) = state.jobs.push(job) {
         return match e {
             Refused::Full => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

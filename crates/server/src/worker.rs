@@ -102,15 +102,15 @@ impl JobQueue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `job` behind the others, or refuses it when `capacity` live requests already wait.
-    pub fn push(&self, job: Job) -> Result<(), (Refused, Job)> {
+    /// Queues `job` behind the others, or refuses (and drops) it when `capacity` live requests already wait.
+    pub fn push(&self, job: Job) -> Result<(), Refused> {
         let mut g = self.lock();
         g.0.retain(|j| !j.events.is_closed());
         if g.1 {
-            return Err((Refused::Closed, job));
+            return Err(Refused::Closed);
         }
         if g.0.len() >= self.capacity {
-            return Err((Refused::Full, job));
+            return Err(Refused::Full);
         }
         g.0.push_back(job);
         self.ready.notify_one();

@@ -101,6 +101,29 @@ fn a_full_context_is_a_clear_error_saying_how_much_is_left() {
     conv.ask(&mut b, &tok, &info, "Hello?", &greedy(4), |_| ControlFlow::Continue(())).unwrap();
 }
 
+/// A new image has the same token ids as the old one: the cached keys and values of the old image must not
+/// be reused for it (the server compares pixels and calls `set_image` only for a different image).
+#[test]
+fn a_new_image_is_never_answered_from_the_old_images_cache() {
+    let file = GgufFile::open(model()).unwrap();
+    let info = ModelInfo::from_gguf_header(&file.header).unwrap();
+    let tok = tokenizer_from_gguf_header(&file.header).unwrap();
+    let read = |name: &str| {
+        let bytes = std::fs::read(fixtures().join("images").join(name)).unwrap();
+        meddr_image::preprocess(&bytes, &info.vision.as_ref().unwrap().preprocessing.config()).unwrap().pixel_values
+    };
+    let mut b = CpuBackend::load(&GgufStore::from_file(GgufFile::open(model()).unwrap())).unwrap();
+    let mut conv = Conversation::new(UserText::Upstream);
+    conv.set_image(b.encode_image(&read("test2.jpg")).unwrap());
+    conv.ask(&mut b, &tok, &info, "Describe the image.", &greedy(6), |_| ControlFlow::Continue(())).unwrap();
+    let second = b.encode_image(&read("test4.jpg")).unwrap();
+    conv.set_image(second.clone());
+    let r = conv.ask(&mut b, &tok, &info, "Describe the image.", &greedy(6), |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(r.reused_tokens, 0, "nothing of the old image's prompt is kept");
+    let fresh = generate(&mut b, &tok, &info, &r.prompt.ids, Some(&second), &greedy(6), |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(ids(&r.result), ids(&fresh), "the second image's answer is its own");
+}
+
 #[test]
 fn the_chat_repl_streams_answers_takes_commands_and_saves_the_transcript() {
     let dir = tmp().join("chat-repl");

@@ -64,7 +64,9 @@ fn need<T>(r: meddr_gguf::Result<T>, key: &str) -> Result<T> {
     })
 }
 
-/// Accepts only files written to `docs/gguf-layout.md` (llama LLM + InternViT + `meddr.*` keys).
+/// Accepts MedDr files written to `docs/gguf-layout.md` (llama LLM + InternViT + `meddr.*` keys) and plain
+/// llama.cpp `llama` GGUFs (no `meddr.*` keys: text only, their own chat template; the output head may be
+/// tied to `token_embd.weight`).
 pub fn check_meddr(h: &GgufHeader, file_len: u64) -> Result<ModelSummary> {
     h.validate_against_len(file_len)?;
     let arch = need(h.get_str("general.architecture"), "general.architecture")?;
@@ -73,20 +75,21 @@ pub fn check_meddr(h: &GgufHeader, file_len: u64) -> Result<ModelSummary> {
             why: format!("general.architecture is {arch:?}, expected \"llama\""),
         });
     }
-    let version = h.get_u32("meddr.format_version").map_err(|_| WebError::NotMedDr {
-        why: "metadata key meddr.format_version is missing (a plain LLM GGUF has no vision tower)".into(),
-    })?;
-    if version != 1 {
-        return Err(WebError::NotMedDr {
-            why: format!("meddr.format_version is {version}, this build reads 1"),
-        });
+    let meddr = h.get("meddr.format_version").is_some();
+    if meddr {
+        let version = need(h.get_u32("meddr.format_version"), "meddr.format_version")?;
+        if version != 1 {
+            return Err(WebError::NotMedDr {
+                why: format!("meddr.format_version is {version}, this build reads 1"),
+            });
+        }
     }
-    for t in [
-        "token_embd.weight",
-        "output.weight",
-        "v.patch_embd.weight",
-        "mm.model.mlp.1.weight",
-    ] {
+    let required: &[&str] = if meddr {
+        &["token_embd.weight", "output.weight", "v.patch_embd.weight", "mm.model.mlp.1.weight"]
+    } else {
+        &["token_embd.weight"]
+    };
+    for &t in required {
         if h.tensor(t).is_none() {
             return Err(WebError::NotMedDr {
                 why: format!("tensor {t:?} is missing"),
@@ -117,14 +120,12 @@ pub fn check_meddr(h: &GgufHeader, file_len: u64) -> Result<ModelSummary> {
             "llama.embedding_length",
         )?,
         vocab,
-        vision_layers: need(
-            h.get_u32("clip.vision.block_count"),
-            "clip.vision.block_count",
-        )?,
-        vision_width: need(
-            h.get_u32("clip.vision.embedding_length"),
-            "clip.vision.embedding_length",
-        )?,
+        vision_layers: if meddr { need(h.get_u32("clip.vision.block_count"), "clip.vision.block_count")? } else { 0 },
+        vision_width: if meddr {
+            need(h.get_u32("clip.vision.embedding_length"), "clip.vision.embedding_length")?
+        } else {
+            0
+        },
         largest_row_bytes: largest_row,
         largest_tensor_bytes: largest,
     })

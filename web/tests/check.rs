@@ -102,12 +102,15 @@ fn incremental_header_matches_full_parse_in_few_slices() {
 }
 
 #[test]
-fn plain_llm_gguf_is_refused_as_not_meddr() {
+fn a_plain_llama_gguf_is_accepted_as_text_only_and_one_without_embeddings_is_refused() {
     let bytes = meddr_like(10, vec![]);
-    let h = parse_incrementally(&bytes).0.unwrap();
+    let mut h = parse_incrementally(&bytes).0.unwrap();
+    // No meddr.* keys: a llama.cpp file, read as text only whatever else it holds.
+    let s = check_meddr(&h, bytes.len() as u64).unwrap();
+    assert_eq!((s.vision_layers, s.vision_width, s.llm_layers), (0, 0, 3));
+    h.tensors.retain(|t| t.name != "token_embd.weight");
     let e = check_meddr(&h, bytes.len() as u64).unwrap_err();
-    assert!(matches!(e, WebError::NotMedDr { .. }), "{e}");
-    assert!(e.to_string().contains("meddr.format_version"), "{e}");
+    assert!(matches!(e, WebError::NotMedDr { .. }) && e.to_string().contains("token_embd.weight"), "{e}");
 }
 
 #[test]

@@ -181,3 +181,31 @@ fn q4_k_m_text_question_runs_and_sampling_is_seeded() {
         .unwrap_err();
     assert!(e.to_string().starts_with("image:"), "{e}");
 }
+
+/// Issue 10.3 in the browser's session: a plain llama.cpp GGUF (SmolLM2-135M-Instruct Q4_1: byte-level BPE,
+/// its own chat template, tied head) loads through the same checks and answers with real weights; an image
+/// is refused before any work, since the file has no vision tower.
+#[test]
+fn a_plain_llama_gguf_answers_with_its_own_template() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(path.is_file(), "{} is missing: run tests/setup.sh", path.display());
+    let mut s = load(&path);
+    assert_eq!(s.summary.vision_layers, 0);
+    let mut streamed = String::new();
+    let out = pollster::block_on(s.generate(
+        None,
+        &Ask::default(),
+        "What is the capital of France?",
+        &greedy(24, StopPolicy::UpstreamEos),
+        |_, t| {
+            streamed.push_str(t);
+            true
+        },
+    ))
+    .unwrap();
+    assert!(out.text.contains("Paris") && out.stop_reason == "eos", "{out:?}");
+    assert_eq!(streamed, out.text);
+    let e = pollster::block_on(s.generate(Some(b"\x89PNG"), &Ask::default(), "What is this?", &greedy(4, StopPolicy::UpstreamEos), |_, _| true))
+        .unwrap_err();
+    assert!(e.to_string().contains("vision"), "{e}");
+}

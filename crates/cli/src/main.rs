@@ -17,6 +17,7 @@ use meddr_runtime::{
 use serde_json::{json, Value};
 
 mod chat;
+mod demo;
 mod gsco_cmd;
 mod serve_cmd;
 
@@ -27,6 +28,7 @@ const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
 
 const EXAMPLES: &str = "\
 Examples:
+  meddr run        (no model: builds a synthetic demo model once, then asks about the bundled example image)
   meddr run -m meddr-q4_k_m.gguf --image chest.jpg -p \"Describe the findings.\"
   meddr run -m meddr-q4_k_m.gguf --image slide.png -p \"Is this tumor tissue?\" --json --logprobs 5
   meddr run -m meddr-q4_k_m.gguf -p \"Which test first for a suspected kidney stone?\" --temperature 0.7 --top-p 0.9 --seed 1
@@ -100,15 +102,18 @@ impl From<UserTextArg> for UserText {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// GGUF model file (meddr-quantize output).
+    /// GGUF model file (meddr-quantize output, or any llama.cpp llama GGUF). None: the demo model (a
+    /// synthetic MedDr with random weights, built once into $MEDDR_CACHE or ~/.cache/meddr), asked about the
+    /// bundled example image.
     #[arg(short = 'm', long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// Image to ask about (JPEG, PNG, BMP, TIFF, WebP).
     #[arg(long)]
     image: Option<PathBuf>,
-    /// The question (leading/trailing whitespace is stripped, as upstream does).
+    /// The question (leading/trailing whitespace is stripped, as upstream does). Required with -m; the demo
+    /// asks "Describe the image.".
     #[arg(short = 'p', long)]
-    prompt: String,
+    prompt: Option<String>,
     #[arg(long, default_value_t = 512)]
     max_new_tokens: usize,
     /// 0 = greedy (upstream's setting).
@@ -244,10 +249,7 @@ fn info(path: &Path) -> Result<()> {
 /// The image's `pixel_values`, and what the user should be told about its conversion (printed on stderr
 /// here, and given back for `--json`).
 pub(crate) fn read_image(path: &Path, info: &ModelInfo) -> Result<(Vec<f32>, Vec<String>)> {
-    let vision = info
-        .vision
-        .as_ref()
-        .ok_or_else(|| anyhow!("this model has no vision tower, but --image was given"))?;
+    info.vision.as_ref().ok_or_else(|| anyhow!("this model has no vision tower, but --image was given"))?;
     let len = std::fs::metadata(path)
         .with_context(|| format!("cannot read image {}", path.display()))?
         .len();
@@ -259,19 +261,34 @@ pub(crate) fn read_image(path: &Path, info: &ModelInfo) -> Result<(Vec<f32>, Vec
     }
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
+    image_pixels(&bytes, &path.display().to_string(), info)
+}
+
+/// [`read_image`] on bytes already in memory; `name` names the image in messages.
+pub(crate) fn image_pixels(bytes: &[u8], name: &str, info: &ModelInfo) -> Result<(Vec<f32>, Vec<String>)> {
+    let vision = info.vision.as_ref().ok_or_else(|| anyhow!("this model has no vision tower, but an image was given"))?;
     let p = &vision.preprocessing;
     let cfg = p.config();
-    let out = meddr_image::preprocess(&bytes, &cfg)
-        .with_context(|| format!("image {}", path.display()))?;
-    let notes: Vec<String> = out.notes.iter().map(|n| format!("image {}: {n}", path.display())).collect();
+    let out = meddr_image::preprocess(bytes, &cfg).with_context(|| format!("image {name}"))?;
+    let notes: Vec<String> = out.notes.iter().map(|n| format!("image {name}: {n}")).collect();
     for n in &notes {
         eprintln!("meddr: warning: {n}");
     }
     Ok((out.pixel_values, notes))
 }
 
-fn run(a: RunArgs) -> Result<()> {
-    let (file, info) = open_model(&a.model)?;
+fn run(mut a: RunArgs) -> Result<()> {
+    let demo = a.model.is_none();
+    let model_path = match a.model.take() {
+        Some(m) => m,
+        None => demo::demo_model()?,
+    };
+    let prompt = match a.prompt.take() {
+        Some(p) => p,
+        None if demo => demo::EXAMPLE_QUESTION.to_owned(),
+        None => bail!("-p/--prompt is required with -m (the question to ask)"),
+    };
+    let (file, info) = open_model(&model_path)?;
     let tokenizer = tokenizer_from_gguf_header(&file.header).context("tokenizer in the GGUF")?;
     let opts = GenerationOptions {
         max_new_tokens: a.max_new_tokens,
@@ -296,10 +313,15 @@ fn run(a: RunArgs) -> Result<()> {
             let (pv, w) = read_image(p, &info)?;
             (Some(pv), w)
         }
+        None if demo => {
+            eprintln!("meddr: asking {:?} about {}", prompt, demo::EXAMPLE_IMAGE_NAME);
+            let (pv, w) = image_pixels(demo::EXAMPLE_IMAGE, demo::EXAMPLE_IMAGE_NAME, &info)?;
+            (Some(pv), w)
+        }
         None => (None, Vec::new()),
     };
     // Rejects impossible requests before the (slow) weight load.
-    let prompt = encode_prompt(&tokenizer, &info, &a.prompt, pixel_values.is_some(), a.user_text.into())?;
+    let prompt = encode_prompt(&tokenizer, &info, &prompt, pixel_values.is_some(), a.user_text.into())?;
     let mut warnings = warnings;
     if let Some(w) = prompt.warning("pass `--user-text literal`") {
         eprintln!("meddr: warning: {w}");
@@ -313,7 +335,19 @@ fn run(a: RunArgs) -> Result<()> {
         context_length: a.context_length,
         release_vision_after_encode: a.release_vision,
     };
-    let mut backend = load_backend(&a.model, file, a.device, &gopts)?;
+    let mut backend = match load_backend(&model_path, file, a.device, &gopts) {
+        Ok(b) => b,
+        // The demo should work on any machine: without a usable GPU it runs on the CPU reference.
+        Err(e) if demo && a.device == Device::Gpu => {
+            eprintln!(
+                "meddr: no usable GPU ({}); the demo runs on the CPU reference instead",
+                meddr_cli::error_message(&e)
+            );
+            let (file, _) = open_model(&model_path)?;
+            load_backend(&model_path, file, Device::Cpu, &gopts)?
+        }
+        Err(e) => return Err(e),
+    };
     check_request(ids.len(), &opts, backend.context_length())?;
     let features = match &pixel_values {
         Some(pv) => Some(
@@ -358,6 +392,12 @@ fn run(a: RunArgs) -> Result<()> {
             result.tokens.len(),
             result.stop_reason.as_str()
         );
+        if demo {
+            eprintln!(
+                "meddr: that answer came from random weights (the demo model): the pipeline is the real one \
+                 (quantize → load → vision → answer), the text is not. Pass -m with a real MedDr GGUF."
+            );
+        }
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Output;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use common::{assert_says_each_thing_once, fixtures, meddr, model, shared, tmp};
@@ -592,4 +592,38 @@ fn the_shared_bug_files_give_the_right_results() {
     let j: Json = serde_json::from_slice(&out.stdout).unwrap();
     let w = j["warnings"].as_array().unwrap();
     assert!(w.len() == 1 && w[0].as_str().unwrap().contains("16-bit greyscale"), "{j}");
+}
+
+/// Issue 11.3: with no model, `meddr run` is the whole pipeline in one command: the demo model is built
+/// once into the cache (synthetic checkpoint → q4_k_m GGUF), loaded, shown the bundled example image and
+/// asked a question; the second run reuses it; nothing but the model is left in the cache.
+#[test]
+fn run_without_a_model_is_the_one_command_demo() {
+    let cache = tmp().join("demo-cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let demo = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_meddr"))
+            .env("MEDDR_CACHE", &cache)
+            .env_remove("XDG_RUNTIME_DIR")
+            .args(["run", "--max-new-tokens", "4", "--device", "cpu"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let first = demo(&["--json"]);
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{err}");
+    assert!(err.contains("building the demo model") && err.contains("retina.jpg (bundled example)"), "{err}");
+    let j: Json = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(j["tokens"].as_array().unwrap().len(), 4, "{j}");
+    assert!(j["prompt_tokens"].as_u64().unwrap() > 256, "the image's 256 tokens are in the prompt: {j}");
+    let second = demo(&[]);
+    let err2 = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success() && err2.contains("using the demo model") && !err2.contains("building"), "{err2}");
+    assert!(err2.contains("random weights") && err2.contains("Research aid"), "{err2}");
+    let left: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left, ["meddr-demo-dev-q4_k_m.gguf"], "only the model stays in the cache");
+    // With a model, the question is required.
+    let m = model().display().to_string();
+    assert_fails(&meddr(&["run", "-m", &m]), "-p/--prompt is required");
 }

@@ -47,7 +47,7 @@ pub(crate) struct ServeArgs {
     /// Largest request body in MiB (base64 images are 4/3 of their file size).
     #[arg(long, default_value_t = (ServerOptions::DEFAULT_MAX_BODY_BYTES >> 20) as u64)]
     max_body_mb: u64,
-    /// Largest image accepted, in millions of pixels (by its header, checked before decoding).
+    /// Largest image accepted, in units of 2^20 pixels (64 = 8192 x 8192), read from its header before decoding.
     #[arg(long, default_value_t = ServerOptions::DEFAULT_MAX_IMAGE_PIXELS >> 20)]
     max_image_mpixels: u64,
     /// Seconds between SSE keep-alive comments on a waiting stream.

@@ -7,7 +7,7 @@ and the file's own system message (read with gguf-py), independently of the serv
 
 usage: openai_server.py SECTION --base-url URL --api-key KEY [--expect FILE] [--model GGUF] [--image FILE]
        [--log SERVER_STDERR] [--queue N]
-SECTION: client | raw | load | disconnect | queue | plain
+SECTION: client | raw | load | disconnect | queue | plain | context
 Exits 1 with the failed check's message.
 """
 import argparse
@@ -389,9 +389,20 @@ def section_plain(a):
     print("plain: SmolLM2 answers through the chat and completion endpoints")
 
 
+# --------------------------------------------------------------------------------------------- context
+def section_context(a):
+    s, b, _ = request(a, "GET", "/v1/models", key=False)
+    check(json.loads(b)["data"][0]["meta"]["context_length"] == 64, f"the backend's context in the card: {b}")
+    s, b, _ = request(a, "POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "ignore_eos": True})
+    check(s == 200, f"a request without max_tokens fits the backend's context: {s} {b[:300]}")
+    u = json.loads(b)["usage"]
+    check(u["total_tokens"] == 64, f"it fills the 64 positions exactly: {u}")
+    print(f"context: --context-length 64 honoured ({u})")
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("section", choices=["client", "raw", "load", "disconnect", "queue", "plain"])
+    p.add_argument("section", choices=["client", "raw", "load", "disconnect", "queue", "plain", "context"])
     p.add_argument("--base-url", required=True)
     p.add_argument("--api-key", required=True)
     p.add_argument("--expect")

@@ -26,11 +26,16 @@ struct Server {
 
 impl Server {
     fn start(name: &str) -> Server {
+        Server::start_with(name, &["--device", "cpu"])
+    }
+
+    fn start_with(name: &str, device: &[&str]) -> Server {
         let log = tmp().join(format!("serve-{name}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_meddr"))
             .args(["serve", "-m"])
             .arg(model())
-            .args(["--device", "cpu", "--port", "0", "--api-key", KEY, "--max-body-mb", "1", "--queue", QUEUE])
+            .args(device)
+            .args(["--port", "0", "--api-key", KEY, "--max-body-mb", "1", "--queue", QUEUE])
             .args(["--keep-alive-secs", "0.2"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -177,4 +182,12 @@ fn the_server_refuses_bad_flags_and_a_bad_model_before_listening() {
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(!status.success() && err.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{err}");
+}
+
+/// `--context-length` shortens the GPU engine's KV cache: the server plans with the loaded backend's length
+/// (model card, default `max_tokens`), not the file's, so a request without `max_tokens` fills it exactly.
+#[test]
+fn the_server_plans_with_the_loaded_backends_context() {
+    let mut s = Server::start_with("context", &["--device", "gpu", "--context-length", "64"]);
+    s.check("context", &[]);
 }

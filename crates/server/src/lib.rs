@@ -84,6 +84,17 @@ pub struct Model {
 /// Loads the weights on the model thread: `Err` is a message for the user.
 pub type BackendLoader = Box<dyn FnOnce() -> Result<Box<dyn Backend>, String> + Send>;
 
+impl AppState {
+    /// Positions a request may use: the loaded backend's (`--context-length` may shorten the file's), or the
+    /// file's while the weights load.
+    fn context_length(&self) -> usize {
+        match self.worker.context_length.load(Ordering::SeqCst) {
+            0 => self.info.context_length,
+            n => n,
+        }
+    }
+}
+
 struct AppState {
     opts: ServerOptions,
     tokenizer: Arc<MedDrTokenizer>,
@@ -286,7 +297,7 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
             "created": now(),
             "owned_by": "local",
             "meta": {
-                "context_length": info.context_length,
+                "context_length": state.context_length(),
                 "vision": info.vision.is_some(),
                 "chat_template": info.prompt_format != meddr_runtime::PromptFormat::Raw,
                 "default_temperature": 0.0,
@@ -602,15 +613,9 @@ async fn chat_job(
     let mut conv = Conversation::new(state.opts.user_text);
     conv.set_system(msgs.system.clone());
     conv.set_turns(turns.clone());
-    let prompt = conv.encode(
-        &state.tokenizer,
-        info,
-        &msgs.question,
-        pixel_values.is_some(),
-        0,
-        info.context_length,
-    )?;
-    opts.max_new_tokens = settle_max_tokens(asked, prompt.ids.len(), info.context_length)?;
+    let context = state.context_length();
+    let prompt = conv.encode(&state.tokenizer, info, &msgs.question, pixel_values.is_some(), 0, context)?;
+    opts.max_new_tokens = settle_max_tokens(asked, prompt.ids.len(), context)?;
     let mut warnings = ignored_field_warnings(&v);
     warnings.extend(
         pixel_values
@@ -687,7 +692,7 @@ fn completion_job(
         .map_err(|e| ApiError::bad_request(Some("prompt"), e.to_string()))?;
     // OpenAI's default for completions.
     opts.max_new_tokens =
-        settle_max_tokens(asked.or(Some(16)), ids.len(), state.info.context_length)?;
+        settle_max_tokens(asked.or(Some(16)), ids.len(), state.context_length())?;
     let include_usage = sampling
         .stream_options
         .as_ref()

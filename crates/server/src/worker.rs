@@ -152,6 +152,8 @@ impl JobQueue {
 #[derive(Debug, Default)]
 pub struct WorkerState {
     pub ready: AtomicBool,
+    /// The loaded backend's context length (its KV cache may be shorter than the file's); 0 while loading.
+    pub context_length: std::sync::atomic::AtomicUsize,
     pub busy: AtomicBool,
     pub served: AtomicU64,
     pub cancelled: AtomicU64,
@@ -177,6 +179,7 @@ pub fn run(
             return;
         }
     };
+    state.context_length.store(backend.context_length().min(info.context_length), Ordering::SeqCst);
     state.ready.store(true, Ordering::SeqCst);
     eprintln!(
         "meddr serve: model ready in {:.1} s",

@@ -206,8 +206,24 @@ def section_raw(a):
     openai_error(*request(a, "POST", chat, {"messages": [q], "stop": ["a", "b", "c", "d", "e"]})[:2], 400, "stop")
     openai_error(*request(a, "POST", chat, {"messages": [q], "max_tokens": 100000})[:2], 400, "max_tokens")
     openai_error(*request(a, "POST", chat, {"messages": [q]}, headers={"Content-Type": None})[:2], 415, "Content-Type")
-    big = {"messages": [{"role": "user", "content": "x" * (a.max_body_mb * 1024 * 1024 + 10)}]}
-    openai_error(*request(a, "POST", chat, big)[:2], 413, "limit")
+    # A body over the limit without a declared length (chunked) is cut when it passes the limit.
+    big = json.dumps({"messages": [{"role": "user", "content": "x" * (a.max_body_mb * 1024 * 1024 + 10)}]}).encode()
+    chunks = (big[i:i + 65536] for i in range(0, len(big), 65536))
+    uu = urllib.parse.urlparse(a.base_url)
+    conn = http.client.HTTPConnection(uu.hostname, uu.port, timeout=60)
+    conn.request("POST", chat, body=chunks, encode_chunked=True,
+                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {a.api_key}"})
+    r = conn.getresponse()
+    openai_error(r.status, r.read().decode(), 413, "limit")
+    conn.close()
+    # A declared size over the limit is refused before the body is sent (no "100 Continue").
+    u = urllib.parse.urlparse(a.base_url)
+    sk = socket.create_connection((u.hostname, u.port), timeout=10)
+    sk.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Expect: 100-continue\r\nContent-Length: 10000000000\r\n\r\n")
+    head = read_until(sk, lambda b: b"\r\n\r\n" in b, limit_s=10)
+    sk.close()
+    check(head.startswith(b"HTTP/1.1 413"), f"declared oversize refused at once: {head[:200]!r}")
 
     def img(url):
         return {"messages": [{"role": "user", "content": [{"type": "text", "text": "?"}, {"type": "image_url", "image_url": {"url": url}}]}]}

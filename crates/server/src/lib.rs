@@ -176,6 +176,10 @@ fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.opts.max_body_bytes))
+        // An upload that stalls is cut after this long without a byte (a slow client cannot hold a
+        // connection and a handler forever).
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_STALL))
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_declared_oversize))
         .layer(middleware::from_fn(add_notice_header))
         .with_state(state.clone());
     if let Some(origin) = &state.opts.cors_origin {
@@ -193,6 +197,31 @@ fn router(state: Arc<AppState>) -> Router {
         }
     }
     app
+}
+
+/// How long a request body may go without sending anything.
+const BODY_STALL: Duration = Duration::from_secs(30);
+
+/// A body declared larger than the limit is refused before any of it is read (and before a client that
+/// sent `Expect: 100-continue` is told to go on).
+async fn refuse_declared_oversize(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = declared.filter(|&n| n > state.opts.max_body_bytes as u64) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!(
+                "the request body is {n} bytes, larger than the server's limit of {} bytes (meddr serve --max-body-mb)",
+                state.opts.max_body_bytes
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn add_notice_header(req: Request, next: Next) -> Response {

@@ -61,6 +61,12 @@ def section_client(a):
     models = c.models.list()
     check(len(models.data) == 1, f"one model listed: {models}")
     model = models.data[0].id
+    check(c.models.retrieve(model).id == model, "retrieve the model by id")
+    try:
+        c.models.retrieve("gpt-4o")
+        check(False, "an unknown model id was found")
+    except openai.NotFoundError as e:
+        check(e.status_code == 404, f"404 for an unknown model: {e}")
 
     r = c.chat.completions.create(model=model, messages=[{"role": "user", "content": q}], max_tokens=n)
     check(r.choices[0].message.content == text, f"chat text {r.choices[0].message.content!r} != meddr run's {text!r}")

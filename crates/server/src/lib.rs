@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -172,6 +172,7 @@ fn router(state: Arc<AppState>) -> Router {
     let mut app = Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -316,24 +317,39 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
+/// The model card: OpenAI's model object plus what a client needs to know about this one.
+fn model_card(state: &AppState) -> Value {
     let info = &state.info;
-    Json(json!({
-        "object": "list",
-        "data": [{
-            "id": state.opts.model_id,
-            "object": "model",
-            "created": now(),
-            "owned_by": "local",
-            "meta": {
-                "context_length": state.context_length(),
-                "vision": info.vision.is_some(),
-                "chat_template": info.prompt_format != meddr_runtime::PromptFormat::Raw,
-                "default_temperature": 0.0,
-                "notice": NOTICE,
-            },
-        }],
-    }))
+    json!({
+        "id": state.opts.model_id,
+        "object": "model",
+        "created": now(),
+        "owned_by": "local",
+        "meta": {
+            "context_length": state.context_length(),
+            "vision": info.vision.is_some(),
+            "chat_template": info.prompt_format != meddr_runtime::PromptFormat::Raw,
+            "default_temperature": 0.0,
+            "notice": NOTICE,
+        },
+    })
+}
+
+async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({"object": "list", "data": [model_card(&state)]}))
+}
+
+/// `GET /v1/models/{id}` (OpenAI's "retrieve model").
+async fn model(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    if id != state.opts.model_id {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("model {id:?} does not exist here; this server has {:?}", state.opts.model_id),
+        )
+        .into_response();
+    }
+    Json(model_card(&state)).into_response()
 }
 
 /// The body as JSON, whatever the body limit, content type or syntax did wrong, as an OpenAI error.

@@ -416,7 +416,14 @@ fn field_error<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, ApiError>
 fn options(
     s: &api::Sampling,
     logprobs: Option<usize>,
+    logprobs_field: &str,
 ) -> Result<(GenerationOptions, StopStrings, Option<u64>), ApiError> {
+    if let Some(k) = logprobs.filter(|&k| k > MAX_LOGPROBS) {
+        return Err(ApiError::bad_request(
+            Some(logprobs_field),
+            format!("{logprobs_field} = {k} is above {MAX_LOGPROBS}"),
+        ));
+    }
     if let Some(n) = s.n {
         if n != 1 {
             return Err(ApiError::bad_request(
@@ -495,7 +502,7 @@ fn fresh_seed() -> u64 {
 
 /// Fields OpenAI defines that this server does not implement: a request using them is answered, with a
 /// warning in `meta.warnings` saying each was ignored.
-const IGNORED_FIELDS: [&str; 10] = [
+const IGNORED_FIELDS: [&str; 9] = [
     "response_format",
     "tools",
     "tool_choice",
@@ -505,7 +512,6 @@ const IGNORED_FIELDS: [&str; 10] = [
     "frequency_penalty",
     "presence_penalty",
     "best_of",
-    "parallel_tool_calls",
 ];
 
 fn ignored_field_warnings(v: &Value) -> Vec<String> {
@@ -517,7 +523,6 @@ fn ignored_field_warnings(v: &Value) -> Vec<String> {
             Some(x) if k.ends_with("_penalty") => x.as_f64() != Some(0.0),
             Some(x) if k == "best_of" => x.as_f64() != Some(1.0),
             Some(x) if k == "tool_choice" => x != "none" && x != "auto",
-            Some(_) if k == "parallel_tool_calls" => false,
             Some(Value::Array(a)) => !a.is_empty(),
             Some(Value::Object(o)) => !o.is_empty(),
             Some(_) => true,
@@ -602,17 +607,25 @@ async fn chat_job(
         }
         _ => None,
     };
-    if let Some(k) = k {
-        if k > MAX_LOGPROBS {
-            return Err(ApiError::bad_request(
-                Some("top_logprobs"),
-                format!("top_logprobs = {k} is above {MAX_LOGPROBS}"),
-            ));
-        }
-    }
-    let (mut opts, stop, asked) = options(&sampling, k)?;
+    let (mut opts, stop, asked) = options(&sampling, k, "top_logprobs")?;
     let msgs = api::chat_messages(req.messages)?;
     let info = &state.info;
+    let turns: Vec<Turn> = msgs
+        .turns
+        .into_iter()
+        .map(|(q, a)| Turn {
+            question: meddr_runtime::python_strip(&q).to_owned(),
+            answer: meddr_runtime::python_strip(&a).to_owned(),
+        })
+        .collect();
+    // Checks the prompt now, before the image is decoded, so that a request that cannot run is a quick 400
+    // and not a failed stream (a file without a vision tower is refused here too).
+    let mut conv = Conversation::new(state.opts.user_text);
+    conv.set_system(msgs.system.clone());
+    conv.set_turns(turns.clone());
+    let context = state.context_length();
+    let prompt = conv.encode(&state.tokenizer, info, &msgs.question, msgs.image.is_some(), 0, context)?;
+    opts.max_new_tokens = settle_max_tokens(asked, prompt.ids.len(), context)?;
     let pixel_values = match msgs.image {
         Some(bytes) => {
             let Some(v) = &info.vision else {
@@ -646,21 +659,6 @@ async fn chat_job(
         }
         None => None,
     };
-    let turns: Vec<Turn> = msgs
-        .turns
-        .into_iter()
-        .map(|(q, a)| Turn {
-            question: meddr_runtime::python_strip(&q).to_owned(),
-            answer: meddr_runtime::python_strip(&a).to_owned(),
-        })
-        .collect();
-    // Checks the prompt now, so that a request that cannot run is a 400 and not a failed stream.
-    let mut conv = Conversation::new(state.opts.user_text);
-    conv.set_system(msgs.system.clone());
-    conv.set_turns(turns.clone());
-    let context = state.context_length();
-    let prompt = conv.encode(&state.tokenizer, info, &msgs.question, pixel_values.is_some(), 0, context)?;
-    opts.max_new_tokens = settle_max_tokens(asked, prompt.ids.len(), context)?;
     let mut warnings = ignored_field_warnings(&v);
     warnings.extend(
         pixel_values
@@ -712,15 +710,7 @@ fn completion_job(
         ));
     }
     let k = req.logprobs.map(|k| k as usize);
-    if let Some(k) = k {
-        if k > MAX_LOGPROBS {
-            return Err(ApiError::bad_request(
-                Some("logprobs"),
-                format!("logprobs = {k} is above {MAX_LOGPROBS}"),
-            ));
-        }
-    }
-    let (mut opts, stop, asked) = options(&sampling, k)?;
+    let (mut opts, stop, asked) = options(&sampling, k, "logprobs")?;
     let prompt = api::completion_prompt(req.prompt)?;
     // A raw completion's prompt is the caller's own markup: control tokens in it are parsed.
     let ids = state

@@ -59,19 +59,24 @@ pub fn quantize_checkpoint(dir: &Path, output: &Path, opts: &Options) -> Result<
     }
     let cfg = CheckpointConfig::from_file(&dir.join("config.json"))?;
     let shards = ShardSet::open(dir)?;
-    let tokenizer = meddr_tokenizer::TokenizerSpec::from_hf_dir(dir)
+    let mut tokenizer = meddr_tokenizer::TokenizerSpec::from_hf_dir(dir)
         .map_err(|e| QuantizeError::Tokenizer(e.to_string()))?;
     let vision_type = opts
         .vision_type
         .unwrap_or_else(|| opts.ftype.default_vision_type());
     let plan = plan::build(&cfg, &shards, opts.ftype, vision_type)?;
-    if tokenizer.tokens.len() != plan.vocab {
+    // Embedding rows past len(tokenizer) (padded checkpoints) get [PAD{id}] tokens, as llama.cpp's converter
+    // writes them; fewer rows than tokens cannot be a working model.
+    if tokenizer.tokens.len() > plan.vocab {
         return Err(QuantizeError::Tokenizer(format!(
-            "the tokenizer has {} tokens but embed_tokens has {} rows",
+            "the tokenizer has {} tokens but embed_tokens has only {} rows",
             tokenizer.tokens.len(),
             plan.vocab
         )));
     }
+    tokenizer
+        .pad_to(plan.vocab)
+        .map_err(|e| QuantizeError::Tokenizer(e.to_string()))?;
     let name = dir
         .canonicalize()
         .ok()

@@ -105,7 +105,15 @@ pub fn build(m: &MetadataInput) -> Result<Vec<(String, Value)>, String> {
                 m.plan
                     .fallbacks()
                     .iter()
-                    .map(|t| format!("{}: {} -> {} (row of {})", t.name, t.wanted.name(), t.ty.name(), t.row_len))
+                    .map(|t| {
+                        format!(
+                            "{}: {} -> {} (row of {})",
+                            t.name,
+                            t.wanted.name(),
+                            t.ty.name(),
+                            t.row_len
+                        )
+                    })
                     .collect(),
             )),
         ),

@@ -76,14 +76,25 @@ impl Plan {
         if fb.is_empty() {
             return None;
         }
-        let llm_matrix = |t: &PlannedTensor| t.dims.len() == 2 && (t.name.starts_with("blk.") || t.name == "token_embd.weight" || t.name == "output.weight");
+        let llm_matrix = |t: &PlannedTensor| {
+            t.dims.len() == 2
+                && (t.name.starts_with("blk.")
+                    || t.name == "token_embd.weight"
+                    || t.name == "output.weight")
+        };
         let elems = |t: &PlannedTensor| (t.rows as u64) * (t.row_len as u64);
         let all: Vec<&PlannedTensor> = self.tensors.iter().filter(|t| llm_matrix(t)).collect();
         let fell: Vec<&PlannedTensor> = fb.iter().copied().filter(|t| llm_matrix(t)).collect();
-        let share = fell.iter().map(|t| elems(t)).sum::<u64>() as f64 / all.iter().map(|t| elems(t)).sum::<u64>().max(1) as f64;
-        let mut groups: std::collections::BTreeMap<(String, String), (usize, std::collections::BTreeSet<usize>)> = Default::default();
+        let share = fell.iter().map(|t| elems(t)).sum::<u64>() as f64
+            / all.iter().map(|t| elems(t)).sum::<u64>().max(1) as f64;
+        let mut groups: std::collections::BTreeMap<
+            (String, String),
+            (usize, std::collections::BTreeSet<usize>),
+        > = Default::default();
         for t in &fb {
-            let g = groups.entry((t.wanted.name().to_string(), t.ty.name().to_string())).or_default();
+            let g = groups
+                .entry((t.wanted.name().to_string(), t.ty.name().to_string()))
+                .or_default();
             g.0 += 1;
             g.1.insert(t.row_len);
         }
@@ -98,7 +109,10 @@ impl Plan {
         );
         for ((w, g), (n, rows)) in groups {
             let rows: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
-            s.push_str(&format!("\n  {w} -> {g}: {n} tensors (rows of {})", rows.join(", ")));
+            s.push_str(&format!(
+                "\n  {w} -> {g}: {n} tensors (rows of {})",
+                rows.join(", ")
+            ));
         }
         Some(s)
     }

@@ -259,22 +259,150 @@ fn k_quant_fallbacks_are_reported_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("dev-q4_k_m.gguf");
     let ck = dev_checkpoint();
-    let r = run_quantize(&[ck.to_str().unwrap(), "-o", out.to_str().unwrap(), "--type", "q4_k_m"]);
+    let r = run_quantize(&[
+        ck.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        "q4_k_m",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains("20 of 23 language-model matrices, 85 % of their parameters"), "{}", r.stderr);
-    assert!(r.stderr.contains("q4_K -> q5_0: 18 tensors") && r.stderr.contains("q6_K -> q8_0: 2 tensors"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("20 of 23 language-model matrices, 85 % of their parameters"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("q4_K -> q5_0: 18 tensors")
+            && r.stderr.contains("q6_K -> q8_0: 2 tensors"),
+        "{}",
+        r.stderr
+    );
     let f = meddr_gguf::GgufFile::open(&out).unwrap();
     let listed = f.header.get_str_array("meddr.quantize.fallbacks").unwrap();
     // Each entry names a tensor whose stored type is the one it says it fell back to.
     for e in &listed {
         let (name, rest) = e.split_once(": ").unwrap();
-        let got = rest.split(" -> ").nth(1).unwrap().split(' ').next().unwrap();
+        let got = rest
+            .split(" -> ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
         assert_eq!(f.header.tensor(name).unwrap().ty.name(), got, "{e}");
     }
-    assert!(listed.iter().any(|e| e.starts_with("blk.1.attn_q.weight: q4_K -> q5_0")), "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .any(|e| e.starts_with("blk.1.attn_q.weight: q4_K -> q5_0")),
+        "{listed:?}"
+    );
     // An f32 file has nothing to report.
     let out32 = dir.path().join("dev-f32.gguf");
-    let r = run_quantize(&[ck.to_str().unwrap(), "-o", out32.to_str().unwrap(), "--type", "f32"]);
+    let r = run_quantize(&[
+        ck.to_str().unwrap(),
+        "-o",
+        out32.to_str().unwrap(),
+        "--type",
+        "f32",
+    ]);
     assert!(!r.stderr.contains("fell back"), "{}", r.stderr);
-    assert!(meddr_gguf::GgufFile::open(&out32).unwrap().header.get_str_array("meddr.quantize.fallbacks").unwrap().is_empty());
+    assert!(meddr_gguf::GgufFile::open(&out32)
+        .unwrap()
+        .header
+        .get_str_array("meddr.quantize.fallbacks")
+        .unwrap()
+        .is_empty());
+}
+
+/// Embedding rows past `len(tokenizer)` (padded Hugging Face checkpoints; a synthetic model at Yi's 64k scale)
+/// become `[PAD{id}]` tokens of type UNUSED, as llama.cpp's converter writes them; text never encodes to them
+/// and gguf-py reads the file. A tokenizer larger than the embedding is refused.
+#[test]
+fn padded_vocabulary_gets_llama_cpp_pad_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("synth");
+    let synth = |vocab: &str, out: &std::path::Path| {
+        let st = Command::new(synth_bin())
+            .args([
+                "-o",
+                out.to_str().unwrap(),
+                "--vocab",
+                vocab,
+                "--lora-rank",
+                "0",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+    };
+    synth("2100", &ck);
+    let out = dir.path().join("padded.gguf");
+    let r = run_quantize(&[
+        ck.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        "q8_0",
+        "--quiet",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let f = meddr_gguf::GgufFile::open(&out).unwrap();
+    let tokens = f.header.get_str_array("tokenizer.ggml.tokens").unwrap();
+    let types = f.header.get_i32_array("tokenizer.ggml.token_type").unwrap();
+    assert_eq!((tokens.len(), types.len()), (2100, 2100));
+    assert_eq!(tokens[2008], "</box>");
+    for id in 2009..2100 {
+        assert_eq!(tokens[id], format!("[PAD{id}]"));
+        assert_eq!(types[id], 5, "token {id} is not UNUSED");
+    }
+    let json = f
+        .header
+        .get_str("tokenizer.huggingface.json")
+        .unwrap()
+        .to_string();
+    let tok = tokenizers::Tokenizer::from_str(&json).unwrap();
+    assert_eq!(tok.get_vocab_size(true), 2100);
+    let ids = tok
+        .encode("[PAD2050] <img> a chest X-ray", false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
+    assert!(ids.iter().all(|&i| i < 2009 || i == 2050), "{ids:?}");
+    let check = Command::new(python())
+        .arg(workspace_root().join("tests/py/check_gguf.py"))
+        .arg(&out)
+        .arg(&ck)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(report["n_tokens"], 2100);
+
+    let small = dir.path().join("small");
+    synth("2000", &small);
+    let r = run_quantize(&[
+        small.to_str().unwrap(),
+        "-o",
+        dir.path().join("x.gguf").to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("2009 tokens but embed_tokens has only 2000 rows"),
+        "{}",
+        r.stderr
+    );
+    assert!(!dir.path().join("x.gguf").exists());
 }

@@ -22,7 +22,10 @@ fn next(state: &mut u64) -> u64 {
 
 fn quantize(ckpt: &Path, out: &Path, ty: &str) -> Command {
     let mut c = Command::new(quantize_bin());
-    c.arg(ckpt).arg("-o").arg(out).args(["--type", ty, "--force", "-q"]);
+    c.arg(ckpt)
+        .arg("-o")
+        .arg(out)
+        .args(["--type", ty, "--force", "-q"]);
     c.stdout(Stdio::null()).stderr(Stdio::null());
     c
 }
@@ -48,7 +51,16 @@ fn sigkill_at_20_points_never_leaves_a_partial_or_damaged_output() {
     let st = Command::new(synth_bin())
         .arg("-o")
         .arg(&ckpt)
-        .args(["--llm-hidden", "1024", "--llm-layers", "2", "--llm-ffn", "2816", "--llm-heads", "8"])
+        .args([
+            "--llm-hidden",
+            "1024",
+            "--llm-layers",
+            "2",
+            "--llm-ffn",
+            "2816",
+            "--llm-heads",
+            "8",
+        ])
         .args(["--llm-kv-heads", "2", "--shard-mb", "32"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -59,7 +71,10 @@ fn sigkill_at_20_points_never_leaves_a_partial_or_damaged_output() {
     // What a complete run writes (the bytes do not depend on the output's name), and how long it takes.
     let reference = root.join("reference.gguf");
     let t = Instant::now();
-    assert!(quantize(&ckpt, &reference, "q4_k_m").status().unwrap().success());
+    assert!(quantize(&ckpt, &reference, "q4_k_m")
+        .status()
+        .unwrap()
+        .success());
     let full = t.elapsed();
     let new_bytes = std::fs::read(&reference).unwrap();
     std::fs::remove_file(&reference).unwrap();
@@ -87,12 +102,20 @@ fn sigkill_at_20_points_never_leaves_a_partial_or_damaged_output() {
             std::fs::write(&out, &old_bytes).unwrap();
         }
         for n in others(&out_dir, &["model.gguf"]) {
-            let pid_part = n.strip_prefix(".model.gguf.tmp-").unwrap_or_else(|| panic!("kill {i}: unexpected leftover {n}"));
-            assert!(pid_part.bytes().all(|b| b.is_ascii_digit() || b == b'-'), "kill {i}: leftover {n}");
+            let pid_part = n
+                .strip_prefix(".model.gguf.tmp-")
+                .unwrap_or_else(|| panic!("kill {i}: unexpected leftover {n}"));
+            assert!(
+                pid_part.bytes().all(|b| b.is_ascii_digit() || b == b'-'),
+                "kill {i}: leftover {n}"
+            );
         }
     }
     eprintln!("20 kills over {full:?}: {kept_old} kept the old output, {became_new} left the complete new one");
-    assert!(kept_old > 0, "no kill landed during the run (a run took {full:?})");
+    assert!(
+        kept_old > 0,
+        "no kill landed during the run (a run took {full:?})"
+    );
 
     // A leftover from a killed run is there now or was made so: make sure there is one.
     let mut child = quantize(&ckpt, &out, "q4_k_m").spawn().unwrap();
@@ -102,11 +125,18 @@ fn sigkill_at_20_points_never_leaves_a_partial_or_damaged_output() {
     }
     let _ = child.kill();
     child.wait().unwrap();
-    assert!(!others(&out_dir, &["model.gguf"]).is_empty(), "no temporary file seen");
+    assert!(
+        !others(&out_dir, &["model.gguf"]).is_empty(),
+        "no temporary file seen"
+    );
 
     // The rerun succeeds, writes the complete file and removes what killed runs left.
     assert!(quantize(&ckpt, &out, "q4_k_m").status().unwrap().success());
     assert!(std::fs::read(&out).unwrap() == new_bytes);
-    assert_eq!(others(&out_dir, &["model.gguf"]), Vec::<String>::new(), "leftovers after a rerun");
+    assert_eq!(
+        others(&out_dir, &["model.gguf"]),
+        Vec::<String>::new(),
+        "leftovers after a rerun"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -71,7 +71,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         },
         logprobs: None,
     };
-    let out = pollster::block_on(session.generate(image.as_deref(), &Ask::default(), &question, &gen, |_, _| true))?;
+    let out = pollster::block_on(session.generate(
+        image.as_deref(),
+        &Ask::default(),
+        &question,
+        &gen,
+        |_, _| true,
+    ))?;
     let json = serde_json::json!({
         "tokens": out.tokens,
         "text": out.text,

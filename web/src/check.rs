@@ -85,7 +85,12 @@ pub fn check_meddr(h: &GgufHeader, file_len: u64) -> Result<ModelSummary> {
         }
     }
     let required: &[&str] = if meddr {
-        &["token_embd.weight", "output.weight", "v.patch_embd.weight", "mm.model.mlp.1.weight"]
+        &[
+            "token_embd.weight",
+            "output.weight",
+            "v.patch_embd.weight",
+            "mm.model.mlp.1.weight",
+        ]
     } else {
         &["token_embd.weight"]
     };
@@ -120,9 +125,19 @@ pub fn check_meddr(h: &GgufHeader, file_len: u64) -> Result<ModelSummary> {
             "llama.embedding_length",
         )?,
         vocab,
-        vision_layers: if meddr { need(h.get_u32("clip.vision.block_count"), "clip.vision.block_count")? } else { 0 },
+        vision_layers: if meddr {
+            need(
+                h.get_u32("clip.vision.block_count"),
+                "clip.vision.block_count",
+            )?
+        } else {
+            0
+        },
         vision_width: if meddr {
-            need(h.get_u32("clip.vision.embedding_length"), "clip.vision.embedding_length")?
+            need(
+                h.get_u32("clip.vision.embedding_length"),
+                "clip.vision.embedding_length",
+            )?
         } else {
             0
         },

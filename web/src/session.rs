@@ -15,8 +15,8 @@ use meddr_engine::{GpuContext, GpuModel, LoadOptions, Readback, StepInput, MAX_Q
 use meddr_gguf::GgufHeader;
 use meddr_image::{preprocess, PreprocessConfig};
 use meddr_runtime::{
-    encode_prompt, tokenizer_from_gguf_header, EncodedPrompt, Generation, GenerationOptions, ModelInfo, Next,
-    RuntimeError, StopReason, TokenEvent, UserText,
+    encode_prompt, tokenizer_from_gguf_header, EncodedPrompt, Generation, GenerationOptions,
+    ModelInfo, Next, RuntimeError, StopReason, TokenEvent, UserText,
 };
 use meddr_tokenizer::MedDrTokenizer;
 use serde::Serialize;
@@ -97,24 +97,38 @@ impl Session {
 
     /// The question's prompt ids ([`encode_prompt`]: upstream's template and MedDr's system message; with
     /// [`UserText::Upstream`] exactly upstream's ids).
-    pub fn prompt_ids(&self, question: &str, has_image: bool, user_text: UserText) -> Result<EncodedPrompt> {
-        encode_prompt(&self.tokenizer, &self.info, question, has_image, user_text).map_err(|e| match e {
-            RuntimeError::Tokenizer(t) => WebError::Tokenizer(t.to_string()),
-            other => WebError::Other(other.to_string()),
+    pub fn prompt_ids(
+        &self,
+        question: &str,
+        has_image: bool,
+        user_text: UserText,
+    ) -> Result<EncodedPrompt> {
+        encode_prompt(&self.tokenizer, &self.info, question, has_image, user_text).map_err(|e| {
+            match e {
+                RuntimeError::Tokenizer(t) => WebError::Tokenizer(t.to_string()),
+                other => WebError::Other(other.to_string()),
+            }
         })
     }
 
     /// Decodes a JPEG/PNG and applies the file's preprocessing (Pillow-exact); `pad2square` overrides the
     /// file's setting (GSCo: upstream's `RAGDataset` builds its transform without it). Also returns what the
     /// user should be told about the conversion (e.g. a 16-bit greyscale image clipped to 8 bits).
-    pub fn pixel_values(&self, image: &[u8], pad2square: Option<bool>) -> Result<(Vec<f32>, Vec<String>)> {
+    pub fn pixel_values(
+        &self,
+        image: &[u8],
+        pad2square: Option<bool>,
+    ) -> Result<(Vec<f32>, Vec<String>)> {
         let v = self
             .info
             .vision
             .as_ref()
             .ok_or_else(|| WebError::Other("this model file has no vision tower".into()))?;
         let p = &v.preprocessing;
-        let cfg = PreprocessConfig { pad2square: pad2square.unwrap_or(p.pad2square), ..p.config() };
+        let cfg = PreprocessConfig {
+            pad2square: pad2square.unwrap_or(p.pad2square),
+            ..p.config()
+        };
         let out = preprocess(image, &cfg).map_err(|e| WebError::Image(e.to_string()))?;
         Ok((out.pixel_values, out.notes))
     }
@@ -165,14 +179,17 @@ impl Session {
         let features = match image {
             Some(bytes) => {
                 let (pv, notes) = self.pixel_values(bytes, ask.pad2square)?;
-                out.warnings.extend(notes.into_iter().map(|n| format!("image: {n}")));
+                out.warnings
+                    .extend(notes.into_iter().map(|n| format!("image: {n}")));
                 Some(self.model.encode_image(&pv).map_err(engine)?)
             }
             None => None,
         };
         stats.image_ms = t0.elapsed().as_secs_f64() * 1e3;
         // Greedy (no penalty, no log-probs): the GPU picks the token and only it is read back.
-        let greedy = opts.sampling.is_greedy() && opts.sampling.repetition_penalty == 1.0 && !gen.needs_logits();
+        let greedy = opts.sampling.is_greedy()
+            && opts.sampling.repetition_penalty == 1.0
+            && !gen.needs_logits();
         let read = if greedy {
             Readback::Token
         } else {
@@ -214,7 +231,9 @@ impl Session {
             step = if greedy {
                 self.model.read_queued_step().await
             } else {
-                self.model.decode_step_async(StepInput::Token(id), read).await
+                self.model
+                    .decode_step_async(StepInput::Token(id), read)
+                    .await
             }
             .map_err(engine)?;
         }

@@ -400,16 +400,26 @@ impl Engine {
     ) -> Result<JsValue> {
         let opts = generation_options(options)?;
         // GSCo asks with `pad2square: false`, as upstream's RAGDataset preprocesses.
-        let pad2square = Reflect::get(options, &JsValue::from_str("pad2square")).ok().and_then(|v| v.as_bool());
-        let user_text = match Reflect::get(options, &JsValue::from_str("userText")).ok().filter(|v| !v.is_undefined()) {
+        let pad2square = Reflect::get(options, &JsValue::from_str("pad2square"))
+            .ok()
+            .and_then(|v| v.as_bool());
+        let user_text = match Reflect::get(options, &JsValue::from_str("userText"))
+            .ok()
+            .filter(|v| !v.is_undefined())
+        {
             None => UserText::default(),
             Some(v) => v
                 .as_string()
-                .ok_or_else(|| WebError::Other("option userText must be \"upstream\" or \"literal\"".into()))?
+                .ok_or_else(|| {
+                    WebError::Other("option userText must be \"upstream\" or \"literal\"".into())
+                })?
                 .parse::<UserText>()
                 .map_err(|e| WebError::Other(e.to_string()))?,
         };
-        let ask = Ask { pad2square, user_text };
+        let ask = Ask {
+            pad2square,
+            user_text,
+        };
         let image = image.map(|a| a.to_vec());
         // Taken out of the cell for the await points; put back whatever happens.
         let mut session = self

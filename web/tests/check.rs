@@ -9,7 +9,8 @@ fn write(name: &str, meta: Vec<(String, Value)>, specs: Vec<TensorSpec>) -> Vec<
     // made one test's writer find another's finished file: FileExists).
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("meddr-web-check-{}-{name}-{n}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("meddr-web-check-{}-{name}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("m.gguf");
     let mut w = GgufWriter::create(&path, meta, specs.clone()).unwrap();
@@ -110,7 +111,10 @@ fn a_plain_llama_gguf_is_accepted_as_text_only_and_one_without_embeddings_is_ref
     assert_eq!((s.vision_layers, s.vision_width, s.llm_layers), (0, 0, 3));
     h.tensors.retain(|t| t.name != "token_embd.weight");
     let e = check_meddr(&h, bytes.len() as u64).unwrap_err();
-    assert!(matches!(e, WebError::NotMedDr { .. }) && e.to_string().contains("token_embd.weight"), "{e}");
+    assert!(
+        matches!(e, WebError::NotMedDr { .. }) && e.to_string().contains("token_embd.weight"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use meddr_cli::GpuOptions;
 use meddr_runtime::{
-    tokenizer_from_gguf_header, Conversation, GenerationOptions, SamplingParams, StopPolicy, TokenEvent,
-    UserText,
+    tokenizer_from_gguf_header, Conversation, GenerationOptions, SamplingParams, StopPolicy,
+    TokenEvent, UserText,
 };
 use serde_json::json;
 
@@ -70,19 +70,36 @@ pub(crate) fn chat(a: ChatArgs) -> Result<()> {
     let tokenizer = tokenizer_from_gguf_header(&file.header).context("tokenizer in the GGUF")?;
     let opts = GenerationOptions {
         max_new_tokens: a.max_new_tokens,
-        sampling: SamplingParams { temperature: a.temperature, top_p: a.top_p, seed: a.seed, ..Default::default() },
+        sampling: SamplingParams {
+            temperature: a.temperature,
+            top_p: a.top_p,
+            seed: a.seed,
+            ..Default::default()
+        },
         stop: StopPolicy::UpstreamEos,
         logprobs: None,
     };
     opts.sampling.validate()?;
-    let first_image = a.image.as_deref().map(|p| read_image(p, &info)).transpose()?;
-    let gopts = GpuOptions { force_f32: false, context_length: a.context_length, release_vision_after_encode: false };
+    let first_image = a
+        .image
+        .as_deref()
+        .map(|p| read_image(p, &info))
+        .transpose()?;
+    let gopts = GpuOptions {
+        force_f32: false,
+        context_length: a.context_length,
+        release_vision_after_encode: false,
+    };
     let mut backend = load_backend(&a.model, file, a.device, &gopts)?;
     let user_text = UserText::from(a.user_text);
     let mut conv = Conversation::new(user_text);
     let mut image_path: Option<PathBuf> = None;
     if let (Some((pv, _)), Some(p)) = (first_image, &a.image) {
-        conv.set_image(backend.encode_image(&pv).map_err(|e| anyhow::anyhow!("encoding the image: {e}"))?);
+        conv.set_image(
+            backend
+                .encode_image(&pv)
+                .map_err(|e| anyhow::anyhow!("encoding the image: {e}"))?,
+        );
         image_path = Some(p.clone());
     }
     let interactive = std::io::stdin().is_terminal();
@@ -103,7 +120,9 @@ pub(crate) fn chat(a: ChatArgs) -> Result<()> {
         // A failed command or question is reported and the conversation goes on.
         let outcome: Result<bool> = (|| {
             if let Some(cmd) = line.strip_prefix('/') {
-                let (name, arg) = cmd.split_once(' ').map_or((cmd, ""), |(n, r)| (n, r.trim()));
+                let (name, arg) = cmd
+                    .split_once(' ')
+                    .map_or((cmd, ""), |(n, r)| (n, r.trim()));
                 match name {
                     "quit" | "exit" => return Ok(false),
                     "help" => eprintln!("{HELP}"),
@@ -118,7 +137,9 @@ pub(crate) fn chat(a: ChatArgs) -> Result<()> {
                         }
                         let p = PathBuf::from(arg);
                         let (pv, _) = read_image(&p, &info)?;
-                        let feats = backend.encode_image(&pv).map_err(|e| anyhow::anyhow!("encoding the image: {e}"))?;
+                        let feats = backend
+                            .encode_image(&pv)
+                            .map_err(|e| anyhow::anyhow!("encoding the image: {e}"))?;
                         conv.set_image(feats);
                         eprintln!("meddr chat: new conversation about {}", p.display());
                         image_path = Some(p);
@@ -134,14 +155,28 @@ pub(crate) fn chat(a: ChatArgs) -> Result<()> {
                 }
                 return Ok(true);
             }
-            let reply = conv.ask(backend.as_mut(), &tokenizer, &info, line, &opts, |ev: &TokenEvent| {
-                if stdout.write_all(ev.token.text.as_bytes()).and_then(|_| stdout.flush()).is_err() {
-                    return ControlFlow::Break(());
-                }
-                ControlFlow::Continue(())
-            })?;
+            let reply = conv.ask(
+                backend.as_mut(),
+                &tokenizer,
+                &info,
+                line,
+                &opts,
+                |ev: &TokenEvent| {
+                    if stdout
+                        .write_all(ev.token.text.as_bytes())
+                        .and_then(|_| stdout.flush())
+                        .is_err()
+                    {
+                        return ControlFlow::Break(());
+                    }
+                    ControlFlow::Continue(())
+                },
+            )?;
             let _ = writeln!(stdout);
-            if let Some(w) = reply.prompt.warning("start meddr chat with `--user-text literal`") {
+            if let Some(w) = reply
+                .prompt
+                .warning("start meddr chat with `--user-text literal`")
+            {
                 eprintln!("meddr: warning: {w}");
             }
             eprintln!(
@@ -163,8 +198,18 @@ pub(crate) fn chat(a: ChatArgs) -> Result<()> {
 }
 
 /// The transcript as JSON, written atomically (a temporary file renamed into place).
-fn save(path: &Path, a: &ChatArgs, image: Option<&Path>, conv: &Conversation, user_text: UserText) -> Result<()> {
-    let turns: Vec<_> = conv.turns().iter().map(|t| json!({"question": t.question, "answer": t.answer})).collect();
+fn save(
+    path: &Path,
+    a: &ChatArgs,
+    image: Option<&Path>,
+    conv: &Conversation,
+    user_text: UserText,
+) -> Result<()> {
+    let turns: Vec<_> = conv
+        .turns()
+        .iter()
+        .map(|t| json!({"question": t.question, "answer": t.answer}))
+        .collect();
     let doc = json!({
         "model": a.model,
         "image": image,
@@ -179,12 +224,16 @@ fn save(path: &Path, a: &ChatArgs, image: Option<&Path>, conv: &Conversation, us
     let text = serde_json::to_string_pretty(&doc)?;
     let tmp = path.with_file_name(format!(
         ".{}.tmp-{}",
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let written = std::fs::write(&tmp, text)
         .with_context(|| format!("writing {}", tmp.display()))
-        .and_then(|_| std::fs::rename(&tmp, path).with_context(|| format!("saving {}", path.display())));
+        .and_then(|_| {
+            std::fs::rename(&tmp, path).with_context(|| format!("saving {}", path.display()))
+        });
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

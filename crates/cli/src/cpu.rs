@@ -54,11 +54,20 @@ impl Backend for CpuBackend {
         image_features: Option<&[f32]>,
     ) -> Result<Vec<f32>, BackendError> {
         if keep > self.cache.len() {
-            return Err(format!("cannot keep {keep} positions: {} are cached", self.cache.len()).into());
+            return Err(format!(
+                "cannot keep {keep} positions: {} are cached",
+                self.cache.len()
+            )
+            .into());
         }
         self.cache.truncate(keep);
-        let emb = self.model.embed_prompt(ids, image_features).map_err(boxed)?;
-        self.model.forward(&mut self.cache, &emb, keep).map_err(boxed)
+        let emb = self
+            .model
+            .embed_prompt(ids, image_features)
+            .map_err(boxed)?;
+        self.model
+            .forward(&mut self.cache, &emb, keep)
+            .map_err(boxed)
     }
 
     fn decode(&mut self, token: u32) -> Result<Vec<f32>, BackendError> {

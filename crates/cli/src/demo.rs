@@ -34,10 +34,14 @@ pub(crate) fn demo_model() -> Result<PathBuf> {
     let dir = cache_dir()?;
     let model = dir.join("meddr-demo-dev-q4_k_m.gguf");
     if model.is_file() {
-        eprintln!("meddr: no model given: using the demo model {} (synthetic, random weights)", model.display());
+        eprintln!(
+            "meddr: no model given: using the demo model {} (synthetic, random weights)",
+            model.display()
+        );
         return Ok(model);
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the cache folder {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the cache folder {}", dir.display()))?;
     eprintln!(
         "meddr: no model given: building the demo model once into {} (a synthetic MedDr checkpoint with random \
          weights in upstream's layout, quantized to q4_k_m)",
@@ -57,7 +61,13 @@ pub(crate) fn demo_model() -> Result<PathBuf> {
         force: false,
     };
     write_checkpoint(&ck, &so, |_| {}).context("writing the synthetic checkpoint")?;
-    let opts = Options { ftype: FileType::Q4KM, vision_type: None, threads: None, force: false, progress: true };
+    let opts = Options {
+        ftype: FileType::Q4KM,
+        vision_type: None,
+        threads: None,
+        force: false,
+        progress: true,
+    };
     match quantize_checkpoint(&ck, &model, &opts) {
         Ok(_) => Ok(model),
         // Another `meddr run` built it at the same time: its file is as good as ours.

@@ -93,9 +93,12 @@ impl Backend for GpuBackend {
         ids: &[u32],
         image_features: Option<&[f32]>,
     ) -> Result<Vec<f32>, BackendError> {
-        let keep = u32::try_from(keep).map_err(|_| format!("keep = {keep} positions is beyond any cache"))?;
+        let keep = u32::try_from(keep)
+            .map_err(|_| format!("keep = {keep} positions is beyond any cache"))?;
         let step = match image_features {
-            None => self.model.prefill_from(keep, ids, None, 0, Readback::TokenAndLogits),
+            None => self
+                .model
+                .prefill_from(keep, ids, None, 0, Readback::TokenAndLogits),
             Some(host) => match &self.image {
                 Some((gpu, cached)) if cached.as_slice() == host => {
                     self.model

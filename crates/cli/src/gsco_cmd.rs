@@ -272,7 +272,10 @@ fn overrides(s: &SpecialistOpts) -> Result<ConfigOverrides> {
             TaskArg::MultiClass => Task::MultiClass,
             TaskArg::MultiLabel => Task::MultiLabel,
         }),
-        label_names: s.labels.as_ref().map(|l| l.iter().map(|x| x.trim().to_string()).collect()),
+        label_names: s
+            .labels
+            .as_ref()
+            .map(|l| l.iter().map(|x| x.trim().to_string()).collect()),
     })
 }
 
@@ -284,7 +287,10 @@ struct Devices {
 
 fn devices(w: Where, force_f32: bool) -> Result<Devices> {
     match w {
-        Where::Cpu => Ok(Devices { burn: meddr_specialist::cpu_device(), ctx: None }),
+        Where::Cpu => Ok(Devices {
+            burn: meddr_specialist::cpu_device(),
+            ctx: None,
+        }),
         Where::Gpu => {
             let ctx = GpuContext::new_blocking(ContextOptions {
                 force_f32,
@@ -292,8 +298,16 @@ fn devices(w: Where, force_f32: bool) -> Result<Devices> {
                 ..Default::default()
             })
             .context("opening the GPU (use --device cpu on machines without one)")?;
-            let burn = meddr_specialist::wgpu_device(&ctx.instance, &ctx.adapter, &ctx.device, &ctx.queue)?;
-            Ok(Devices { burn, ctx: Some(Arc::new(ctx)) })
+            let burn = meddr_specialist::wgpu_device(
+                &ctx.instance,
+                &ctx.adapter,
+                &ctx.device,
+                &ctx.queue,
+            )?;
+            Ok(Devices {
+                burn,
+                ctx: Some(Arc::new(ctx)),
+            })
         }
     }
 }
@@ -307,12 +321,20 @@ fn load_specialists(s: &SpecialistOpts, device: &Device) -> Result<Vec<Specialis
 }
 
 fn read_rgb(path: &Path) -> Result<RgbImage> {
-    let len = std::fs::metadata(path).with_context(|| format!("cannot read image {}", path.display()))?.len();
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("cannot read image {}", path.display()))?
+        .len();
     if len > crate::MAX_IMAGE_FILE_BYTES {
-        bail!("image {} is {len} bytes, above the {}-byte limit", path.display(), crate::MAX_IMAGE_FILE_BYTES);
+        bail!(
+            "image {} is {len} bytes, above the {}-byte limit",
+            path.display(),
+            crate::MAX_IMAGE_FILE_BYTES
+        );
     }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
-    let (img, notes) = meddr_image::decode_rgb_with_notes(&bytes).with_context(|| format!("image {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
+    let (img, notes) = meddr_image::decode_rgb_with_notes(&bytes)
+        .with_context(|| format!("image {}", path.display()))?;
     for n in notes {
         eprintln!("meddr: warning: image {}: {n}", path.display());
     }
@@ -343,7 +365,9 @@ pub fn specialist(cmd: SpecialistCommand) -> Result<()> {
     let img = read_rgb(&a.image)?;
     let mut out = Vec::new();
     for s in &specs {
-        let x = s.preprocess(&img).with_context(|| format!("image {}", a.image.display()))?;
+        let x = s
+            .preprocess(&img)
+            .with_context(|| format!("image {}", a.image.display()))?;
         let r = s.run(&x, 1, None)?;
         let p = &r.predictions[0];
         out.push(json!({
@@ -358,18 +382,42 @@ pub fn specialist(cmd: SpecialistCommand) -> Result<()> {
     }
     if a.json {
         // One specialist: one object (the documented contract); several: an array of them.
-        let v = if out.len() == 1 { out.remove(0) } else { Value::Array(out) };
+        let v = if out.len() == 1 {
+            out.remove(0)
+        } else {
+            Value::Array(out)
+        };
         println!("{v}");
     } else {
         for o in &out {
-            println!("{} ({}):", o["specialist"].as_str().unwrap_or(""), o["architecture"].as_str().unwrap_or(""));
+            println!(
+                "{} ({}):",
+                o["specialist"].as_str().unwrap_or(""),
+                o["architecture"].as_str().unwrap_or("")
+            );
             let labels = o["labels"].as_array().cloned().unwrap_or_default();
             let probs = o["probabilities"].as_array().cloned().unwrap_or_default();
             for (l, p) in labels.iter().zip(&probs) {
-                println!("  {:>8.4}  {}", p.as_f64().unwrap_or(f64::NAN), l.as_str().unwrap_or(""));
+                println!(
+                    "  {:>8.4}  {}",
+                    p.as_f64().unwrap_or(f64::NAN),
+                    l.as_str().unwrap_or("")
+                );
             }
-            let names: Vec<&str> = o["predicted"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-            println!("  predicted: {}", if names.is_empty() { "(no label above 0.5)".to_string() } else { names.join(", ") });
+            let names: Vec<&str> = o["predicted"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            println!(
+                "  predicted: {}",
+                if names.is_empty() {
+                    "(no label above 0.5)".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
         }
         eprintln!("{DISCLAIMER}");
     }
@@ -416,7 +464,12 @@ impl DataSet {
     }
     /// Streams images in batches of `batch` aligned to multiples of `batch` (the last one shorter), the
     /// batches that start below `limit`, whole: a batch's contents never depend on `limit`.
-    fn for_each_batch(&mut self, batch: usize, limit: usize, f: &mut dyn FnMut(usize, &[RgbImage]) -> meddr_gsco::Result<()>) -> meddr_gsco::Result<()> {
+    fn for_each_batch(
+        &mut self,
+        batch: usize,
+        limit: usize,
+        f: &mut dyn FnMut(usize, &[RgbImage]) -> meddr_gsco::Result<()>,
+    ) -> meddr_gsco::Result<()> {
         match self {
             DataSet::MedMnist(m) => m.for_each_batch(batch, |start, imgs| {
                 if start >= limit {
@@ -431,7 +484,9 @@ impl DataSet {
                     let end = (start + batch.max(1)).min(n);
                     let mut imgs = Vec::new();
                     for p in &fs.files[start..end] {
-                        imgs.push(read_rgb(p).map_err(|e| meddr_gsco::GscoError::Invalid(meddr_cli::error_message(&e)))?);
+                        imgs.push(read_rgb(p).map_err(|e| {
+                            meddr_gsco::GscoError::Invalid(meddr_cli::error_message(&e))
+                        })?);
                     }
                     f(start, &imgs)?;
                     start = end;
@@ -469,7 +524,9 @@ fn specialist_bench(a: SpecialistBenchArgs) -> Result<()> {
     let spec = load_specialists(&a.s, &dev.burn)?.remove(0);
     // A deterministic non-constant input (a ramp): the speed does not depend on the values.
     let n = spec.input_len() * a.batch;
-    let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
     spec.run(&x, a.batch, Some(FeatureMode::Unpooled))?;
     let t = std::time::Instant::now();
     for _ in 0..a.iters {
@@ -505,7 +562,10 @@ fn bench_search(a: BenchSearchArgs) -> Result<()> {
     let dev = devices(a.device, false)?;
     let (path, temp) = match &a.out {
         Some(p) => (p.clone(), false),
-        None => (std::env::temp_dir().join(format!("meddr-bench-{}.gscoidx", std::process::id())), true),
+        None => (
+            std::env::temp_dir().join(format!("meddr-bench-{}.gscoidx", std::process::id())),
+            true,
+        ),
     };
     let dtype = match a.dtype {
         DtypeArg::F32 => IndexDtype::F32,
@@ -523,7 +583,10 @@ fn bench_search(a: BenchSearchArgs) -> Result<()> {
         count: a.n_ref,
         dtype,
     };
-    let labels = Labels { columns: 1, values: (0..a.n_ref).map(|i| (i % 2) as u32).collect() };
+    let labels = Labels {
+        columns: 1,
+        values: (0..a.n_ref).map(|i| (i % 2) as u32).collect(),
+    };
     // xorshift: reproducible features without a dependency.
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = move || {
@@ -582,32 +645,54 @@ fn bench_search(a: BenchSearchArgs) -> Result<()> {
 
 fn index(a: IndexArgs) -> Result<()> {
     if a.s.specialists.len() != 1 {
-        bail!("an index is built by exactly one --specialist (got {})", a.s.specialists.len());
+        bail!(
+            "an index is built by exactly one --specialist (got {})",
+            a.s.specialists.len()
+        );
     }
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
     if a.out.is_dir() {
-        bail!("-o {}: is a folder; give the index file's path", a.out.display());
+        bail!(
+            "-o {}: is a folder; give the index file's path",
+            a.out.display()
+        );
     }
     if a.out.exists() && !a.force {
         bail!("{} exists (use --force to replace it)", a.out.display());
     }
-    let parent = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = a
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !parent.is_dir() {
-        bail!("-o {}: folder {} does not exist", a.out.display(), parent.display());
+        bail!(
+            "-o {}: folder {} does not exist",
+            a.out.display(),
+            parent.display()
+        );
     }
     let dev = devices(a.device, false)?;
     let spec = load_specialists(&a.s, &dev.burn)?.remove(0);
     let mut data = DataSet::open(&a.data, "train", &spec)?;
     let count = data.count();
-    let mode = if a.pooled { FeatureMode::Pooled } else { FeatureMode::Unpooled };
+    let mode = if a.pooled {
+        FeatureMode::Pooled
+    } else {
+        FeatureMode::Unpooled
+    };
     let dtype = match a.dtype {
         DtypeArg::F32 => IndexDtype::F32,
         DtypeArg::F16 => IndexDtype::F16,
     };
     let labels = data.labels().clone();
-    labels.check(&data.label_path(), spec.config.task, spec.config.num_classes)?;
+    labels.check(
+        &data.label_path(),
+        spec.config.task,
+        spec.config.num_classes,
+    )?;
     let pb = bar(count as u64, "indexing", a.json);
     let t = std::time::Instant::now();
     let source = data.source();
@@ -671,38 +756,80 @@ impl MedDr {
     /// Checks the model file is a MedDr GGUF with a vision tower (header only: fast, before any output or
     /// results file is written). Returns its canonical path and size, its identity in eval settings.
     fn probe(c: &CollabArgs) -> Result<(String, u64)> {
-        let file = GgufFile::open(&c.model).with_context(|| format!("cannot read model {}", c.model.display()))?;
-        let info = ModelInfo::from_gguf_header(&file.header).with_context(|| format!("model {}", c.model.display()))?;
+        let file = GgufFile::open(&c.model)
+            .with_context(|| format!("cannot read model {}", c.model.display()))?;
+        let info = ModelInfo::from_gguf_header(&file.header)
+            .with_context(|| format!("model {}", c.model.display()))?;
         if info.vision.is_none() {
-            bail!("model {} has no vision tower; GSCo asks MedDr about the image", c.model.display());
+            bail!(
+                "model {} has no vision tower; GSCo asks MedDr about the image",
+                c.model.display()
+            );
         }
         let canon = std::fs::canonicalize(&c.model).unwrap_or_else(|_| c.model.clone());
         Ok((canon.display().to_string(), file.bytes().len() as u64))
     }
 
     fn load(c: &CollabArgs, ctx: Option<Arc<GpuContext>>) -> Result<MedDr> {
-        let file = GgufFile::open(&c.model).with_context(|| format!("cannot read model {}", c.model.display()))?;
-        let info = ModelInfo::from_gguf_header(&file.header).with_context(|| format!("model {}", c.model.display()))?;
+        let file = GgufFile::open(&c.model)
+            .with_context(|| format!("cannot read model {}", c.model.display()))?;
+        let info = ModelInfo::from_gguf_header(&file.header)
+            .with_context(|| format!("model {}", c.model.display()))?;
         if info.vision.is_none() {
-            bail!("model {} has no vision tower; GSCo asks MedDr about the image", c.model.display());
+            bail!(
+                "model {} has no vision tower; GSCo asks MedDr about the image",
+                c.model.display()
+            );
         }
-        let tokenizer = tokenizer_from_gguf_header(&file.header).context("tokenizer in the GGUF")?;
+        let tokenizer =
+            tokenizer_from_gguf_header(&file.header).context("tokenizer in the GGUF")?;
         // Upstream's GSCo generation: greedy, max_new_tokens 512, stop on eos only.
-        let opts = GenerationOptions { max_new_tokens: c.max_new_tokens, stop: StopPolicy::UpstreamEos, ..Default::default() };
+        let opts = GenerationOptions {
+            max_new_tokens: c.max_new_tokens,
+            stop: StopPolicy::UpstreamEos,
+            ..Default::default()
+        };
         let backend: Box<dyn Backend> = match ctx {
             Some(ctx) => Box::new(
-                GpuBackend::on_context(ctx, &file, &GpuOptions { force_f32: c.force_f32, context_length: None, release_vision_after_encode: false })
-                    .with_context(|| format!("loading {} on the GPU", c.model.display()))?,
+                GpuBackend::on_context(
+                    ctx,
+                    &file,
+                    &GpuOptions {
+                        force_f32: c.force_f32,
+                        context_length: None,
+                        release_vision_after_encode: false,
+                    },
+                )
+                .with_context(|| format!("loading {} on the GPU", c.model.display()))?,
             ),
-            None => Box::new(CpuBackend::load(&GgufStore::from_file(file)).with_context(|| format!("loading {}", c.model.display()))?),
+            None => Box::new(
+                CpuBackend::load(&GgufStore::from_file(file))
+                    .with_context(|| format!("loading {}", c.model.display()))?,
+            ),
         };
-        Ok(MedDr { backend, tokenizer, info, opts, user_text: c.user_text.into(), warned: false })
+        Ok(MedDr {
+            backend,
+            tokenizer,
+            info,
+            opts,
+            user_text: c.user_text.into(),
+            warned: false,
+        })
     }
 
     /// MedDr's answer about `img` to `question`. The image goes through MedDr's own preprocessing with
     /// `pad2square` off, as upstream's `RAGDataset` builds its transform.
-    fn answer(&mut self, img: &RgbImage, question: &str, mut on_text: impl FnMut(&str) -> bool) -> Result<meddr_runtime::GenerationResult> {
-        let v = self.info.vision.as_ref().ok_or_else(|| anyhow!("no vision tower"))?;
+    fn answer(
+        &mut self,
+        img: &RgbImage,
+        question: &str,
+        mut on_text: impl FnMut(&str) -> bool,
+    ) -> Result<meddr_runtime::GenerationResult> {
+        let v = self
+            .info
+            .vision
+            .as_ref()
+            .ok_or_else(|| anyhow!("no vision tower"))?;
         let p = &v.preprocessing;
         let resized = meddr_image::resize_bicubic(img, p.image_size, p.image_size);
         let pixel_values = meddr_image::normalize_chw(&resized, p.mean, p.std);
@@ -715,10 +842,25 @@ impl MedDr {
         }
         let ids = prompt.ids;
         check_request(ids.len(), &self.opts, self.backend.context_length())?;
-        let features = self.backend.encode_image(&pixel_values).map_err(|e| anyhow!("encoding the image: {e}"))?;
-        let r = generate(self.backend.as_mut(), &self.tokenizer, &self.info, &ids, Some(&features), &self.opts, |ev: &TokenEvent| {
-            if on_text(&ev.token.text) { ControlFlow::Continue(()) } else { ControlFlow::Break(()) }
-        })?;
+        let features = self
+            .backend
+            .encode_image(&pixel_values)
+            .map_err(|e| anyhow!("encoding the image: {e}"))?;
+        let r = generate(
+            self.backend.as_mut(),
+            &self.tokenizer,
+            &self.info,
+            &ids,
+            Some(&features),
+            &self.opts,
+            |ev: &TokenEvent| {
+                if on_text(&ev.token.text) {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                }
+            },
+        )?;
         Ok(r)
     }
 }
@@ -737,7 +879,12 @@ fn setup(c: &CollabArgs) -> Result<Setup> {
     let specs = load_specialists(&c.s, &dev.burn)?;
     // Check the pairing before MedDr's (long) load.
     Gsco::new(&specs, &index, &template, c.top_n)?;
-    Ok(Setup { specs, index, template, ctx: dev.ctx })
+    Ok(Setup {
+        specs,
+        index,
+        template,
+        ctx: dev.ctx,
+    })
 }
 
 fn run(a: RunArgs) -> Result<()> {
@@ -747,16 +894,36 @@ fn run(a: RunArgs) -> Result<()> {
     // Everything that can fail on the inputs fails before the first line of output.
     let mut meddr = MedDr::load(&a.c, st.ctx.clone())?;
     let g = Gsco::new(&st.specs, &st.index, &st.template, a.c.top_n)?;
-    let collab = g.collaborate(std::slice::from_ref(&img)).with_context(|| format!("image {}", a.image.display()))?.remove(0);
+    let collab = g
+        .collaborate(std::slice::from_ref(&img))
+        .with_context(|| format!("image {}", a.image.display()))?
+        .remove(0);
     if !a.c.json {
         println!("Specialists (MoED):");
         for m in &collab.moed {
-            let probs: Vec<String> = m.prediction.probabilities.iter().map(|p| format!("{p:.4}")).collect();
-            println!("  {} ({}): {}   probabilities [{}]", m.specialist, m.architecture, m.text, probs.join(", "));
+            let probs: Vec<String> = m
+                .prediction
+                .probabilities
+                .iter()
+                .map(|p| format!("{p:.4}"))
+                .collect();
+            println!(
+                "  {} ({}): {}   probabilities [{}]",
+                m.specialist,
+                m.architecture,
+                m.text,
+                probs.join(", ")
+            );
         }
         println!("Similar cases (RAD) from {}:", st.index.path.display());
         for (k, r) in collab.rad.iter().enumerate() {
-            println!("  {:>2}. case {:>6}  {:<24} distance {:.6}", k + 1, r.index, r.label, r.distance);
+            println!(
+                "  {:>2}. case {:>6}  {:<24} distance {:.6}",
+                k + 1,
+                r.index,
+                r.label,
+                r.distance
+            );
         }
         println!("Prompt:\n  {:?}", collab.prompt);
         print!("MedDr: ");
@@ -765,7 +932,11 @@ fn run(a: RunArgs) -> Result<()> {
     let json_mode = a.c.json;
     let mut stdout = std::io::stdout().lock();
     let r = meddr.answer(&img, &collab.prompt, |t| {
-        json_mode || stdout.write_all(t.as_bytes()).and_then(|_| stdout.flush()).is_ok()
+        json_mode
+            || stdout
+                .write_all(t.as_bytes())
+                .and_then(|_| stdout.flush())
+                .is_ok()
     })?;
     if json_mode {
         let mut v = Collaboration::to_json(&collab);
@@ -777,7 +948,11 @@ fn run(a: RunArgs) -> Result<()> {
         let _ = writeln!(stdout, "{v}");
     } else {
         let _ = writeln!(stdout);
-        eprintln!("[{} tokens, stop: {}] {DISCLAIMER}", r.tokens.len(), r.stop_reason.as_str());
+        eprintln!(
+            "[{} tokens, stop: {}] {DISCLAIMER}",
+            r.tokens.len(),
+            r.stop_reason.as_str()
+        );
     }
     Ok(())
 }
@@ -790,7 +965,11 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     let task = first.config.task;
     let names = first.config.label_names.clone();
     data.labels().check(&data.label_path(), task, names.len())?;
-    if let Some(s) = st.specs.iter().find(|s| s.config.task != task || s.config.label_names != names) {
+    if let Some(s) = st
+        .specs
+        .iter()
+        .find(|s| s.config.task != task || s.config.label_names != names)
+    {
         bail!("specialist {} has other labels or task than {} ({:?} vs {:?}): an evaluation scores one label set", s.name(), first.name(), s.config.label_names, names);
     }
     let (model_path, model_bytes) = MedDr::probe(&a.c)?;
@@ -813,12 +992,18 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     let mut results = eval::ResultsFile::open(&a.out, &settings)?;
     let limit = a.limit.unwrap_or(usize::MAX).min(data.count());
     let todo = (0..limit).filter(|i| !results.done.contains(i)).count();
-    let mut meddr = if todo > 0 { Some(MedDr::load(&a.c, st.ctx.clone())?) } else { None };
+    let mut meddr = if todo > 0 {
+        Some(MedDr::load(&a.c, st.ctx.clone())?)
+    } else {
+        None
+    };
     let pb = bar(limit as u64, "evaluating", a.c.json);
     pb.set_position((limit - todo) as u64);
     let labels = data.labels().clone();
     data.for_each_batch(EVAL_BATCH, limit, &mut |start, imgs| {
-        let pending: Vec<usize> = (0..imgs.len()).filter(|&k| start + k < limit && !results.done.contains(&(start + k))).collect();
+        let pending: Vec<usize> = (0..imgs.len())
+            .filter(|&k| start + k < limit && !results.done.contains(&(start + k)))
+            .collect();
         if pending.is_empty() {
             return Ok(());
         }
@@ -830,18 +1015,47 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
             let qid = start + k;
             let truth = labels.row(qid).to_vec();
             let annotation = meddr_gsco::prompt::label_string(&truth, task, &names);
-            let m = meddr.as_mut().ok_or_else(|| meddr_gsco::GscoError::Invalid("MedDr not loaded".into()))?;
-            let r = m.answer(&imgs[k], &c.prompt, |_| true).map_err(|e| meddr_gsco::GscoError::Invalid(format!("MedDr on image {qid}: {}", meddr_cli::error_message(&e))))?;
-            let rad_rows: Vec<Vec<u32>> = c.rad.iter().map(|nb| st.index.labels.row(nb.index).to_vec()).collect();
+            let m = meddr
+                .as_mut()
+                .ok_or_else(|| meddr_gsco::GscoError::Invalid("MedDr not loaded".into()))?;
+            let r = m.answer(&imgs[k], &c.prompt, |_| true).map_err(|e| {
+                meddr_gsco::GscoError::Invalid(format!(
+                    "MedDr on image {qid}: {}",
+                    meddr_cli::error_message(&e)
+                ))
+            })?;
+            let rad_rows: Vec<Vec<u32>> = c
+                .rad
+                .iter()
+                .map(|nb| st.index.labels.row(nb.index).to_vec())
+                .collect();
             let (knn, matched) = eval::score(task, &names, &r.text, &rad_rows);
-            results.append(eval::record(qid, &annotation, &truth, c, &r.text, &rad_rows, &knn, matched.as_deref()))?;
+            results.append(eval::record(
+                qid,
+                &annotation,
+                &truth,
+                c,
+                &r.text,
+                &rad_rows,
+                &knn,
+                matched.as_deref(),
+            ))?;
             pb.inc(1);
         }
         Ok(())
     })?;
     pb.finish_and_clear();
     // The summary covers this run's images (ids below --limit), each once.
-    let records: Vec<Value> = results.records.iter().filter(|r| r["question_id"].as_u64().is_some_and(|q| (q as usize) < limit)).cloned().collect();
+    let records: Vec<Value> = results
+        .records
+        .iter()
+        .filter(|r| {
+            r["question_id"]
+                .as_u64()
+                .is_some_and(|q| (q as usize) < limit)
+        })
+        .cloned()
+        .collect();
     let s = eval::summarize(&records, task, &names)?;
     let out = json!({
         "results": a.out.display().to_string(),
@@ -858,10 +1072,22 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         println!("{} images → {}", s.images, a.out.display());
         println!("{:<32} {:>8} {:>8}", "", "ACC", "AUC");
         for (n, m) in &s.specialists {
-            println!("{:<32} {:>8.4} {:>8}", format!("specialist {n}"), m.acc, m.auc.map_or("n/a".into(), |a| format!("{a:.4}")));
+            println!(
+                "{:<32} {:>8.4} {:>8}",
+                format!("specialist {n}"),
+                m.acc,
+                m.auc.map_or("n/a".into(), |a| format!("{a:.4}"))
+            );
         }
-        println!("{:<32} {:>8.4}", format!("kNN vote (top {})", a.c.top_n), s.knn_acc);
-        println!("{:<32} {:>8.4}   ({} of {} answers named no single option)", "MedDr + GSCo", s.meddr_acc, s.meddr_unmatched, s.images);
+        println!(
+            "{:<32} {:>8.4}",
+            format!("kNN vote (top {})", a.c.top_n),
+            s.knn_acc
+        );
+        println!(
+            "{:<32} {:>8.4}   ({} of {} answers named no single option)",
+            "MedDr + GSCo", s.meddr_acc, s.meddr_unmatched, s.images
+        );
         eprintln!("{DISCLAIMER}");
     }
     Ok(())

@@ -178,6 +178,13 @@ struct BenchArgs {
     image: Option<PathBuf>,
     #[arg(long)]
     force_f32: bool,
+    /// The device's datasheet memory bandwidth in GB/s (e.g. 4800 for an H200): adds the decode step's
+    /// fraction of it. The fraction of the bandwidth a streaming-read kernel measures is always given.
+    #[arg(long, value_name = "GB_PER_S")]
+    peak_gb_s: Option<f64>,
+    /// Size of the streaming-read measurement's buffer in MiB (0 skips it).
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    read_bandwidth_mib: u64,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -216,13 +223,20 @@ fn main() -> ExitCode {
 }
 
 /// The model's weights on `device`: the wgpu engine, or the f32 CPU reference.
-pub(crate) fn load_backend(path: &Path, file: GgufFile, device: Device, gopts: &GpuOptions) -> Result<Box<dyn Backend>> {
+pub(crate) fn load_backend(
+    path: &Path,
+    file: GgufFile,
+    device: Device,
+    gopts: &GpuOptions,
+) -> Result<Box<dyn Backend>> {
     Ok(match device {
         Device::Gpu => Box::new(
-            GpuBackend::load(&file, gopts).with_context(|| format!("loading {} on the GPU", path.display()))?,
+            GpuBackend::load(&file, gopts)
+                .with_context(|| format!("loading {} on the GPU", path.display()))?,
         ),
         Device::Cpu => Box::new(
-            CpuBackend::load(&GgufStore::from_file(file)).with_context(|| format!("loading {}", path.display()))?,
+            CpuBackend::load(&GgufStore::from_file(file))
+                .with_context(|| format!("loading {}", path.display()))?,
         ),
     })
 }
@@ -249,7 +263,9 @@ fn info(path: &Path) -> Result<()> {
 /// The image's `pixel_values`, and what the user should be told about its conversion (printed on stderr
 /// here, and given back for `--json`).
 pub(crate) fn read_image(path: &Path, info: &ModelInfo) -> Result<(Vec<f32>, Vec<String>)> {
-    info.vision.as_ref().ok_or_else(|| anyhow!("this model has no vision tower, but --image was given"))?;
+    info.vision
+        .as_ref()
+        .ok_or_else(|| anyhow!("this model has no vision tower, but --image was given"))?;
     let len = std::fs::metadata(path)
         .with_context(|| format!("cannot read image {}", path.display()))?
         .len();
@@ -265,12 +281,23 @@ pub(crate) fn read_image(path: &Path, info: &ModelInfo) -> Result<(Vec<f32>, Vec
 }
 
 /// [`read_image`] on bytes already in memory; `name` names the image in messages.
-pub(crate) fn image_pixels(bytes: &[u8], name: &str, info: &ModelInfo) -> Result<(Vec<f32>, Vec<String>)> {
-    let vision = info.vision.as_ref().ok_or_else(|| anyhow!("this model has no vision tower, but an image was given"))?;
+pub(crate) fn image_pixels(
+    bytes: &[u8],
+    name: &str,
+    info: &ModelInfo,
+) -> Result<(Vec<f32>, Vec<String>)> {
+    let vision = info
+        .vision
+        .as_ref()
+        .ok_or_else(|| anyhow!("this model has no vision tower, but an image was given"))?;
     let p = &vision.preprocessing;
     let cfg = p.config();
     let out = meddr_image::preprocess(bytes, &cfg).with_context(|| format!("image {name}"))?;
-    let notes: Vec<String> = out.notes.iter().map(|n| format!("image {name}: {n}")).collect();
+    let notes: Vec<String> = out
+        .notes
+        .iter()
+        .map(|n| format!("image {name}: {n}"))
+        .collect();
     for n in &notes {
         eprintln!("meddr: warning: {n}");
     }
@@ -314,14 +341,24 @@ fn run(mut a: RunArgs) -> Result<()> {
             (Some(pv), w)
         }
         None if demo => {
-            eprintln!("meddr: asking {:?} about {}", prompt, demo::EXAMPLE_IMAGE_NAME);
+            eprintln!(
+                "meddr: asking {:?} about {}",
+                prompt,
+                demo::EXAMPLE_IMAGE_NAME
+            );
             let (pv, w) = image_pixels(demo::EXAMPLE_IMAGE, demo::EXAMPLE_IMAGE_NAME, &info)?;
             (Some(pv), w)
         }
         None => (None, Vec::new()),
     };
     // Rejects impossible requests before the (slow) weight load.
-    let prompt = encode_prompt(&tokenizer, &info, &prompt, pixel_values.is_some(), a.user_text.into())?;
+    let prompt = encode_prompt(
+        &tokenizer,
+        &info,
+        &prompt,
+        pixel_values.is_some(),
+        a.user_text.into(),
+    )?;
     let mut warnings = warnings;
     if let Some(w) = prompt.warning("pass `--user-text literal`") {
         eprintln!("meddr: warning: {w}");
@@ -433,6 +470,9 @@ fn to_json(r: &GenerationResult) -> Value {
 fn bench(b: BenchArgs) -> Result<()> {
     use meddr_engine::{Readback, StepInput};
     use std::time::Instant;
+    if let Some(p) = b.peak_gb_s.filter(|p| !(p.is_finite() && *p > 0.0)) {
+        bail!("--peak-gb-s {p} is not a positive bandwidth");
+    }
     let t0 = Instant::now();
     // Any llama-architecture GGUF can be benchmarked (llama.cpp comparisons use plain text models).
     let file = GgufFile::open(&b.model)
@@ -458,11 +498,16 @@ fn bench(b: BenchArgs) -> Result<()> {
                 Some(p) => read_image(p, info)?.0,
                 None => vec![0.0f32; 3 * (v.preprocessing.image_size as usize).pow(2)],
             };
-            let t = Instant::now();
-            backend
-                .encode_image(&pv)
-                .map_err(|e| anyhow!("encoding the image: {e}"))?;
-            Some(t.elapsed().as_secs_f64() * 1e3)
+            // The first encode compiles the vision pipelines; the second is what each later image costs.
+            let mut ms = [0.0f64; 2];
+            for m in &mut ms {
+                let t = Instant::now();
+                backend
+                    .encode_image(&pv)
+                    .map_err(|e| anyhow!("encoding the image: {e}"))?;
+                *m = t.elapsed().as_secs_f64() * 1e3;
+            }
+            Some(ms)
         }
         None => None,
     };
@@ -494,17 +539,36 @@ fn bench(b: BenchArgs) -> Result<()> {
     let bytes = model.decode_weight_bytes();
     let plan = model.memory_plan();
     let decode_tps = b.decode_tokens as f64 / decode_s.max(1e-9);
+    let effective = bytes as f64 * decode_tps / 1e9;
+    let read = match b.read_bandwidth_mib {
+        0 => None,
+        mib => Some(
+            model
+                .context()
+                .read_bandwidth(mib.saturating_mul(1 << 20), 10)
+                .context("measuring the streaming-read bandwidth")?,
+        ),
+    };
+    let prefill_tps = b.prompt_tokens as f64 / prefill_s.max(1e-9);
     let out = json!({
         "model": b.model.display().to_string(),
         "device": model.context().info.to_string(),
         "load_s": load_s,
-        "vit_ms_per_image": vit_ms,
+        "vit_ms_first_image": vit_ms.map(|m| m[0]),
+        "vit_ms_per_image": vit_ms.map(|m| m[1]),
+        // Time to first token of an image question: ViT + projector, then the prompt's prefill.
+        "ttft_ms_image_prompt": vit_ms.map(|m| m[1] + prefill_s * 1e3),
         "prefill_tokens": b.prompt_tokens,
-        "prefill_tokens_per_s": b.prompt_tokens as f64 / prefill_s.max(1e-9),
+        "prefill_tokens_per_s": prefill_tps,
         "decode_tokens": b.decode_tokens,
         "decode_tokens_per_s": decode_tps,
         "weight_bytes_per_decoded_token": bytes,
-        "effective_gb_per_s": bytes as f64 * decode_tps / 1e9,
+        "effective_gb_per_s": effective,
+        "read_kernel_gb_per_s": read.map(|r| r.gb_per_s()),
+        "read_kernel_bytes": read.map(|r| r.bytes),
+        "fraction_of_read_kernel": read.map(|r| effective / r.gb_per_s()),
+        "peak_gb_per_s": b.peak_gb_s,
+        "fraction_of_peak": b.peak_gb_s.map(|p| effective / p),
         "file_bytes": std::fs::metadata(&b.model).map(|m| m.len()).ok(),
         "weights_file_bytes": plan.vit_file + plan.projector_file + plan.llm_file,
         "weights_gpu_bytes": plan.vit_gpu + plan.projector_gpu + plan.llm_gpu,

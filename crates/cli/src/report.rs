@@ -115,7 +115,10 @@ pub fn render(h: &GgufHeader, info: &ModelInfo, cfg: &ModelConfig, file_len: u64
     let l = &cfg.llm;
     let _ = writeln!(s, "name: {}", info.name.as_deref().unwrap_or("(none)"));
     let kind = match info.prompt_format {
-        meddr_runtime::PromptFormat::MedDr => format!("llama + MedDr vision (meddr.format_version {})", info.format_version),
+        meddr_runtime::PromptFormat::MedDr => format!(
+            "llama + MedDr vision (meddr.format_version {})",
+            info.format_version
+        ),
         meddr_runtime::PromptFormat::Raw | meddr_runtime::PromptFormat::Template => {
             "llama (a plain llama.cpp GGUF: no MedDr metadata)".to_string()
         }
@@ -123,7 +126,9 @@ pub fn render(h: &GgufHeader, info: &ModelInfo, cfg: &ModelConfig, file_len: u64
     let _ = writeln!(
         s,
         "architecture: {kind}, file type {}, {} tensors, {}",
-        h.get_u32("general.file_type").map(|v| v.to_string()).unwrap_or_else(|_| "?".into()),
+        h.get_u32("general.file_type")
+            .map(|v| v.to_string())
+            .unwrap_or_else(|_| "?".into()),
         h.tensors.len(),
         human(file_len)
     );

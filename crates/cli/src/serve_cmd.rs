@@ -73,17 +73,28 @@ pub(crate) fn serve(a: ServeArgs) -> Result<()> {
         bail!("--max-body-mb {} is outside 1..=1024", a.max_body_mb);
     }
     if !(a.keep_alive_secs.is_finite() && (0.01..=3600.0).contains(&a.keep_alive_secs)) {
-        bail!("--keep-alive-secs {} is outside 0.01..=3600", a.keep_alive_secs);
+        bail!(
+            "--keep-alive-secs {} is outside 0.01..=3600",
+            a.keep_alive_secs
+        );
     }
     if a.max_image_mpixels == 0 || a.max_image_mpixels > meddr_image::MAX_PIXELS >> 20 {
-        bail!("--max-image-mpixels {} is outside 1..={}", a.max_image_mpixels, meddr_image::MAX_PIXELS >> 20);
+        bail!(
+            "--max-image-mpixels {} is outside 1..={}",
+            a.max_image_mpixels,
+            meddr_image::MAX_PIXELS >> 20
+        );
     }
     if a.api_key.as_deref().is_some_and(str::is_empty) {
         bail!("--api-key is empty");
     }
     let (file, info) = open_model(&a.model)?;
     let tokenizer = tokenizer_from_gguf_header(&file.header).context("tokenizer in the GGUF")?;
-    let model_id = a.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "meddr".into());
+    let model_id = a
+        .model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "meddr".into());
     let opts = ServerOptions {
         model_id,
         api_key: a.api_key.clone(),
@@ -99,10 +110,15 @@ pub(crate) fn serve(a: ServeArgs) -> Result<()> {
             bail!("--cors-origin {o:?} is not a valid origin (e.g. http://localhost:5173)");
         }
     }
-    let gopts = GpuOptions { force_f32: false, context_length: a.context_length, release_vision_after_encode: false };
+    let gopts = GpuOptions {
+        force_f32: false,
+        context_length: a.context_length,
+        release_vision_after_encode: false,
+    };
     let (path, device) = (a.model.clone(), a.device);
-    let load: meddr_server::BackendLoader =
-        Box::new(move || load_backend(&path, file, device, &gopts).map_err(|e| meddr_cli::error_message(&e)));
+    let load: meddr_server::BackendLoader = Box::new(move || {
+        load_backend(&path, file, device, &gopts).map_err(|e| meddr_cli::error_message(&e))
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,15 +129,24 @@ pub(crate) fn serve(a: ServeArgs) -> Result<()> {
             .with_context(|| format!("cannot listen on {}:{}", a.host, a.port))?;
         let addr = listener.local_addr().context("listening address")?;
         let loopback = addr.ip().is_loopback();
-        eprintln!("meddr serve: listening on http://{addr} (loading {} …)", a.model.display());
+        eprintln!(
+            "meddr serve: listening on http://{addr} (loading {} …)",
+            a.model.display()
+        );
         if !loopback {
             eprintln!(
                 "meddr serve: warning: listening on {} — reachable from the network{}",
                 addr.ip(),
-                if a.api_key.is_none() { " WITHOUT an API key (--api-key)" } else { "" }
+                if a.api_key.is_none() {
+                    " WITHOUT an API key (--api-key)"
+                } else {
+                    ""
+                }
             );
         }
-        meddr_server::serve(listener, opts, Model { tokenizer, info }, load).await.map_err(anyhow::Error::msg)
+        meddr_server::serve(listener, opts, Model { tokenizer, info }, load)
+            .await
+            .map_err(anyhow::Error::msg)
     })
 }
 

@@ -12,8 +12,8 @@ use meddr_cli::{CpuBackend, GpuBackend, GpuOptions};
 use meddr_gguf::GgufFile;
 use meddr_reference::GgufStore;
 use meddr_runtime::{
-    build_prompt, generate, tokenizer_from_gguf_header, Backend, Conversation, GenerationOptions, ModelInfo,
-    RuntimeError, StopPolicy, UserText,
+    build_prompt, generate, tokenizer_from_gguf_header, Backend, Conversation, GenerationOptions,
+    ModelInfo, RuntimeError, StopPolicy, UserText,
 };
 use serde_json::Value as Json;
 
@@ -25,7 +25,11 @@ fn pixels(info: &ModelInfo) -> Vec<f32> {
 }
 
 fn greedy(n: usize) -> GenerationOptions {
-    GenerationOptions { max_new_tokens: n, stop: StopPolicy::IgnoreEos, ..Default::default() }
+    GenerationOptions {
+        max_new_tokens: n,
+        stop: StopPolicy::IgnoreEos,
+        ..Default::default()
+    }
 }
 
 fn ids(r: &meddr_runtime::GenerationResult) -> Vec<u32> {
@@ -39,7 +43,12 @@ fn the_history_is_upstreams_format() {
     let mut conv = Conversation::new(UserText::Upstream);
     // The first turn is exactly the single-question prompt.
     let tok = tokenizer_from_gguf_header(&file.header).unwrap();
-    assert_eq!(conv.prompt_text(&tok, &info, "  Is this abnormal? ").unwrap().0, build_prompt(&info.system_message, "Is this abnormal?", false, 0));
+    assert_eq!(
+        conv.prompt_text(&tok, &info, "  Is this abnormal? ")
+            .unwrap()
+            .0,
+        build_prompt(&info.system_message, "Is this abnormal?", false, 0)
+    );
     conv.set_image(vec![0.0; 4]);
     let (text, user) = conv.prompt_text(&tok, &info, "Q1").unwrap();
     assert_eq!(text, build_prompt(&info.system_message, "Q1", true, 256));
@@ -58,25 +67,77 @@ fn keeping_the_cache_between_turns_changes_no_token() {
     for device in ["gpu", "cpu"] {
         let load = || -> Box<dyn Backend> {
             if device == "gpu" {
-                Box::new(GpuBackend::load(&GgufFile::open(model()).unwrap(), &GpuOptions { force_f32: false, context_length: Some(512), release_vision_after_encode: false }).unwrap())
+                Box::new(
+                    GpuBackend::load(
+                        &GgufFile::open(model()).unwrap(),
+                        &GpuOptions {
+                            force_f32: false,
+                            context_length: Some(512),
+                            release_vision_after_encode: false,
+                        },
+                    )
+                    .unwrap(),
+                )
             } else {
-                Box::new(CpuBackend::load(&GgufStore::from_file(GgufFile::open(model()).unwrap())).unwrap())
+                Box::new(
+                    CpuBackend::load(&GgufStore::from_file(GgufFile::open(model()).unwrap()))
+                        .unwrap(),
+                )
             }
         };
         let mut b = load();
         let mut conv = Conversation::new(UserText::Upstream);
         conv.set_image(b.encode_image(&pv).unwrap());
-        let r1 = conv.ask(b.as_mut(), &tok, &info, "Describe the image.", &greedy(8), |_| ControlFlow::Continue(())).unwrap();
+        let r1 = conv
+            .ask(
+                b.as_mut(),
+                &tok,
+                &info,
+                "Describe the image.",
+                &greedy(8),
+                |_| ControlFlow::Continue(()),
+            )
+            .unwrap();
         assert_eq!(r1.reused_tokens, 0);
-        let r2 = conv.ask(b.as_mut(), &tok, &info, "Anything else?", &greedy(8), |_| ControlFlow::Continue(())).unwrap();
-        assert!(r2.reused_tokens >= r1.prompt.ids.len(), "{device}: the first prompt (image included) is reused: {} of {}", r2.reused_tokens, r2.prompt.ids.len());
+        let r2 = conv
+            .ask(
+                b.as_mut(),
+                &tok,
+                &info,
+                "Anything else?",
+                &greedy(8),
+                |_| ControlFlow::Continue(()),
+            )
+            .unwrap();
+        assert!(
+            r2.reused_tokens >= r1.prompt.ids.len(),
+            "{device}: the first prompt (image included) is reused: {} of {}",
+            r2.reused_tokens,
+            r2.prompt.ids.len()
+        );
         assert_eq!(conv.turns().len(), 2);
-        assert_eq!(conv.turns()[0].answer, meddr_runtime::python_strip(&r1.result.text));
+        assert_eq!(
+            conv.turns()[0].answer,
+            meddr_runtime::python_strip(&r1.result.text)
+        );
         // The same prompt from scratch, on a fresh backend.
         let mut fresh = load();
         let feats = fresh.encode_image(&pv).unwrap();
-        let full = generate(fresh.as_mut(), &tok, &info, &r2.prompt.ids, Some(&feats), &greedy(8), |_| ControlFlow::Continue(())).unwrap();
-        assert_eq!(ids(&r2.result), ids(&full), "{device}: turn 2 with the cache kept vs from scratch");
+        let full = generate(
+            fresh.as_mut(),
+            &tok,
+            &info,
+            &r2.prompt.ids,
+            Some(&feats),
+            &greedy(8),
+            |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&r2.result),
+            ids(&full),
+            "{device}: turn 2 with the cache kept vs from scratch"
+        );
         per_device.push((ids(&r1.result), ids(&r2.result)));
     }
     assert_eq!(per_device[0], per_device[1], "GPU engine and CPU reference");
@@ -87,18 +148,49 @@ fn a_full_context_is_a_clear_error_saying_how_much_is_left() {
     let file = GgufFile::open(model()).unwrap();
     let info = ModelInfo::from_gguf_header(&file.header).unwrap();
     let tok = tokenizer_from_gguf_header(&file.header).unwrap();
-    let mut b = GpuBackend::load(&file, &GpuOptions { force_f32: false, context_length: Some(300), release_vision_after_encode: false }).unwrap();
+    let mut b = GpuBackend::load(
+        &file,
+        &GpuOptions {
+            force_f32: false,
+            context_length: Some(300),
+            release_vision_after_encode: false,
+        },
+    )
+    .unwrap();
     let mut conv = Conversation::new(UserText::Upstream);
     conv.set_image(b.encode_image(&pixels(&info)).unwrap());
-    conv.ask(&mut b, &tok, &info, "Describe the image.", &greedy(8), |_| ControlFlow::Continue(())).unwrap();
-    let e = conv.ask(&mut b, &tok, &info, "And more, in detail?", &greedy(8), |_| ControlFlow::Continue(())).unwrap_err();
-    assert!(matches!(e, RuntimeError::ConversationFull { context: 300, .. }), "{e}");
+    conv.ask(
+        &mut b,
+        &tok,
+        &info,
+        "Describe the image.",
+        &greedy(8),
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    let e = conv
+        .ask(
+            &mut b,
+            &tok,
+            &info,
+            "And more, in detail?",
+            &greedy(8),
+            |_| ControlFlow::Continue(()),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, RuntimeError::ConversationFull { context: 300, .. }),
+        "{e}"
+    );
     let msg = e.to_string();
     assert!(msg.contains("left") && msg.contains("300"), "{msg}");
     // Nothing was recorded; a new conversation works on the same backend.
     assert_eq!(conv.turns().len(), 1);
     conv.reset();
-    conv.ask(&mut b, &tok, &info, "Hello?", &greedy(4), |_| ControlFlow::Continue(())).unwrap();
+    conv.ask(&mut b, &tok, &info, "Hello?", &greedy(4), |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
 }
 
 /// A new image has the same token ids as the old one: the cached keys and values of the old image must not
@@ -110,18 +202,56 @@ fn a_new_image_is_never_answered_from_the_old_images_cache() {
     let tok = tokenizer_from_gguf_header(&file.header).unwrap();
     let read = |name: &str| {
         let bytes = std::fs::read(fixtures().join("images").join(name)).unwrap();
-        meddr_image::preprocess(&bytes, &info.vision.as_ref().unwrap().preprocessing.config()).unwrap().pixel_values
+        meddr_image::preprocess(
+            &bytes,
+            &info.vision.as_ref().unwrap().preprocessing.config(),
+        )
+        .unwrap()
+        .pixel_values
     };
     let mut b = CpuBackend::load(&GgufStore::from_file(GgufFile::open(model()).unwrap())).unwrap();
     let mut conv = Conversation::new(UserText::Upstream);
     conv.set_image(b.encode_image(&read("test2.jpg")).unwrap());
-    conv.ask(&mut b, &tok, &info, "Describe the image.", &greedy(6), |_| ControlFlow::Continue(())).unwrap();
+    conv.ask(
+        &mut b,
+        &tok,
+        &info,
+        "Describe the image.",
+        &greedy(6),
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
     let second = b.encode_image(&read("test4.jpg")).unwrap();
     conv.set_image(second.clone());
-    let r = conv.ask(&mut b, &tok, &info, "Describe the image.", &greedy(6), |_| ControlFlow::Continue(())).unwrap();
-    assert_eq!(r.reused_tokens, 0, "nothing of the old image's prompt is kept");
-    let fresh = generate(&mut b, &tok, &info, &r.prompt.ids, Some(&second), &greedy(6), |_| ControlFlow::Continue(())).unwrap();
-    assert_eq!(ids(&r.result), ids(&fresh), "the second image's answer is its own");
+    let r = conv
+        .ask(
+            &mut b,
+            &tok,
+            &info,
+            "Describe the image.",
+            &greedy(6),
+            |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+    assert_eq!(
+        r.reused_tokens, 0,
+        "nothing of the old image's prompt is kept"
+    );
+    let fresh = generate(
+        &mut b,
+        &tok,
+        &info,
+        &r.prompt.ids,
+        Some(&second),
+        &greedy(6),
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert_eq!(
+        ids(&r.result),
+        ids(&fresh),
+        "the second image's answer is its own"
+    );
 }
 
 #[test]
@@ -137,27 +267,51 @@ fn the_chat_repl_streams_answers_takes_commands_and_saves_the_transcript() {
         saved.display()
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_meddr"))
-        .args(["chat", "-m", model().to_str().unwrap(), "--max-new-tokens", "4", "--device", "cpu"])
+        .args([
+            "chat",
+            "-m",
+            model().to_str().unwrap(),
+            "--max-new-tokens",
+            "4",
+            "--device",
+            "cpu",
+        ])
         .env_remove("XDG_RUNTIME_DIR")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     // Three answers, one line each; the errors are reported and the session goes on.
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3, "{}", String::from_utf8_lossy(&out.stdout));
-    assert!(stderr.contains("unknown command /bogus") && stderr.contains("such.png"), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        3,
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("unknown command /bogus") && stderr.contains("such.png"),
+        "{stderr}"
+    );
     assert!(stderr.contains("Research aid"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let j: Json = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
     let turns = j["turns"].as_array().unwrap();
     assert_eq!(turns.len(), 2, "{j}");
     assert_eq!(turns[1]["question"], "Anything else?");
-    assert!(j["image"].as_str().unwrap().ends_with("test2.jpg") && j["disclaimer"].as_str().is_some(), "{j}");
+    assert!(
+        j["image"].as_str().unwrap().ends_with("test2.jpg") && j["disclaimer"].as_str().is_some(),
+        "{j}"
+    );
     // Only the transcript in the folder: the save went through a temporary file.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
 }

@@ -48,7 +48,10 @@ fn strs(v: &[String]) -> Vec<&str> {
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
@@ -61,10 +64,26 @@ fn gsco_index_killed_at_20_points_keeps_the_old_index_or_the_complete_new_one() 
     let (spec, npz) = (pcam(), pcam().join("data.npz"));
     let out = dir.join("pcam.gscoidx");
     let args = |split: &'static str, dtype: &'static str| -> Vec<String> {
-        ["gsco", "index", "--specialist", spec.to_str().unwrap(), "--medmnist", npz.to_str().unwrap(), "--split", split, "--dtype", dtype, "-o", out.to_str().unwrap(), "--device", "cpu", "--force"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "gsco",
+            "index",
+            "--specialist",
+            spec.to_str().unwrap(),
+            "--medmnist",
+            npz.to_str().unwrap(),
+            "--split",
+            split,
+            "--dtype",
+            dtype,
+            "-o",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--force",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let (new_args, old_args) = (args("test", "f32"), args("test", "f16"));
     let t = Instant::now();
@@ -81,19 +100,29 @@ fn gsco_index_killed_at_20_points_keeps_the_old_index_or_the_complete_new_one() 
         if now == old_bytes {
             kept += 1;
         } else {
-            assert!(now == new_bytes, "kill {i}: the index is neither the old one nor the complete new one");
+            assert!(
+                now == new_bytes,
+                "kill {i}: the index is neither the old one nor the complete new one"
+            );
             replaced += 1;
             std::fs::write(&out, &old_bytes).unwrap();
         }
         for n in entries(&dir) {
-            assert!(n == "pcam.gscoidx" || n.starts_with(".pcam.gscoidx.tmp-"), "kill {i}: unexpected leftover {n}");
+            assert!(
+                n == "pcam.gscoidx" || n.starts_with(".pcam.gscoidx.tmp-"),
+                "kill {i}: unexpected leftover {n}"
+            );
         }
     }
     eprintln!("index: 20 kills over {full:?}: {kept} kept the old index, {replaced} left the complete new one");
     assert!(kept > 0, "no kill landed during a run");
     assert!(meddr_cmd(&strs(&new_args)).status().unwrap().success());
     assert!(std::fs::read(&out).unwrap() == new_bytes);
-    assert_eq!(entries(&dir), vec!["pcam.gscoidx".to_string()], "a rerun removes what killed runs left");
+    assert_eq!(
+        entries(&dir),
+        vec!["pcam.gscoidx".to_string()],
+        "a rerun removes what killed runs left"
+    );
 }
 
 #[test]
@@ -103,19 +132,64 @@ fn gsco_eval_killed_at_20_points_keeps_complete_records_and_resumes() {
     std::fs::create_dir_all(&dir).unwrap();
     let (spec, npz) = (pcam(), pcam().join("data.npz"));
     let index = dir.join("pcam-test.gscoidx");
-    let build = ["gsco", "index", "--specialist", spec.to_str().unwrap(), "--medmnist", npz.to_str().unwrap(), "--split", "test", "-o", index.to_str().unwrap(), "--device", "cpu"];
+    let build = [
+        "gsco",
+        "index",
+        "--specialist",
+        spec.to_str().unwrap(),
+        "--medmnist",
+        npz.to_str().unwrap(),
+        "--split",
+        "test",
+        "-o",
+        index.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ];
     assert!(meddr_cmd(&build).status().unwrap().success());
     let eval = |out: &Path| -> Vec<String> {
-        ["gsco", "eval", "-m", model().to_str().unwrap(), "--specialist", spec.to_str().unwrap(), "--index", index.to_str().unwrap(), "--template", "pcam200", "--medmnist", npz.to_str().unwrap(), "--split", "test", "--out", out.to_str().unwrap(), "--max-new-tokens", "1", "--limit", "2", "--top-n", "3", "--device", "cpu"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "gsco",
+            "eval",
+            "-m",
+            model().to_str().unwrap(),
+            "--specialist",
+            spec.to_str().unwrap(),
+            "--index",
+            index.to_str().unwrap(),
+            "--template",
+            "pcam200",
+            "--medmnist",
+            npz.to_str().unwrap(),
+            "--split",
+            "test",
+            "--out",
+            out.to_str().unwrap(),
+            "--max-new-tokens",
+            "1",
+            "--limit",
+            "2",
+            "--top-n",
+            "3",
+            "--device",
+            "cpu",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let reference = dir.join("reference.jsonl");
     let t = Instant::now();
-    assert!(meddr_cmd(&strs(&eval(&reference))).status().unwrap().success());
+    assert!(meddr_cmd(&strs(&eval(&reference)))
+        .status()
+        .unwrap()
+        .success());
     let full = t.elapsed();
-    let want: Vec<String> = std::fs::read_to_string(&reference).unwrap().lines().map(str::to_owned).collect();
+    let want: Vec<String> = std::fs::read_to_string(&reference)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
     assert_eq!(want.len(), 3, "settings line + 2 records");
 
     let out = dir.join("results.jsonl");
@@ -127,18 +201,35 @@ fn gsco_eval_killed_at_20_points_keeps_complete_records_and_resumes() {
         let lines: Vec<&str> = text.split_inclusive('\n').collect();
         for (k, l) in lines.iter().enumerate() {
             match l.strip_suffix('\n') {
-                Some(complete) => assert_eq!(complete, want[k], "kill {i}: line {k} differs from an uninterrupted run's"),
+                Some(complete) => assert_eq!(
+                    complete, want[k],
+                    "kill {i}: line {k} differs from an uninterrupted run's"
+                ),
                 None => {
-                    assert_eq!(k, lines.len() - 1, "kill {i}: only the last line can be torn");
-                    assert!(want[k].starts_with(l), "kill {i}: torn line {k} is not a prefix of the record");
+                    assert_eq!(
+                        k,
+                        lines.len() - 1,
+                        "kill {i}: only the last line can be torn"
+                    );
+                    assert!(
+                        want[k].starts_with(l),
+                        "kill {i}: torn line {k} is not a prefix of the record"
+                    );
                     torn += 1;
                 }
             }
         }
         if i % 5 == 4 {
             // Resuming from wherever the kill left the file gives the uninterrupted run's records.
-            assert!(meddr_cmd(&strs(&eval(&out))).status().unwrap().success(), "kill {i}: resume failed");
-            let got: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(str::to_owned).collect();
+            assert!(
+                meddr_cmd(&strs(&eval(&out))).status().unwrap().success(),
+                "kill {i}: resume failed"
+            );
+            let got: Vec<String> = std::fs::read_to_string(&out)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect();
             assert_eq!(got, want, "kill {i}: resumed records");
         }
     }

@@ -12,8 +12,13 @@ use std::process::{Command, Stdio};
 use common::meddr;
 
 fn smollm2() -> PathBuf {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.is_file(), "{} is missing: run tests/setup.sh", p.display());
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.cache/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.is_file(),
+        "{} is missing: run tests/setup.sh",
+        p.display()
+    );
     p
 }
 
@@ -23,15 +28,36 @@ const QUESTION: &str = "What is the capital of France?";
 fn info_names_the_files_chat_template() {
     let out = meddr(&["info", smollm2().to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("plain llama.cpp GGUF") && text.contains("chat template (tokenizer.chat_template"), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("plain llama.cpp GGUF")
+            && text.contains("chat template (tokenizer.chat_template"),
+        "{text}"
+    );
 }
 
 #[test]
 fn run_answers_with_the_files_template() {
     let m = smollm2();
-    let out = meddr(&["run", "-m", m.to_str().unwrap(), "-p", QUESTION, "--max-new-tokens", "24", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = meddr(&[
+        "run",
+        "-m",
+        m.to_str().unwrap(),
+        "-p",
+        QUESTION,
+        "--max-new-tokens",
+        "24",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let text = j["text"].as_str().unwrap();
     assert!(text.contains("Paris"), "{j}");
@@ -50,12 +76,24 @@ fn chat_answers_and_follows_up() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{QUESTION}\nAnd what is its population?\n").as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{QUESTION}\nAnd what is its population?\n").as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let answers: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(answers.len() >= 2 && answers[0].contains("Paris"), "{stdout}");
+    assert!(
+        answers.len() >= 2 && answers[0].contains("Paris"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -63,7 +101,15 @@ fn the_server_answers_the_openai_client() {
     let m = smollm2();
     let log = common::tmp().join("serve-smollm2.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_meddr"))
-        .args(["serve", "-m", m.to_str().unwrap(), "--port", "0", "--api-key", "k"])
+        .args([
+            "serve",
+            "-m",
+            m.to_str().unwrap(),
+            "--port",
+            "0",
+            "--api-key",
+            "k",
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -72,7 +118,12 @@ fn the_server_answers_the_openai_client() {
     let url = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if text.contains("model ready") {
-            break text.split("listening on ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().to_owned();
+            break text
+                .split("listening on ")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .unwrap()
+                .to_owned();
         }
         if t0.elapsed().as_secs() > 120 || child.try_wait().unwrap().is_some() {
             let _ = child.kill();
@@ -81,9 +132,23 @@ fn the_server_answers_the_openai_client() {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
-    let py = std::env::var("MEDDR_PYTHON").unwrap_or_else(|_| format!("{}/../../.venv/bin/python", env!("CARGO_MANIFEST_DIR")));
-    let script = format!("{}/../../tests/py/openai_server.py", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(py).args([script.as_str(), "plain", "--base-url", &url, "--api-key", "k"]).output().unwrap();
+    let py = std::env::var("MEDDR_PYTHON")
+        .unwrap_or_else(|_| format!("{}/../../.venv/bin/python", env!("CARGO_MANIFEST_DIR")));
+    let script = format!(
+        "{}/../../tests/py/openai_server.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = Command::new(py)
+        .args([
+            script.as_str(),
+            "plain",
+            "--base-url",
+            &url,
+            "--api-key",
+            "k",
+        ])
+        .output()
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
     assert!(

@@ -35,7 +35,16 @@ impl Server {
             .args(["serve", "-m"])
             .arg(model())
             .args(device)
-            .args(["--port", "0", "--api-key", KEY, "--max-body-mb", "1", "--queue", QUEUE])
+            .args([
+                "--port",
+                "0",
+                "--api-key",
+                KEY,
+                "--max-body-mb",
+                "1",
+                "--queue",
+                QUEUE,
+            ])
             .args(["--keep-alive-secs", "0.2"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -45,8 +54,16 @@ impl Server {
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             if text.contains("model ready") {
-                let addr = text.split("listening on ").nth(1).and_then(|s| s.split_whitespace().next()).expect("address line");
-                return Server { child, url: addr.to_owned(), log };
+                let addr = text
+                    .split("listening on ")
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().next())
+                    .expect("address line");
+                return Server {
+                    child,
+                    url: addr.to_owned(),
+                    log,
+                };
             }
             if t0.elapsed() > Duration::from_secs(60) || child.try_wait().unwrap().is_some() {
                 let _ = child.kill();
@@ -60,13 +77,24 @@ impl Server {
     /// Runs one section of the Python checks against this server.
     fn check(&mut self, section: &str, extra: &[&str]) {
         let py = std::env::var("MEDDR_PYTHON").unwrap_or_else(|_| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python").display().to_string()
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../.venv/bin/python")
+                .display()
+                .to_string()
         });
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/py/openai_server.py");
         let out = Command::new(py)
             .arg(script)
             .arg(section)
-            .args(["--base-url", &self.url, "--api-key", KEY, "--queue", QUEUE, "--log"])
+            .args([
+                "--base-url",
+                &self.url,
+                "--api-key",
+                KEY,
+                "--queue",
+                QUEUE,
+                "--log",
+            ])
             .arg(&self.log)
             .args(extra)
             .output()
@@ -79,7 +107,10 @@ impl Server {
             String::from_utf8_lossy(&out.stderr)
         );
         println!("{}", String::from_utf8_lossy(&out.stdout));
-        assert!(self.child.try_wait().unwrap().is_none(), "the server exited:\n{log}");
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "the server exited:\n{log}"
+        );
         assert!(!log.contains("panicked"), "the server panicked:\n{log}");
     }
 }
@@ -94,10 +125,25 @@ impl Drop for Server {
 fn run_json(args: &[&str]) -> Json {
     let m = model().display().to_string();
     let n = MAX_TOKENS.to_string();
-    let mut all = vec!["run", "-m", &m, "--device", "cpu", "-p", QUESTION, "--max-new-tokens", &n, "--json"];
+    let mut all = vec![
+        "run",
+        "-m",
+        &m,
+        "--device",
+        "cpu",
+        "-p",
+        QUESTION,
+        "--max-new-tokens",
+        &n,
+        "--json",
+    ];
     all.extend_from_slice(args);
     let out = meddr(&all);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -128,7 +174,14 @@ fn the_openai_client_gets_meddr_runs_answers() {
     let image = fixtures().join("images/test2.jpg");
     s.check(
         "client",
-        &["--expect", expect.to_str().unwrap(), "--model", model().to_str().unwrap(), "--image", image.to_str().unwrap()],
+        &[
+            "--expect",
+            expect.to_str().unwrap(),
+            "--model",
+            model().to_str().unwrap(),
+            "--image",
+            image.to_str().unwrap(),
+        ],
     );
 }
 
@@ -162,13 +215,25 @@ fn the_server_refuses_bad_flags_and_a_bad_model_before_listening() {
     let m = model().display().to_string();
     for (args, says) in [
         (vec!["serve", "-m", &m, "--queue", "0"], "--queue 0"),
-        (vec!["serve", "-m", &m, "--max-body-mb", "0"], "--max-body-mb 0"),
-        (vec!["serve", "-m", &m, "--cors-origin", "not an origin"], "--cors-origin"),
-        (vec!["serve", "-m", "/nonexistent.gguf"], "/nonexistent.gguf"),
+        (
+            vec!["serve", "-m", &m, "--max-body-mb", "0"],
+            "--max-body-mb 0",
+        ),
+        (
+            vec!["serve", "-m", &m, "--cors-origin", "not an origin"],
+            "--cors-origin",
+        ),
+        (
+            vec!["serve", "-m", "/nonexistent.gguf"],
+            "/nonexistent.gguf",
+        ),
     ] {
         let out = meddr(&args);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(says), "{args:?}: {err}");
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{args:?}: {err}"
+        );
     }
     // A port already taken is a clear error, not a panic.
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -180,8 +245,16 @@ fn the_server_refuses_bad_flags_and_a_bad_model_before_listening() {
         .unwrap();
     let status = child.wait().unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(!status.success() && err.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{err}");
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        !status.success() && err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
 }
 
 /// `--context-length` shortens the GPU engine's KV cache: the server plans with the loaded backend's length

@@ -220,7 +220,9 @@ impl GpuContext {
         };
         // Never above the device's buffer limit (forced small limits made it a validation error); a full
         // arena falls back to a buffer per op, so a smaller one only costs speed.
-        let param_arena_bytes = PARAM_ARENA_BYTES.min(device.limits().max_buffer_size / 256 * 256).max(256);
+        let param_arena_bytes = PARAM_ARENA_BYTES
+            .min(device.limits().max_buffer_size / 256 * 256)
+            .max(256);
         let params_buffer = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("op params"),
             size: param_arena_bytes,

@@ -25,7 +25,11 @@ pub enum EngineError {
         "buffer `{label}` needs {needed} bytes but the device allows at most {limit} per buffer \
          (max_buffer_size / max_storage_buffer_binding_size); use a shorter context or a smaller model"
     )]
-    BufferTooLarge { label: String, needed: u64, limit: u64 },
+    BufferTooLarge {
+        label: String,
+        needed: u64,
+        limit: u64,
+    },
     #[error("{op}: `{field}` must have dtype {expected:?}, got {got:?}")]
     DType {
         op: &'static str,

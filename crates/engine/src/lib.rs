@@ -14,6 +14,7 @@ mod error;
 mod kv;
 mod model;
 mod ops;
+mod roofline;
 mod shaders;
 mod tensor;
 mod weight;
@@ -26,6 +27,7 @@ pub use model::{
     ModelResult, Readback, Step, StepInput, VisionConfig, MAX_QUEUED_STEPS,
 };
 pub use ops::{AttnShape, MATVEC_MAX_ROWS};
+pub use roofline::ReadBandwidth;
 pub use tensor::{DType, GpuBuffer, Rows};
 pub use weight::{GpuWeight, QuantType, WeightDesc, WeightPart, UPLOAD_CHUNK_BYTES};
 pub use wgpu;

@@ -903,7 +903,8 @@ impl GpuModel {
         max_new_tokens: u32,
         read: Readback,
     ) -> ModelResult<Step> {
-        self.prefill_from_async(0, ids, image, max_new_tokens, read).await
+        self.prefill_from_async(0, ids, image, max_new_tokens, read)
+            .await
     }
 
     /// [`GpuModel::prefill_async`] after the first `keep` cached positions: they stay (the caller vouches that

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meddr_engine::{ContextOptions, EngineError, GpuContext, GpuModel, LoadOptions, ModelError, Readback, StepInput};
+use meddr_engine::{
+    ContextOptions, EngineError, GpuContext, GpuModel, LoadOptions, ModelError, Readback, StepInput,
+};
 use meddr_gguf::GgufFile;
 use meddr_quantize::FileType;
 use serde_json::Value;
@@ -22,24 +24,51 @@ fn shared() -> PathBuf {
 
 /// The dev checkpoint as a GGUF of type `ft`, written into this call's own folder.
 fn dev_gguf(ft: FileType, tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("meddr-engine-failures-{}-{tag}", std::process::id()));
+    let d = std::env::temp_dir().join(format!(
+        "meddr-engine-failures-{}-{tag}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     let out = d.join(format!("dev-{}.gguf", ft.name()));
-    let opts = meddr_quantize::Options { ftype: ft, vision_type: None, threads: None, force: true, progress: false };
-    meddr_quantize::quantize_checkpoint(&shared().join("fixtures/checkpoints/dev"), &out, &opts).unwrap();
+    let opts = meddr_quantize::Options {
+        ftype: ft,
+        vision_type: None,
+        threads: None,
+        force: true,
+        progress: false,
+    };
+    meddr_quantize::quantize_checkpoint(&shared().join("fixtures/checkpoints/dev"), &out, &opts)
+        .unwrap();
     out
 }
 
 /// The fixture's text-only sample: prompt ids and upstream's 24 greedy tokens.
 fn text_sample() -> (Vec<u32>, Vec<u32>) {
-    let exp: Value = serde_json::from_slice(&std::fs::read(shared().join("fixtures/expected/dev/expected.json")).unwrap()).unwrap();
-    let s = exp["samples"].as_array().unwrap().iter().find(|s| s["image"].is_null()).expect("a text-only sample");
-    let ids = |v: &Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect::<Vec<_>>();
+    let exp: Value = serde_json::from_slice(
+        &std::fs::read(shared().join("fixtures/expected/dev/expected.json")).unwrap(),
+    )
+    .unwrap();
+    let s = exp["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["image"].is_null())
+        .expect("a text-only sample");
+    let ids = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect::<Vec<_>>()
+    };
     (ids(&s["input_ids"]), ids(&s["greedy_tokens"]))
 }
 
 fn ctx(opts: ContextOptions) -> Arc<GpuContext> {
-    Arc::new(GpuContext::new_blocking(opts).unwrap_or_else(|e| panic!("no GPU adapter (install lavapipe): {e}")))
+    Arc::new(
+        GpuContext::new_blocking(opts)
+            .unwrap_or_else(|e| panic!("no GPU adapter (install lavapipe): {e}")),
+    )
 }
 
 fn greedy(m: &mut GpuModel, prompt: &[u32], n: usize) -> Result<Vec<u32>, ModelError> {
@@ -60,28 +89,57 @@ fn forced_small_binding_limits_split_the_weights_or_refuse_clearly() {
         let mut l = adapter.clone();
         l.max_storage_buffer_binding_size = bytes;
         l.max_buffer_size = bytes;
-        ContextOptions { limits: Some(l), ..Default::default() }
+        ContextOptions {
+            limits: Some(l),
+            ..Default::default()
+        }
     };
     // 256 KiB: the embedding and the LM head (1.5 MB each) no longer fit one binding, so they are split into
     // parts; same tokens. (Text only, in 64-token prefill chunks: the image input alone is 2.4 MB.)
     let c = ctx(limited(256 << 10));
     assert_eq!(c.max_binding_bytes(), 256 << 10);
-    let text_only = LoadOptions { context_length: Some(256), prefill_chunk: 64, load_vision: false, ..Default::default() };
+    let text_only = LoadOptions {
+        context_length: Some(256),
+        prefill_chunk: 64,
+        load_vision: false,
+        ..Default::default()
+    };
     let mut m = GpuModel::load(c.clone(), &file, &text_only).unwrap();
     assert_eq!(greedy(&mut m, &prompt, want.len()).unwrap(), want);
     // With the vision tower, the 2.4 MB image input cannot exist: refused at load, naming the buffer.
-    let e = GpuModel::load(c, &file, &LoadOptions::default()).err().expect("2.4 MB image input in 256 KiB");
-    assert!(e.to_string().contains("v.pixels") && e.to_string().contains("262144"), "{e}");
+    let e = GpuModel::load(c, &file, &LoadOptions::default())
+        .err()
+        .expect("2.4 MB image input in 256 KiB");
+    assert!(
+        e.to_string().contains("v.pixels") && e.to_string().contains("262144"),
+        "{e}"
+    );
     assert_eq!(greedy(&mut m, &prompt, want.len()).unwrap(), want);
     // 1 KiB: not one row of the embedding fits; a typed error that names what and how much.
-    let e = GpuModel::load(ctx(limited(1024)), &file, &LoadOptions::default()).err().expect("1 KiB bindings");
+    let e = GpuModel::load(ctx(limited(1024)), &file, &LoadOptions::default())
+        .err()
+        .expect("1 KiB bindings");
     let msg = e.to_string();
-    assert!(matches!(e, ModelError::Engine(EngineError::TooLarge { limit: 1024, .. } | EngineError::BufferTooLarge { limit: 1024, .. })), "{msg}");
+    assert!(
+        matches!(
+            e,
+            ModelError::Engine(
+                EngineError::TooLarge { limit: 1024, .. }
+                    | EngineError::BufferTooLarge { limit: 1024, .. }
+            )
+        ),
+        "{msg}"
+    );
     assert!(msg.contains("1024"), "{msg}");
     // Above what the adapter has: refused when the device is requested.
     let mut l = adapter.clone();
     l.max_buffer_size = l.max_buffer_size.saturating_mul(2);
-    let e = GpuContext::new_blocking(ContextOptions { limits: Some(l), ..Default::default() }).err().expect("limits above the adapter's");
+    let e = GpuContext::new_blocking(ContextOptions {
+        limits: Some(l),
+        ..Default::default()
+    })
+    .err()
+    .expect("limits above the adapter's");
     assert!(e.to_string().contains("max_buffer_size"), "{e}");
 }
 
@@ -93,14 +151,32 @@ fn a_device_lost_mid_generation_is_an_error_not_a_hang() {
     std::thread::spawn(move || {
         let c = ctx(ContextOptions::default());
         let file = GgufFile::open(&path).unwrap();
-        let mut m = GpuModel::load(c.clone(), &file, &LoadOptions { context_length: Some(256), ..Default::default() }).unwrap();
+        let mut m = GpuModel::load(
+            c.clone(),
+            &file,
+            &LoadOptions {
+                context_length: Some(256),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let first = greedy(&mut m, &prompt, 3).map(|t| t.len());
         c.device.destroy();
-        let after = m.decode_step(StepInput::Greedy, Readback::Token).map(|s| s.token);
-        let again = m.decode_step(StepInput::Greedy, Readback::TokenAndLogits).map(|s| s.token);
-        let _ = tx.send((first, after.map_err(|e| e.to_string()), again.map_err(|e| e.to_string())));
+        let after = m
+            .decode_step(StepInput::Greedy, Readback::Token)
+            .map(|s| s.token);
+        let again = m
+            .decode_step(StepInput::Greedy, Readback::TokenAndLogits)
+            .map(|s| s.token);
+        let _ = tx.send((
+            first,
+            after.map_err(|e| e.to_string()),
+            again.map_err(|e| e.to_string()),
+        ));
     });
-    let (first, after, again) = rx.recv_timeout(Duration::from_secs(120)).expect("generation hung after the device was lost");
+    let (first, after, again) = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("generation hung after the device was lost");
     assert_eq!(first.unwrap(), 3);
     for r in [after, again] {
         let e = r.expect_err("a step on a lost device must fail");
@@ -111,11 +187,27 @@ fn a_device_lost_mid_generation_is_an_error_not_a_hang() {
 #[test]
 fn an_adapter_without_shader_f16_takes_the_f32_path_with_the_same_tokens() {
     let (prompt, want) = text_sample();
-    let c = ctx(ContextOptions { force_f32: true, ..Default::default() });
+    let c = ctx(ContextOptions {
+        force_f32: true,
+        ..Default::default()
+    });
     assert!(!c.info.f16);
     for ft in [FileType::F16, FileType::F32] {
         let file = GgufFile::open(dev_gguf(ft, &format!("nof16-{}", ft.name()))).unwrap();
-        let mut m = GpuModel::load(c.clone(), &file, &LoadOptions { context_length: Some(256), ..Default::default() }).unwrap();
-        assert_eq!(greedy(&mut m, &prompt, want.len()).unwrap(), want, "{}", ft.name());
+        let mut m = GpuModel::load(
+            c.clone(),
+            &file,
+            &LoadOptions {
+                context_length: Some(256),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            greedy(&mut m, &prompt, want.len()).unwrap(),
+            want,
+            "{}",
+            ft.name()
+        );
     }
 }

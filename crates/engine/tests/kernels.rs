@@ -893,3 +893,29 @@ fn greedy_steps_feed_back_on_gpu() {
         assert_eq!(got, cpu_tok, "step {step}");
     }
 }
+
+/// The streaming-read yardstick of `meddr bench`: reads the whole (16-byte-rounded) buffer each pass, refuses
+/// buffers under 1 MiB and zero passes, and is capped by the largest binding.
+#[test]
+fn read_bandwidth_measures_whole_passes_and_refuses_bad_sizes() {
+    let c = ctx();
+    let r = c.read_bandwidth((8 << 20) + 7, 3).unwrap();
+    assert_eq!(r.bytes, 8 << 20);
+    assert_eq!(r.passes, 3);
+    assert!(
+        r.seconds > 0.0 && r.gb_per_s().is_finite() && r.gb_per_s() > 0.0,
+        "{r:?}"
+    );
+    let big = c.read_bandwidth(u64::MAX, 1).unwrap();
+    assert_eq!(big.bytes, c.max_binding_bytes() / 16 * 16);
+    assert!(c
+        .read_bandwidth(1 << 19, 1)
+        .unwrap_err()
+        .to_string()
+        .contains("below 1 MiB"));
+    assert!(c
+        .read_bandwidth(8 << 20, 0)
+        .unwrap_err()
+        .to_string()
+        .contains("passes"));
+}

@@ -32,7 +32,11 @@ pub enum GgufError {
     DuplicateKey { key: String },
 
     #[error("metadata entry #{index} has key {key:?}: {why} (GGUF keys are non-empty ASCII, dot-separated)")]
-    InvalidKey { index: u64, key: String, why: &'static str },
+    InvalidKey {
+        index: u64,
+        key: String,
+        why: &'static str,
+    },
 
     #[error("duplicate tensor name {name:?}")]
     DuplicateTensor { name: String },

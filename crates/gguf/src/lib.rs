@@ -90,8 +90,9 @@ mod writer;
 pub use error::{GgufError, Result};
 pub use file::GgufFile;
 pub use header::{
-    validate_key, GgufHeader, ParseOutcome, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC,
-    GGUF_VERSION, INITIAL_READ, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_HEADER_LEN, MAX_STRING_LEN,
+    validate_key, GgufHeader, ParseOutcome, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT,
+    GGUF_MAGIC, GGUF_VERSION, INITIAL_READ, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_HEADER_LEN,
+    MAX_STRING_LEN,
 };
 pub use source::{ByteSource, FileSource};
 pub use types::GgmlType;

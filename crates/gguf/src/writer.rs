@@ -88,7 +88,11 @@ impl GgufWriter {
         // Never write a file our own reader (or a strict one) refuses.
         for (i, (key, _)) in metadata.iter().enumerate() {
             if let Err(why) = crate::header::validate_key(key) {
-                return Err(GgufError::InvalidKey { index: i as u64, key: key.clone(), why });
+                return Err(GgufError::InvalidKey {
+                    index: i as u64,
+                    key: key.clone(),
+                    why,
+                });
             }
         }
         let alignment = alignment_of(&metadata)?;
@@ -393,7 +397,8 @@ pub(crate) fn is_temp_name_of(file_name: &str, name: &str) -> bool {
         return false;
     };
     let mut parts = rest.splitn(2, '-');
-    let digits = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let digits =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     let first = parts.next();
     match parts.next() {
         None => digits(first),
@@ -404,7 +409,8 @@ pub(crate) fn is_temp_name_of(file_name: &str, name: &str) -> bool {
 /// Removes the temporary files of `ours`'s target that no live writer holds locked (best effort: a file
 /// that cannot be opened, locked or removed stays, and is still named as a temporary file).
 fn remove_stale_temps(ours: &Path) {
-    let (Some(dir), Some(our_name)) = (ours.parent(), ours.file_name().and_then(|n| n.to_str())) else {
+    let (Some(dir), Some(our_name)) = (ours.parent(), ours.file_name().and_then(|n| n.to_str()))
+    else {
         return;
     };
     // `.<name>.tmp-<pid>[-n]` → `<name>`.
@@ -414,10 +420,14 @@ fn remove_stale_temps(ours: &Path) {
     else {
         return;
     };
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let file_name = e.file_name();
-        let Some(n) = file_name.to_str() else { continue };
+        let Some(n) = file_name.to_str() else {
+            continue;
+        };
         if n == our_name || !is_temp_name_of(n, name) {
             continue;
         }

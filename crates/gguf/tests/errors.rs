@@ -112,22 +112,36 @@ fn duplicates() {
 #[test]
 fn invalid_keys() {
     // The GGUF spec's keys are non-empty ASCII, dot-separated: each bad kind is named, with the entry's index.
-    for (key, why) in [("", "empty"), ("a..b", "empty segment"), (".a", "empty segment"), ("a.", "empty segment"),
-        ("a b", "space"), ("caf\u{e9}.x", "non-ASCII"), ("a\tb", "control")] {
+    for (key, why) in [
+        ("", "empty"),
+        ("a..b", "empty segment"),
+        (".a", "empty segment"),
+        ("a.", "empty segment"),
+        ("a b", "space"),
+        ("caf\u{e9}.x", "non-ASCII"),
+        ("a\tb", "control"),
+    ] {
         let mut r = Raw::header(3, 0, 2);
         r.kv_u32("general.ok", 1).kv_u32(key, 1);
         let e = err(&r.0);
-        assert!(matches!(&e, GgufError::InvalidKey { index: 1, key: k, .. } if k == key), "{key:?}: {e:?}");
+        assert!(
+            matches!(&e, GgufError::InvalidKey { index: 1, key: k, .. } if k == key),
+            "{key:?}: {e:?}"
+        );
         assert!(e.to_string().contains(why), "{key:?}: {e}");
     }
     // Real files' keys stay valid: case, '-', '_' and digits are free.
     let mut r = Raw::header(3, 0, 3);
-    r.kv_u32("tokenizer.ggml.add_bos_token", 1).kv_u32("LLM.context-length", 1).kv_u32("a.b2.c_3", 1);
+    r.kv_u32("tokenizer.ggml.add_bos_token", 1)
+        .kv_u32("LLM.context-length", 1)
+        .kv_u32("a.b2.c_3", 1);
     GgufHeader::from_bytes(&r.0).unwrap();
     // The writer refuses to write one.
     let dir = std::env::temp_dir().join(format!("meddr-gguf-badkey-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let e = GgufWriter::create(dir.join("x.gguf"), vec![("".into(), Value::U32(1))], vec![]).err().unwrap();
+    let e = GgufWriter::create(dir.join("x.gguf"), vec![("".into(), Value::U32(1))], vec![])
+        .err()
+        .unwrap();
     assert!(matches!(e, GgufError::InvalidKey { index: 0, .. }), "{e:?}");
     assert!(!dir.join("x.gguf").exists());
     std::fs::remove_dir_all(&dir).unwrap();

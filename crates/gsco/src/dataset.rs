@@ -38,7 +38,12 @@ impl Labels {
                 if self.columns != 1 {
                     return Err(data_err(path, format!("labels have {} columns; a multi-class specialist needs 1 (the class index)", self.columns)));
                 }
-                if let Some((i, v)) = self.values.iter().enumerate().find(|(_, &v)| v as usize >= num_classes) {
+                if let Some((i, v)) = self
+                    .values
+                    .iter()
+                    .enumerate()
+                    .find(|(_, &v)| v as usize >= num_classes)
+                {
                     return Err(data_err(path, format!("label {v} of image {i} is not a class of this specialist (num_classes {num_classes})")));
                 }
             }
@@ -47,7 +52,13 @@ impl Labels {
                     return Err(data_err(path, format!("labels have {} columns; this multi-label specialist has {num_classes} labels", self.columns)));
                 }
                 if let Some((i, v)) = self.values.iter().enumerate().find(|(_, &v)| v > 1) {
-                    return Err(data_err(path, format!("multi-label flag {v} at image {} is not 0 or 1", i / self.columns)));
+                    return Err(data_err(
+                        path,
+                        format!(
+                            "multi-label flag {v} at image {} is not 0 or 1",
+                            i / self.columns
+                        ),
+                    ));
                 }
             }
         }
@@ -79,7 +90,10 @@ impl MedMnistSplit {
     /// Opens `{split}_images` and `{split}_labels`, checking keys, dtypes, shapes and the count agreement.
     pub fn open(path: &Path, split: &str) -> Result<MedMnistSplit> {
         let mut archive = NpzArchive::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => GscoError::Io { path: path.to_path_buf(), cause: e },
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => GscoError::Io {
+                path: path.to_path_buf(),
+                cause: e,
+            },
             _ => zip_err(path, e),
         })?;
         let names: Vec<String> = archive.array_names().map(str::to_string).collect();
@@ -92,13 +106,22 @@ impl MedMnistSplit {
         }
         // Images: only the header here.
         let (count, side, grey) = {
-            let npy = archive.by_name(&img_key).map_err(|e| zip_err(path, e))?.ok_or_else(|| data_err(path, format!("no array `{img_key}`")))?;
+            let npy = archive
+                .by_name(&img_key)
+                .map_err(|e| zip_err(path, e))?
+                .ok_or_else(|| data_err(path, format!("no array `{img_key}`")))?;
             let dtype = npy.dtype().descr().trim_matches('\'').to_string();
             if !matches!(dtype.as_str(), "|u1" | "<u1" | ">u1") {
-                return Err(data_err(path, format!("`{img_key}` has dtype {dtype}; MedMNIST images are uint8 (|u1)")));
+                return Err(data_err(
+                    path,
+                    format!("`{img_key}` has dtype {dtype}; MedMNIST images are uint8 (|u1)"),
+                ));
             }
             if npy.order() != npyz::Order::C {
-                return Err(data_err(path, format!("`{img_key}` is stored in Fortran order; expected C order")));
+                return Err(data_err(
+                    path,
+                    format!("`{img_key}` is stored in Fortran order; expected C order"),
+                ));
             }
             let shape = npy.shape().to_vec();
             let ok = match shape.as_slice() {
@@ -111,29 +134,66 @@ impl MedMnistSplit {
             (shape[0] as usize, shape[1] as u32, shape.len() == 3)
         };
         let labels = {
-            let npy = archive.by_name(&lab_key).map_err(|e| zip_err(path, e))?.ok_or_else(|| data_err(path, format!("no array `{lab_key}`")))?;
+            let npy = archive
+                .by_name(&lab_key)
+                .map_err(|e| zip_err(path, e))?
+                .ok_or_else(|| data_err(path, format!("no array `{lab_key}`")))?;
             let shape = npy.shape().to_vec();
             let columns = match shape.as_slice() {
-                [n, l] if *l > 0 && *l <= 4096 => { check_count(path, &lab_key, *n, count)?; *l as usize }
-                [n] => { check_count(path, &lab_key, *n, count)?; 1 }
-                _ => return Err(data_err(path, format!("`{lab_key}` has shape {shape:?}; expected [N, L] (N = {count})"))),
+                [n, l] if *l > 0 && *l <= 4096 => {
+                    check_count(path, &lab_key, *n, count)?;
+                    *l as usize
+                }
+                [n] => {
+                    check_count(path, &lab_key, *n, count)?;
+                    1
+                }
+                _ => {
+                    return Err(data_err(
+                        path,
+                        format!("`{lab_key}` has shape {shape:?}; expected [N, L] (N = {count})"),
+                    ))
+                }
             };
             let descr = npy.dtype().descr().trim_matches('\'').to_string();
-            let values = read_int_labels(npy, &descr).map_err(|m| data_err(path, format!("`{lab_key}`: {m}")))?;
+            let values = read_int_labels(npy, &descr)
+                .map_err(|m| data_err(path, format!("`{lab_key}`: {m}")))?;
             Labels { columns, values }
         };
         if labels.len() != count {
-            return Err(data_err(path, format!("`{lab_key}` holds {} labels for {count} images", labels.len())));
+            return Err(data_err(
+                path,
+                format!(
+                    "`{lab_key}` holds {} labels for {count} images",
+                    labels.len()
+                ),
+            ));
         }
-        Ok(MedMnistSplit { path: path.to_path_buf(), split: split.to_string(), count, side, grey, labels, archive })
+        Ok(MedMnistSplit {
+            path: path.to_path_buf(),
+            split: split.to_string(),
+            count,
+            side,
+            grey,
+            labels,
+            archive,
+        })
     }
 
     /// Streams the images in order, `batch` at a time (the last batch may be shorter), as RGB (grey images
     /// replicated, as Pillow's `convert('RGB')` does). `f(first_index, images)`.
-    pub fn for_each_batch(&mut self, batch: usize, mut f: impl FnMut(usize, &[RgbImage]) -> Result<()>) -> Result<()> {
+    pub fn for_each_batch(
+        &mut self,
+        batch: usize,
+        mut f: impl FnMut(usize, &[RgbImage]) -> Result<()>,
+    ) -> Result<()> {
         let path = self.path.clone();
         let key = format!("{}_images", self.split);
-        let npy = self.archive.by_name(&key).map_err(|e| zip_err(&path, e))?.ok_or_else(|| data_err(&path, format!("no array `{key}`")))?;
+        let npy = self
+            .archive
+            .by_name(&key)
+            .map_err(|e| zip_err(&path, e))?
+            .ok_or_else(|| data_err(&path, format!("no array `{key}`")))?;
         let mut reader = npy.into_inner();
         let s = self.side as usize;
         let channels = if self.grey { 1 } else { 3 };
@@ -144,9 +204,25 @@ impl MedMnistSplit {
             let n = batch.max(1).min(self.count - start);
             let mut images = Vec::with_capacity(n);
             for k in 0..n {
-                reader.read_exact(&mut raw).map_err(|e| data_err(&path, format!("image {} of `{key}`: {e} (file truncated or corrupt?)", start + k)))?;
-                let data = if self.grey { raw.iter().flat_map(|&g| [g, g, g]).collect() } else { raw.clone() };
-                images.push(RgbImage { width: self.side, height: self.side, data });
+                reader.read_exact(&mut raw).map_err(|e| {
+                    data_err(
+                        &path,
+                        format!(
+                            "image {} of `{key}`: {e} (file truncated or corrupt?)",
+                            start + k
+                        ),
+                    )
+                })?;
+                let data = if self.grey {
+                    raw.iter().flat_map(|&g| [g, g, g]).collect()
+                } else {
+                    raw.clone()
+                };
+                images.push(RgbImage {
+                    width: self.side,
+                    height: self.side,
+                    data,
+                });
             }
             f(start, &images)?;
             start += n;
@@ -157,13 +233,19 @@ impl MedMnistSplit {
 
 fn check_count(path: &Path, key: &str, n: u64, count: usize) -> Result<()> {
     if n != count as u64 {
-        return Err(data_err(path, format!("`{key}` has {n} rows but the images have {count}")));
+        return Err(data_err(
+            path,
+            format!("`{key}` has {n} rows but the images have {count}"),
+        ));
     }
     Ok(())
 }
 
 /// Integer labels of any numpy integer dtype, as u32 (negative or larger values are refused).
-fn read_int_labels<R: Read>(npy: npyz::NpyFile<R>, descr: &str) -> std::result::Result<Vec<u32>, String> {
+fn read_int_labels<R: Read>(
+    npy: npyz::NpyFile<R>,
+    descr: &str,
+) -> std::result::Result<Vec<u32>, String> {
     let n = npy.len();
     if n > 1 << 28 {
         return Err(format!("{n} label values is above the 2^28 limit"));
@@ -171,7 +253,12 @@ fn read_int_labels<R: Read>(npy: npyz::NpyFile<R>, descr: &str) -> std::result::
     macro_rules! conv {
         ($t:ty) => {{
             let v: Vec<$t> = npy.into_vec::<$t>().map_err(|e| e.to_string())?;
-            v.into_iter().map(|x| u32::try_from(x).map_err(|_| format!("label value {x} is negative or too large"))).collect()
+            v.into_iter()
+                .map(|x| {
+                    u32::try_from(x)
+                        .map_err(|_| format!("label value {x} is negative or too large"))
+                })
+                .collect()
         }};
     }
     match descr {
@@ -202,10 +289,31 @@ pub struct FolderSet {
 }
 
 impl FolderSet {
-    pub fn open(dir: &Path, csv_path: &Path, label_names: &[String], task: Task) -> Result<FolderSet> {
-        let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(csv_path).map_err(|e| data_err(csv_path, format!("cannot read CSV: {e}")))?;
-        let headers = rdr.headers().map_err(|e| data_err(csv_path, e.to_string()))?.clone();
-        let col = |name: &str| headers.iter().position(|h| h == name).ok_or_else(|| data_err(csv_path, format!("no `{name}` column (header: {:?}); expected `image,label`", headers.iter().collect::<Vec<_>>())));
+    pub fn open(
+        dir: &Path,
+        csv_path: &Path,
+        label_names: &[String],
+        task: Task,
+    ) -> Result<FolderSet> {
+        let mut rdr = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_path(csv_path)
+            .map_err(|e| data_err(csv_path, format!("cannot read CSV: {e}")))?;
+        let headers = rdr
+            .headers()
+            .map_err(|e| data_err(csv_path, e.to_string()))?
+            .clone();
+        let col = |name: &str| {
+            headers.iter().position(|h| h == name).ok_or_else(|| {
+                data_err(
+                    csv_path,
+                    format!(
+                        "no `{name}` column (header: {:?}); expected `image,label`",
+                        headers.iter().collect::<Vec<_>>()
+                    ),
+                )
+            })
+        };
         let (ci, cl) = (col("image")?, col("label")?);
         let mut files = Vec::new();
         let mut values = Vec::new();
@@ -217,14 +325,28 @@ impl FolderSet {
                 return Err(data_err(csv_path, format!("line {line}: empty `image`")));
             }
             let p = Path::new(image);
-            if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-                return Err(data_err(csv_path, format!("line {line}: image path {image:?} must stay inside {}", dir.display())));
+            if p.is_absolute()
+                || p.components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(data_err(
+                    csv_path,
+                    format!(
+                        "line {line}: image path {image:?} must stay inside {}",
+                        dir.display()
+                    ),
+                ));
             }
             let label = rec.get(cl).unwrap_or("");
             let find = |name: &str| label_names.iter().position(|l| l == name);
             match task {
                 Task::MultiClass => {
-                    let idx = find(label).or_else(|| label.parse::<usize>().ok().filter(|&i| i < label_names.len()));
+                    let idx = find(label).or_else(|| {
+                        label
+                            .parse::<usize>()
+                            .ok()
+                            .filter(|&i| i < label_names.len())
+                    });
                     let idx = idx.ok_or_else(|| data_err(csv_path, format!("line {line}: label {label:?} is not one of {label_names:?} nor a class index")))?;
                     values.push(idx as u32);
                 }
@@ -232,7 +354,14 @@ impl FolderSet {
                     let mut flags = vec![0u32; label_names.len()];
                     if !(label.is_empty() || label == "none") {
                         for name in label.split('/') {
-                            let i = find(name.trim()).ok_or_else(|| data_err(csv_path, format!("line {line}: label {name:?} is not one of {label_names:?}")))?;
+                            let i = find(name.trim()).ok_or_else(|| {
+                                data_err(
+                                    csv_path,
+                                    format!(
+                                        "line {line}: label {name:?} is not one of {label_names:?}"
+                                    ),
+                                )
+                            })?;
                             flags[i] = 1;
                         }
                     }
@@ -244,7 +373,16 @@ impl FolderSet {
         if files.is_empty() {
             return Err(data_err(csv_path, "no rows"));
         }
-        let columns = if task == Task::MultiClass { 1 } else { label_names.len() };
-        Ok(FolderSet { dir: dir.to_path_buf(), csv: csv_path.to_path_buf(), files, labels: Labels { columns, values } })
+        let columns = if task == Task::MultiClass {
+            1
+        } else {
+            label_names.len()
+        };
+        Ok(FolderSet {
+            dir: dir.to_path_buf(),
+            csv: csv_path.to_path_buf(),
+            files,
+            labels: Labels { columns, values },
+        })
     }
 }

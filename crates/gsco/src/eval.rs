@@ -28,11 +28,19 @@ impl ResultsFile {
     /// Opens (or creates) the file. `settings` is written as the first line of a new file and must equal
     /// the first line of an existing one.
     pub fn open(path: &Path, settings: &Value) -> Result<ResultsFile> {
-        let io = |cause| GscoError::Io { path: path.to_path_buf(), cause };
+        let io = |cause| GscoError::Io {
+            path: path.to_path_buf(),
+            cause,
+        };
         // Opened (never truncated) and locked first: two runs on one file would each do every image. The
         // lock is the OS's advisory one (flock/LockFileEx), released when this handle closes or the run dies.
         let existed = path.exists();
-        let mut file = OpenOptions::new().create(true).append(true).read(true).open(path).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)
+            .map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -51,8 +59,24 @@ impl ResultsFile {
                 let first: Value = serde_json::from_slice(first).map_err(|_| data_err(path, "exists and is not a GSCo results file (its first line is not this tool's settings record); choose another --out"))?;
                 let old = first.get("settings").cloned().ok_or_else(|| data_err(path, "exists and is not a GSCo results file (no settings record on line 1); choose another --out"))?;
                 if &old != settings {
-                    let diff = settings.as_object().into_iter().flatten().find(|(k, v)| old.get(k.as_str()) != Some(v)).map(|(k, v)| format!("{k}: file has {}, this run {v}", old.get(k.as_str()).unwrap_or(&Value::Null)));
-                    return Err(data_err(path, format!("was written with other settings ({}); use another --out or delete it", diff.unwrap_or_else(|| "settings differ".into()))));
+                    let diff = settings
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .find(|(k, v)| old.get(k.as_str()) != Some(v))
+                        .map(|(k, v)| {
+                            format!(
+                                "{k}: file has {}, this run {v}",
+                                old.get(k.as_str()).unwrap_or(&Value::Null)
+                            )
+                        });
+                    return Err(data_err(
+                        path,
+                        format!(
+                            "was written with other settings ({}); use another --out or delete it",
+                            diff.unwrap_or_else(|| "settings differ".into())
+                        ),
+                    ));
                 }
             }
             // Drop a torn final line (a run killed mid-write).
@@ -63,8 +87,12 @@ impl ResultsFile {
             }
             for (n, line) in BufReader::new(&bytes[..keep]).lines().enumerate().skip(1) {
                 let line = line.map_err(io)?;
-                let v: Value = serde_json::from_str(&line).map_err(|e| data_err(path, format!("line {} is not JSON: {e}", n + 1)))?;
-                let id = v.get("question_id").and_then(Value::as_u64).ok_or_else(|| data_err(path, format!("line {} has no question_id", n + 1)))?;
+                let v: Value = serde_json::from_str(&line)
+                    .map_err(|e| data_err(path, format!("line {} is not JSON: {e}", n + 1)))?;
+                let id = v
+                    .get("question_id")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| data_err(path, format!("line {} has no question_id", n + 1)))?;
                 // A record written twice (two runs on one file) counts once.
                 if done.insert(id as usize) {
                     records.push(v);
@@ -76,13 +104,24 @@ impl ResultsFile {
             writeln!(file, "{}", json!({ "settings": settings })).map_err(io)?;
             file.flush().map_err(io)?;
         }
-        Ok(ResultsFile { path: path.to_path_buf(), file, done, records })
+        Ok(ResultsFile {
+            path: path.to_path_buf(),
+            file,
+            done,
+            records,
+        })
     }
 
     /// Appends one record (flushed and synced, so an interrupted run loses at most the image in flight).
     pub fn append(&mut self, record: Value) -> Result<()> {
-        let io = |cause| GscoError::Io { path: self.path.clone(), cause };
-        let id = record.get("question_id").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let io = |cause| GscoError::Io {
+            path: self.path.clone(),
+            cause,
+        };
+        let id = record
+            .get("question_id")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as usize;
         writeln!(self.file, "{record}").map_err(io)?;
         self.file.flush().map_err(io)?;
         self.file.sync_data().map_err(io)?;
@@ -93,7 +132,16 @@ impl ResultsFile {
 }
 
 /// One image's record.
-pub fn record(question_id: usize, annotation: &str, truth: &[u32], c: &Collaboration, answer: &str, rad_rows: &[Vec<u32>], knn: &[u32], answer_match: Option<&[u32]>) -> Value {
+pub fn record(
+    question_id: usize,
+    annotation: &str,
+    truth: &[u32],
+    c: &Collaboration,
+    answer: &str,
+    rad_rows: &[Vec<u32>],
+    knn: &[u32],
+    answer_match: Option<&[u32]>,
+) -> Value {
     json!({
         "question_id": question_id,
         "question": c.prompt,
@@ -131,11 +179,22 @@ pub struct Summary {
 fn acc_rows(task: Task, c: usize, truth: &[Vec<u32>], pred: &[Option<Vec<u32>>]) -> f64 {
     let n = truth.len().max(1) as f64;
     match task {
-        Task::MultiClass => truth.iter().zip(pred).filter(|(t, p)| p.as_deref() == Some(t.as_slice())).count() as f64 / n,
+        Task::MultiClass => {
+            truth
+                .iter()
+                .zip(pred)
+                .filter(|(t, p)| p.as_deref() == Some(t.as_slice()))
+                .count() as f64
+                / n
+        }
         Task::MultiLabel => {
             let mut sum = 0.0;
             for k in 0..c {
-                let ok = truth.iter().zip(pred).filter(|(t, p)| p.as_ref().map(|p| p[k] == t[k]).unwrap_or(false)).count();
+                let ok = truth
+                    .iter()
+                    .zip(pred)
+                    .filter(|(t, p)| p.as_ref().map(|p| p[k] == t[k]).unwrap_or(false))
+                    .count();
                 sum += ok as f64 / n;
             }
             sum / c.max(1) as f64
@@ -148,7 +207,12 @@ pub fn summarize(records: &[Value], task: Task, label_names: &[String]) -> Resul
     let c = label_names.len();
     let bad = |m: &str| GscoError::Invalid(format!("results record: {m}"));
     let u32s = |v: &Value, k: &str| -> Result<Vec<u32>> {
-        v.get(k).and_then(Value::as_array).ok_or_else(|| bad(&format!("no {k}")))?.iter().map(|x| x.as_u64().map(|x| x as u32).ok_or_else(|| bad(k))).collect()
+        v.get(k)
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad(&format!("no {k}")))?
+            .iter()
+            .map(|x| x.as_u64().map(|x| x as u32).ok_or_else(|| bad(k)))
+            .collect()
     };
     let mut truth = Vec::new();
     let mut knn = Vec::new();
@@ -161,10 +225,23 @@ pub fn summarize(records: &[Value], task: Task, label_names: &[String]) -> Resul
             Some(Value::Array(_)) => Some(u32s(r, "answer_match")?),
             _ => None,
         });
-        let specs = r.get("specialists").and_then(Value::as_array).ok_or_else(|| bad("no specialists"))?;
+        let specs = r
+            .get("specialists")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("no specialists"))?;
         for (i, s) in specs.iter().enumerate() {
-            let name = s.get("specialist").and_then(Value::as_str).unwrap_or("?").to_string();
-            let probs: Vec<f32> = s.get("probabilities").and_then(Value::as_array).ok_or_else(|| bad("no probabilities"))?.iter().map(|x| x.as_f64().unwrap_or(f64::NAN) as f32).collect();
+            let name = s
+                .get("specialist")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string();
+            let probs: Vec<f32> = s
+                .get("probabilities")
+                .and_then(Value::as_array)
+                .ok_or_else(|| bad("no probabilities"))?
+                .iter()
+                .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
+                .collect();
             if per_spec.len() <= i {
                 per_spec.push((name, Vec::new()));
             }
@@ -189,9 +266,17 @@ pub fn summarize(records: &[Value], task: Task, label_names: &[String]) -> Resul
 }
 
 /// Scores one answer and the kNN vote of its retrieved cases.
-pub fn score(task: Task, label_names: &[String], answer: &str, rad_rows: &[Vec<u32>]) -> (Vec<u32>, Option<Vec<u32>>) {
+pub fn score(
+    task: Task,
+    label_names: &[String],
+    answer: &str,
+    rad_rows: &[Vec<u32>],
+) -> (Vec<u32>, Option<Vec<u32>>) {
     let rows: Vec<&[u32]> = rad_rows.iter().map(Vec::as_slice).collect();
-    (knn_vote(task, label_names.len(), &rows), match_answer(answer, task, label_names))
+    (
+        knn_vote(task, label_names.len(), &rows),
+        match_answer(answer, task, label_names),
+    )
 }
 
 #[cfg(test)]
@@ -207,8 +292,14 @@ mod tests {
         let settings = json!({"model": "m", "split": "test"});
         let mut first = ResultsFile::open(&path, &settings).unwrap();
         first.append(json!({"question_id": 0})).unwrap();
-        let err = ResultsFile::open(&path, &settings).err().expect("second open must fail while the first is open").to_string();
-        assert!(err.contains("results.jsonl") && err.contains("another"), "{err}");
+        let err = ResultsFile::open(&path, &settings)
+            .err()
+            .expect("second open must fail while the first is open")
+            .to_string();
+        assert!(
+            err.contains("results.jsonl") && err.contains("another"),
+            "{err}"
+        );
         drop(first);
         // Released with the first run: the next one resumes with the finished image.
         let again = ResultsFile::open(&path, &settings).unwrap();

@@ -77,7 +77,13 @@ pub struct IndexMeta {
 
 impl IndexMeta {
     /// The metadata for features of `s` in `mode` over `count` cases from `source`.
-    pub fn for_specialist(s: &Specialist, mode: FeatureMode, count: usize, source: &str, dtype: IndexDtype) -> IndexMeta {
+    pub fn for_specialist(
+        s: &Specialist,
+        mode: FeatureMode,
+        count: usize,
+        source: &str,
+        dtype: IndexDtype,
+    ) -> IndexMeta {
         IndexMeta {
             specialist_name: s.name(),
             specialist_architecture: s.config.architecture_name.clone(),
@@ -117,58 +123,113 @@ pub struct IndexWriter {
 
 impl IndexWriter {
     /// Writes the header and the labels; features follow with [`IndexWriter::push`].
-    pub fn create(path: &Path, meta: &IndexMeta, labels: &Labels, overwrite: bool) -> Result<IndexWriter> {
+    pub fn create(
+        path: &Path,
+        meta: &IndexMeta,
+        labels: &Labels,
+        overwrite: bool,
+    ) -> Result<IndexWriter> {
         if meta.count == 0 {
-            return Err(GscoError::Invalid("cannot build an index of 0 reference cases".into()));
+            return Err(GscoError::Invalid(
+                "cannot build an index of 0 reference cases".into(),
+            ));
         }
         if labels.len() != meta.count {
-            return Err(GscoError::Invalid(format!("{} labels for {} cases", labels.len(), meta.count)));
+            return Err(GscoError::Invalid(format!(
+                "{} labels for {} cases",
+                labels.len(),
+                meta.count
+            )));
         }
         let s = |v: &str| Value::String(v.to_string());
         let metadata = vec![
             (keys::ARCHITECTURE.to_string(), s(keys::ARCHITECTURE_VALUE)),
             (keys::VERSION.to_string(), Value::U32(INDEX_VERSION)),
             (keys::SPECIALIST_NAME.to_string(), s(&meta.specialist_name)),
-            (keys::SPECIALIST_ARCH.to_string(), s(&meta.specialist_architecture)),
-            (keys::SPECIALIST_SHA256.to_string(), s(&meta.specialist_sha256)),
-            (keys::FEATURE_MODE.to_string(), s(meta.feature_mode.as_str())),
+            (
+                keys::SPECIALIST_ARCH.to_string(),
+                s(&meta.specialist_architecture),
+            ),
+            (
+                keys::SPECIALIST_SHA256.to_string(),
+                s(&meta.specialist_sha256),
+            ),
+            (
+                keys::FEATURE_MODE.to_string(),
+                s(meta.feature_mode.as_str()),
+            ),
             (keys::TASK.to_string(), s(meta.task.as_str())),
-            (keys::LABEL_NAMES.to_string(), Value::Array(Array::String(meta.label_names.clone()))),
+            (
+                keys::LABEL_NAMES.to_string(),
+                Value::Array(Array::String(meta.label_names.clone())),
+            ),
             (keys::SOURCE.to_string(), s(&meta.source)),
         ];
-        let (n, d, c) = (meta.count as u64, meta.feature_dim as u64, labels.columns as u64);
+        let (n, d, c) = (
+            meta.count as u64,
+            meta.feature_dim as u64,
+            labels.columns as u64,
+        );
         let tensors = vec![
             TensorSpec::new(keys::LABELS_TENSOR, vec![c, n], GgmlType::I32),
             TensorSpec::new(keys::FEATURES_TENSOR, vec![d, n], meta.dtype.ggml()),
         ];
-        let opts = WriteOptions { overwrite, ..Default::default() };
+        let opts = WriteOptions {
+            overwrite,
+            ..Default::default()
+        };
         let mut w = GgufWriter::create_with(path, opts, metadata, tensors)?;
-        let lab: Vec<u8> = labels.values.iter().flat_map(|&v| (v as i32).to_le_bytes()).collect();
+        let lab: Vec<u8> = labels
+            .values
+            .iter()
+            .flat_map(|&v| (v as i32).to_le_bytes())
+            .collect();
         w.write_tensor(keys::LABELS_TENSOR, &lab)?;
         w.begin_tensor(keys::FEATURES_TENSOR)?;
-        Ok(IndexWriter { w, dim: meta.feature_dim, count: meta.count, written: 0, dtype: meta.dtype })
+        Ok(IndexWriter {
+            w,
+            dim: meta.feature_dim,
+            count: meta.count,
+            written: 0,
+            dtype: meta.dtype,
+        })
     }
 
     /// Appends rows of raw (unnormalised) features, `k · D` values.
     pub fn push(&mut self, features: &[f32]) -> Result<()> {
         if features.len() % self.dim != 0 {
-            return Err(GscoError::Invalid(format!("{} feature values is not a multiple of D = {}", features.len(), self.dim)));
+            return Err(GscoError::Invalid(format!(
+                "{} feature values is not a multiple of D = {}",
+                features.len(),
+                self.dim
+            )));
         }
         let rows = features.len() / self.dim;
         if self.written + rows > self.count {
-            return Err(GscoError::Invalid(format!("more than the declared {} cases", self.count)));
+            return Err(GscoError::Invalid(format!(
+                "more than the declared {} cases",
+                self.count
+            )));
         }
         let mut bytes = Vec::with_capacity(features.len() * 4);
         for (k, raw) in features.chunks_exact(self.dim).enumerate() {
             if let Some(j) = raw.iter().position(|v| !v.is_finite()) {
-                return Err(GscoError::Invalid(format!("case {}: feature {j} is not finite ({})", self.written + k, raw[j])));
+                return Err(GscoError::Invalid(format!(
+                    "case {}: feature {j} is not finite ({})",
+                    self.written + k,
+                    raw[j]
+                )));
             }
             let mut row = raw.to_vec();
             l2_normalize(&mut row);
             l2_normalize(&mut row);
             match self.dtype {
-                IndexDtype::F32 => row.iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes())),
-                IndexDtype::F16 => row.iter().for_each(|v| bytes.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
+                IndexDtype::F32 => row
+                    .iter()
+                    .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes())),
+                IndexDtype::F16 => row
+                    .iter()
+                    .for_each(|v| bytes.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
             }
         }
         self.w.write_bytes(&bytes)?;
@@ -178,7 +239,10 @@ impl IndexWriter {
 
     pub fn finish(mut self) -> Result<()> {
         if self.written != self.count {
-            return Err(GscoError::Invalid(format!("{} of {} cases written", self.written, self.count)));
+            return Err(GscoError::Invalid(format!(
+                "{} of {} cases written",
+                self.written, self.count
+            )));
         }
         self.w.end_tensor()?;
         self.w.finish()?;
@@ -211,58 +275,127 @@ impl Index {
     /// Opens and checks an index file: its kind, version, every key, tensor types, shapes and label values.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: &Path) -> Result<Index> {
-        let file = GgufFile::open(path).map_err(|e| index_err(path, format!("not a readable index: {e}")))?;
+        let file = GgufFile::open(path)
+            .map_err(|e| index_err(path, format!("not a readable index: {e}")))?;
         Index::from_gguf(file, path)
     }
 
     /// An index file already read into memory (the browser); `name` stands for its path in messages.
     pub fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<Index> {
         let path = Path::new(name);
-        let file = GgufFile::from_vec(bytes, name).map_err(|e| index_err(path, format!("not a readable index: {e}")))?;
+        let file = GgufFile::from_vec(bytes, name)
+            .map_err(|e| index_err(path, format!("not a readable index: {e}")))?;
         Index::from_gguf(file, path)
     }
 
     fn from_gguf(file: GgufFile, path: &Path) -> Result<Index> {
         let h = &file.header;
-        let get_str = |k: &str| h.get_str(k).map(str::to_string).map_err(|e| index_err(path, format!("key {k}: {e}")));
+        let get_str = |k: &str| {
+            h.get_str(k)
+                .map(str::to_string)
+                .map_err(|e| index_err(path, format!("key {k}: {e}")))
+        };
         let arch = get_str(keys::ARCHITECTURE)?;
         if arch != keys::ARCHITECTURE_VALUE {
-            return Err(index_err(path, format!("{} is {arch:?}, not {:?} (a model file, not an index?)", keys::ARCHITECTURE, keys::ARCHITECTURE_VALUE)));
+            return Err(index_err(
+                path,
+                format!(
+                    "{} is {arch:?}, not {:?} (a model file, not an index?)",
+                    keys::ARCHITECTURE,
+                    keys::ARCHITECTURE_VALUE
+                ),
+            ));
         }
-        let version = h.get_u32(keys::VERSION).map_err(|e| index_err(path, format!("key {}: {e}", keys::VERSION)))?;
+        let version = h
+            .get_u32(keys::VERSION)
+            .map_err(|e| index_err(path, format!("key {}: {e}", keys::VERSION)))?;
         if version != INDEX_VERSION {
-            return Err(index_err(path, format!("version {version}; this build reads version {INDEX_VERSION}")));
+            return Err(index_err(
+                path,
+                format!("version {version}; this build reads version {INDEX_VERSION}"),
+            ));
         }
-        let feature_mode = FeatureMode::parse(&get_str(keys::FEATURE_MODE)?).ok_or_else(|| index_err(path, format!("key {}: unknown mode", keys::FEATURE_MODE)))?;
-        let task = Task::parse(&get_str(keys::TASK)?).ok_or_else(|| index_err(path, format!("key {}: unknown task", keys::TASK)))?;
-        let label_names: Vec<String> = h.get_str_array(keys::LABEL_NAMES).map_err(|e| index_err(path, format!("key {}: {e}", keys::LABEL_NAMES)))?.into_iter().map(str::to_string).collect();
-        let lt = h.tensor(keys::LABELS_TENSOR).ok_or_else(|| index_err(path, format!("no tensor {}", keys::LABELS_TENSOR)))?.clone();
-        let ft = h.tensor(keys::FEATURES_TENSOR).ok_or_else(|| index_err(path, format!("no tensor {}", keys::FEATURES_TENSOR)))?.clone();
+        let feature_mode = FeatureMode::parse(&get_str(keys::FEATURE_MODE)?)
+            .ok_or_else(|| index_err(path, format!("key {}: unknown mode", keys::FEATURE_MODE)))?;
+        let task = Task::parse(&get_str(keys::TASK)?)
+            .ok_or_else(|| index_err(path, format!("key {}: unknown task", keys::TASK)))?;
+        let label_names: Vec<String> = h
+            .get_str_array(keys::LABEL_NAMES)
+            .map_err(|e| index_err(path, format!("key {}: {e}", keys::LABEL_NAMES)))?
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let lt = h
+            .tensor(keys::LABELS_TENSOR)
+            .ok_or_else(|| index_err(path, format!("no tensor {}", keys::LABELS_TENSOR)))?
+            .clone();
+        let ft = h
+            .tensor(keys::FEATURES_TENSOR)
+            .ok_or_else(|| index_err(path, format!("no tensor {}", keys::FEATURES_TENSOR)))?
+            .clone();
         let dtype = match ft.ty {
             GgmlType::F32 => IndexDtype::F32,
             GgmlType::F16 => IndexDtype::F16,
-            t => return Err(index_err(path, format!("{} has type {}; expected F32 or F16", keys::FEATURES_TENSOR, t.name()))),
+            t => {
+                return Err(index_err(
+                    path,
+                    format!(
+                        "{} has type {}; expected F32 or F16",
+                        keys::FEATURES_TENSOR,
+                        t.name()
+                    ),
+                ))
+            }
         };
         if lt.ty != GgmlType::I32 || lt.dims.len() != 2 || ft.dims.len() != 2 {
             return Err(index_err(path, format!("tensor shapes/types: labels {:?} {:?}, features {:?} {:?}; expected I32 [columns, N] and [D, N]", lt.ty, lt.dims, ft.ty, ft.dims)));
         }
-        let (columns, n, d) = (lt.dims[0] as usize, lt.dims[1] as usize, ft.dims[0] as usize);
+        let (columns, n, d) = (
+            lt.dims[0] as usize,
+            lt.dims[1] as usize,
+            ft.dims[0] as usize,
+        );
         if n == 0 || d == 0 {
-            return Err(index_err(path, format!("empty index: {n} cases of dimension {d}")));
+            return Err(index_err(
+                path,
+                format!("empty index: {n} cases of dimension {d}"),
+            ));
         }
         if ft.dims[1] as usize != n {
-            return Err(index_err(path, format!("{} cases of labels but {} of features", n, ft.dims[1])));
+            return Err(index_err(
+                path,
+                format!("{} cases of labels but {} of features", n, ft.dims[1]),
+            ));
         }
-        let want_cols = if task == Task::MultiClass { 1 } else { label_names.len() };
+        let want_cols = if task == Task::MultiClass {
+            1
+        } else {
+            label_names.len()
+        };
         if columns != want_cols || label_names.is_empty() {
-            return Err(index_err(path, format!("{columns} label columns for a {} index of {} label names", task.as_str(), label_names.len())));
+            return Err(index_err(
+                path,
+                format!(
+                    "{columns} label columns for a {} index of {} label names",
+                    task.as_str(),
+                    label_names.len()
+                ),
+            ));
         }
-        let lab_bytes = file.try_tensor_data(&lt).map_err(|e| index_err(path, e.to_string()))?;
-        let values: Vec<u32> = lab_bytes.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u32).collect();
+        let lab_bytes = file
+            .try_tensor_data(&lt)
+            .map_err(|e| index_err(path, e.to_string()))?;
+        let values: Vec<u32> = lab_bytes
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u32)
+            .collect();
         let labels = Labels { columns, values };
-        labels.check(path, task, label_names.len()).map_err(|e| index_err(path, format!("labels: {e}")))?;
+        labels
+            .check(path, task, label_names.len())
+            .map_err(|e| index_err(path, format!("labels: {e}")))?;
         // Bounds of the feature data (checked against the file length by the GGUF reader).
-        file.try_tensor_data(&ft).map_err(|e| index_err(path, e.to_string()))?;
+        file.try_tensor_data(&ft)
+            .map_err(|e| index_err(path, e.to_string()))?;
         let features_offset = (h.data_offset + ft.offset) as usize;
         let meta = IndexMeta {
             specialist_name: get_str(keys::SPECIALIST_NAME)?,
@@ -276,14 +409,22 @@ impl Index {
             count: n,
             dtype,
         };
-        Ok(Index { path: path.to_path_buf(), meta, labels, file, features_offset })
+        Ok(Index {
+            path: path.to_path_buf(),
+            meta,
+            labels,
+            file,
+            features_offset,
+        })
     }
 
     /// Refuses a specialist other than the one that built the index (weights hash), or whose features
     /// have another dimension.
     pub fn check_specialist(&self, s: &Specialist) -> Result<()> {
         let m = &self.meta;
-        if m.specialist_sha256 != s.weights_sha256 || m.specialist_architecture != s.config.architecture_name {
+        if m.specialist_sha256 != s.weights_sha256
+            || m.specialist_architecture != s.config.architecture_name
+        {
             return Err(GscoError::WrongSpecialist {
                 path: self.path.clone(),
                 index_specialist: m.specialist_name.clone(),
@@ -295,11 +436,27 @@ impl Index {
             });
         }
         if m.label_names != s.config.label_names {
-            return Err(index_err(&self.path, format!("label names {:?} differ from {}'s {:?}", m.label_names, s.name(), s.config.label_names)));
+            return Err(index_err(
+                &self.path,
+                format!(
+                    "label names {:?} differ from {}'s {:?}",
+                    m.label_names,
+                    s.name(),
+                    s.config.label_names
+                ),
+            ));
         }
         let d = s.feature_dim(m.feature_mode);
         if d != m.feature_dim {
-            return Err(index_err(&self.path, format!("features of dimension {}, but {} gives {d} in {} mode", m.feature_dim, s.name(), m.feature_mode.as_str())));
+            return Err(index_err(
+                &self.path,
+                format!(
+                    "features of dimension {}, but {} gives {d} in {} mode",
+                    m.feature_dim,
+                    s.name(),
+                    m.feature_mode.as_str()
+                ),
+            ));
         }
         Ok(())
     }
@@ -314,16 +471,21 @@ impl Index {
         let bytes = self.file.bytes();
         match self.meta.dtype {
             IndexDtype::F32 => {
-                let b = &bytes[self.features_offset + r0 * d * 4..self.features_offset + r1 * d * 4];
+                let b =
+                    &bytes[self.features_offset + r0 * d * 4..self.features_offset + r1 * d * 4];
                 // GGUF aligns tensor data to 32 bytes, so the mapped rows are f32-aligned: one copy, no
                 // per-element decoding (little-endian targets; others decode).
                 match bytemuck::try_cast_slice::<u8, f32>(b) {
                     Ok(v) if cfg!(target_endian = "little") => v.to_vec(),
-                    _ => b.chunks_exact(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect(),
+                    _ => b
+                        .chunks_exact(4)
+                        .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+                        .collect(),
                 }
             }
             IndexDtype::F16 => {
-                let b = &bytes[self.features_offset + r0 * d * 2..self.features_offset + r1 * d * 2];
+                let b =
+                    &bytes[self.features_offset + r0 * d * 2..self.features_offset + r1 * d * 2];
                 match bytemuck::try_cast_slice::<u8, half::f16>(b) {
                     Ok(h) if cfg!(target_endian = "little") => {
                         use half::slice::HalfFloatSliceExt;
@@ -331,7 +493,10 @@ impl Index {
                         h.convert_to_f32_slice(&mut out);
                         out
                     }
-                    _ => b.chunks_exact(2).map(|x| half::f16::from_le_bytes([x[0], x[1]]).to_f32()).collect(),
+                    _ => b
+                        .chunks_exact(2)
+                        .map(|x| half::f16::from_le_bytes([x[0], x[1]]).to_f32())
+                        .collect(),
                 }
             }
         }
@@ -341,18 +506,34 @@ impl Index {
     /// the lower index. Index rows are uploaded in chunks and multiplied with the queries on `device`.
     /// Blocks until the results are read back (native only; the browser uses [`Index::search_async`]).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn search(&self, queries: &[f32], top_n: usize, device: &Device) -> Result<Vec<Vec<Neighbor>>> {
+    pub fn search(
+        &self,
+        queries: &[f32],
+        top_n: usize,
+        device: &Device,
+    ) -> Result<Vec<Vec<Neighbor>>> {
         pollster::block_on(self.search_async(queries, top_n, device))
     }
 
     /// [`Index::search`] with asynchronous readback (WebGPU's `mapAsync`).
-    pub async fn search_async(&self, queries: &[f32], top_n: usize, device: &Device) -> Result<Vec<Vec<Neighbor>>> {
+    pub async fn search_async(
+        &self,
+        queries: &[f32],
+        top_n: usize,
+        device: &Device,
+    ) -> Result<Vec<Vec<Neighbor>>> {
         let d = self.meta.feature_dim;
         if queries.is_empty() || queries.len() % d != 0 {
-            return Err(GscoError::Invalid(format!("{} query values for dimension {d}", queries.len())));
+            return Err(GscoError::Invalid(format!(
+                "{} query values for dimension {d}",
+                queries.len()
+            )));
         }
         if top_n == 0 || top_n > self.meta.count {
-            return Err(GscoError::Invalid(format!("--top-n {top_n}: must be between 1 and the {} cases of the index", self.meta.count)));
+            return Err(GscoError::Invalid(format!(
+                "--top-n {top_n}: must be between 1 and the {} cases of the index",
+                self.meta.count
+            )));
         }
         let nq = queries.len() / d;
         let mut q = queries.to_vec();
@@ -374,9 +555,15 @@ impl Index {
         let mut r0 = 0;
         while r0 < self.meta.count {
             let r1 = (r0 + chunk).min(self.meta.count);
-            let rows = Tensor::<2>::from_data(TensorData::new(self.rows_f32(r0, r1), [r1 - r0, d]), device);
+            let rows = Tensor::<2>::from_data(
+                TensorData::new(self.rows_f32(r0, r1), [r1 - r0, d]),
+                device,
+            );
             // `[C, Q]`: row k holds case r0 + k against every query.
-            let sims: Vec<f32> = rows.matmul(qt.clone()).into_data_async().await
+            let sims: Vec<f32> = rows
+                .matmul(qt.clone())
+                .into_data_async()
+                .await
                 .map_err(|e| GscoError::Invalid(format!("reading similarities back: {e:?}")))?
                 .try_into_vec::<f32>()
                 .map_err(|e| GscoError::Invalid(format!("reading similarities back: {e:?}")))?;
@@ -391,7 +578,13 @@ impl Index {
                     }
                     // Insert after every entry with distance ≤ dist: equal distances keep the lower index first.
                     let pos = list.partition_point(|n| n.distance <= dist);
-                    list.insert(pos, Neighbor { index: r0 + k, distance: dist });
+                    list.insert(
+                        pos,
+                        Neighbor {
+                            index: r0 + k,
+                            distance: dist,
+                        },
+                    );
                     list.truncate(top_n);
                 }
             }

@@ -85,11 +85,20 @@ pub struct Gsco<'a> {
 
 impl<'a> Gsco<'a> {
     /// Finds the specialist the index was built by (weights hash); errors name the index's specialist.
-    pub fn new(specialists: &'a [Specialist], index: &'a Index, template: &'a Template, top_n: usize) -> Result<Gsco<'a>> {
+    pub fn new(
+        specialists: &'a [Specialist],
+        index: &'a Index,
+        template: &'a Template,
+        top_n: usize,
+    ) -> Result<Gsco<'a>> {
         if specialists.is_empty() {
-            return Err(GscoError::Invalid("at least one --specialist is needed".into()));
+            return Err(GscoError::Invalid(
+                "at least one --specialist is needed".into(),
+            ));
         }
-        let retriever = specialists.iter().position(|s| s.weights_sha256 == index.meta.specialist_sha256);
+        let retriever = specialists
+            .iter()
+            .position(|s| s.weights_sha256 == index.meta.specialist_sha256);
         let retriever = match retriever {
             Some(r) => r,
             None => {
@@ -100,9 +109,18 @@ impl<'a> Gsco<'a> {
         };
         index.check_specialist(&specialists[retriever])?;
         if top_n == 0 || top_n > index.meta.count {
-            return Err(GscoError::Invalid(format!("--top-n {top_n}: must be between 1 and the {} cases of the index", index.meta.count)));
+            return Err(GscoError::Invalid(format!(
+                "--top-n {top_n}: must be between 1 and the {} cases of the index",
+                index.meta.count
+            )));
         }
-        Ok(Gsco { specialists, index, retriever, template, top_n })
+        Ok(Gsco {
+            specialists,
+            index,
+            retriever,
+            template,
+            top_n,
+        })
     }
 
     /// MoED, RAD and the composed prompt for a batch of images (each specialist runs once on the batch).
@@ -130,15 +148,29 @@ impl<'a> Gsco<'a> {
                 moed[i].push(MoedEntry {
                     specialist: s.name(),
                     architecture: s.config.architecture_name.clone(),
-                    predicted: p.predicted_names(names).into_iter().map(str::to_string).collect(),
+                    predicted: p
+                        .predicted_names(names)
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect(),
                     prediction: p,
                     text,
                 });
             }
             if let Some(features) = out.features {
-                let hits = self.index.search_async(&features, self.top_n, s.device()).await?;
+                let hits = self
+                    .index
+                    .search_async(&features, self.top_n, s.device())
+                    .await?;
                 for (i, list) in hits.into_iter().enumerate() {
-                    rad[i] = list.iter().map(|nb| RadEntry { index: nb.index, label: self.index.label_string(nb.index), distance: nb.distance }).collect();
+                    rad[i] = list
+                        .iter()
+                        .map(|nb| RadEntry {
+                            index: nb.index,
+                            label: self.index.label_string(nb.index),
+                            distance: nb.distance,
+                        })
+                        .collect();
                 }
             }
         }
@@ -146,10 +178,18 @@ impl<'a> Gsco<'a> {
             .into_iter()
             .zip(rad)
             .map(|(moed, rad)| {
-                let moed_string = prompt::join(&moed.iter().map(|m| m.text.clone()).collect::<Vec<_>>());
-                let rad_string = prompt::join(&rad.iter().map(|r| r.label.clone()).collect::<Vec<_>>());
+                let moed_string =
+                    prompt::join(&moed.iter().map(|m| m.text.clone()).collect::<Vec<_>>());
+                let rad_string =
+                    prompt::join(&rad.iter().map(|r| r.label.clone()).collect::<Vec<_>>());
                 let prompt = self.template.compose(&rad_string, &moed_string);
-                Collaboration { moed, rad, moed_string, rad_string, prompt }
+                Collaboration {
+                    moed,
+                    rad,
+                    moed_string,
+                    rad_string,
+                    prompt,
+                }
             })
             .collect())
     }

@@ -47,7 +47,12 @@ pub struct ClassifierMetrics {
 }
 
 /// `probabilities`: `[N, C]` row-major; `labels`: `[N, columns]` (1 column of class indices, or C flags).
-pub fn classifier_metrics(task: Task, num_classes: usize, labels: &[u32], probabilities: &[f32]) -> ClassifierMetrics {
+pub fn classifier_metrics(
+    task: Task,
+    num_classes: usize,
+    labels: &[u32],
+    probabilities: &[f32],
+) -> ClassifierMetrics {
     let c = num_classes;
     let n = probabilities.len() / c.max(1);
     let col = |k: usize| -> Vec<f32> { (0..n).map(|i| probabilities[i * c + k]).collect() };
@@ -67,22 +72,34 @@ pub fn classifier_metrics(task: Task, num_classes: usize, labels: &[u32], probab
                 }
             }
             let labels = labels.to_vec();
-            (correct as f64 / n as f64, Box::new(move |k| labels.iter().map(|&y| y as usize == k).collect()))
+            (
+                correct as f64 / n as f64,
+                Box::new(move |k| labels.iter().map(|&y| y as usize == k).collect()),
+            )
         }
         Task::MultiLabel => {
             let mut sum = 0.0;
             for k in 0..c {
-                let ok = (0..n).filter(|&i| (probabilities[i * c + k] > 0.5) == (labels[i * c + k] == 1)).count();
+                let ok = (0..n)
+                    .filter(|&i| (probabilities[i * c + k] > 0.5) == (labels[i * c + k] == 1))
+                    .count();
                 sum += ok as f64 / n as f64;
             }
             let labels = labels.to_vec();
-            (sum / c as f64, Box::new(move |k| (0..n).map(|i| labels[i * c + k] == 1).collect()))
+            (
+                sum / c as f64,
+                Box::new(move |k| (0..n).map(|i| labels[i * c + k] == 1).collect()),
+            )
         }
     };
     let per_class_auc: Vec<Option<f64>> = (0..c).map(|k| roc_auc(&truth_of(k), &col(k))).collect();
     let defined: Vec<f64> = per_class_auc.iter().flatten().copied().collect();
     let auc = (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64);
-    ClassifierMetrics { acc, auc, per_class_auc }
+    ClassifierMetrics {
+        acc,
+        auc,
+        per_class_auc,
+    }
 }
 
 /// Majority vote of the neighbours' labels (upstream `knn_majority_vote`): multi-class, the most frequent
@@ -109,7 +126,10 @@ pub fn knn_vote(task: Task, num_classes: usize, neighbour_rows: &[&[u32]]) -> Ve
         }
         Task::MultiLabel => (0..num_classes)
             .map(|k| {
-                let pos = neighbour_rows.iter().filter(|r| r.get(k) == Some(&1)).count();
+                let pos = neighbour_rows
+                    .iter()
+                    .filter(|r| r.get(k) == Some(&1))
+                    .count();
                 u32::from(pos as f64 / neighbour_rows.len().max(1) as f64 > 0.5)
             })
             .collect(),
@@ -148,11 +168,17 @@ pub fn match_answer(answer: &str, task: Task, names: &[String]) -> Option<Vec<u3
     }
     let count = found.iter().filter(|&&f| f == 1).count();
     match task {
-        Task::MultiClass => (count == 1).then(|| vec![found.iter().position(|&f| f == 1).unwrap_or(0) as u32]),
+        Task::MultiClass => {
+            (count == 1).then(|| vec![found.iter().position(|&f| f == 1).unwrap_or(0) as u32])
+        }
         Task::MultiLabel => {
             if count > 0 {
                 Some(found)
-            } else if answer.to_lowercase().split(|c: char| !c.is_alphanumeric()).any(|w| w == "none") {
+            } else if answer
+                .to_lowercase()
+                .split(|c: char| !c.is_alphanumeric())
+                .any(|w| w == "none")
+            {
                 Some(found)
             } else {
                 None
@@ -176,12 +202,24 @@ mod tests {
     #[test]
     fn answers_match_one_option() {
         let names = vec!["normal".to_string(), "tumor".to_string()];
-        assert_eq!(match_answer("Tumor.", Task::MultiClass, &names), Some(vec![1]));
-        assert_eq!(match_answer("normal tissue", Task::MultiClass, &names), Some(vec![0]));
+        assert_eq!(
+            match_answer("Tumor.", Task::MultiClass, &names),
+            Some(vec![1])
+        );
+        assert_eq!(
+            match_answer("normal tissue", Task::MultiClass, &names),
+            Some(vec![0])
+        );
         assert_eq!(match_answer("tumorous", Task::MultiClass, &names), None);
-        assert_eq!(match_answer("normal or tumor", Task::MultiClass, &names), None);
+        assert_eq!(
+            match_answer("normal or tumor", Task::MultiClass, &names),
+            None
+        );
         let derm = vec!["nevi".to_string(), "melanocytic nevi".to_string()];
-        assert_eq!(match_answer("Melanocytic nevi", Task::MultiClass, &derm), Some(vec![1]));
+        assert_eq!(
+            match_answer("Melanocytic nevi", Task::MultiClass, &derm),
+            Some(vec![1])
+        );
     }
 
     #[test]

@@ -46,7 +46,10 @@ impl Template {
                 });
             }
         }
-        Ok(Template { name: name.to_string(), text })
+        Ok(Template {
+            name: name.to_string(),
+            text,
+        })
     }
 
     /// `pcam200` (built in) or a UTF-8 template file.
@@ -55,16 +58,30 @@ impl Template {
             "pcam200" => Template::new("pcam200", PCAM200_TEMPLATE),
             path => {
                 let p = Path::new(path);
-                let io = |cause| GscoError::Io { path: p.to_path_buf(), cause };
+                let io = |cause| GscoError::Io {
+                    path: p.to_path_buf(),
+                    cause,
+                };
                 if !p.is_file() {
-                    return Err(GscoError::Template { path: p.to_path_buf(), message: "is not the built-in `pcam200` and no such file".into() });
+                    return Err(GscoError::Template {
+                        path: p.to_path_buf(),
+                        message: "is not the built-in `pcam200` and no such file".into(),
+                    });
                 }
                 let len = std::fs::metadata(p).map_err(io)?.len();
                 if len > MAX_TEMPLATE_BYTES {
-                    return Err(GscoError::Template { path: p.to_path_buf(), message: format!("{len} bytes is above the {MAX_TEMPLATE_BYTES}-byte limit") });
+                    return Err(GscoError::Template {
+                        path: p.to_path_buf(),
+                        message: format!(
+                            "{len} bytes is above the {MAX_TEMPLATE_BYTES}-byte limit"
+                        ),
+                    });
                 }
                 let bytes = std::fs::read(p).map_err(io)?;
-                let raw = String::from_utf8(bytes).map_err(|e| GscoError::Template { path: p.to_path_buf(), message: format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()) })?;
+                let raw = String::from_utf8(bytes).map_err(|e| GscoError::Template {
+                    path: p.to_path_buf(),
+                    message: format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+                })?;
                 Template::new(path, &raw)
             }
         }
@@ -72,7 +89,9 @@ impl Template {
 
     /// The task text with RAD and MoED filled in (before `chat()` strips it).
     pub fn compose(&self, rad: &str, moed: &str) -> String {
-        self.text.replace(RAD_PLACEHOLDER, rad).replace(MOED_PLACEHOLDER, moed)
+        self.text
+            .replace(RAD_PLACEHOLDER, rad)
+            .replace(MOED_PLACEHOLDER, moed)
     }
 }
 
@@ -80,10 +99,23 @@ impl Template {
 /// convention, upstream has no multi-label prompt), positive names in label order joined by `/`, or `none`.
 pub fn label_string(row: &[u32], task: Task, names: &[String]) -> String {
     match task {
-        Task::MultiClass => row.first().and_then(|&c| names.get(c as usize)).cloned().unwrap_or_default(),
+        Task::MultiClass => row
+            .first()
+            .and_then(|&c| names.get(c as usize))
+            .cloned()
+            .unwrap_or_default(),
         Task::MultiLabel => {
-            let pos: Vec<&str> = row.iter().zip(names).filter(|(&f, _)| f == 1).map(|(_, n)| n.as_str()).collect();
-            if pos.is_empty() { "none".to_string() } else { pos.join("/") }
+            let pos: Vec<&str> = row
+                .iter()
+                .zip(names)
+                .filter(|(&f, _)| f == 1)
+                .map(|(_, n)| n.as_str())
+                .collect();
+            if pos.is_empty() {
+                "none".to_string()
+            } else {
+                pos.join("/")
+            }
         }
     }
 }
@@ -91,12 +123,20 @@ pub fn label_string(row: &[u32], task: Task, names: &[String]) -> String {
 /// A prediction's label text from its predicted class indices.
 pub fn prediction_string(predicted: &[usize], task: Task, names: &[String]) -> String {
     match task {
-        Task::MultiClass => predicted.first().and_then(|&c| names.get(c)).cloned().unwrap_or_default(),
+        Task::MultiClass => predicted
+            .first()
+            .and_then(|&c| names.get(c))
+            .cloned()
+            .unwrap_or_default(),
         Task::MultiLabel => {
             if predicted.is_empty() {
                 "none".to_string()
             } else {
-                predicted.iter().filter_map(|&i| names.get(i).map(String::as_str)).collect::<Vec<_>>().join("/")
+                predicted
+                    .iter()
+                    .filter_map(|&i| names.get(i).map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join("/")
             }
         }
     }

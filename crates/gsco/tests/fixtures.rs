@@ -17,15 +17,26 @@ use meddr_image::RgbImage;
 use meddr_specialist::{cpu_device, ConfigOverrides, FeatureMode, Specialist, Task};
 use serde_json::Value;
 
-const ALL: [&str; 4] = ["pcam_resnet18_64", "derma_densenet121_28", "pcam_vit_tiny_224", "chest_efficientnet_b0_128"];
+const ALL: [&str; 4] = [
+    "pcam_resnet18_64",
+    "derma_densenet121_28",
+    "pcam_vit_tiny_224",
+    "chest_efficientnet_b0_128",
+];
 
 fn shared() -> PathBuf {
-    std::env::var_os("MEDDR_SHARED").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+    std::env::var_os("MEDDR_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
 }
 
 fn dir(name: &str) -> PathBuf {
     let p = shared().join("fixtures/gsco").join(name);
-    assert!(p.is_dir(), "GSCo fixture {} not found (set MEDDR_SHARED)", p.display());
+    assert!(
+        p.is_dir(),
+        "GSCo fixture {} not found (set MEDDR_SHARED)",
+        p.display()
+    );
     p
 }
 
@@ -68,8 +79,16 @@ fn images(name: &str, split: &str) -> (MedMnistSplit, Vec<RgbImage>) {
 
 /// Train features of each specialist, computed once (upstream: batches of 50): (unpooled, pooled).
 fn train_features(name: &str) -> Arc<(Vec<f32>, Vec<f32>)> {
-    static CACHE: OnceLock<Mutex<std::collections::HashMap<String, Arc<OnceLock<Arc<(Vec<f32>, Vec<f32>)>>>>>> = OnceLock::new();
-    let cell = CACHE.get_or_init(Default::default).lock().unwrap().entry(name.to_string()).or_default().clone();
+    static CACHE: OnceLock<
+        Mutex<std::collections::HashMap<String, Arc<OnceLock<Arc<(Vec<f32>, Vec<f32>)>>>>>,
+    > = OnceLock::new();
+    let cell = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(name.to_string())
+        .or_default()
+        .clone();
     cell.get_or_init(|| {
         let s = specialist(name);
         let (_, train) = images(name, "train");
@@ -91,7 +110,11 @@ fn train_features(name: &str) -> Arc<(Vec<f32>, Vec<f32>)> {
 /// An index of the train split written from the cached features (the streaming `build_index` path is
 /// checked to write the identical file in `build_index_streams_the_same_file`).
 fn index_of(name: &str, mode: FeatureMode, dtype: IndexDtype) -> PathBuf {
-    let out = tmp(&format!("{name}-{}-{}.gscoidx", mode.as_str(), dtype.as_str()));
+    let out = tmp(&format!(
+        "{name}-{}-{}.gscoidx",
+        mode.as_str(),
+        dtype.as_str()
+    ));
     static DONE: OnceLock<Mutex<Vec<PathBuf>>> = OnceLock::new();
     let done = DONE.get_or_init(Default::default);
     let mut guard = done.lock().unwrap();
@@ -101,7 +124,11 @@ fn index_of(name: &str, mode: FeatureMode, dtype: IndexDtype) -> PathBuf {
     let s = specialist(name);
     let split = MedMnistSplit::open(&dir(name).join("data.npz"), "train").unwrap();
     let f = train_features(name);
-    let feats = if mode == FeatureMode::Unpooled { &f.0 } else { &f.1 };
+    let feats = if mode == FeatureMode::Unpooled {
+        &f.0
+    } else {
+        &f.1
+    };
     let meta = meddr_gsco::IndexMeta::for_specialist(&s, mode, split.count, "train", dtype);
     let mut w = meddr_gsco::IndexWriter::create(&out, &meta, &split.labels, true).unwrap();
     // Uneven pieces: the writer must not care how rows arrive.
@@ -125,13 +152,27 @@ fn build_index_streams_the_same_file() {
     let out = tmp("streamed.gscoidx");
     let labels = split.labels.clone();
     let mut calls = 0;
-    build_index(&s, FeatureMode::Unpooled, split.count, &labels, "train", &out, IndexDtype::F32, true, &mut |f| split.for_each_batch(50, |a, b| f(a, b)), &mut |done, total| {
-        calls += 1;
-        assert!(done <= total);
-    })
+    build_index(
+        &s,
+        FeatureMode::Unpooled,
+        split.count,
+        &labels,
+        "train",
+        &out,
+        IndexDtype::F32,
+        true,
+        &mut |f| split.for_each_batch(50, |a, b| f(a, b)),
+        &mut |done, total| {
+            calls += 1;
+            assert!(done <= total);
+        },
+    )
     .unwrap();
     assert_eq!(calls, 4, "200 images in batches of 50");
-    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(index(name, IndexDtype::F32)).unwrap());
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(index(name, IndexDtype::F32)).unwrap()
+    );
 }
 
 fn check_retrieval(name: &str, dtype: IndexDtype, device: &Device, tol: f32) {
@@ -145,22 +186,46 @@ fn check_retrieval(name: &str, dtype: IndexDtype, device: &Device, tol: f32) {
     for img in &test {
         x.extend(s.preprocess(img).unwrap());
     }
-    let f = s.run(&x, test.len(), Some(FeatureMode::Unpooled)).unwrap().features.unwrap();
+    let f = s
+        .run(&x, test.len(), Some(FeatureMode::Unpooled))
+        .unwrap()
+        .features
+        .unwrap();
     let hits = idx.search(&f, 10, device).unwrap();
     let mut worst = 0f32;
     for (i, list) in hits.iter().enumerate() {
         let t = &exp["tests"][i];
-        let want: Vec<usize> = t["rad_indices"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let want: Vec<usize> = t["rad_indices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         let got: Vec<usize> = list.iter().map(|n| n.index).collect();
-        assert_eq!(got, want, "{name} ({}) query {i}: neighbours", dtype.as_str());
+        assert_eq!(
+            got,
+            want,
+            "{name} ({}) query {i}: neighbours",
+            dtype.as_str()
+        );
         for (n, d) in list.iter().zip(t["rad_distances"].as_array().unwrap()) {
             worst = worst.max((n.distance - d.as_f64().unwrap() as f32).abs());
         }
         let labels: Vec<String> = list.iter().map(|n| idx.label_string(n.index)).collect();
-        assert_eq!(labels.join(","), t["rad"].as_str().unwrap(), "{name}: RAD string of query {i}");
+        assert_eq!(
+            labels.join(","),
+            t["rad"].as_str().unwrap(),
+            "{name}: RAD string of query {i}"
+        );
     }
-    eprintln!("{name} ({} index, {device:?}): max distance error {worst:.2e}", dtype.as_str());
-    assert!(worst <= tol, "{name}: distances off by {worst:e} (> {tol:e})");
+    eprintln!(
+        "{name} ({} index, {device:?}): max distance error {worst:.2e}",
+        dtype.as_str()
+    );
+    assert!(
+        worst <= tol,
+        "{name}: distances off by {worst:e} (> {tol:e})"
+    );
 }
 
 #[test]
@@ -197,8 +262,16 @@ fn moed_rad_and_prompt_strings() {
         let collabs = g.collaborate(&test).unwrap();
         for (i, c) in collabs.iter().enumerate() {
             let e = &exp["tests"][i];
-            assert_eq!(c.moed_string, e["moed"].as_str().unwrap(), "{name}: MoED of {i}");
-            assert_eq!(c.rad_string, e["rad"].as_str().unwrap(), "{name}: RAD of {i}");
+            assert_eq!(
+                c.moed_string,
+                e["moed"].as_str().unwrap(),
+                "{name}: MoED of {i}"
+            );
+            assert_eq!(
+                c.rad_string,
+                e["rad"].as_str().unwrap(),
+                "{name}: RAD of {i}"
+            );
             if let Some(p) = e.get("prompt").and_then(Value::as_str) {
                 assert_eq!(c.prompt, p, "{name}: prompt of {i}");
             }
@@ -210,14 +283,21 @@ fn moed_rad_and_prompt_strings() {
 #[test]
 fn moed_of_two_specialists() {
     let t = Template::from_arg("pcam200").unwrap();
-    let specs = vec![specialist("pcam_vit_tiny_224"), specialist("pcam_resnet18_64")];
+    let specs = vec![
+        specialist("pcam_vit_tiny_224"),
+        specialist("pcam_resnet18_64"),
+    ];
     let idx = Index::open(&index("pcam_resnet18_64", IndexDtype::F32)).unwrap();
     let g = Gsco::new(&specs, &idx, &t, 10).unwrap();
     assert_eq!(g.retriever, 1, "the index's own specialist retrieves");
     let (_, test) = images("pcam_resnet18_64", "test");
     let c = &g.collaborate(&test[..2]).unwrap()[1];
     let (v, r) = (expected("pcam_vit_tiny_224"), expected("pcam_resnet18_64"));
-    let want = format!("{},{}", v["tests"][1]["moed"].as_str().unwrap(), r["tests"][1]["moed"].as_str().unwrap());
+    let want = format!(
+        "{},{}",
+        v["tests"][1]["moed"].as_str().unwrap(),
+        r["tests"][1]["moed"].as_str().unwrap()
+    );
     assert_eq!(c.moed_string, want);
     assert_eq!(c.rad_string, r["tests"][1]["rad"].as_str().unwrap());
 }
@@ -229,13 +309,38 @@ fn metrics_equal_scikit_learn() {
         let task = Task::parse(exp["task"].as_str().unwrap()).unwrap();
         let c = exp["num_classes"].as_u64().unwrap() as usize;
         let (split, _) = images(name, "test");
-        let probs: Vec<f32> = exp["tests"].as_array().unwrap().iter().flat_map(|t| t["probabilities"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect::<Vec<_>>()).collect();
+        let probs: Vec<f32> = exp["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| {
+                t["probabilities"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let m = classifier_metrics(task, c, &split.labels.values, &probs);
         let em = &exp["metrics"];
-        assert!((m.acc - em["ACC"].as_f64().unwrap()).abs() < 1e-12, "{name}: ACC {} vs {}", m.acc, em["ACC"]);
-        assert!((m.auc.unwrap() - em["AUC"].as_f64().unwrap()).abs() < 1e-12, "{name}: AUC {:?} vs {}", m.auc, em["AUC"]);
+        assert!(
+            (m.acc - em["ACC"].as_f64().unwrap()).abs() < 1e-12,
+            "{name}: ACC {} vs {}",
+            m.acc,
+            em["ACC"]
+        );
+        assert!(
+            (m.auc.unwrap() - em["AUC"].as_f64().unwrap()).abs() < 1e-12,
+            "{name}: AUC {:?} vs {}",
+            m.auc,
+            em["AUC"]
+        );
         for (k, a) in em["per_class_AUC"].as_array().unwrap().iter().enumerate() {
-            assert!((m.per_class_auc[k].unwrap() - a.as_f64().unwrap()).abs() < 1e-12, "{name}: AUC of class {k}");
+            assert!(
+                (m.per_class_auc[k].unwrap() - a.as_f64().unwrap()).abs() < 1e-12,
+                "{name}: AUC of class {k}"
+            );
         }
     }
 }
@@ -247,10 +352,16 @@ fn an_index_refuses_another_specialist() {
     let idx = Index::open(&index("pcam_resnet18_64", IndexDtype::F32)).unwrap();
     let other = specialist("pcam_vit_tiny_224");
     let e = idx.check_specialist(&other).unwrap_err().to_string();
-    assert!(e.contains("pcam_resnet18_64") && e.contains("pcam_vit_tiny_224") && e.contains("resnet18"), "{e}");
+    assert!(
+        e.contains("pcam_resnet18_64") && e.contains("pcam_vit_tiny_224") && e.contains("resnet18"),
+        "{e}"
+    );
     let t = Template::from_arg("pcam200").unwrap();
     let specs = vec![other];
-    assert!(matches!(Gsco::new(&specs, &idx, &t, 10), Err(GscoError::WrongSpecialist { .. })));
+    assert!(matches!(
+        Gsco::new(&specs, &idx, &t, 10),
+        Err(GscoError::WrongSpecialist { .. })
+    ));
 }
 
 #[test]
@@ -267,7 +378,19 @@ fn corrupt_empty_and_foreign_indexes_are_refused() {
         assert!(e.contains(want), "{e}");
     }
     // A GGUF that is not an index (wrong architecture key).
-    let w = meddr_gguf::GgufWriter::create_with(&p, meddr_gguf::WriteOptions { overwrite: true, ..Default::default() }, vec![("general.architecture".into(), meddr_gguf::Value::String("llama".into()))], vec![]).unwrap();
+    let w = meddr_gguf::GgufWriter::create_with(
+        &p,
+        meddr_gguf::WriteOptions {
+            overwrite: true,
+            ..Default::default()
+        },
+        vec![(
+            "general.architecture".into(),
+            meddr_gguf::Value::String("llama".into()),
+        )],
+        vec![],
+    )
+    .unwrap();
     w.finish().unwrap();
     let e = Index::open(&p).err().unwrap().to_string();
     assert!(e.contains("\"llama\"") && e.contains("not an index"), "{e}");
@@ -277,26 +400,41 @@ fn corrupt_empty_and_foreign_indexes_are_refused() {
 fn bad_medmnist_files_are_refused() {
     let good = dir("pcam_resnet18_64").join("data.npz");
     let e = MedMnistSplit::open(&good, "val").err().unwrap().to_string();
-    assert!(e.contains("val_images") && e.contains("train_images"), "{e}");
+    assert!(
+        e.contains("val_images") && e.contains("train_images"),
+        "{e}"
+    );
     let p = tmp("notzip.npz");
     std::fs::write(&p, b"this is not a zip").unwrap();
     let e = MedMnistSplit::open(&p, "train").err().unwrap().to_string();
     assert!(e.contains("notzip.npz") && e.contains(".npz"), "{e}");
-    let e = MedMnistSplit::open(&tmp("missing.npz"), "train").err().unwrap().to_string();
+    let e = MedMnistSplit::open(&tmp("missing.npz"), "train")
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("missing.npz"), "{e}");
     // Labels that do not fit the specialist (multi-label file for a multi-class specialist).
-    let chest = MedMnistSplit::open(&dir("chest_efficientnet_b0_128").join("data.npz"), "train").unwrap();
-    let e = chest.labels.check(&chest.path, Task::MultiClass, 2).unwrap_err().to_string();
+    let chest =
+        MedMnistSplit::open(&dir("chest_efficientnet_b0_128").join("data.npz"), "train").unwrap();
+    let e = chest
+        .labels
+        .check(&chest.path, Task::MultiClass, 2)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("5 columns"), "{e}");
 }
 
 #[test]
 fn templates_need_both_placeholders() {
-    let e = Template::new("t.txt", "Only ###RAD### here").unwrap_err().to_string();
+    let e = Template::new("t.txt", "Only ###RAD### here")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("t.txt") && e.contains("###MOED###"), "{e}");
     let t = Template::new("t.txt", "\n    A ###RAD### B ###MOED###\n").unwrap();
     assert_eq!(t.compose("x,y", "z"), "  A x,y B z ");
-    let e = Template::from_arg(tmp("no-such-template.txt").to_str().unwrap()).unwrap_err().to_string();
+    let e = Template::from_arg(tmp("no-such-template.txt").to_str().unwrap())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no-such-template.txt"), "{e}");
 }
 
@@ -315,9 +453,16 @@ fn pooled_index_cost() {
         for img in &train[..4] {
             x.extend(s.preprocess(img).unwrap());
         }
-        let f = s.run(&x, 4, Some(FeatureMode::Pooled)).unwrap().features.unwrap();
+        let f = s
+            .run(&x, 4, Some(FeatureMode::Pooled))
+            .unwrap()
+            .features
+            .unwrap();
         for (k, list) in idx.search(&f, 1, &cpu_device()).unwrap().iter().enumerate() {
-            assert_eq!(list[0].index, k, "{name}: train case {k} should find itself");
+            assert_eq!(
+                list[0].index, k,
+                "{name}: train case {k} should find itself"
+            );
             assert!(list[0].distance < 1e-5);
         }
         let (_, test) = images(name, "test");
@@ -325,12 +470,24 @@ fn pooled_index_cost() {
         for img in &test {
             x.extend(s.preprocess(img).unwrap());
         }
-        let f = s.run(&x, test.len(), Some(FeatureMode::Pooled)).unwrap().features.unwrap();
+        let f = s
+            .run(&x, test.len(), Some(FeatureMode::Pooled))
+            .unwrap()
+            .features
+            .unwrap();
         let hits = idx.search(&f, 10, &cpu_device()).unwrap();
         let (mut overlap, mut same_rad) = (0, 0);
         for (i, list) in hits.iter().enumerate() {
-            let want: Vec<u64> = exp["tests"][i]["rad_indices"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-            overlap += list.iter().filter(|n| want.contains(&(n.index as u64))).count();
+            let want: Vec<u64> = exp["tests"][i]["rad_indices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
+            overlap += list
+                .iter()
+                .filter(|n| want.contains(&(n.index as u64)))
+                .count();
             let rad: Vec<String> = list.iter().map(|n| idx.label_string(n.index)).collect();
             same_rad += usize::from(rad.join(",") == exp["tests"][i]["rad"].as_str().unwrap());
         }

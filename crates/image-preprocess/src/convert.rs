@@ -131,7 +131,9 @@ fn check_png_palette(bytes: &[u8]) -> Result<(), ImageError> {
             b"PLTE" if len % 3 != 0 || len > 768 || len == 0 => {
                 return Err(ImageError::Corrupt {
                     format: "PNG",
-                    detail: format!("the palette (PLTE) is {len} bytes, not 1 to 256 RGB entries of 3 bytes"),
+                    detail: format!(
+                        "the palette (PLTE) is {len} bytes, not 1 to 256 RGB entries of 3 bytes"
+                    ),
                 })
             }
             b"IDAT" | b"IEND" => return Ok(()),
@@ -179,10 +181,12 @@ fn decode_other(
 fn decode_gif(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     const NAME: &str = "GIF";
     let err = |e: gif::DecodingError| match e {
-        gif::DecodingError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => ImageError::Truncated {
-            format: NAME,
-            detail: io.to_string(),
-        },
+        gif::DecodingError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            ImageError::Truncated {
+                format: NAME,
+                detail: io.to_string(),
+            }
+        }
         other => ImageError::Corrupt {
             format: NAME,
             detail: other.to_string(),
@@ -197,11 +201,19 @@ fn decode_gif(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let mut d = opts.read_info(Cursor::new(bytes)).map_err(err)?;
     let (sw, sh) = (u64::from(d.width()), u64::from(d.height()));
     let global = d.global_palette().map(<[u8]>::to_vec);
-    let f = d.read_next_frame().map_err(err)?.ok_or(ImageError::Corrupt {
-        format: NAME,
-        detail: "the file holds no image".into(),
-    })?;
-    let (left, top, fw, fh) = (u64::from(f.left), u64::from(f.top), u64::from(f.width), u64::from(f.height));
+    let f = d
+        .read_next_frame()
+        .map_err(err)?
+        .ok_or(ImageError::Corrupt {
+            format: NAME,
+            detail: "the file holds no image".into(),
+        })?;
+    let (left, top, fw, fh) = (
+        u64::from(f.left),
+        u64::from(f.top),
+        u64::from(f.width),
+        u64::from(f.height),
+    );
     let (w, h) = (sw.max(left + fw), sh.max(top + fh));
     check_dimensions_u64(w, h)?;
     let (w, h) = (w as usize, h as usize);
@@ -231,7 +243,10 @@ fn decode_gif(bytes: &[u8]) -> Result<RgbImage, ImageError> {
 }
 
 /// Pillow's `convert('RGB')` on what Pillow would have opened, and notes on what that loses.
-fn to_rgb_pillow(img: DynamicImage, name: &'static str) -> Result<(RgbImage, Vec<String>), ImageError> {
+fn to_rgb_pillow(
+    img: DynamicImage,
+    name: &'static str,
+) -> Result<(RgbImage, Vec<String>), ImageError> {
     let (width, height) = (img.width(), img.height());
     check_dimensions_u64(width as u64, height as u64)?;
     let mut notes = Vec::new();

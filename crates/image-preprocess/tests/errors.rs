@@ -77,18 +77,32 @@ fn gif_first_frame_decodes_and_broken_gifs_are_refused() {
     // anywhere, and with a logical screen too large to allocate.
     let gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x00\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
     let rgb = decode_rgb(gif).unwrap();
-    assert_eq!((rgb.width, rgb.height, rgb.data.as_slice()), (1, 1, &[255u8, 255, 255][..]));
+    assert_eq!(
+        (rgb.width, rgb.height, rgb.data.as_slice()),
+        (1, 1, &[255u8, 255, 255][..])
+    );
     for cut in 6..gif.len() {
         // Never a panic; a file cut before its image data is an error naming GIF.
         if let Err(e) = decode_rgb(&gif[..cut]) {
-            assert!(e.to_string().contains("GIF") || matches!(e, ImageError::UnknownFormat { .. }), "{e}");
+            assert!(
+                e.to_string().contains("GIF") || matches!(e, ImageError::UnknownFormat { .. }),
+                "{e}"
+            );
         } else {
-            assert!(cut >= gif.len() - 3, "a GIF cut at {cut} of {} decoded", gif.len());
+            assert!(
+                cut >= gif.len() - 3,
+                "a GIF cut at {cut} of {} decoded",
+                gif.len()
+            );
         }
     }
     let mut huge = gif.to_vec();
     huge[6..10].copy_from_slice(&[0xff, 0xff, 0xff, 0xff]);
-    assert!(matches!(decode_rgb(&huge), Err(ImageError::TooLarge { .. })), "{:?}", decode_rgb(&huge));
+    assert!(
+        matches!(decode_rgb(&huge), Err(ImageError::TooLarge { .. })),
+        "{:?}",
+        decode_rgb(&huge)
+    );
 }
 
 #[test]
@@ -226,13 +240,20 @@ fn fuzz_regressions_fail_cleanly() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fuzz/regressions");
     let mut n = 0;
     for target in ["image", "jpeg"] {
-        let Ok(entries) = std::fs::read_dir(dir.join(target)) else { continue };
+        let Ok(entries) = std::fs::read_dir(dir.join(target)) else {
+            continue;
+        };
         for e in entries {
             let p = e.unwrap().path();
             let bytes = std::fs::read(&p).unwrap();
             n += 1;
             match meddr_image::decode_rgb(&bytes) {
-                Ok(img) => assert_eq!(img.data.len(), img.width as usize * img.height as usize * 3, "{}", p.display()),
+                Ok(img) => assert_eq!(
+                    img.data.len(),
+                    img.width as usize * img.height as usize * 3,
+                    "{}",
+                    p.display()
+                ),
                 Err(e) => assert!(!e.to_string().is_empty(), "{}", p.display()),
             }
         }
@@ -255,11 +276,26 @@ fn the_pixel_cap_is_checked_before_decoding() {
             .unwrap();
         buf.into_inner()
     };
-    let capped = PreprocessConfig { max_pixels: 1000, ..Default::default() };
+    let capped = PreprocessConfig {
+        max_pixels: 1000,
+        ..Default::default()
+    };
     match preprocess(&png, &capped) {
-        Err(ImageError::TooLarge { width: 40, height: 30, max_pixels: 1000, .. }) => {}
+        Err(ImageError::TooLarge {
+            width: 40,
+            height: 30,
+            max_pixels: 1000,
+            ..
+        }) => {}
         other => panic!("expected TooLarge under a 1000-pixel cap, got {other:?}"),
     }
     assert!(preprocess(&png, &PreprocessConfig::default()).is_ok());
-    assert!(preprocess(&png, &PreprocessConfig { max_pixels: 1200, ..Default::default() }).is_ok());
+    assert!(preprocess(
+        &png,
+        &PreprocessConfig {
+            max_pixels: 1200,
+            ..Default::default()
+        }
+    )
+    .is_ok());
 }

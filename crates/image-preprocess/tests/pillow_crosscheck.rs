@@ -37,7 +37,12 @@ fn full_pipeline_matches_pillow_for_every_format() {
             Ok((r, notes)) => {
                 // Issue 9.4: 16-bit grey is clipped exactly as Pillow does, and the user is told (only then).
                 let clipped = name == "grey16.png";
-                if clipped != notes.iter().any(|n| n.contains("16-bit greyscale") && n.contains("DICOM")) || (!clipped && !notes.is_empty()) {
+                if clipped
+                    != notes
+                        .iter()
+                        .any(|n| n.contains("16-bit greyscale") && n.contains("DICOM"))
+                    || (!clipped && !notes.is_empty())
+                {
                     failures.push(format!("{name}: notes {notes:?}"));
                 }
                 r

@@ -152,7 +152,10 @@ impl ModelConfig {
             l.head_dim,
             "KV cache",
         )?;
-        if let Some(id) = self.image_context_token_id.filter(|&id| id as usize >= l.vocab) {
+        if let Some(id) = self
+            .image_context_token_id
+            .filter(|&id| id as usize >= l.vocab)
+        {
             return Err(bad("image_context_token_id", id, "must be below llm.vocab"));
         }
         if let Some(v) = &self.vision {

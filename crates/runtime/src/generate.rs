@@ -231,7 +231,16 @@ pub fn generate<B: Backend + ?Sized>(
     opts: &GenerationOptions,
     on_token: impl FnMut(&TokenEvent) -> ControlFlow<()>,
 ) -> Result<GenerationResult> {
-    generate_from(backend, tokenizer, info, 0, prompt_ids, image_features, opts, on_token)
+    generate_from(
+        backend,
+        tokenizer,
+        info,
+        0,
+        prompt_ids,
+        image_features,
+        opts,
+        on_token,
+    )
 }
 
 /// [`generate`] that keeps the first `keep` positions of the backend's cache ([`Backend::prefill_from`]):
@@ -253,7 +262,9 @@ pub fn generate_from<B: Backend + ?Sized>(
         return Ok(g.finish());
     }
     let t0 = Instant::now();
-    let logits = backend.prefill_from(keep, &prompt_ids[keep..], image_features).map_err(RuntimeError::Backend)?;
+    let logits = backend
+        .prefill_from(keep, &prompt_ids[keep..], image_features)
+        .map_err(RuntimeError::Backend)?;
     g.prefill_done(t0.elapsed().as_secs_f64());
     let mut next = Output::Logits(logits);
     loop {
@@ -262,7 +273,11 @@ pub fn generate_from<B: Backend + ?Sized>(
             Output::Sampled(id) => g.step(Next::Sampled(*id), &mut on_token)?,
         };
         let Some(id) = fed else { break };
-        let device = if g.needs_logits() { None } else { backend.decode_sampled(id, &opts.sampling, g.generated()) };
+        let device = if g.needs_logits() {
+            None
+        } else {
+            backend.decode_sampled(id, &opts.sampling, g.generated())
+        };
         next = match device {
             Some(r) => Output::Sampled(r.map_err(RuntimeError::Backend)?),
             None => Output::Logits(backend.decode(id).map_err(RuntimeError::Backend)?),
@@ -390,17 +405,33 @@ impl<'t> Generation<'t> {
             Next::Sampled(id) => (id, None, Vec::new()),
         };
         if id as usize >= self.vocab {
-            return Err(RuntimeError::TokenOutOfRange { id, vocab: self.vocab });
+            return Err(RuntimeError::TokenOutOfRange {
+                id,
+                vocab: self.vocab,
+            });
         }
         self.history.push(id);
         let is_stop = self.stop_ids.contains(&id);
         // The last token also flushes held-back bytes, so the streamed deltas add up to the final text.
         let last = is_stop || self.result.tokens.len() + 1 >= self.opts.max_new_tokens;
-        let text = if last { self.stream.step_last(id)? } else { self.stream.step(id)? }.unwrap_or_default();
+        let text = if last {
+            self.stream.step_last(id)?
+        } else {
+            self.stream.step(id)?
+        }
+        .unwrap_or_default();
         self.result.text.push_str(&text);
-        self.result.tokens.push(TokenOut { id, text, logprob, top_logprobs: top });
+        self.result.tokens.push(TokenOut {
+            id,
+            text,
+            logprob,
+            top_logprobs: top,
+        });
         let index = self.result.tokens.len() - 1;
-        let flow = on_token(&TokenEvent { index, token: &self.result.tokens[index] });
+        let flow = on_token(&TokenEvent {
+            index,
+            token: &self.result.tokens[index],
+        });
         self.finished = true;
         if is_stop {
             self.result.stop_reason = StopReason::Eos;

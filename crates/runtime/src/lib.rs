@@ -17,8 +17,9 @@ mod template;
 pub use conversation::{Conversation, Reply, Turn};
 pub use error::{BackendError, Result, RuntimeError};
 pub use generate::{
-    check_image_tokens, check_request, generate, generate_from, Backend, Generation, GenerationOptions, Next,
-    GenerationResult, StopPolicy, StopReason, Timings, TokenEvent, TokenOut, MAX_LOGPROBS,
+    check_image_tokens, check_request, generate, generate_from, Backend, Generation,
+    GenerationOptions, GenerationResult, Next, StopPolicy, StopReason, Timings, TokenEvent,
+    TokenOut, MAX_LOGPROBS,
 };
 pub use info::{
     tokenizer_from_gguf_header, ImagePreprocessing, ModelInfo, PromptFormat, VisionInfo,

@@ -179,8 +179,13 @@ fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(state.opts.max_body_bytes))
         // An upload that stalls is cut after this long without a byte (a slow client cannot hold a
         // connection and a handler forever).
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_STALL))
-        .layer(middleware::from_fn_with_state(state.clone(), refuse_declared_oversize))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            BODY_STALL,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_declared_oversize,
+        ))
         .layer(middleware::from_fn(add_notice_header))
         .with_state(state.clone());
     if let Some(origin) = &state.opts.cors_origin {
@@ -205,7 +210,11 @@ const BODY_STALL: Duration = Duration::from_secs(30);
 
 /// A body declared larger than the limit is refused before any of it is read (and before a client that
 /// sent `Expect: 100-continue` is told to go on).
-async fn refuse_declared_oversize(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+async fn refuse_declared_oversize(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -345,7 +354,10 @@ async fn model(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Re
         return ApiError::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
-            format!("model {id:?} does not exist here; this server has {:?}", state.opts.model_id),
+            format!(
+                "model {id:?} does not exist here; this server has {:?}",
+                state.opts.model_id
+            ),
         )
         .into_response();
     }
@@ -624,7 +636,14 @@ async fn chat_job(
     conv.set_system(msgs.system.clone());
     conv.set_turns(turns.clone());
     let context = state.context_length();
-    let prompt = conv.encode(&state.tokenizer, info, &msgs.question, msgs.image.is_some(), 0, context)?;
+    let prompt = conv.encode(
+        &state.tokenizer,
+        info,
+        &msgs.question,
+        msgs.image.is_some(),
+        0,
+        context,
+    )?;
     opts.max_new_tokens = settle_max_tokens(asked, prompt.ids.len(), context)?;
     let pixel_values = match msgs.image {
         Some(bytes) => {
@@ -726,8 +745,7 @@ fn completion_job(
     meddr_runtime::check_image_tokens(&ids, state.info.image_context_id(&state.tokenizer), 0)
         .map_err(|e| ApiError::bad_request(Some("prompt"), e.to_string()))?;
     // OpenAI's default for completions.
-    opts.max_new_tokens =
-        settle_max_tokens(asked.or(Some(16)), ids.len(), state.context_length())?;
+    opts.max_new_tokens = settle_max_tokens(asked.or(Some(16)), ids.len(), state.context_length())?;
     let include_usage = sampling
         .stream_options
         .as_ref()

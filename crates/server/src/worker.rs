@@ -179,7 +179,10 @@ pub fn run(
             return;
         }
     };
-    state.context_length.store(backend.context_length().min(info.context_length), Ordering::SeqCst);
+    state.context_length.store(
+        backend.context_length().min(info.context_length),
+        Ordering::SeqCst,
+    );
     state.ready.store(true, Ordering::SeqCst);
     eprintln!(
         "meddr serve: model ready in {:.1} s",

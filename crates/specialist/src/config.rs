@@ -150,7 +150,8 @@ impl SpecialistConfig {
                     "num_classes",
                     format!(
                         "expected a positive integer, got {}",
-                        obj.get("num_classes").map_or("nothing".into(), |x| x.to_string())
+                        obj.get("num_classes")
+                            .map_or("nothing".into(), |x| x.to_string())
                     ),
                 )
             })? as usize;
@@ -178,12 +179,22 @@ impl SpecialistConfig {
         let conflict = |field: &str, file: &Value, flag: String| -> SpecialistError {
             field_err(path, field, format!("the file says {file}, the command line says {flag}; remove the flag (it is for configs without `{field}`)"))
         };
-        if let (Some(l), Some(v @ Value::Array(_))) = (&overrides.label_names, obj.get("label_names")) {
-            if v.as_array().map(|a| a.iter().map(|x| x.as_str().unwrap_or("")).collect::<Vec<_>>()) != Some(l.iter().map(String::as_str).collect()) {
+        if let (Some(l), Some(v @ Value::Array(_))) =
+            (&overrides.label_names, obj.get("label_names"))
+        {
+            if v.as_array().map(|a| {
+                a.iter()
+                    .map(|x| x.as_str().unwrap_or(""))
+                    .collect::<Vec<_>>()
+            }) != Some(l.iter().map(String::as_str).collect())
+            {
                 return Err(conflict("label_names", v, format!("{l:?}")));
             }
         }
-        if let (Some(i), Some(v)) = (overrides.img_size, obj.get("img_size").filter(|v| !v.is_null())) {
+        if let (Some(i), Some(v)) = (
+            overrides.img_size,
+            obj.get("img_size").filter(|v| !v.is_null()),
+        ) {
             if v.as_u64() != Some(i as u64) {
                 return Err(conflict("img_size", v, i.to_string()));
             }
@@ -222,8 +233,16 @@ impl SpecialistConfig {
                 ),
             ));
         }
-        if let Some((i, dup)) = label_names.iter().enumerate().find(|(i, l)| label_names[..*i].contains(l)) {
-            return Err(field_err(path, "label_names", format!("label {dup:?} appears twice (again at position {i})")));
+        if let Some((i, dup)) = label_names
+            .iter()
+            .enumerate()
+            .find(|(i, l)| label_names[..*i].contains(l))
+        {
+            return Err(field_err(
+                path,
+                "label_names",
+                format!("label {dup:?} appears twice (again at position {i})"),
+            ));
         }
         if let Some(bad) = label_names.iter().find(|l| l.is_empty() || l.contains(',')) {
             // RAD/MoED strings are comma-joined: a name with a comma (or none) could not be read back.
@@ -256,7 +275,11 @@ impl SpecialistConfig {
             "pretrained_cfg.std",
         )?;
         if let Some(s) = std.iter().find(|&&s| s <= 0.0) {
-            return Err(field_err(path, "pretrained_cfg.std", format!("{s} is not positive")));
+            return Err(field_err(
+                path,
+                "pretrained_cfg.std",
+                format!("{s} is not positive"),
+            ));
         }
         let input_size = match pcfg.get("input_size") {
             None => 224,
@@ -285,8 +308,13 @@ impl SpecialistConfig {
             (None, Some(x)) => x
                 .as_u64()
                 .filter(|&s| s > 0 && s <= u32::MAX as u64)
-                .ok_or_else(|| field_err(path, "img_size", format!("expected a positive integer, got {x}")))?
-                as u32,
+                .ok_or_else(|| {
+                    field_err(
+                        path,
+                        "img_size",
+                        format!("expected a positive integer, got {x}"),
+                    )
+                })? as u32,
         };
         if img_size == 0 || img_size > input_size {
             return Err(field_err(

@@ -26,9 +26,9 @@ use meddr_image::RgbImage;
 use sha2::{Digest, Sha256};
 
 pub use arch::{Architecture, NetOutput, Network};
+pub use burn_tensor::Device;
 pub use config::{ConfigOverrides, SpecialistConfig, SpecialistPaths, Task};
 pub use error::{Result, SpecialistError};
-pub use burn_tensor::Device;
 
 /// Largest `model.safetensors` accepted (ViT-L/16 in f32 is 1.2 GB).
 pub const MAX_WEIGHTS_BYTES: u64 = 4 << 30;
@@ -224,7 +224,10 @@ impl Specialist {
         Ok(Specialist {
             config,
             weights_sha256,
-            source: config_path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            source: config_path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
             net,
             device: device.clone(),
         })
@@ -265,7 +268,10 @@ impl Specialist {
     /// `input_size` (after normalisation, so the border is 0). `[3, S, S]`.
     pub fn preprocess(&self, img: &RgbImage) -> Result<Vec<f32>> {
         let s = self.config.img_size;
-        if img.width == 0 || img.height == 0 || img.data.len() != img.width as usize * img.height as usize * 3 {
+        if img.width == 0
+            || img.height == 0
+            || img.data.len() != img.width as usize * img.height as usize * 3
+        {
             return Err(SpecialistError::Input(format!(
                 "image buffer of {} bytes does not hold {}x{} RGB pixels",
                 img.data.len(),
@@ -305,13 +311,23 @@ impl Specialist {
     /// features in `features` mode when asked. One upload, one forward, one readback per output.
     /// Blocks until the results are read back (native only; the browser cannot block: [`Specialist::run_async`]).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn run(&self, inputs: &[f32], batch: usize, features: Option<FeatureMode>) -> Result<BatchOutput> {
+    pub fn run(
+        &self,
+        inputs: &[f32],
+        batch: usize,
+        features: Option<FeatureMode>,
+    ) -> Result<BatchOutput> {
         // burn's own synchronous readback is a `block_on` of the same future natively.
         pollster::block_on(self.run_async(inputs, batch, features))
     }
 
     /// [`Specialist::run`] with asynchronous readback (WebGPU's `mapAsync`): what the browser uses.
-    pub async fn run_async(&self, inputs: &[f32], batch: usize, features: Option<FeatureMode>) -> Result<BatchOutput> {
+    pub async fn run_async(
+        &self,
+        inputs: &[f32],
+        batch: usize,
+        features: Option<FeatureMode>,
+    ) -> Result<BatchOutput> {
         let n = self.config.input_size as usize;
         let want = batch.checked_mul(self.input_len());
         if batch == 0 || want != Some(inputs.len()) {
@@ -321,9 +337,14 @@ impl Specialist {
             )));
         }
         if let Some(i) = inputs.iter().position(|v| !v.is_finite()) {
-            return Err(SpecialistError::Input(format!("input value {i} is not finite")));
+            return Err(SpecialistError::Input(format!(
+                "input value {i} is not finite"
+            )));
         }
-        let x = Tensor::<4>::from_data(TensorData::new(inputs.to_vec(), [batch, 3, n, n]), &self.device);
+        let x = Tensor::<4>::from_data(
+            TensorData::new(inputs.to_vec(), [batch, 3, n, n]),
+            &self.device,
+        );
         let out = self.net.forward(x);
         let logits = read(out.logits).await?;
         let c = self.config.num_classes;
@@ -334,8 +355,13 @@ impl Specialist {
         let pooled = read(out.pooled).await?;
         let (features, feature_dim) = match features {
             None => (None, 0),
-            Some(FeatureMode::Unpooled) => (Some(read(out.features).await?), self.feature_dim(FeatureMode::Unpooled)),
-            Some(FeatureMode::Pooled) => (Some(pooled.clone()), self.feature_dim(FeatureMode::Pooled)),
+            Some(FeatureMode::Unpooled) => (
+                Some(read(out.features).await?),
+                self.feature_dim(FeatureMode::Unpooled),
+            ),
+            Some(FeatureMode::Pooled) => {
+                (Some(pooled.clone()), self.feature_dim(FeatureMode::Pooled))
+            }
         };
         Ok(BatchOutput {
             predictions,

@@ -13,7 +13,9 @@ use std::sync::{Arc, OnceLock};
 
 use burn_tensor::Device;
 use meddr_engine::{ContextOptions, GpuContext};
-use meddr_specialist::{cpu_device, ConfigOverrides, FeatureMode, Specialist, SpecialistError, Task};
+use meddr_specialist::{
+    cpu_device, ConfigOverrides, FeatureMode, Specialist, SpecialistError, Task,
+};
 use npyz::npz::NpzArchive;
 use serde_json::Value;
 
@@ -25,7 +27,11 @@ fn shared() -> PathBuf {
 
 fn gsco(name: &str) -> PathBuf {
     let p = shared().join("fixtures/gsco").join(name);
-    assert!(p.is_dir(), "GSCo fixture {} not found (set MEDDR_SHARED)", p.display());
+    assert!(
+        p.is_dir(),
+        "GSCo fixture {} not found (set MEDDR_SHARED)",
+        p.display()
+    );
     p
 }
 
@@ -44,7 +50,10 @@ fn gpu() -> Device {
 
 fn npz_f32(path: &PathBuf, key: &str) -> (Vec<u64>, Vec<f32>) {
     let mut a = NpzArchive::open(path).unwrap();
-    let npy = a.by_name(key).unwrap().unwrap_or_else(|| panic!("{key} in {}", path.display()));
+    let npy = a
+        .by_name(key)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{key} in {}", path.display()));
     let shape = npy.shape().to_vec();
     (shape, npy.into_vec::<f32>().unwrap())
 }
@@ -59,7 +68,10 @@ fn npz_u8(path: &PathBuf, key: &str) -> (Vec<u64>, Vec<u8>) {
 fn rel_diff(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
     let max_b = b.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
-    let max_d = a.iter().zip(b).fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
+    let max_d = a
+        .iter()
+        .zip(b)
+        .fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
     max_d / max_b.max(1e-30)
 }
 
@@ -67,23 +79,36 @@ fn test_images(dir: &PathBuf) -> Vec<meddr_image::RgbImage> {
     let (shape, data) = npz_u8(&dir.join("data.npz"), "test_images");
     let s = shape[1] as usize;
     data.chunks_exact(s * s * 3)
-        .map(|c| meddr_image::RgbImage { width: s as u32, height: s as u32, data: c.to_vec() })
+        .map(|c| meddr_image::RgbImage {
+            width: s as u32,
+            height: s as u32,
+            data: c.to_vec(),
+        })
         .collect()
 }
 
 /// Runs the first `n` test images through the specialist on `device` and checks everything.
 fn check(name: &str, device: &Device, n: usize) {
     let dir = gsco(name);
-    let exp: Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    let exp: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
     let s = Specialist::load(&dir, &ConfigOverrides::default(), device).unwrap();
     assert_eq!(s.config.architecture_name, exp["arch"].as_str().unwrap());
-    assert_eq!(s.feature_dim(FeatureMode::Unpooled) as u64, exp["feature_dim"].as_u64().unwrap());
+    assert_eq!(
+        s.feature_dim(FeatureMode::Unpooled) as u64,
+        exp["feature_dim"].as_u64().unwrap()
+    );
     let images = test_images(&dir);
     let expected_npz = dir.join("expected.npz");
 
     let (_, input0) = npz_f32(&expected_npz, "input0");
     let x0 = s.preprocess(&images[0]).unwrap();
-    assert!(x0.iter().zip(&input0).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}: preprocessed input differs from torchvision's");
+    assert!(
+        x0.iter()
+            .zip(&input0)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "{name}: preprocessed input differs from torchvision's"
+    );
 
     let mut x = Vec::new();
     for img in &images[..n] {
@@ -95,8 +120,16 @@ fn check(name: &str, device: &Device, n: usize) {
     let (_, logits) = npz_f32(&expected_npz, "logits");
     let (_, probs) = npz_f32(&expected_npz, "probabilities");
     let (_, feats) = npz_f32(&expected_npz, "features");
-    let got_logits: Vec<f32> = out.predictions.iter().flat_map(|p| p.logits.clone()).collect();
-    let got_probs: Vec<f32> = out.predictions.iter().flat_map(|p| p.probabilities.clone()).collect();
+    let got_logits: Vec<f32> = out
+        .predictions
+        .iter()
+        .flat_map(|p| p.logits.clone())
+        .collect();
+    let got_probs: Vec<f32> = out
+        .predictions
+        .iter()
+        .flat_map(|p| p.probabilities.clone())
+        .collect();
     let r_logits = rel_diff(&got_logits, &logits[..n * c]);
     let r_probs = rel_diff(&got_probs, &probs[..n * c]);
     let r_feats = rel_diff(out.features.as_ref().unwrap(), &feats[..n * d]);
@@ -108,13 +141,25 @@ fn check(name: &str, device: &Device, n: usize) {
         let t = &exp["tests"][i];
         let want: Vec<usize> = match s.config.task {
             Task::MultiClass => vec![t["pred"].as_u64().unwrap() as usize],
-            Task::MultiLabel => t["pred"].as_array().unwrap().iter().enumerate().filter(|(_, v)| v.as_u64() == Some(1)).map(|(k, _)| k).collect(),
+            Task::MultiLabel => t["pred"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.as_u64() == Some(1))
+                .map(|(k, _)| k)
+                .collect(),
         };
         assert_eq!(p.predicted, want, "{name}: test image {i} predicted");
     }
     // Pooled features are the classifier's input: same batch, a different readout.
-    let pooled = s.run(&x[..s.input_len()], 1, Some(FeatureMode::Pooled)).unwrap();
-    assert_eq!(pooled.features.unwrap().len(), s.config.architecture.num_features());
+    let pooled = s
+        .run(&x[..s.input_len()], 1, Some(FeatureMode::Pooled))
+        .unwrap();
+    assert_eq!(
+        pooled.features.unwrap().len(),
+        s.config.architecture.num_features()
+    );
 }
 
 #[test]
@@ -157,7 +202,9 @@ fn other_sizes_are_resized_first() {
     let s = Specialist::load(&dir, &ConfigOverrides::default(), &cpu_device()).unwrap();
     let img = &test_images(&dir)[0];
     let big = meddr_image::resize_bicubic(img, 100, 100);
-    let direct = s.preprocess(&meddr_image::resize_bicubic(&big, 64, 64)).unwrap();
+    let direct = s
+        .preprocess(&meddr_image::resize_bicubic(&big, 64, 64))
+        .unwrap();
     assert_eq!(s.preprocess(&big).unwrap(), direct);
     let (l, t, r, b) = s.config.padding();
     assert_eq!((l, t, r, b), (80, 80, 80, 80));
@@ -200,31 +247,67 @@ fn bad_specialists_get_one_clear_error() {
     let d = copy_fixture(base);
     edit_config(&d, |v| v["architecture"] = "convnext_tiny".into());
     let e = load_err(&d).to_string();
-    assert!(e.contains("config.json") && e.contains("convnext_tiny") && e.contains("resnet18"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("convnext_tiny") && e.contains("resnet18"),
+        "{e}"
+    );
     // Label count ≠ num_classes.
-    edit_config(&d, |v| { v["architecture"] = "resnet18".into(); v["label_names"] = serde_json::json!(["a", "b", "c"]); });
+    edit_config(&d, |v| {
+        v["architecture"] = "resnet18".into();
+        v["label_names"] = serde_json::json!(["a", "b", "c"]);
+    });
     let e = load_err(&d).to_string();
-    assert!(e.contains("label_names") && e.contains("3 names") && e.contains("num_classes = 2"), "{e}");
+    assert!(
+        e.contains("label_names") && e.contains("3 names") && e.contains("num_classes = 2"),
+        "{e}"
+    );
     // Weights of another architecture (config says resnet34: missing tensors).
-    edit_config(&d, |v| { v["label_names"] = serde_json::json!(["normal", "tumor"]); v["architecture"] = "resnet34".into(); v.as_object_mut().unwrap().remove("num_features"); });
+    edit_config(&d, |v| {
+        v["label_names"] = serde_json::json!(["normal", "tumor"]);
+        v["architecture"] = "resnet34".into();
+        v.as_object_mut().unwrap().remove("num_features");
+    });
     let e = load_err(&d).to_string();
-    assert!(e.contains("model.safetensors") && e.contains("missing") && e.contains("layer1.2"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("missing") && e.contains("layer1.2"),
+        "{e}"
+    );
     // Mis-shaped tensor: num_classes 3 against a 2-class head.
-    edit_config(&d, |v| { v["architecture"] = "resnet18".into(); v["num_classes"] = 3.into(); v["label_names"] = serde_json::json!(["a", "b", "c"]); });
+    edit_config(&d, |v| {
+        v["architecture"] = "resnet18".into();
+        v["num_classes"] = 3.into();
+        v["label_names"] = serde_json::json!(["a", "b", "c"]);
+    });
     let e = load_err(&d).to_string();
-    assert!(e.contains("fc.weight") && e.contains("[2, 512]") && e.contains("[3, 512]"), "{e}");
+    assert!(
+        e.contains("fc.weight") && e.contains("[2, 512]") && e.contains("[3, 512]"),
+        "{e}"
+    );
     // Extra tensors: ResNet-18 weights declared as a ResNet-18 with a copy of another model's keys is covered
     // by loading DenseNet weights under a ResNet config (everything missing) and the converse (extras).
     let e2 = copy_fixture("derma_densenet121_28");
     std::fs::copy(d.join("config.json"), e2.join("config.json")).unwrap();
-    edit_config(&e2, |v| { v["num_classes"] = 2.into(); v["label_names"] = serde_json::json!(["normal", "tumor"]); });
+    edit_config(&e2, |v| {
+        v["num_classes"] = 2.into();
+        v["label_names"] = serde_json::json!(["normal", "tumor"]);
+    });
     let e = load_err(&e2).to_string();
     assert!(e.contains("missing") && e.contains("conv1.weight"), "{e}");
     // Not safetensors.
-    std::fs::write(d.join("model.safetensors"), b"not a safetensors file at all").unwrap();
-    edit_config(&d, |v| { v["num_classes"] = 2.into(); v["label_names"] = serde_json::json!(["normal", "tumor"]); });
+    std::fs::write(
+        d.join("model.safetensors"),
+        b"not a safetensors file at all",
+    )
+    .unwrap();
+    edit_config(&d, |v| {
+        v["num_classes"] = 2.into();
+        v["label_names"] = serde_json::json!(["normal", "tumor"]);
+    });
     let e = load_err(&d).to_string();
-    assert!(e.contains("model.safetensors") && e.contains("not a safetensors"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("not a safetensors"),
+        "{e}"
+    );
     // Missing config field, bad JSON, no folder.
     std::fs::write(d.join("config.json"), b"{\"architecture\": \"resnet18\"}").unwrap();
     let e = load_err(&d).to_string();
@@ -247,11 +330,17 @@ fn extra_tensors_are_refused() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let extra = vec![0u8; 16];
     let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = st.tensors();
-    tensors.push(("head.extra.weight".into(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4], &extra).unwrap()));
+    tensors.push((
+        "head.extra.weight".into(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4], &extra).unwrap(),
+    ));
     let out = safetensors::serialize(tensors, None).unwrap();
     std::fs::write(d.join("model.safetensors"), out).unwrap();
     let e = load_err(&d).to_string();
-    assert!(e.contains("1 tensor(s)") && e.contains("head.extra.weight"), "{e}");
+    assert!(
+        e.contains("1 tensor(s)") && e.contains("head.extra.weight"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -259,15 +348,41 @@ fn extra_tensors_are_refused() {
 #[test]
 fn plain_timm_config_defaults() {
     let d = copy_fixture("pcam_resnet18_64");
-    edit_config(&d, |v| { let o = v.as_object_mut().unwrap(); o.remove("img_size"); o.remove("task"); o.remove("label_names"); });
+    edit_config(&d, |v| {
+        let o = v.as_object_mut().unwrap();
+        o.remove("img_size");
+        o.remove("task");
+        o.remove("label_names");
+    });
     let s = Specialist::load(&d, &ConfigOverrides::default(), &cpu_device()).unwrap();
-    assert_eq!((s.config.img_size, s.config.task, s.config.label_names.clone()), (224, Task::MultiClass, vec!["0".to_string(), "1".to_string()]));
-    let o = ConfigOverrides { img_size: Some(64), task: None, label_names: Some(vec!["normal".into(), "tumor".into()]) };
+    assert_eq!(
+        (
+            s.config.img_size,
+            s.config.task,
+            s.config.label_names.clone()
+        ),
+        (
+            224,
+            Task::MultiClass,
+            vec!["0".to_string(), "1".to_string()]
+        )
+    );
+    let o = ConfigOverrides {
+        img_size: Some(64),
+        task: None,
+        label_names: Some(vec!["normal".into(), "tumor".into()]),
+    };
     let s = Specialist::load(&d, &o, &cpu_device()).unwrap();
     assert_eq!(s.config.img_size, 64);
     // Duplicate label names cannot be told apart in RAD/MoED strings.
-    let dup = ConfigOverrides { label_names: Some(vec!["a".into(), "a".into()]), ..Default::default() };
-    let e = Specialist::load(&d, &dup, &cpu_device()).err().unwrap().to_string();
+    let dup = ConfigOverrides {
+        label_names: Some(vec!["a".into(), "a".into()]),
+        ..Default::default()
+    };
+    let e = Specialist::load(&d, &dup, &cpu_device())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("appears twice"), "{e}");
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -285,7 +285,9 @@ fn check_template_processing(post: &Value, total: usize) -> Result<()> {
         let ids = field(entry, "ids").and_then(Value::as_array);
         let tokens = field(entry, "tokens").and_then(Value::as_array);
         let (Some(ids), Some(tokens)) = (ids, tokens) else {
-            return Err(cfg(format!("post_processor.special_tokens[{name:?}] needs `ids` and `tokens` arrays")));
+            return Err(cfg(format!(
+                "post_processor.special_tokens[{name:?}] needs `ids` and `tokens` arrays"
+            )));
         };
         if ids.len() != tokens.len() {
             return Err(cfg(format!(
@@ -294,18 +296,29 @@ fn check_template_processing(post: &Value, total: usize) -> Result<()> {
                 tokens.len()
             )));
         }
-        if let Some(bad) = ids.iter().find(|i| !i.as_u64().is_some_and(|i| i < total as u64)) {
+        if let Some(bad) = ids
+            .iter()
+            .find(|i| !i.as_u64().is_some_and(|i| i < total as u64))
+        {
             return Err(cfg(format!(
                 "post_processor.special_tokens[{name:?}] id {bad} is not a token id (vocabulary of {total})"
             )));
         }
     }
     for template in ["single", "pair"] {
-        for item in field(post, template).and_then(Value::as_array).into_iter().flatten() {
+        for item in field(post, template)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             // `single` gets one sequence, A; indexing a B there panics inside `tokenizers` (fuzz find).
             if let Some(seq) = item.get("Sequence") {
                 let id = field(seq, "id").and_then(Value::as_str).unwrap_or("");
-                let allowed: &[&str] = if template == "single" { &["A"] } else { &["A", "B"] };
+                let allowed: &[&str] = if template == "single" {
+                    &["A"]
+                } else {
+                    &["A", "B"]
+                };
                 if !allowed.contains(&id) {
                     return Err(cfg(format!(
                         "post_processor.{template} uses sequence {id:?}; it can use only {}",
@@ -489,7 +502,12 @@ pub(crate) fn inspect(text: &str) -> Result<JsonInfo> {
 
     let (mut post_bos, mut post_eos) = (None, None);
     if let Some(post) = field(&v, "post_processor") {
-        check_template_processing(post, vocab.len().max(added.iter().map(|a| a.id as usize + 1).max().unwrap_or(0)))?;
+        check_template_processing(
+            post,
+            vocab
+                .len()
+                .max(added.iter().map(|a| a.id as usize + 1).max().unwrap_or(0)),
+        )?;
         if field(post, "type").and_then(Value::as_str) == Some("TemplateProcessing") {
             let single = field(post, "single")
                 .and_then(Value::as_array)
@@ -542,11 +560,16 @@ fn is_byte_level_pre(pre: &Value) -> bool {
     match field(pre, "type").and_then(Value::as_str) {
         Some("ByteLevel") => byte_level_last(pre),
         Some("Sequence") => {
-            let items = field(pre, "pretokenizers").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+            let items = field(pre, "pretokenizers")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             match items.split_last() {
                 Some((last, rest)) => {
                     byte_level_last(last)
-                        && rest.iter().all(|p| field(p, "type").and_then(Value::as_str) == Some("Split"))
+                        && rest
+                            .iter()
+                            .all(|p| field(p, "type").and_then(Value::as_str) == Some("Split"))
                 }
                 None => false,
             }

@@ -18,8 +18,8 @@ mod sentencepiece;
 mod spec;
 
 pub use byte_level::{
-    byte_to_char, char_to_byte, piece_bytes, BpePreTokenizer, GgufBpeParts, GgufVocabKind, MAX_ARRAY_LEN,
-    SUPPORTED_MODELS, SUPPORTED_PRE,
+    byte_to_char, char_to_byte, piece_bytes, BpePreTokenizer, GgufBpeParts, GgufVocabKind,
+    MAX_ARRAY_LEN, SUPPORTED_MODELS, SUPPORTED_PRE,
 };
 pub use error::TokenizerError;
 pub use runtime::{DecodeStream, MedDrTokenizer, UserTextEncoding};

@@ -175,7 +175,9 @@ impl MedDrTokenizer {
             (0..=255u8)
                 .filter(|&b| {
                     let c = crate::byte_level::byte_to_char(b);
-                    tk.get_model().token_to_id(c.encode_utf8(&mut [0u8; 4])).is_none()
+                    tk.get_model()
+                        .token_to_id(c.encode_utf8(&mut [0u8; 4]))
+                        .is_none()
                 })
                 .collect()
         } else {
@@ -207,9 +209,18 @@ impl MedDrTokenizer {
     /// vocabulary says ([`Self::encode`] always does); with `parse_special` false, special (control) tokens
     /// written in the text are not matched and are tokenized as text, while non-special added (USER_DEFINED)
     /// tokens still are, as llama.cpp's `tokenizer_st_partition` and `tokenizers`' `encode_special_tokens` do.
-    pub fn encode_with(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
+    pub fn encode_with(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>> {
         self.check_bytes(text)?;
-        let tk = if parse_special { &self.tk } else { &self.literal };
+        let tk = if parse_special {
+            &self.tk
+        } else {
+            &self.literal
+        };
         let enc = tk.encode(text, add_special).map_err(TokenizerError::tk)?;
         Ok(enc.get_ids().to_vec())
     }
@@ -313,14 +324,17 @@ impl MedDrTokenizer {
         // Each stretch to re-encode: from the end of the last template added token before a user range to the
         // start of the first one after it. `tokenizers` normalises and encodes each stretch between added
         // tokens on its own, so re-encoding a stretch alone changes nothing outside it.
-        let is_boundary = |i: usize| from_post[i] == 0 && self.added[ids[i] as usize] && !in_user(i);
+        let is_boundary =
+            |i: usize| from_post[i] == 0 && self.added[ids[i] as usize] && !in_user(i);
         // (first id index replaced, end id index, stretch start byte, stretch end byte), in order.
         let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
         for r in user {
             if !typed.iter().any(|&i| overlaps(i, r)) {
                 continue;
             }
-            let before = (0..ids.len()).filter(|&i| is_boundary(i) && offsets[i].1 <= r.start).last();
+            let before = (0..ids.len())
+                .filter(|&i| is_boundary(i) && offsets[i].1 <= r.start)
+                .last();
             let after = (0..ids.len()).find(|&i| is_boundary(i) && offsets[i].0 >= r.end);
             let start = before.map_or(0, |i| offsets[i].1);
             let end = after.map_or(text.len(), |i| offsets[i].0);
@@ -334,7 +348,10 @@ impl MedDrTokenizer {
             let last = after.unwrap_or(ids.len());
             // BOS/EOS of the post-processor stay where they are: at the ends of the replaced run.
             let lead = (first..last).take_while(|&i| from_post[i] == 1).count();
-            let trail = (first + lead..last).rev().take_while(|&i| from_post[i] == 1).count();
+            let trail = (first + lead..last)
+                .rev()
+                .take_while(|&i| from_post[i] == 1)
+                .count();
             let span = (first + lead, last - trail, start, end);
             if spans.last() != Some(&span) {
                 spans.push(span);
@@ -394,7 +411,11 @@ impl MedDrTokenizer {
             .nth(n_chars / 2)
             .map_or(s.len(), |(i, _)| i);
         for half in [&s[..mid], &s[mid..]] {
-            let toks = self.tk.get_model().tokenize(half).map_err(TokenizerError::tk)?;
+            let toks = self
+                .tk
+                .get_model()
+                .tokenize(half)
+                .map_err(TokenizerError::tk)?;
             if toks.iter().any(|t| self.is_control(t.id)) {
                 self.spell_without_controls(half, out)?;
             } else {
@@ -426,7 +447,11 @@ impl MedDrTokenizer {
             .nth(n_chars / 2)
             .map_or(mapped.len(), |(i, _)| i);
         for half in [&mapped[..mid], &mapped[mid..]] {
-            let toks = self.tk.get_model().tokenize(half).map_err(TokenizerError::tk)?;
+            let toks = self
+                .tk
+                .get_model()
+                .tokenize(half)
+                .map_err(TokenizerError::tk)?;
             if toks.iter().any(|t| self.is_control(t.id)) {
                 self.spell_byte_level(half, out)?;
             } else {

@@ -697,6 +697,55 @@ impl TokenizerSpec {
     pub fn vocab_size(&self) -> usize {
         self.tokens.len()
     }
+
+    /// Grows the vocabulary to `rows` entries, the rows of a checkpoint's `embed_tokens` padded past
+    /// `len(tokenizer)` (common in Hugging Face checkpoints, and the way to give a synthetic model a
+    /// Yi-scale 64k vocabulary): ids `len..rows` become `[PAD{id}]` tokens of type UNUSED with score -1000, as
+    /// llama.cpp's `convert_hf_to_gguf.py` (`_create_vocab_sentencepiece`) writes them. They are added to the
+    /// `tokenizers` JSON as special added tokens, so text never encodes to them and the runtime's tokenizer
+    /// keeps one entry per embedding row. Errors: `rows` below the current size, or above 2^22.
+    pub fn pad_to(&mut self, rows: usize) -> Result<()> {
+        let n = self.tokens.len();
+        if rows < n {
+            return Err(TokenizerError::config(format!(
+                "cannot pad a {n}-token vocabulary down to {rows} rows"
+            )));
+        }
+        if rows > 1 << 22 {
+            return Err(TokenizerError::config(format!(
+                "vocabulary of {rows} rows is above the 4194304 limit"
+            )));
+        }
+        if rows == n {
+            return Ok(());
+        }
+        let mut doc: Value =
+            serde_json::from_str(&self.hf_json).map_err(|e| TokenizerError::Json {
+                what: "the tokenizer JSON".into(),
+                cause: e,
+            })?;
+        let added = doc
+            .get_mut("added_tokens")
+            .and_then(Value::as_array_mut)
+            .ok_or_else(|| {
+                TokenizerError::config("the tokenizer JSON has no added_tokens array")
+            })?;
+        for id in n..rows {
+            let content = format!("[PAD{id}]");
+            added.push(serde_json::json!({
+                "id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
+                "normalized": false, "special": true
+            }));
+            self.tokens.push(content);
+            self.scores.push(ADDED_TOKEN_SCORE);
+            self.token_types.push(token_type::UNUSED);
+        }
+        self.hf_json = serde_json::to_string(&doc).map_err(|e| TokenizerError::Json {
+            what: "the padded tokenizer JSON".into(),
+            cause: e,
+        })?;
+        Ok(())
+    }
 }
 
 fn tokens_content(pieces: &[(String, f32, PieceKind)], added: &[AddedTok], id: u32) -> String {

@@ -163,7 +163,9 @@ fn fuzz_regressions_fail_cleanly() {
     let dir = workspace_root().join("tests/fuzz/regressions");
     let mut n = 0;
     for target in ["tokenizer_json", "sentencepiece"] {
-        let Ok(entries) = std::fs::read_dir(dir.join(target)) else { continue };
+        let Ok(entries) = std::fs::read_dir(dir.join(target)) else {
+            continue;
+        };
         for e in entries {
             let p = e.unwrap().path();
             let bytes = std::fs::read(&p).unwrap();
@@ -172,10 +174,13 @@ fn fuzz_regressions_fail_cleanly() {
                 let _ = SentencePieceModel::parse(&bytes);
                 continue;
             }
-            let Ok(json) = std::str::from_utf8(&bytes) else { continue };
+            let Ok(json) = std::str::from_utf8(&bytes) else {
+                continue;
+            };
             match MedDrTokenizer::from_hf_json(json) {
                 Ok(tok) => {
-                    tok.encode("<|im_start|>user\nIs <|im_end|> 日本 ok?").unwrap();
+                    tok.encode("<|im_start|>user\nIs <|im_end|> 日本 ok?")
+                        .unwrap();
                     let _ = tok.decode(&[0, 1, 2], false);
                 }
                 Err(e) => assert!(!e.to_string().is_empty(), "{}", p.display()),

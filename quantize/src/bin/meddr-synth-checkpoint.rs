@@ -48,10 +48,11 @@ struct Cli {
     shard_mb: u64,
     #[arg(long, default_value_t = 177)]
     seed: u64,
-    /// Tokenizer directory to copy (default: the built-in 2009-token tokenizer; the vocabulary must match it)
+    /// Tokenizer directory to copy (default: the built-in 2009-token tokenizer)
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    /// Vocabulary size (rows of embed_tokens / lm_head); must equal the tokenizer's size
+    /// Vocabulary size (rows of embed_tokens / lm_head); at least the tokenizer's size: rows past it are
+    /// padding, which the quantizer writes as [PAD{id}] tokens (e.g. --vocab 64000 for Yi's 64k scale)
     #[arg(long)]
     vocab: Option<usize>,
     /// Replace an existing output directory

@@ -56,10 +56,18 @@ impl GscoPanel {
                 ..Default::default()
             })
             .await
-            .map_err(|e| js_err(format!("could not create the WebGPU device for the specialists: {e}")))?;
-        let burn = meddr_specialist::wgpu_device(&instance, &adapter, &device, &queue).map_err(js_err)?;
+            .map_err(|e| {
+                js_err(format!(
+                    "could not create the WebGPU device for the specialists: {e}"
+                ))
+            })?;
+        let burn =
+            meddr_specialist::wgpu_device(&instance, &adapter, &device, &queue).map_err(js_err)?;
         let info = adapter.get_info();
-        Ok(GscoPanel { panel: RefCell::new(Panel::new(burn)), adapter: format!("{} ({:?})", info.name, info.backend) })
+        Ok(GscoPanel {
+            panel: RefCell::new(Panel::new(burn)),
+            adapter: format!("{} ({:?})", info.name, info.backend),
+        })
     }
 
     #[wasm_bindgen(getter)]
@@ -80,10 +88,19 @@ impl GscoPanel {
     ) -> Result<JsValue, JsValue> {
         let task = match task.as_deref() {
             None | Some("") => None,
-            Some(t) => Some(Task::parse(t).ok_or_else(|| js_err(format!("task {t:?}: expected multi-class or multi-label")))?),
+            Some(t) => Some(Task::parse(t).ok_or_else(|| {
+                js_err(format!("task {t:?}: expected multi-class or multi-label"))
+            })?),
         };
-        let overrides = ConfigOverrides { img_size, task, label_names: None };
-        let v = self.panel_mut()?.add_specialist(&name, &config, &weights, &overrides).map_err(js_err)?;
+        let overrides = ConfigOverrides {
+            img_size,
+            task,
+            label_names: None,
+        };
+        let v = self
+            .panel_mut()?
+            .add_specialist(&name, &config, &weights, &overrides)
+            .map_err(js_err)?;
         to_js(&v)
     }
 
@@ -114,9 +131,17 @@ impl GscoPanel {
         top_n: u32,
     ) -> Result<JsValue, JsValue> {
         // Held across the readbacks: changes in the meantime are refused by `panel_mut`.
-        let panel = self.panel.try_borrow().map_err(|_| js_err(PanelError::Invalid("the panel is busy".into())))?;
+        let panel = self
+            .panel
+            .try_borrow()
+            .map_err(|_| js_err(PanelError::Invalid("the panel is busy".into())))?;
         let v = panel
-            .collaborate(&image, &template_name, template_text.as_deref(), top_n as usize)
+            .collaborate(
+                &image,
+                &template_name,
+                template_text.as_deref(),
+                top_n as usize,
+            )
             .await
             .map_err(js_err)?;
         to_js(&v)
@@ -126,7 +151,11 @@ impl GscoPanel {
 impl GscoPanel {
     /// The panel for a change; refused while a `collaborate` is reading it (across its GPU readbacks).
     fn panel_mut(&self) -> Result<std::cell::RefMut<'_, Panel>, JsValue> {
-        self.panel.try_borrow_mut().map_err(|_| js_err(PanelError::Invalid("the panel is busy with an image; wait for it".into())))
+        self.panel.try_borrow_mut().map_err(|_| {
+            js_err(PanelError::Invalid(
+                "the panel is busy with an image; wait for it".into(),
+            ))
+        })
     }
 }
 

@@ -14,7 +14,11 @@ pub fn shared() -> PathBuf {
         Some(p) => PathBuf::from(p),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
     };
-    assert!(shared.join("fixtures").is_dir(), "shared fixtures not found at {} (set MEDDR_SHARED)", shared.display());
+    assert!(
+        shared.join("fixtures").is_dir(),
+        "shared fixtures not found at {} (set MEDDR_SHARED)",
+        shared.display()
+    );
     shared
 }
 
@@ -24,7 +28,8 @@ pub fn fixtures() -> PathBuf {
 
 /// A scratch folder of this test process.
 pub fn tmp() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("meddr-cli-{}", std::process::id()));
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("meddr-cli-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -34,8 +39,15 @@ pub fn model() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
     P.get_or_init(|| {
         let out = tmp().join("dev-f32.gguf");
-        let opts = Options { ftype: FileType::F32, vision_type: None, threads: None, force: true, progress: false };
-        quantize_checkpoint(&fixtures().join("checkpoints/dev"), &out, &opts).expect("quantize dev checkpoint");
+        let opts = Options {
+            ftype: FileType::F32,
+            vision_type: None,
+            threads: None,
+            force: true,
+            progress: false,
+        };
+        quantize_checkpoint(&fixtures().join("checkpoints/dev"), &out, &opts)
+            .expect("quantize dev checkpoint");
         out
     })
 }
@@ -53,8 +65,16 @@ pub fn meddr(args: &[&str]) -> Output {
 /// A failure's message says each thing once: no `": "`-separated part repeats (an error chain that printed a
 /// cause both inside its parent's text and again as the parent's source did exactly that).
 pub fn assert_says_each_thing_once(stderr: &str) {
-    let parts: Vec<&str> = stderr.trim().split(": ").map(str::trim).filter(|p| p.len() >= 8).collect();
+    let parts: Vec<&str> = stderr
+        .trim()
+        .split(": ")
+        .map(str::trim)
+        .filter(|p| p.len() >= 8)
+        .collect();
     for (i, p) in parts.iter().enumerate() {
-        assert!(!parts[i + 1..].contains(p), "{p:?} is said twice in: {stderr}");
+        assert!(
+            !parts[i + 1..].contains(p),
+            "{p:?} is said twice in: {stderr}"
+        );
     }
 }

@@ -76,7 +76,11 @@ impl DenseNet {
                     norm1: BatchNorm::load(w, &format!("{p}.norm1"), in_ch, Act::Relu)?,
                     conv1: Conv2d::load(w, &format!("{p}.conv1"), ConvSpec::new(in_ch, mid, 1, 1))?,
                     norm2: BatchNorm::load(w, &format!("{p}.norm2"), mid, Act::Relu)?,
-                    conv2: Conv2d::load(w, &format!("{p}.conv2"), ConvSpec::new(mid, spec.growth, 3, 1))?,
+                    conv2: Conv2d::load(
+                        w,
+                        &format!("{p}.conv2"),
+                        ConvSpec::new(mid, spec.growth, 3, 1),
+                    )?,
                 });
             }
             ch += n * spec.growth;
@@ -110,7 +114,9 @@ impl DenseNet {
         // Post-ReLU input: the padding value of the max pool cannot win.
         let mut x = max_pool2d(
             x,
-            MaxPoolOptions::new([3, 3]).with_stride([2, 2]).with_padding([1, 1]),
+            MaxPoolOptions::new([3, 3])
+                .with_stride([2, 2])
+                .with_padding([1, 1]),
         );
         for block in &self.blocks {
             // timm `DenseBlock`: each layer sees the concatenation [input, new_0, …, new_{l−1}].

@@ -34,7 +34,8 @@ const SE_RATIO: f64 = 0.25;
 /// timm `make_divisible(v, divisor=8, min_value=None, round_limit=0.9)`.
 pub fn make_divisible(v: f64, divisor: usize) -> usize {
     let d = divisor as f64;
-    let mut new_v = (((v + d / 2.0) as i64 / divisor as i64) * divisor as i64).max(divisor as i64) as usize;
+    let mut new_v =
+        (((v + d / 2.0) as i64 / divisor as i64) * divisor as i64).max(divisor as i64) as usize;
     if (new_v as f64) < 0.9 * v {
         new_v += divisor;
     }
@@ -79,8 +80,16 @@ impl SqueezeExcite {
         // timm `SqueezeExcite`: rd_channels = round(in_chs · rd_ratio).
         let rd = py_round(ch as f64 * rd_ratio).max(1);
         Ok(SqueezeExcite {
-            reduce: Conv2d::load(w, &format!("{p}.conv_reduce"), ConvSpec::new(ch, rd, 1, 1).with_bias())?,
-            expand: Conv2d::load(w, &format!("{p}.conv_expand"), ConvSpec::new(rd, ch, 1, 1).with_bias())?,
+            reduce: Conv2d::load(
+                w,
+                &format!("{p}.conv_reduce"),
+                ConvSpec::new(ch, rd, 1, 1).with_bias(),
+            )?,
+            expand: Conv2d::load(
+                w,
+                &format!("{p}.conv_expand"),
+                ConvSpec::new(rd, ch, 1, 1).with_bias(),
+            )?,
         })
     }
 
@@ -118,16 +127,40 @@ enum Block {
 impl Block {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
-            Block::DepthwiseSeparable { conv_dw, bn1, se, conv_pw, bn2, skip } => {
+            Block::DepthwiseSeparable {
+                conv_dw,
+                bn1,
+                se,
+                conv_pw,
+                bn2,
+                skip,
+            } => {
                 let y = bn1.forward(conv_dw.forward(x.clone()));
                 let y = bn2.forward(conv_pw.forward(se.forward(y)));
-                if *skip { y + x } else { y }
+                if *skip {
+                    y + x
+                } else {
+                    y
+                }
             }
-            Block::InvertedResidual { conv_pw, bn1, conv_dw, bn2, se, conv_pwl, bn3, skip } => {
+            Block::InvertedResidual {
+                conv_pw,
+                bn1,
+                conv_dw,
+                bn2,
+                se,
+                conv_pwl,
+                bn3,
+                skip,
+            } => {
                 let y = bn1.forward(conv_pw.forward(x.clone()));
                 let y = bn2.forward(conv_dw.forward(y));
                 let y = bn3.forward(conv_pwl.forward(se.forward(y)));
-                if *skip { y + x } else { y }
+                if *skip {
+                    y + x
+                } else {
+                    y
+                }
             }
         }
     }
@@ -143,7 +176,11 @@ pub struct EfficientNet {
 }
 
 impl EfficientNet {
-    pub fn load(w: &mut WeightStore, spec: EfficientNetSpec, num_classes: usize) -> Result<EfficientNet> {
+    pub fn load(
+        w: &mut WeightStore,
+        spec: EfficientNetSpec,
+        num_classes: usize,
+    ) -> Result<EfficientNet> {
         let stem = spec.round_chs(32);
         let conv_stem = Conv2d::load(w, "conv_stem", ConvSpec::new(3, stem, 3, 2))?;
         let bn1 = BatchNorm::load(w, "bn1", stem, Act::Silu)?;
@@ -158,22 +195,47 @@ impl EfficientNet {
                 let block = if ir {
                     let mid = make_divisible(in_ch as f64 * exp as f64, 8);
                     Block::InvertedResidual {
-                        conv_pw: Conv2d::load(w, &format!("{p}.conv_pw"), ConvSpec::new(in_ch, mid, 1, 1))?,
+                        conv_pw: Conv2d::load(
+                            w,
+                            &format!("{p}.conv_pw"),
+                            ConvSpec::new(in_ch, mid, 1, 1),
+                        )?,
                         bn1: BatchNorm::load(w, &format!("{p}.bn1"), mid, Act::Silu)?,
-                        conv_dw: Conv2d::load(w, &format!("{p}.conv_dw"), ConvSpec::new(mid, mid, k, stride).depthwise())?,
+                        conv_dw: Conv2d::load(
+                            w,
+                            &format!("{p}.conv_dw"),
+                            ConvSpec::new(mid, mid, k, stride).depthwise(),
+                        )?,
                         bn2: BatchNorm::load(w, &format!("{p}.bn2"), mid, Act::Silu)?,
                         // se_from_exp is off: the ratio is relative to the block input (0.25 / exp_ratio of mid).
                         se: SqueezeExcite::load(w, &format!("{p}.se"), mid, SE_RATIO / exp as f64)?,
-                        conv_pwl: Conv2d::load(w, &format!("{p}.conv_pwl"), ConvSpec::new(mid, out, 1, 1))?,
+                        conv_pwl: Conv2d::load(
+                            w,
+                            &format!("{p}.conv_pwl"),
+                            ConvSpec::new(mid, out, 1, 1),
+                        )?,
                         bn3: BatchNorm::load(w, &format!("{p}.bn3"), out, Act::None)?,
                         skip,
                     }
                 } else {
                     Block::DepthwiseSeparable {
-                        conv_dw: Conv2d::load(w, &format!("{p}.conv_dw"), ConvSpec::new(in_ch, in_ch, k, stride).depthwise())?,
+                        conv_dw: Conv2d::load(
+                            w,
+                            &format!("{p}.conv_dw"),
+                            ConvSpec::new(in_ch, in_ch, k, stride).depthwise(),
+                        )?,
                         bn1: BatchNorm::load(w, &format!("{p}.bn1"), in_ch, Act::Silu)?,
-                        se: SqueezeExcite::load(w, &format!("{p}.se"), in_ch, SE_RATIO / exp as f64)?,
-                        conv_pw: Conv2d::load(w, &format!("{p}.conv_pw"), ConvSpec::new(in_ch, out, 1, 1))?,
+                        se: SqueezeExcite::load(
+                            w,
+                            &format!("{p}.se"),
+                            in_ch,
+                            SE_RATIO / exp as f64,
+                        )?,
+                        conv_pw: Conv2d::load(
+                            w,
+                            &format!("{p}.conv_pw"),
+                            ConvSpec::new(in_ch, out, 1, 1),
+                        )?,
                         bn2: BatchNorm::load(w, &format!("{p}.bn2"), out, Act::None)?,
                         skip,
                     }
@@ -225,7 +287,10 @@ mod tests {
             (1.4, 1.8, 48, 1792, [2, 4, 4, 6, 6, 8, 2]),
         ];
         for (cm, dm, stem, head, depths) in cases {
-            let s = EfficientNetSpec { channel_multiplier: cm, depth_multiplier: dm };
+            let s = EfficientNetSpec {
+                channel_multiplier: cm,
+                depth_multiplier: dm,
+            };
             assert_eq!(s.round_chs(32), stem, "stem of ({cm}, {dm})");
             assert_eq!(s.num_features(), head, "head of ({cm}, {dm})");
             let got: Vec<usize> = STAGES.iter().map(|st| s.repeats(st.1)).collect();

@@ -53,12 +53,27 @@ impl Architecture {
         let base = name.split('.').next().unwrap_or(name).trim();
         let base = base.strip_prefix("timm/").unwrap_or(base);
         let resnet = |layers, bottleneck| Architecture::ResNet(ResNetSpec { layers, bottleneck });
-        let dense = |growth, blocks, stem| Architecture::DenseNet(DenseNetSpec { growth, blocks, stem });
+        let dense = |growth, blocks, stem| {
+            Architecture::DenseNet(DenseNetSpec {
+                growth,
+                blocks,
+                stem,
+            })
+        };
         let vit = |embed, depth, heads| {
-            Architecture::Vit(VitSpec { embed, depth, heads, patch: 16, img: 224 })
+            Architecture::Vit(VitSpec {
+                embed,
+                depth,
+                heads,
+                patch: 16,
+                img: 224,
+            })
         };
         let eff = |channel_multiplier, depth_multiplier| {
-            Architecture::EfficientNet(EfficientNetSpec { channel_multiplier, depth_multiplier })
+            Architecture::EfficientNet(EfficientNetSpec {
+                channel_multiplier,
+                depth_multiplier,
+            })
         };
         Some(match base {
             "resnet18" => resnet([2, 2, 2, 2], false),
@@ -160,7 +175,11 @@ impl Network {
         let cnn = |f: Tensor<4>, head: &dyn Fn(Tensor<4>) -> (Tensor<2>, Tensor<2>)| {
             let [_, c, h, w] = f.dims();
             let (logits, pooled) = head(f.clone());
-            NetOutput { logits, features: f.reshape([b, c * h * w]), pooled }
+            NetOutput {
+                logits,
+                features: f.reshape([b, c * h * w]),
+                pooled,
+            }
         };
         match self {
             Network::ResNet(m) => cnn(m.forward_features(x), &|f| m.forward_head(f)),
@@ -170,7 +189,11 @@ impl Network {
                 let f = m.forward_features(x);
                 let [_, n, d] = f.dims();
                 let (logits, pooled) = m.forward_head(f.clone());
-                NetOutput { logits, features: f.reshape([b, n * d]), pooled }
+                NetOutput {
+                    logits,
+                    features: f.reshape([b, n * d]),
+                    pooled,
+                }
             }
         }
     }

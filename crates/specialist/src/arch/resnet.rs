@@ -93,21 +93,41 @@ impl ResNet {
                 let block = if spec.bottleneck {
                     // The stride sits on the 3×3 convolution (timm `Bottleneck`, torchvision v1.5).
                     Block {
-                        conv1: Conv2d::load(w, &format!("{p}.conv1"), ConvSpec::new(inplanes, planes, 1, 1))?,
+                        conv1: Conv2d::load(
+                            w,
+                            &format!("{p}.conv1"),
+                            ConvSpec::new(inplanes, planes, 1, 1),
+                        )?,
                         bn1: BatchNorm::load(w, &format!("{p}.bn1"), planes, Act::Relu)?,
-                        conv2: Conv2d::load(w, &format!("{p}.conv2"), ConvSpec::new(planes, planes, 3, stride))?,
+                        conv2: Conv2d::load(
+                            w,
+                            &format!("{p}.conv2"),
+                            ConvSpec::new(planes, planes, 3, stride),
+                        )?,
                         bn2: BatchNorm::load(w, &format!("{p}.bn2"), planes, Act::Relu)?,
                         conv3: Some((
-                            Conv2d::load(w, &format!("{p}.conv3"), ConvSpec::new(planes, out, 1, 1))?,
+                            Conv2d::load(
+                                w,
+                                &format!("{p}.conv3"),
+                                ConvSpec::new(planes, out, 1, 1),
+                            )?,
                             BatchNorm::load(w, &format!("{p}.bn3"), out, Act::None)?,
                         )),
                         downsample,
                     }
                 } else {
                     Block {
-                        conv1: Conv2d::load(w, &format!("{p}.conv1"), ConvSpec::new(inplanes, planes, 3, stride))?,
+                        conv1: Conv2d::load(
+                            w,
+                            &format!("{p}.conv1"),
+                            ConvSpec::new(inplanes, planes, 3, stride),
+                        )?,
                         bn1: BatchNorm::load(w, &format!("{p}.bn1"), planes, Act::Relu)?,
-                        conv2: Conv2d::load(w, &format!("{p}.conv2"), ConvSpec::new(planes, planes, 3, 1))?,
+                        conv2: Conv2d::load(
+                            w,
+                            &format!("{p}.conv2"),
+                            ConvSpec::new(planes, planes, 3, 1),
+                        )?,
                         bn2: BatchNorm::load(w, &format!("{p}.bn2"), planes, Act::None)?,
                         conv3: None,
                         downsample,
@@ -132,7 +152,9 @@ impl ResNet {
         // Inputs are post-ReLU (≥ 0), so burn's padding value and PyTorch's −∞ give the same maxima.
         let mut x = max_pool2d(
             x,
-            MaxPoolOptions::new([3, 3]).with_stride([2, 2]).with_padding([1, 1]),
+            MaxPoolOptions::new([3, 3])
+                .with_stride([2, 2])
+                .with_padding([1, 1]),
         );
         for b in &self.blocks {
             x = b.forward(x);

@@ -57,7 +57,9 @@ impl Vit {
         let patch_embed = Conv2d::load(
             w,
             "patch_embed.proj",
-            ConvSpec::new(3, d, spec.patch, spec.patch).padding(0).with_bias(),
+            ConvSpec::new(3, d, spec.patch, spec.patch)
+                .padding(0)
+                .with_bias(),
         )?;
         let cls_token = w.tensor("cls_token", [1, 1, d])?;
         let pos_embed = w.tensor("pos_embed", [1, spec.num_tokens(), d])?;

@@ -20,13 +20,16 @@
 #   --prompt N --decode N                               prefill and decode tokens (default 512, 256)
 #   --peak-gb-s X    the device's datasheet bandwidth (e.g. 4800 for an H200)
 #   --budget S       stop starting new steps after S seconds (default 420: the whole run stays under 8 minutes)
+#   --profile        time every kernel on the GPU (meddr bench --profile) in the main run
+#   --matvec-shapes "2x32 8x8 …"   also time decode (text only) with each decode matvec work split
+#   --skip STEPS     comma list of steps to leave out: tests, llama, f32
 # Output: $OUT/summary.md, $OUT/bench.json (ours), $OUT/llama-bench.json, $OUT/log.txt, $OUT/tests.txt.
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 BIN="" TESTS="" FIXTURES="" LLAMA="" GGUFPY="" OUTD="$PWD/gpu-bench-out" WORK=""
-PRESET=full VIT=45 LLM=8 VOCAB=64000 TYPE=q4_k_m PROMPT=512 DECODE=256 PEAK="" BUDGET=420
+PRESET=full VIT=45 LLM=8 VOCAB=64000 TYPE=q4_k_m PROMPT=512 DECODE=256 PEAK="" BUDGET=420 PROFILE=() SHAPES="" SKIP=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN="$2"; shift 2 ;;
@@ -45,7 +48,10 @@ while [ $# -gt 0 ]; do
     --decode) DECODE="$2"; shift 2 ;;
     --peak-gb-s) PEAK="$2"; shift 2 ;;
     --budget) BUDGET="$2"; shift 2 ;;
-    -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --profile) PROFILE=(--profile); shift ;;
+    --matvec-shapes) SHAPES="$2"; shift 2 ;;
+    --skip) SKIP=",$2,"; shift 2 ;;
+    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -92,7 +98,7 @@ done
 cat "$OUTD/machine.txt" >>"$LOG"
 
 # 1. Correctness on this GPU before any speed figure.
-if [ -n "$TESTS" ]; then
+if [ -n "$TESTS" ] && [[ "$SKIP" != *,tests,* ]]; then
   [ -n "$FIXTURES" ] || { log "--tests needs --fixtures"; exit 2; }
   : >"$OUTD/tests.txt"
   for t in "$TESTS"/*; do
@@ -121,12 +127,19 @@ to_file() { local out="$1"; shift; if "$@" >"$out.tmp"; then mv "$out.tmp" "$out
 export -f to_file
 peak=(); [ -n "$PEAK" ] && peak=(--peak-gb-s "$PEAK")
 step "meddr bench" 150 bash -c 'to_file "$@"' _ "$OUTD/bench.json" \
-  "$BIN/meddr" bench -m "$M" --prompt-tokens "$PROMPT" --decode-tokens "$DECODE" "${peak[@]}" --json
+  "$BIN/meddr" bench -m "$M" --prompt-tokens "$PROMPT" --decode-tokens "$DECODE" "${peak[@]}" "${PROFILE[@]}" --json
 [ -f "$OUTD/bench.json" ] && cat "$OUTD/bench.json" >>"$LOG"
+
+# 3b. Decode matvec work splits (text only, one line each in shapes.jsonl).
+for shape in $SHAPES; do
+  step "meddr bench --matvec-shape $shape" 60 bash -c 'to_file "$@"' _ "$WORK/shape.json" \
+    "$BIN/meddr" bench -m "$M" --text-only --prompt-tokens 64 --decode-tokens "$(( DECODE < 128 ? DECODE : 128 ))" --read-bandwidth-mib 0 \
+    --matvec-shape "$shape" --json && { tr -d '\n' <"$WORK/shape.json"; echo; } >>"$OUTD/shapes.jsonl"
+done
 
 # 4. The peer: llama.cpp's Vulkan backend on the same language model (vision tensors dropped: its loader
 #    refuses a file with tensors it does not create).
-if [ -n "$LLAMA" ] && [ -n "$GGUFPY" ]; then
+if [ -n "$LLAMA" ] && [ -n "$GGUFPY" ] && [[ "$SKIP" != *,llama,* ]]; then
   T="$WORK/text.gguf"
   step "text-only GGUF for llama.cpp" 90 env PYTHONPATH="$GGUFPY" python3 "$here/text_gguf.py" "$M" "$T" &&
     step "llama-bench Vulkan" 150 env LD_LIBRARY_PATH="$LLAMA:${LD_LIBRARY_PATH:-}" bash -c 'to_file "$@"' _ \
@@ -136,7 +149,8 @@ if [ -n "$LLAMA" ] && [ -n "$GGUFPY" ]; then
 fi
 
 # 5. The f32 path on the same model (what WebGPU without shader-f16 runs), if time is left.
-step "meddr bench --force-f32" 120 bash -c 'to_file "$@"' _ "$OUTD/bench-f32.json" \
+[[ "$SKIP" == *,f32,* ]] ||
+  step "meddr bench --force-f32" 120 bash -c 'to_file "$@"' _ "$OUTD/bench-f32.json" \
   "$BIN/meddr" bench -m "$M" --prompt-tokens "$PROMPT" --decode-tokens "$DECODE" --force-f32 --json
 
 python3 "$here/gpu_summary.py" "$OUTD" >"$OUTD/summary.md" 2>>"$LOG" || log "summary failed"

@@ -67,6 +67,23 @@ def main() -> int:
                 a, b = g(ours, key), g(f32, key)
             out.append(f"| {label} | {fmt(a, 3)} | {fmt(b, 3)} | {fmt(peer_v)} | {fmt(ratio(a, peer_v))} |")
         out.append("")
+    for region, v in ((ours or {}).get("profile") or {}).items():
+        total = v["total_ms"] or 1e-12
+        out += [f"GPU time per kernel, {region}: {total:.2f} ms in all"
+                + (f" ({v['unmeasured_dispatches']} dispatches unmeasured)" if v["unmeasured_dispatches"] else ""), "",
+                "| kernel | dispatches | ms | share |", "| --- | --- | --- | --- |"]
+        for k in v["kernels"][:12]:
+            out.append(f"| `{k['kernel']}` | {k['dispatches']} | {k['ms']:.3f} | {100 * k['ms'] / total:.1f} % |")
+        out.append("")
+    shapes = os.path.join(d, "shapes.jsonl")
+    if os.path.exists(shapes):
+        out += ["Decode by matvec work split (text only, 64-token prompt):", "",
+                "| --matvec-shape | decode tok/s | effective GB/s |", "| --- | --- | --- |"]
+        for line in open(shapes, encoding="utf-8"):
+            if line.strip():
+                r = json.loads(line)
+                out.append(f"| {r.get('matvec_shape', '?')} | {r['decode_tokens_per_s']:.2f} | {r['effective_gb_per_s']:.1f} |")
+        out.append("")
     if peer:
         r0 = peer[0]
         out += [f"llama.cpp: build {r0.get('build_commit')} ({r0.get('build_number')}), backends {r0.get('backends')}, "

@@ -182,6 +182,17 @@ struct BenchArgs {
     /// fraction of it. The fraction of the bandwidth a streaming-read kernel measures is always given.
     #[arg(long, value_name = "GB_PER_S")]
     peak_gb_s: Option<f64>,
+    /// Skip the image encode even when the model has a vision tower (language-model timings only).
+    #[arg(long, conflicts_with = "image")]
+    text_only: bool,
+    /// Also time every kernel on the GPU (timestamp queries) for one image encode, the prefill and one decode
+    /// step, after the timed runs: where the time goes, per kernel family.
+    #[arg(long)]
+    profile: bool,
+    /// Decode matvec work split as ROWSxLANES (rows per workgroup × invocations per row), overriding the
+    /// device default (2x32 on GPUs, 32x1 on CPU drivers): for tuning on new hardware.
+    #[arg(long, value_name = "ROWSxLANES", value_parser = parse_matvec_shape)]
+    matvec_shape: Option<meddr_engine::MatvecShape>,
     /// Size of the streaming-read measurement's buffer in MiB (0 skips it).
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     read_bandwidth_mib: u64,
@@ -478,7 +489,20 @@ fn bench(b: BenchArgs) -> Result<()> {
     let file = GgufFile::open(&b.model)
         .with_context(|| format!("cannot read model {}", b.model.display()))?;
     let info = ModelInfo::from_gguf_header(&file.header).ok();
-    let gpu = GpuBackend::load(
+    let ctx = meddr_engine::GpuContext::new_blocking(meddr_engine::ContextOptions {
+        force_f32: b.force_f32,
+        profile: b.profile,
+        matvec_shape: b.matvec_shape,
+        ..Default::default()
+    })?;
+    if b.profile && !ctx.can_profile() {
+        bail!(
+            "--profile: the adapter {} has no timestamp queries",
+            ctx.info.name
+        );
+    }
+    let gpu = GpuBackend::on_context(
+        std::sync::Arc::new(ctx),
         &file,
         &GpuOptions {
             force_f32: b.force_f32,
@@ -489,15 +513,18 @@ fn bench(b: BenchArgs) -> Result<()> {
     .with_context(|| format!("loading {} on the GPU", b.model.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
     let mut backend = gpu;
+    let mut image_pixels: Option<Vec<f32>> = None;
     let vit_ms = match info
         .as_ref()
         .and_then(|i| i.vision.as_ref().map(|v| (i, v)))
+        .filter(|_| !b.text_only)
     {
         Some((info, v)) => {
             let pv = match &b.image {
                 Some(p) => read_image(p, info)?.0,
                 None => vec![0.0f32; 3 * (v.preprocessing.image_size as usize).pow(2)],
             };
+            image_pixels = Some(pv.clone());
             // The first encode compiles the vision pipelines; the second is what each later image costs.
             let mut ms = [0.0f64; 2];
             for m in &mut ms {
@@ -550,9 +577,43 @@ fn bench(b: BenchArgs) -> Result<()> {
         ),
     };
     let prefill_tps = b.prompt_tokens as f64 / prefill_s.max(1e-9);
+    let device = model.context().info.to_string();
+    let ms = model.context().info.matvec_shape;
+    let matvec_shape = format!("{}x{}", ms.rows_per_group, ms.lanes_per_row);
+    let profile = if b.profile {
+        let mut regions = serde_json::Map::new();
+        let table = |v: Vec<meddr_engine::KernelTime>, lost: usize| {
+            json!({
+                "total_ms": v.iter().map(|k| k.ms).sum::<f64>(),
+                "unmeasured_dispatches": lost,
+                "kernels": v.iter().map(|k| json!({"kernel": k.kernel, "dispatches": k.dispatches, "ms": k.ms})).collect::<Vec<_>>(),
+            })
+        };
+        if let Some(pv) = &image_pixels {
+            model.context().profile_begin()?;
+            backend
+                .encode_image(pv)
+                .map_err(|e| anyhow!("encoding the image: {e}"))?;
+            let (v, lost) = backend_model(&mut backend).context().profile_end()?;
+            regions.insert("image_encode".into(), table(v, lost));
+        }
+        let model = backend_model(&mut backend);
+        model.context().profile_begin()?;
+        model.prefill(&ids, None, 2, Readback::Token)?;
+        let (v, lost) = model.context().profile_end()?;
+        regions.insert("prefill".into(), table(v, lost));
+        model.context().profile_begin()?;
+        model.decode_step(StepInput::Greedy, Readback::Token)?;
+        let (v, lost) = model.context().profile_end()?;
+        regions.insert("decode_step".into(), table(v, lost));
+        Some(serde_json::Value::Object(regions))
+    } else {
+        None
+    };
     let out = json!({
         "model": b.model.display().to_string(),
-        "device": model.context().info.to_string(),
+        "device": device,
+        "matvec_shape": matvec_shape,
         "load_s": load_s,
         "vit_ms_first_image": vit_ms.map(|m| m[0]),
         "vit_ms_per_image": vit_ms.map(|m| m[1]),
@@ -575,6 +636,7 @@ fn bench(b: BenchArgs) -> Result<()> {
         "gpu_bytes": plan.total_gpu(),
         // On CPU adapters (lavapipe) the GPU's buffers are this process's memory and count here too.
         "peak_rss_bytes": peak_rss_bytes(),
+        "profile": profile,
     });
     if b.json {
         println!("{out}");
@@ -584,6 +646,30 @@ fn bench(b: BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `ROWSxLANES` → a matvec shape: lanes a power of two, at most 256 invocations per workgroup.
+fn parse_matvec_shape(s: &str) -> std::result::Result<meddr_engine::MatvecShape, String> {
+    let (r, l) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?} is not ROWSxLANES (e.g. 2x32)"))?;
+    let rows: u32 = r
+        .trim()
+        .parse()
+        .map_err(|_| format!("rows {r:?} is not a whole number"))?;
+    let lanes: u32 = l
+        .trim()
+        .parse()
+        .map_err(|_| format!("lanes {l:?} is not a whole number"))?;
+    if rows == 0 || !lanes.is_power_of_two() || rows.saturating_mul(lanes) > 256 {
+        return Err(format!(
+            "{s:?}: rows must be ≥ 1, lanes a power of two, and rows × lanes ≤ 256"
+        ));
+    }
+    Ok(meddr_engine::MatvecShape {
+        rows_per_group: rows,
+        lanes_per_row: lanes,
+    })
 }
 
 /// The process's peak resident set (Linux `VmHWM`); `None` elsewhere.

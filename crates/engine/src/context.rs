@@ -1,5 +1,6 @@
 //! Device setup, buffer helpers, readback and the pipeline cache.
 
+use crate::profile::Profiler;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -27,6 +28,9 @@ pub struct ContextOptions {
     /// Limits to request instead of the adapter's own (each at most the adapter's, or the device request
     /// fails naming the limit). Tests force small binding sizes to exercise splitting and refusals.
     pub limits: Option<wgpu::Limits>,
+    /// Request timestamp queries (when the adapter has them) so that [`GpuContext::profile_begin`] can time
+    /// every kernel on the GPU (`meddr bench --profile`).
+    pub profile: bool,
 }
 
 /// How the decode matvec spreads a weight's rows over invocations.
@@ -110,6 +114,8 @@ pub struct GpuContext {
     pub(crate) dummy: wgpu::Buffer,
     /// Set by the device-lost callback and the uncaptured-error handler; checked at every readback.
     health: Arc<Health>,
+    /// Present when the context was created to profile (see `profile.rs`).
+    pub(crate) profiler: Option<Mutex<Profiler>>,
 }
 
 /// What went wrong with the device, if anything.
@@ -177,6 +183,11 @@ impl GpuContext {
         if f16 {
             features |= wgpu::Features::SHADER_F16;
         }
+        let profile =
+            options.profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        if profile {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
         let limits = options.limits.clone().unwrap_or_else(|| adapter.limits());
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -235,6 +246,7 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let profiler = profile.then(|| Mutex::new(Profiler::new(&device)));
         Ok(GpuContext {
             device,
             queue,
@@ -248,6 +260,7 @@ impl GpuContext {
             }),
             params_buffer,
             param_arena_bytes,
+            profiler,
             dummy,
             health,
         })
@@ -590,6 +603,12 @@ impl GpuContext {
                 compilation_options: Default::default(),
                 cache: None,
             });
+        if let Some(p) = &self.profiler {
+            p.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .names
+                .insert(pipeline.clone(), key.to_string());
+        }
         self.pipelines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -674,9 +693,14 @@ impl GpuContext {
             })
         });
         let bind_group = cached.unwrap_or_else(create);
+        let mut profiler = self
+            .profiler
+            .as_ref()
+            .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()));
+        let timestamp_writes = profiler.as_mut().and_then(|p| p.next_pass(pipeline));
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: None,
-            timestamp_writes: None,
+            timestamp_writes,
         });
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bind_group, &[]);

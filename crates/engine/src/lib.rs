@@ -14,6 +14,7 @@ mod error;
 mod kv;
 mod model;
 mod ops;
+mod profile;
 mod roofline;
 mod shaders;
 mod tensor;
@@ -27,6 +28,7 @@ pub use model::{
     ModelResult, Readback, Step, StepInput, VisionConfig, MAX_QUEUED_STEPS,
 };
 pub use ops::{AttnShape, MATVEC_MAX_ROWS};
+pub use profile::KernelTime;
 pub use roofline::ReadBandwidth;
 pub use tensor::{DType, GpuBuffer, Rows};
 pub use weight::{GpuWeight, QuantType, WeightDesc, WeightPart, UPLOAD_CHUNK_BYTES};

@@ -136,7 +136,7 @@ impl GpuContext {
         for part in &w.parts {
             let params = linear_params(op, w, part, xv, yv, bias.is_some())?;
             let gx = part.n_rows.div_ceil(64);
-            let gy = u64::from(n).div_ceil(32);
+            let gy = u64::from(n).div_ceil(64);
             let max = u64::from(self.info.limits.max_compute_workgroups_per_dimension);
             if gx > max || gy > max {
                 return Err(invalid(

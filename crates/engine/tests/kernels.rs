@@ -277,6 +277,9 @@ fn matmul_every_type() {
     // A single row and a single token through the tiled kernel.
     check_linear(ctx(), QuantType::Q4_K, 1, 1, true, 71, None);
     check_linear(ctx(), QuantType::Q6_K, 3, 45, true, 72, None);
+    // Several 64 × 64 tiles in both directions, each ragged at its end.
+    check_linear(ctx(), QuantType::Q8_0, 130, 133, true, 73, None);
+    check_linear(ctx(), QuantType::Q4_K, 67, 129, true, 74, None);
 }
 
 #[test]

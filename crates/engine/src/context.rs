@@ -114,6 +114,8 @@ pub struct GpuContext {
     pub(crate) dummy: wgpu::Buffer,
     /// Set by the device-lost callback and the uncaptured-error handler; checked at every readback.
     health: Arc<Health>,
+    /// Split attention's partial results (grown on demand, never shrunk; see `attention.wgsl`).
+    attention_scratch: Mutex<Option<wgpu::Buffer>>,
     /// Present when the context was created to profile (see `profile.rs`).
     pub(crate) profiler: Option<Mutex<Profiler>>,
 }
@@ -261,6 +263,7 @@ impl GpuContext {
             params_buffer,
             param_arena_bytes,
             profiler,
+            attention_scratch: Mutex::new(None),
             dummy,
             health,
         })
@@ -295,6 +298,37 @@ impl GpuContext {
             .min(u32::MAX as u64 - 3)
             / 4)
             * 4
+    }
+
+    /// A storage buffer of at least `floats` f32s for split attention's partials. It is shared by every
+    /// attention dispatch: each dispatch's combine runs before the next attention in the same queue order.
+    pub(crate) fn attention_scratch(&self, floats: u64) -> Result<wgpu::Buffer> {
+        let bytes = floats
+            .checked_mul(4)
+            .filter(|&b| b <= self.max_binding_bytes())
+            .ok_or_else(|| {
+                invalid(
+                    "attention",
+                    "partials",
+                    floats,
+                    "exceed the largest binding",
+                )
+            })?;
+        let mut s = self
+            .attention_scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = s.as_ref().filter(|b| b.size() >= bytes) {
+            return Ok(b.clone());
+        }
+        let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attention partials"),
+            size: bytes.max(16).next_power_of_two(),
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        *s = Some(b.clone());
+        Ok(b)
     }
 
     /// KV cache element type: f16 with shader-f16, f32 otherwise.

@@ -245,7 +245,14 @@ impl GpuContext {
                     ("LANES", &shape.lanes_per_row.to_string()),
                     ("TOKENS", &tokens.to_string()),
                     ("WG", &shape.workgroup_size().to_string()),
-                    ("DEQUANT", &shaders::dequant_dot(w.ty)),
+                    (
+                        "DEQUANT",
+                        &if shape.lanes_per_row > 1 {
+                            shaders::dequant_dot_cooperative(w.ty)
+                        } else {
+                            shaders::dequant_dot(w.ty)
+                        },
+                    ),
                 ],
             )
         });
@@ -469,11 +476,53 @@ impl GpuContext {
         kv.check(OP, "k", k)?;
         vv.check(OP, "v", v)?;
         ov.check(OP, "o", o)?;
-        let key = format!("attention/{}", k.dtype.wgsl());
-        let pipeline = self.pipeline(&key, "main", || {
-            render(shaders::ATTENTION, &shaders::kv_vars(k.dtype))
-        });
+        // Keys as vec4 when every key row starts 4-aligned and the binding holds whole vec4s.
+        let vec4 = head_dim % 4 == 0
+            && kv.offset % 4 == 0
+            && kv.stride % 4 == 0
+            && k.buffer.size() % (4 * k.dtype.size()) == 0;
+        let key = format!(
+            "attention/{}{}",
+            k.dtype.wgsl(),
+            if vec4 { "/k4" } else { "" }
+        );
+        let kv_t = k.dtype.wgsl();
+        let source = || {
+            let (decl, kdot) = if vec4 {
+                (
+                    format!("@group(0) @binding(2) var<storage, read> K: array<vec4<{kv_t}>>;"),
+                    "fn kdot(kb: u32, hd: u32) -> f32 {\n    var s = 0.0;\n    let b = kb >> 2u;\n    \
+                     for (var d = 0u; d < hd; d += 4u) {\n        s += dot(vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], \
+                     qs[d + 3u]), vec4<f32>(K[b + (d >> 2u)]));\n    }\n    return s;\n}",
+                )
+            } else {
+                (
+                    format!("@group(0) @binding(2) var<storage, read> K: array<{kv_t}>;"),
+                    "fn kdot(kb: u32, hd: u32) -> f32 {\n    var s = 0.0;\n    \
+                     for (var d = 0u; d < hd; d++) {\n        s += qs[d] * f32(K[kb + d]);\n    }\n    return s;\n}",
+                )
+            };
+            let [kt, f16] = shaders::kv_vars(k.dtype);
+            render(
+                shaders::ATTENTION,
+                &[kt, f16, ("K_DECL", &format!("{decl}\n{kdot}"))],
+            )
+        };
+        let pipeline = self.pipeline(&key, "main", source);
         let scale = 1.0 / (head_dim as f32).sqrt();
+        // Split the keys when few (query, head) pairs would leave most of a GPU idle (decode): enough chunks
+        // of whole 64-key tiles for ~512 workgroups. CPU drivers (one matvec lane per row, the same signal
+        // `linear` uses) gain nothing from more workgroups.
+        let jobs = u64::from(qv.rows) * u64::from(n_heads);
+        let n_kv = u64::from(kv.rows);
+        let gpu_like = self.info.matvec_shape.lanes_per_row > 1;
+        let (n_split, chunk) = if gpu_like && n_kv > 64 && jobs < 256 {
+            let want = n_kv.div_ceil(64).min(512u64.div_ceil(jobs)).max(1);
+            let chunk = n_kv.div_ceil(want).div_ceil(64) * 64;
+            (n_kv.div_ceil(chunk), chunk)
+        } else {
+            (1, n_kv.max(1))
+        };
         let params = [
             qv.rows,
             n_heads,
@@ -491,8 +540,29 @@ impl GpuContext {
             u32::from(causal_start.is_some()),
             causal_start.unwrap_or(0),
             f(scale),
+            n_split as u32,
+            chunk as u32,
+            0,
+            0,
         ];
-        let jobs = u64::from(qv.rows) * u64::from(n_heads);
+        if n_split == 1 {
+            self.dispatch(
+                enc,
+                &pipeline,
+                &params,
+                &[
+                    (1, &q.buffer),
+                    (2, &k.buffer),
+                    (3, &v.buffer),
+                    (4, &o.buffer),
+                    (5, &self.dummy),
+                ],
+                self.grid(OP, jobs)?,
+            );
+            return Ok(());
+        }
+        let partial_floats = jobs * n_split * (u64::from(head_dim) + 2);
+        let scratch = self.attention_scratch(partial_floats)?;
         self.dispatch(
             enc,
             &pipeline,
@@ -502,7 +572,17 @@ impl GpuContext {
                 (2, &k.buffer),
                 (3, &v.buffer),
                 (4, &o.buffer),
+                (5, &scratch),
             ],
+            self.grid(OP, jobs * n_split)?,
+        );
+        // `combine` reads only the parameters and the partials and writes O: its derived layout has those.
+        let combine = self.pipeline(&format!("{key}/combine"), "combine", source);
+        self.dispatch(
+            enc,
+            &combine,
+            &params,
+            &[(4, &o.buffer), (5, &scratch)],
             self.grid(OP, jobs)?,
         );
         Ok(())

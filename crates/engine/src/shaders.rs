@@ -45,15 +45,25 @@ pub(crate) fn dequant_dot(ty: QuantType) -> String {
     format!("{}{}", dequant(ty), section("dot", ty))
 }
 
+/// [`dequant_dot`] for kernels that give a row several lanes: the type's `dotc` section (a `dotu` with a
+/// smaller unit whose lanes read side by side) where it has one, else its `dot` section.
+pub(crate) fn dequant_dot_cooperative(ty: QuantType) -> String {
+    match try_section("dotc", ty) {
+        Some(dotc) => format!("{}{dotc}", dequant(ty)),
+        None => dequant_dot(ty),
+    }
+}
+
 fn section(kind: &str, ty: QuantType) -> &'static str {
+    try_section(kind, ty).expect("every QuantType has dq4 and dotu sections")
+}
+
+fn try_section(kind: &str, ty: QuantType) -> Option<&'static str> {
     let marker = format!("//#{kind} {ty:?}\n");
-    let start = DEQUANT
-        .find(&marker)
-        .expect("every QuantType has dq4 and dotu sections")
-        + marker.len();
+    let start = DEQUANT.find(&marker)? + marker.len();
     let rest = &DEQUANT[start..];
     let end = rest.find("//#").expect("sections are terminated");
-    &rest[..end]
+    Some(&rest[..end])
 }
 
 /// Template variables for kernels whose storage element type varies (KV cache).
@@ -85,6 +95,10 @@ mod tests {
             assert_eq!(src.matches("fn dq4(").count(), 1, "{ty:?}");
             assert_eq!(src.matches("fn dotu(").count(), 1, "{ty:?}");
             assert_eq!(src.matches("const UNIT").count(), 1, "{ty:?}");
+            let src = dequant_dot_cooperative(ty);
+            assert_eq!(src.matches("fn dotu(").count(), 1, "{ty:?}");
+            assert_eq!(src.matches("const UNIT").count(), 1, "{ty:?}");
         }
+        assert!(dequant_dot_cooperative(QuantType::Q4_K).contains("const UNIT: u32 = 16u;"));
     }
 }

@@ -516,7 +516,7 @@ fn check_causal(c: &GpuContext, hd: u32, n_kv_heads: u32, ratio: u32, n0: u32) {
     let heads = n_kv_heads * ratio;
     let (qw, kw) = ((heads * hd) as usize, (n_kv_heads * hd) as usize);
     let total = n0 + 1;
-    let cache = KvCache::new(c, 1, 80, kw as u32).unwrap();
+    let cache = KvCache::new(c, 1, total.max(80), kw as u32).unwrap();
     let ks = rand_vec(u64::from(hd * 7 + ratio), total as usize * kw);
     let vs = rand_vec(u64::from(hd * 11 + ratio), total as usize * kw);
     let qs = rand_vec(u64::from(hd * 13 + ratio), total as usize * qw);
@@ -594,6 +594,24 @@ fn attention_causal_kv_cache_gqa_f32() {
     check_causal(c, 32, 1, 3, 66);
     check_causal(c, 64, 2, 7, 4);
     check_causal(c, 128, 1, 7, 3);
+}
+
+/// Split keys (flash-decoding), which GPU-shaped contexts use when few (query, head) pairs see many keys:
+/// chunks of whole 64-key tiles, the last one ragged, merged by `combine`; prefill rows whose causal window
+/// ends before a chunk starts get empty partials.
+#[test]
+fn attention_split_keys_match_the_reference() {
+    for f16 in [false, true] {
+        let c = GpuContext::new_blocking(ContextOptions {
+            force_f32: !f16,
+            matvec_shape: Some(MatvecShape::COOPERATIVE),
+            ..Default::default()
+        })
+        .unwrap();
+        check_causal(&c, 128, 2, 7, 300);
+        check_causal(&c, 64, 1, 3, 65);
+        check_causal(&c, 32, 2, 1, 129);
+    }
 }
 
 #[test]

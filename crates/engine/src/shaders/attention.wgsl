@@ -5,6 +5,13 @@
 // O(head_dim) per workgroup for any sequence length: the ViT's 1025 tokens and a 4k-token KV cache use the
 // same kernel. Causal mode: query t sits at absolute position pos_start + t and sees keys 0 ..= pos_start + t.
 // K/V element type is spliced in (f32 activations, or the f16 KV cache when the device has shader-f16).
+//
+// Split keys (flash-decoding): with few (query, head) pairs — a decode step has one query per head, 56 for
+// Yi-34B, on GPUs with 100+ cores — the keys are cut into `n_split` chunks of `chunk` keys, each its own
+// workgroup writing an unnormalised partial (running max m, sum l, Σ p·v) to S; `combine` then merges the
+// partials of each (query, head). One workgroup walking 768 keys alone took 0.53 ms per layer on an H200
+// (36 % of a decode step: tests/bench/results/h200-2026-11-30-run2-profile.md).
+// Keys are read as vec4 when the host proves the rows 4-aligned (`kdot`), else element by element.
 
 struct Params {
     n_q: u32,
@@ -23,13 +30,19 @@ struct Params {
     causal: u32,
     pos_start: u32,
     scale: f32,
+    n_split: u32,   // key chunks per (query, head); 1 = no split, O written directly
+    chunk: u32,     // keys per chunk
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> Q: array<f32>;
-@group(0) @binding(2) var<storage, read> K: array<{{KV_T}}>;
+{{K_DECL}}
 @group(0) @binding(3) var<storage, read> V: array<{{KV_T}}>;
 @group(0) @binding(4) var<storage, read_write> O: array<f32>;
+// Partials of split jobs: per job m, l, then head_dim sums (stride head_dim + 2).
+@group(0) @binding(5) var<storage, read_write> S: array<f32>;
 
 const WG: u32 = 64u;
 const MAX_HD: u32 = 256u;
@@ -64,11 +77,13 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let job = wid.x + wid.y * nwg.x;
-    if (job >= P.n_q * P.n_heads) {
+    if (job >= P.n_q * P.n_heads * P.n_split) {
         return;
     }
-    let t = job / P.n_heads;
-    let h = job % P.n_heads;
+    let c = job % P.n_split;
+    let th = job / P.n_split;
+    let t = th / P.n_heads;
+    let h = th % P.n_heads;
     let kvh = h / (P.n_heads / P.n_kv_heads);
     let hd = P.head_dim;
     var visible = P.n_kv;
@@ -85,16 +100,13 @@ fn main(
     var m = NEG;
     var l = 0.0;
     let kh = kvh * hd;
-    for (var j0 = 0u; j0 < visible; j0 += WG) {
+    let first = c * P.chunk;
+    let end = min(visible, first + P.chunk);
+    for (var j0 = first; j0 < end; j0 += WG) {
         let j = j0 + lid;
         var s = NEG;
-        if (j < visible) {
-            let kb = P.k_offset + j * P.k_stride + kh;
-            var dotv = 0.0;
-            for (var d = 0u; d < hd; d++) {
-                dotv += qs[d] * f32(K[kb + d]);
-            }
-            s = dotv * P.scale;
+        if (j < end) {
+            s = kdot(P.k_offset + j * P.k_stride + kh, hd) * P.scale;
         }
         let m_new = max(m, wg_reduce(lid, s, true));
         let p = exp(s - m_new);
@@ -102,7 +114,7 @@ fn main(
         let alpha = exp(m - m_new);
         l = l * alpha + wg_reduce(lid, p, false);
         m = m_new;
-        let n_here = min(WG, visible - j0);
+        let n_here = min(WG, end - j0);
         for (var i = 0u; i < 4u; i++) {
             let d = lid + i * WG;
             if (d < hd) {
@@ -115,6 +127,20 @@ fn main(
         }
         workgroupBarrier();
     }
+    if (P.n_split > 1u) {
+        let sb = job * (hd + 2u);
+        if (lid == 0u) {
+            S[sb] = m;
+            S[sb + 1u] = l;
+        }
+        for (var i = 0u; i < 4u; i++) {
+            let d = lid + i * WG;
+            if (d < hd) {
+                S[sb + 2u + d] = acc[i];
+            }
+        }
+        return;
+    }
     let inv = select(0.0, 1.0 / l, l > 0.0);
     let ob = P.o_offset + t * P.o_stride + h * hd;
     for (var i = 0u; i < 4u; i++) {
@@ -122,5 +148,41 @@ fn main(
         if (d < hd) {
             O[ob + d] = acc[i] * inv;
         }
+    }
+}
+
+// Merges the n_split partials of each (query, head): o = Σ_c e^(m_c − M) acc_c / Σ_c e^(m_c − M) l_c.
+// A chunk past the visible keys has m = NEG and l = 0 and weighs nothing.
+@compute @workgroup_size(64)
+fn combine(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let th = wid.x + wid.y * nwg.x;
+    if (th >= P.n_q * P.n_heads) {
+        return;
+    }
+    let t = th / P.n_heads;
+    let h = th % P.n_heads;
+    let hd = P.head_dim;
+    let stride = hd + 2u;
+    let base = th * P.n_split * stride;
+    var mx = NEG;
+    for (var c = 0u; c < P.n_split; c++) {
+        mx = max(mx, S[base + c * stride]);
+    }
+    var l = 0.0;
+    for (var c = 0u; c < P.n_split; c++) {
+        l += exp(S[base + c * stride] - mx) * S[base + c * stride + 1u];
+    }
+    let inv = select(0.0, 1.0 / l, l > 0.0);
+    let ob = P.o_offset + t * P.o_stride + h * hd;
+    for (var d = lid; d < hd; d += 64u) {
+        var a = 0.0;
+        for (var c = 0u; c < P.n_split; c++) {
+            a += exp(S[base + c * stride] - mx) * S[base + c * stride + 2u + d];
+        }
+        O[ob + d] = a * inv;
     }
 }

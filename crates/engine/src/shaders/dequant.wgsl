@@ -266,6 +266,28 @@ fn dotu(rb: u32, u: u32) {
         acc4(xe + 32u + 4u * k, sc.z * u8x4((q >> 4u) & 0x0f0f0f0fu) - mb);
     }
 }
+//#dotc Q4_K
+// Cooperative rows (several lanes per row, GPUs): a unit is 16 elements, two quant words of one sub-block
+// pair, so the 16 lanes of a super-block read its 32 quant words side by side (one 128-byte run per load
+// instruction) instead of each lane walking 8 words 32 bytes apart from its neighbours. The H200 profile
+// had the 64-element unit at ~430 GB/s (tests/bench/results/h200-2026-11-30-run2-profile.md).
+const UNIT: u32 = 16u;
+fn dotu(rb: u32, u: u32) {
+    let sb = u >> 4u;
+    let j = u & 15u;
+    let g = j >> 2u;
+    let k0 = (j & 3u) * 2u;
+    let wi = (rb >> 2u) + sb * 36u;
+    let sc = kpair_scales(wi, g);
+    let ma = vec4<f32>(sc.y);
+    let mb = vec4<f32>(sc.w);
+    let xe = sb * 256u + g * 64u;
+    for (var k = k0; k < k0 + 2u; k++) {
+        let q = W[wi + 4u + 8u * g + k];
+        acc4(xe + 4u * k, sc.x * u8x4(q & 0x0f0f0f0fu) - ma);
+        acc4(xe + 32u + 4u * k, sc.z * u8x4((q >> 4u) & 0x0f0f0f0fu) - mb);
+    }
+}
 //#type Q4_K
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
     let blk = rb + (e >> 8u) * 144u;

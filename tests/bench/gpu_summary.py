@@ -49,6 +49,7 @@ def main() -> int:
             (f"prefill tok/s ({ours['prefill_tokens']} tokens)", "prefill_tokens_per_s", pp),
             ("TTFT image question ms (ViT + prefill)", "ttft_ms_image_prompt", None),
             (f"decode tok/s ({ours['decode_tokens']} tokens)", "decode_tokens_per_s", tg),
+            ("decode tok/s, next step queued before the read", "decode_queued_tokens_per_s", tg),
             ("weight MB read per token", None, None),
             ("effective GB/s", "effective_gb_per_s", None),
             ("streaming-read kernel GB/s", "read_kernel_gb_per_s", None),

@@ -184,7 +184,33 @@ fn check_linear_at(
     x_offset: usize,
     x_pad: usize,
 ) {
-    let k = row_len_for(ty);
+    check_linear_len(
+        c,
+        ty,
+        rows,
+        row_len_for(ty),
+        n,
+        tiled,
+        seed,
+        max_part,
+        x_offset,
+        x_pad,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_linear_len(
+    c: &GpuContext,
+    ty: QuantType,
+    rows: usize,
+    k: usize,
+    n: usize,
+    tiled: bool,
+    seed: u64,
+    max_part: Option<u64>,
+    x_offset: usize,
+    x_pad: usize,
+) {
     let (w, deq) = make_weight(c, ty, rows, k, seed, max_part);
     let stride = k + x_pad;
     let xs = rand_vec(seed + 1, n * k);
@@ -238,6 +264,29 @@ fn matvec_every_type() {
     for (i, ty) in QuantType::ALL.into_iter().enumerate() {
         check_linear(ctx(), ty, 37, 1, false, 10 + i as u64, None);
         check_linear(ctx(), ty, 5, 3, false, 31 + i as u64, None);
+    }
+}
+
+/// Rows long enough for the cooperative matvec's unrolled trips (4 units × 32 lanes each) plus a remainder:
+/// Yi-34B's rows are 7168 and 20480 elements.
+#[test]
+fn matvec_long_rows_take_the_unrolled_path() {
+    let c = GpuContext::new_blocking(ContextOptions {
+        matvec_shape: Some(MatvecShape::COOPERATIVE),
+        ..Default::default()
+    })
+    .unwrap();
+    for (i, (ty, k)) in [
+        (QuantType::Q4_K, 4352),
+        (QuantType::Q6_K, 33 * 256),
+        (QuantType::Q8_0, 8352),
+        (QuantType::F16, 4160),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        check_linear_len(&c, ty, 9, k, 2, false, 300 + i as u64, None, 0, 0);
+        check_linear_len(&c, ty, 9, k, 1, false, 310 + i as u64, None, 3, 5);
     }
 }
 

@@ -23,7 +23,8 @@
 #   --profile        time every kernel on the GPU (meddr bench --profile) in the main run
 #   --matvec-shapes "2x32 8x8 …"   also time decode (text only) with each decode matvec work split
 #   --skip STEPS     comma list of steps to leave out: tests, llama, f32
-# Output: $OUT/summary.md, $OUT/bench.json (ours), $OUT/llama-bench.json, $OUT/log.txt, $OUT/tests.txt.
+# Output (8 files at most): summary.md, bench.json, bench-f32.json, llama-bench.json, shapes.jsonl, tests.txt,
+# machine.txt, log.txt (with `meddr info` of the model).
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -119,7 +120,7 @@ step "synthetic checkpoint (ViT $VIT, LLM $LLM, vocab $VOCAB)" 150 \
 step "quantize $TYPE" 200 "$BIN/meddr-quantize" "$WORK/ckpt" -o "$M" --type "$TYPE" --force --quiet ||
   { log "quantize failed"; exit 1; }
 rm -rf "$WORK/ckpt"
-"$BIN/meddr" info "$M" >"$OUTD/info.txt" 2>&1
+"$BIN/meddr" info "$M" >>"$LOG" 2>&1  # in the log: a lent machine returns at most 8 files
 
 # 3. Ours.
 # Runs "$@" with its stdout into file $1, kept only when the command succeeds (no half-written JSON).

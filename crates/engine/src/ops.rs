@@ -244,8 +244,6 @@ impl GpuContext {
                     ("ROWS", &shape.rows_per_group.to_string()),
                     ("LANES", &shape.lanes_per_row.to_string()),
                     ("TOKENS", &tokens.to_string()),
-                    // Cooperative rows unroll their unit loop; a CPU driver's lane already owns a whole row.
-                    ("UNROLL", if shape.lanes_per_row > 1 { "4" } else { "1" }),
                     ("WG", &shape.workgroup_size().to_string()),
                     (
                         "DEQUANT",

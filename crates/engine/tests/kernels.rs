@@ -267,10 +267,10 @@ fn matvec_every_type() {
     }
 }
 
-/// Rows long enough for the cooperative matvec's unrolled trips (4 units × 32 lanes each) plus a remainder:
-/// Yi-34B's rows are 7168 and 20480 elements.
+/// Rows long enough for many trips of each cooperative lane (Yi-34B's rows are 7168 and 20480 elements),
+/// ending in a partial trip.
 #[test]
-fn matvec_long_rows_take_the_unrolled_path() {
+fn matvec_long_rows_on_cooperative_lanes() {
     let c = GpuContext::new_blocking(ContextOptions {
         matvec_shape: Some(MatvecShape::COOPERATIVE),
         ..Default::default()

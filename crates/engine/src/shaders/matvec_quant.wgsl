@@ -37,7 +37,6 @@ struct Params {
 const ROWS: u32 = {{ROWS}}u;
 const LANES: u32 = {{LANES}}u;
 const TOKENS: u32 = {{TOKENS}}u;
-const UNROLL: u32 = {{UNROLL}}u;
 var<workgroup> red: array<f32, {{WG}}>;
 var<private> accs: array<f32, TOKENS>;
 var<private> xbase: array<u32, TOKENS>;
@@ -68,21 +67,9 @@ fn main(
     }
     let rb = r * P.row_bytes;
     let units = P.row_len / UNIT;
-    var u = lane;
-    // UNROLL units per trip with all their loads issued before their sums (more bytes in flight per lane:
-    // one 16-element unit at a time held an H200 near 550 GB/s); the rest one at a time.
-    if (UNROLL > 1u) {
-        loop {
-            if (u + (UNROLL - 1u) * LANES >= units) {
-                break;
-            }
-            for (var i = 0u; i < UNROLL; i++) {
-                dotu(rb, u + i * LANES);
-            }
-            u += UNROLL * LANES;
-        }
-    }
-    for (; u < units; u += LANES) {
+    // (Unrolling this loop 4× to keep more loads in flight changed nothing on an H200: 4.09 against 4.07 ms
+    // of Q4_K matvecs per token, tests/bench/results/h200-2026-11-30-run4-full.md.)
+    for (var u = lane; u < units; u += LANES) {
         dotu(rb, u);
     }
     for (var e = units * UNIT + lane * 4u; e < P.row_len; e += LANES * 4u) {

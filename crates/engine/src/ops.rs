@@ -493,13 +493,20 @@ impl GpuContext {
                     format!("@group(0) @binding(2) var<storage, read> K: array<vec4<{kv_t}>>;"),
                     "fn kdot(kb: u32, hd: u32) -> f32 {\n    var s = 0.0;\n    let b = kb >> 2u;\n    \
                      for (var d = 0u; d < hd; d += 4u) {\n        s += dot(vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], \
-                     qs[d + 3u]), vec4<f32>(K[b + (d >> 2u)]));\n    }\n    return s;\n}",
+                     qs[d + 3u]), vec4<f32>(K[b + (d >> 2u)]));\n    }\n    return s;\n}\n\
+                     fn kdot_lane(kb: u32, hd: u32, q: ptr<function, array<f32, MAX_HD>>) -> f32 {\n    \
+                     var s = 0.0;\n    let b = kb >> 2u;\n    for (var d = 0u; d < hd; d += 4u) {\n        \
+                     s += dot(vec4<f32>((*q)[d], (*q)[d + 1u], (*q)[d + 2u], (*q)[d + 3u]), vec4<f32>(K[b + (d >> 2u)]));\n    \
+                     }\n    return s;\n}",
                 )
             } else {
                 (
                     format!("@group(0) @binding(2) var<storage, read> K: array<{kv_t}>;"),
                     "fn kdot(kb: u32, hd: u32) -> f32 {\n    var s = 0.0;\n    \
-                     for (var d = 0u; d < hd; d++) {\n        s += qs[d] * f32(K[kb + d]);\n    }\n    return s;\n}",
+                     for (var d = 0u; d < hd; d++) {\n        s += qs[d] * f32(K[kb + d]);\n    }\n    return s;\n}\n\
+                     fn kdot_lane(kb: u32, hd: u32, q: ptr<function, array<f32, MAX_HD>>) -> f32 {\n    \
+                     var s = 0.0;\n    for (var d = 0u; d < hd; d++) {\n        s += (*q)[d] * f32(K[kb + d]);\n    }\n    \
+                     return s;\n}",
                 )
             };
             let [kt, f16] = shaders::kv_vars(k.dtype);
@@ -508,7 +515,6 @@ impl GpuContext {
                 &[kt, f16, ("K_DECL", &format!("{decl}\n{kdot}"))],
             )
         };
-        let pipeline = self.pipeline(&key, "main", source);
         let scale = 1.0 / (head_dim as f32).sqrt();
         // Split the keys when few (query, head) pairs would leave most of a GPU idle (decode): enough chunks
         // of whole 64-key tiles for ~512 workgroups. CPU drivers (one matvec lane per row, the same signal
@@ -545,6 +551,26 @@ impl GpuContext {
             0,
             0,
         ];
+        // CPU drivers with enough (query, head) pairs to fill every core with 64-pair workgroups: one pair per
+        // invocation, no barriers. Fewer pairs (decode) keep the workgroup-per-pair kernel, which spreads one
+        // pair's keys over a workgroup and so over the cores.
+        if !gpu_like && jobs >= 256 {
+            let lane = self.pipeline(&format!("{key}/lane"), "main_lane", source);
+            self.dispatch(
+                enc,
+                &lane,
+                &params,
+                &[
+                    (1, &q.buffer),
+                    (2, &k.buffer),
+                    (3, &v.buffer),
+                    (4, &o.buffer),
+                ],
+                self.grid(OP, jobs.div_ceil(64))?,
+            );
+            return Ok(());
+        }
+        let pipeline = self.pipeline(&key, "main", source);
         if n_split == 1 {
             self.dispatch(
                 enc,

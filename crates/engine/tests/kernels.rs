@@ -504,7 +504,8 @@ const ATT_ABS: f32 = 2e-6;
 #[test]
 fn attention_bidirectional_from_fused_qkv() {
     let c = ctx();
-    for (hd, heads, n) in [(16u32, 3u32, 70u32), (128, 2, 65), (32, 1, 1)] {
+    // 4 heads × 70 tokens = 280 (query, head) pairs: CPU drivers take the invocation-per-pair kernel.
+    for (hd, heads, n) in [(16u32, 3u32, 70u32), (128, 2, 65), (32, 1, 1), (16, 4, 70)] {
         let cw = (heads * hd) as usize;
         let qkv = rand_vec(u64::from(hd + n), n as usize * 3 * cw);
         let buf = c.upload_f32(&qkv, "qkv").unwrap();
@@ -643,6 +644,8 @@ fn attention_causal_kv_cache_gqa_f32() {
     check_causal(c, 32, 1, 3, 66);
     check_causal(c, 64, 2, 7, 4);
     check_causal(c, 128, 1, 7, 3);
+    // A 130-token prefill over 4 heads (520 pairs: one invocation per pair on CPU drivers), then decode.
+    check_causal(c, 64, 2, 2, 130);
 }
 
 /// Split keys (flash-decoding), which GPU-shaped contexts use when few (query, head) pairs see many keys:
@@ -669,6 +672,7 @@ fn attention_causal_kv_cache_gqa_f16() {
     check_causal(c, 16, 2, 3, 5);
     check_causal(c, 128, 2, 1, 70);
     check_causal(c, 64, 1, 7, 2);
+    check_causal(c, 32, 2, 3, 100);
 }
 
 #[test]

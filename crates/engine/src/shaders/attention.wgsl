@@ -12,6 +12,11 @@
 // partials of each (query, head). One workgroup walking 768 keys alone took 0.53 ms per layer on an H200
 // (36 % of a decode step: tests/bench/results/h200-2026-11-30-run2-profile.md).
 // Keys are read as vec4 when the host proves the rows 4-aligned (`kdot`), else element by element.
+//
+// `main_lane` (CPU drivers, many (query, head) pairs: prefill, the ViT): one invocation per pair walks all its
+// keys alone, with no workgroup memory and no barriers. On lavapipe and SwiftShader a barrier is a switch
+// between the coroutines that emulate a workgroup's invocations, and `main` needs two reductions of six
+// barriers per 64 keys: it spent 4.9 of the dev ViT's 5.4 s there.
 
 struct Params {
     n_q: u32,
@@ -184,5 +189,51 @@ fn combine(
             a += exp(S[base + c * stride] - mx) * S[base + c * stride + 2u + d];
         }
         O[ob + d] = a * inv;
+    }
+}
+
+@compute @workgroup_size(64)
+fn main_lane(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let job = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (job >= P.n_q * P.n_heads) {
+        return;
+    }
+    let t = job / P.n_heads;
+    let h = job % P.n_heads;
+    let kh = (h / (P.n_heads / P.n_kv_heads)) * P.head_dim;
+    let hd = P.head_dim;
+    var visible = P.n_kv;
+    if (P.causal != 0u) {
+        visible = min(P.n_kv, P.pos_start + t + 1u);
+    }
+    let qb = P.q_offset + t * P.q_stride + h * hd;
+    var q: array<f32, MAX_HD>;
+    var acc: array<f32, MAX_HD>;
+    for (var d = 0u; d < hd; d++) {
+        q[d] = Q[qb + d];
+        acc[d] = 0.0;
+    }
+    var m = NEG;
+    var l = 0.0;
+    for (var j = 0u; j < visible; j++) {
+        let s = kdot_lane(P.k_offset + j * P.k_stride + kh, hd, &q) * P.scale;
+        let m_new = max(m, s);
+        let alpha = exp(m - m_new);
+        let p = exp(s - m_new);
+        l = l * alpha + p;
+        let vb = P.v_offset + j * P.v_stride + kh;
+        for (var d = 0u; d < hd; d++) {
+            acc[d] = acc[d] * alpha + p * f32(V[vb + d]);
+        }
+        m = m_new;
+    }
+    let inv = select(0.0, 1.0 / l, l > 0.0);
+    let ob = P.o_offset + t * P.o_stride + h * hd;
+    for (var d = 0u; d < hd; d++) {
+        O[ob + d] = acc[d] * inv;
     }
 }

@@ -481,10 +481,15 @@ impl GpuContext {
             && kv.offset % 4 == 0
             && kv.stride % 4 == 0
             && k.buffer.size() % (4 * k.dtype.size()) == 0;
+        let v4 = head_dim % 4 == 0
+            && vv.offset % 4 == 0
+            && vv.stride % 4 == 0
+            && v.buffer.size() % (4 * v.dtype.size()) == 0;
         let key = format!(
-            "attention/{}{}",
+            "attention/{}{}{}",
             k.dtype.wgsl(),
-            if vec4 { "/k4" } else { "" }
+            if vec4 { "/k4" } else { "" },
+            if v4 { "/v4" } else { "" }
         );
         let kv_t = k.dtype.wgsl();
         let source = || {
@@ -509,10 +514,29 @@ impl GpuContext {
                      return s;\n}",
                 )
             };
+            let vdecl = if v4 {
+                format!(
+                    "@group(0) @binding(3) var<storage, read> V: array<vec4<{kv_t}>>;\nconst V4: bool = true;\n\
+                     fn vload(i: u32) -> f32 {{ return f32(V[i >> 2u][i & 3u]); }}\n\
+                     fn vload4(i: u32) -> vec4<f32> {{ return vec4<f32>(V[i >> 2u]); }}"
+                )
+            } else {
+                format!(
+                    "@group(0) @binding(3) var<storage, read> V: array<{kv_t}>;\nconst V4: bool = false;\n\
+                     fn vload(i: u32) -> f32 {{ return f32(V[i]); }}\n\
+                     fn vload4(i: u32) -> vec4<f32> {{ return vec4<f32>(vload(i), vload(i + 1u), vload(i + 2u), \
+                     vload(i + 3u)); }}"
+                )
+            };
             let [kt, f16] = shaders::kv_vars(k.dtype);
             render(
                 shaders::ATTENTION,
-                &[kt, f16, ("K_DECL", &format!("{decl}\n{kdot}"))],
+                &[
+                    kt,
+                    f16,
+                    ("K_DECL", &format!("{decl}\n{kdot}")),
+                    ("V_DECL", &vdecl),
+                ],
             )
         };
         let scale = 1.0 / (head_dim as f32).sqrt();

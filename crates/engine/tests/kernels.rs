@@ -505,7 +505,15 @@ const ATT_ABS: f32 = 2e-6;
 fn attention_bidirectional_from_fused_qkv() {
     let c = ctx();
     // 4 heads × 70 tokens = 280 (query, head) pairs: CPU drivers take the invocation-per-pair kernel.
-    for (hd, heads, n) in [(16u32, 3u32, 70u32), (128, 2, 65), (32, 1, 1), (16, 4, 70)] {
+    // Head size 6: keys and values element by element (rows not 4-aligned), in both kernels.
+    for (hd, heads, n) in [
+        (16u32, 3u32, 70u32),
+        (128, 2, 65),
+        (32, 1, 1),
+        (16, 4, 70),
+        (6, 4, 70),
+        (6, 1, 9),
+    ] {
         let cw = (heads * hd) as usize;
         let qkv = rand_vec(u64::from(hd + n), n as usize * 3 * cw);
         let buf = c.upload_f32(&qkv, "qkv").unwrap();

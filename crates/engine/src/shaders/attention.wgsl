@@ -44,7 +44,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> Q: array<f32>;
 {{K_DECL}}
-@group(0) @binding(3) var<storage, read> V: array<{{KV_T}}>;
+// Binding 3 (V) and `vload(i)` / `vload4(i)` (element i, or elements i .. i + 4 with i 4-aligned).
+{{V_DECL}}
 @group(0) @binding(4) var<storage, read_write> O: array<f32>;
 // Partials of split jobs: per job m, l, then head_dim sums (stride head_dim + 2).
 @group(0) @binding(5) var<storage, read_write> S: array<f32>;
@@ -125,7 +126,7 @@ fn main(
             if (d < hd) {
                 var a = acc[i] * alpha;
                 for (var jj = 0u; jj < n_here; jj++) {
-                    a += ps[jj] * f32(V[P.v_offset + (j0 + jj) * P.v_stride + kh + d]);
+                    a += ps[jj] * vload(P.v_offset + (j0 + jj) * P.v_stride + kh + d);
                 }
                 acc[i] = a;
             }
@@ -226,8 +227,18 @@ fn main_lane(
         let p = exp(s - m_new);
         l = l * alpha + p;
         let vb = P.v_offset + j * P.v_stride + kh;
-        for (var d = 0u; d < hd; d++) {
-            acc[d] = acc[d] * alpha + p * f32(V[vb + d]);
+        if (V4) {
+            for (var d = 0u; d < hd; d += 4u) {
+                let v = vload4(vb + d);
+                acc[d] = acc[d] * alpha + p * v.x;
+                acc[d + 1u] = acc[d + 1u] * alpha + p * v.y;
+                acc[d + 2u] = acc[d + 2u] * alpha + p * v.z;
+                acc[d + 3u] = acc[d + 3u] * alpha + p * v.w;
+            }
+        } else {
+            for (var d = 0u; d < hd; d++) {
+                acc[d] = acc[d] * alpha + p * vload(vb + d);
+            }
         }
         m = m_new;
     }

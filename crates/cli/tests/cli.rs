@@ -446,6 +446,107 @@ fn bench_reports_speeds() {
     assert!(j["vit_ms_per_image"].as_f64().unwrap() > 0.0);
     // Every LLM weight is read once per token (token_embd contributes one row).
     assert!(j["weight_bytes_per_decoded_token"].as_u64().unwrap() > 1_000_000);
+    assert!(j["decode_queued_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(j["read_kernel_gb_per_s"].as_f64().unwrap() > 0.0);
+    let eff = j["effective_gb_per_s"].as_f64().unwrap();
+    let frac = j["fraction_of_read_kernel"].as_f64().unwrap();
+    assert!((frac - eff / j["read_kernel_gb_per_s"].as_f64().unwrap()).abs() < 1e-9);
+    assert!(
+        j["fraction_of_peak"].is_null(),
+        "no --peak-gb-s, no fraction of it"
+    );
+    let ttft = j["ttft_ms_image_prompt"].as_f64().unwrap();
+    assert!(ttft > j["vit_ms_per_image"].as_f64().unwrap());
+}
+
+/// `--profile` times every kernel family of an image encode, the prefill and a decode step on the GPU
+/// (lavapipe has timestamp queries); `--matvec-shape` and `--peak-gb-s` are checked before any loading.
+#[test]
+fn bench_profile_and_tuning_flags() {
+    let out = meddr(&[
+        "bench",
+        "-m",
+        model().to_str().unwrap(),
+        "--prompt-tokens",
+        "8",
+        "--decode-tokens",
+        "2",
+        "--read-bandwidth-mib",
+        "0",
+        "--profile",
+        "--matvec-shape",
+        "8x8",
+        "--peak-gb-s",
+        "100",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["matvec_shape"], "8x8");
+    assert!(j["read_kernel_gb_per_s"].is_null());
+    let frac = j["fraction_of_peak"].as_f64().unwrap();
+    assert!((frac - j["effective_gb_per_s"].as_f64().unwrap() / 100.0).abs() < 1e-12);
+    for region in ["image_encode", "prefill", "decode_step"] {
+        let r = &j["profile"][region];
+        let kernels = r["kernels"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {region} profile: {j}"));
+        let total: f64 = kernels.iter().map(|k| k["ms"].as_f64().unwrap()).sum();
+        assert!(
+            total > 0.0 && (total - r["total_ms"].as_f64().unwrap()).abs() < 1e-6,
+            "{r}"
+        );
+        assert_eq!(r["unmeasured_dispatches"], 0);
+        let names: Vec<&str> = kernels
+            .iter()
+            .map(|k| k["kernel"].as_str().unwrap())
+            .collect();
+        assert!(
+            names.iter().any(|n| n.starts_with("attention/")),
+            "{region}: {names:?}"
+        );
+    }
+    let decode: Vec<&str> = j["profile"]["decode_step"]["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kernel"].as_str().unwrap())
+        .collect();
+    assert!(
+        decode
+            .iter()
+            .any(|n| n.starts_with("matvec/") && n.contains("/8x8/")),
+        "{decode:?}"
+    );
+    assert!(decode.contains(&"argmax"), "{decode:?}");
+
+    // Usage errors come from clap (exit 2, with its usage lines); the bandwidth from the command (exit 1).
+    for (args, needle, code) in [
+        (&["--matvec-shape", "3x3"][..], "lanes a power of two", 2),
+        (&["--matvec-shape", "2"][..], "is not ROWSxLANES", 2),
+        (
+            &["--text-only", "--image", "x.png"][..],
+            "cannot be used with",
+            2,
+        ),
+        (&["--peak-gb-s", "0"][..], "is not a positive bandwidth", 1),
+        (&["--peak-gb-s=-5"][..], "is not a positive bandwidth", 1),
+    ] {
+        let mut a = vec!["bench", "-m", model().to_str().unwrap()];
+        a.extend_from_slice(args);
+        let out = meddr(&a);
+        if code == 1 {
+            assert_fails(&out, needle);
+        } else {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(code), "{stderr}");
+            assert!(stderr.contains(needle), "{stderr}");
+        }
+    }
 }
 
 #[test]

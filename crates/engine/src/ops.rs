@@ -340,7 +340,15 @@ impl GpuContext {
                 format!("{eps} must be finite and ≥ 0"),
             ));
         }
-        let pipeline = self.pipeline(op, op, || shaders::NORM.to_string());
+        // CPU drivers with rows to fill every core: a row per invocation (see norm.wgsl).
+        let lane = op == "rms_norm" && self.info.matvec_shape.lanes_per_row == 1 && xv.rows >= 256;
+        let entry = if lane { "rms_norm_lane" } else { op };
+        let pipeline = self.pipeline(entry, entry, || shaders::NORM.to_string());
+        let groups = if lane {
+            self.grid(op, u64::from(xv.rows).div_ceil(64))?
+        } else {
+            self.grid(op, u64::from(xv.rows))?
+        };
         let params = [
             xv.rows,
             xv.width,
@@ -355,13 +363,7 @@ impl GpuContext {
         if let Some(b) = b {
             bufs.push((4, &b.buffer));
         }
-        self.dispatch(
-            enc,
-            &pipeline,
-            &params,
-            &bufs,
-            self.grid(op, u64::from(xv.rows))?,
-        );
+        self.dispatch(enc, &pipeline, &params, &bufs, groups);
         Ok(())
     }
 

@@ -411,8 +411,35 @@ fn bad_shapes_are_typed_errors() {
 #[test]
 fn rms_and_layer_norm() {
     let c = ctx();
-    // q_norm-style: RMSNorm over the q third (width 300) of fused [5, 900] rows, written densely.
-    let (rows, w3, width) = (5usize, 900usize, 300usize);
+    // q_norm-style: RMSNorm over the q third (width 300) of fused [rows, 900] rows, written densely; 300 rows
+    // take the row-per-invocation kernel on CPU drivers.
+    for rows in [5usize, 300] {
+        rms_norm_q_third(c, rows);
+    }
+    // A long row whose width is not a multiple of 4, over enough rows for that kernel too.
+    {
+        let (rows, width) = (257usize, 3203usize);
+        let xs = rand_vec(9, rows * width);
+        let g = rand_vec(10, width);
+        let (x, gb) = (
+            c.upload_f32(&xs, "x").unwrap(),
+            c.upload_f32(&g, "g").unwrap(),
+        );
+        let y = c.zeros(DType::F32, (rows * width) as u64, "y").unwrap();
+        let dense = Rows::dense(rows as u32, width as u32);
+        run(c, |e| {
+            c.rms_norm(e, &x, dense, &gb, 1e-6, &y, dense).unwrap()
+        });
+        let want = r::rms_norm(&xs, rows, width, &g, 1e-6);
+        assert_within("rms_norm 3203", &read(c, &y), &want, |i| {
+            2e-6 * (1.0 + want[i].abs())
+        });
+    }
+    layer_norms(c);
+}
+
+fn rms_norm_q_third(c: &GpuContext, rows: usize) {
+    let (w3, width) = (900usize, 300usize);
     let xs = rand_vec(1, rows * w3);
     let g = rand_vec(2, width);
     let x = c.upload_f32(&xs, "x").unwrap();
@@ -437,7 +464,9 @@ fn rms_and_layer_norm() {
     assert_within("rms_norm", &read(c, &y), &want, |i| {
         2e-6 * (1.0 + want[i].abs())
     });
+}
 
+fn layer_norms(c: &GpuContext) {
     // LayerNorm with a large mean offset (the two-pass variance must not cancel) and a single row.
     for (rows, width) in [(3usize, 1000usize), (1, 7)] {
         let xs: Vec<f32> = rand_vec(3, rows * width)

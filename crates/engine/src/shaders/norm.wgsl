@@ -1,4 +1,7 @@
 // Row normalisations, one workgroup per row, statistics accumulated in f32 by a 256-wide tree reduction.
+// `rms_norm_lane` (CPU drivers, many rows: the ViT's 1025-token q/k norms) gives each row one invocation and
+// four running sums instead: on lavapipe the tree's ten barriers per row cost more than the row's arithmetic
+// (12 norms were 139 ms of the dev ViT's 1.05 s).
 //
 // Rows are strided views so the ViT's q/k norms can read the q and k thirds of the fused qkv output in place.
 // LayerNorm uses two passes over the row (mean, then centred variance) rather than E[x²]−E[x]², which loses
@@ -92,5 +95,33 @@ fn layer_norm(
     let yb = P.y_offset + r * P.y_stride;
     for (var i = lid; i < P.width; i += WG) {
         Y[yb + i] = (X[xb + i] - mean) * rstd * G[i] + Bias[i];
+    }
+}
+
+@compute @workgroup_size(64)
+fn rms_norm_lane(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let r = row_index(wid, nwg) * 64u + lid;
+    if (r >= P.rows) {
+        return;
+    }
+    let xb = P.x_offset + r * P.x_stride;
+    var ss = vec4<f32>(0.0);
+    var i = 0u;
+    for (; i + 4u <= P.width; i += 4u) {
+        let v = vec4<f32>(X[xb + i], X[xb + i + 1u], X[xb + i + 2u], X[xb + i + 3u]);
+        ss += v * v;
+    }
+    for (; i < P.width; i++) {
+        let v = X[xb + i];
+        ss.x += v * v;
+    }
+    let scale = inverseSqrt((ss.x + ss.y + ss.z + ss.w) / f32(P.width) + P.eps);
+    let yb = P.y_offset + r * P.y_stride;
+    for (var j = 0u; j < P.width; j++) {
+        Y[yb + j] = (X[xb + j] * scale) * G[j];
     }
 }

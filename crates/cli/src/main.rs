@@ -182,6 +182,10 @@ struct BenchArgs {
     /// fraction of it. The fraction of the bandwidth a streaming-read kernel measures is always given.
     #[arg(long, value_name = "GB_PER_S")]
     peak_gb_s: Option<f64>,
+    /// Also time prefill and decode with this many tokens already in the KV cache (llama-bench's `-d`),
+    /// comma-separated, e.g. `--depths 0,512,1536,4000`: how the cost grows with the context.
+    #[arg(long, value_delimiter = ',', value_name = "TOKENS")]
+    depths: Vec<u32>,
     /// Skip the image encode even when the model has a vision tower (language-model timings only).
     #[arg(long, conflicts_with = "image")]
     text_only: bool,
@@ -512,6 +516,7 @@ fn bench(b: BenchArgs) -> Result<()> {
     )
     .with_context(|| format!("loading {} on the GPU", b.model.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
+    check_depths(&b, gpu.model().capacity())?;
     let mut backend = gpu;
     let mut image_pixels: Option<Vec<f32>> = None;
     let vit_ms = match info
@@ -591,6 +596,7 @@ fn bench(b: BenchArgs) -> Result<()> {
         ),
     };
     let prefill_tps = b.prompt_tokens as f64 / prefill_s.max(1e-9);
+    let depths = bench_depths(model, &b, &ids, bytes)?;
     let device = model.context().info.to_string();
     let ms = model.context().info.matvec_shape;
     let matvec_shape = format!("{}x{}", ms.rows_per_group, ms.lanes_per_row);
@@ -652,6 +658,7 @@ fn bench(b: BenchArgs) -> Result<()> {
         // On CPU adapters (lavapipe) the GPU's buffers are this process's memory and count here too.
         "peak_rss_bytes": peak_rss_bytes(),
         "profile": profile,
+        "depths": depths,
     });
     if b.json {
         println!("{out}");
@@ -661,6 +668,83 @@ fn bench(b: BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every `--depths` value leaves room for the prompt and the decoded tokens in a KV cache of `capacity`.
+fn check_depths(b: &BenchArgs, capacity: u32) -> Result<()> {
+    for &d in &b.depths {
+        let need = u64::from(d) + b.prompt_tokens as u64 + b.decode_tokens as u64;
+        if need > u64::from(capacity) {
+            bail!(
+                "--depths {d}: {d} + {} prompt + {} decoded tokens = {need} exceed the context of {capacity}",
+                b.prompt_tokens,
+                b.decode_tokens
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Prefill and decode at each `--depths` value: `depth` ordinary tokens are prefilled untimed, then the
+/// prompt's prefill (from that position) and the decode are timed as in the main measurement. Per depth: the
+/// bytes a decode step reads (weights + the K and V rows it attends to) and how the time per token grew
+/// against that (1.0 = exactly as the bytes; issue 12.6 asks ≤ 1.5 up to 4096).
+fn bench_depths(
+    model: &mut meddr_engine::GpuModel,
+    b: &BenchArgs,
+    ids: &[u32],
+    weight_bytes: u64,
+) -> Result<Option<serde_json::Value>> {
+    use meddr_engine::{Readback, StepInput};
+    use std::time::Instant;
+    if b.depths.is_empty() {
+        return Ok(None);
+    }
+    let c = &model.config;
+    let ctx_len = model.capacity();
+    let kv_row_bytes = 2
+        * u64::from(c.layers)
+        * u64::from(c.n_kv_heads * c.head_dim)
+        * model.context().kv_dtype().size();
+    let vocab = c.vocab.max(200);
+    let mut rows = Vec::new();
+    let mut base: Option<(f64, u64)> = None;
+    check_depths(b, ctx_len)?;
+    for &d in &b.depths {
+        if d > 0 {
+            let fill: Vec<u32> = (0..d)
+                .map(|i| 100 + (i * 104_729) % (vocab - 100).max(1))
+                .collect();
+            model.prefill(
+                &fill,
+                None,
+                (b.prompt_tokens + b.decode_tokens) as u32,
+                Readback::Token,
+            )?;
+        }
+        let t = Instant::now();
+        model.prefill_from(d, ids, None, b.decode_tokens as u32, Readback::Token)?;
+        let prefill_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for _ in 0..b.decode_tokens {
+            model.decode_step(StepInput::Greedy, Readback::Token)?;
+        }
+        let ms_per_token = t.elapsed().as_secs_f64() * 1e3 / b.decode_tokens.max(1) as f64;
+        // Mid-decode: the steps attend to d + prompt … d + prompt + decode positions.
+        let kv_bytes =
+            kv_row_bytes * (u64::from(d) + b.prompt_tokens as u64 + b.decode_tokens as u64 / 2);
+        let step_bytes = weight_bytes + kv_bytes;
+        let (ms0, bytes0) = *base.get_or_insert((ms_per_token, step_bytes));
+        rows.push(json!({
+            "depth": d,
+            "prefill_tokens_per_s": b.prompt_tokens as f64 / prefill_s.max(1e-9),
+            "decode_tokens_per_s": 1e3 / ms_per_token.max(1e-9),
+            "decode_ms_per_token": ms_per_token,
+            "kv_bytes_read_per_token": kv_bytes,
+            "time_growth_over_bytes_growth": (ms_per_token / ms0) / (step_bytes as f64 / bytes0 as f64),
+        }));
+    }
+    Ok(Some(serde_json::Value::Array(rows)))
 }
 
 /// `ROWSxLANES` → a matvec shape: lanes a power of two, at most 256 invocations per workgroup.

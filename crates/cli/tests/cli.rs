@@ -524,6 +524,53 @@ fn bench_profile_and_tuning_flags() {
     );
     assert!(decode.contains(&"argmax"), "{decode:?}");
 
+    // --depths: one row per depth, the first the baseline of the growth ratio; a depth past the context is
+    // refused before anything is timed.
+    let out = meddr(&[
+        "bench",
+        "-m",
+        model().to_str().unwrap(),
+        "--prompt-tokens",
+        "4",
+        "--decode-tokens",
+        "2",
+        "--text-only",
+        "--read-bandwidth-mib",
+        "0",
+        "--depths",
+        "0,40",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = j["depths"].as_array().unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["depth"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [0, 40]
+    );
+    assert_eq!(rows[0]["time_growth_over_bytes_growth"], 1.0);
+    assert!(
+        rows[1]["kv_bytes_read_per_token"].as_u64() > rows[0]["kv_bytes_read_per_token"].as_u64()
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r["decode_tokens_per_s"].as_f64().unwrap() > 0.0));
+    let out = meddr(&[
+        "bench",
+        "-m",
+        model().to_str().unwrap(),
+        "--text-only",
+        "--depths",
+        "1000000",
+    ]);
+    assert_fails(&out, "--depths 1000000");
+
     // Usage errors come from clap (exit 2, with its usage lines); the bandwidth from the command (exit 1).
     for (args, needle, code) in [
         (&["--matvec-shape", "3x3"][..], "lanes a power of two", 2),

@@ -7,7 +7,7 @@
 //! profile; everything else records exactly as before.
 
 use crate::context::GpuContext;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use std::collections::HashMap;
 
 /// Timestamp pairs one profile can hold: 4096 queries, WebGPU's most per query set (a decode step of the
@@ -153,7 +153,7 @@ impl GpuContext {
             .collect();
         out.sort_by(|a, b| b.ms.total_cmp(&a.ms).then_with(|| a.kernel.cmp(&b.kernel)));
         if labels.is_empty() {
-            return Err(EngineError::Invalid {
+            return Err(crate::error::EngineError::Invalid {
                 op: "profile_end",
                 field: "dispatches",
                 value: 0,

@@ -3,10 +3,14 @@
 //! A datasheet's peak (4.8 TB/s for an H200) is a ceiling no kernel reaches; the streaming-read kernel here is
 //! what WGSL through this driver does reach, so `meddr bench` reports the decode step against both.
 
-use crate::context::GpuContext;
-use crate::error::{invalid, Result};
-use crate::shaders;
-use crate::tensor::DType;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::{
+    context::GpuContext,
+    error::{invalid, Result},
+    shaders,
+    tensor::DType,
+};
+#[cfg(not(target_arch = "wasm32"))]
 use std::time::Instant;
 
 /// One streaming-read measurement.
@@ -27,12 +31,12 @@ impl ReadBandwidth {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl GpuContext {
     /// Reads a zero-filled buffer of `bytes` (rounded down to 16 bytes, capped to the largest binding) `passes`
     /// times in one submit and times it on the host clock (submit to idle). Natively only: the browser cannot
     /// block on the queue. Errors: `bytes` below 1 MiB or `passes` 0 (`EngineError::Invalid`), a
     /// buffer the device refuses.
-    #[cfg(not(target_arch = "wasm32"))]
     pub fn read_bandwidth(&self, bytes: u64, passes: u32) -> Result<ReadBandwidth> {
         const OP: &str = "read_bandwidth";
         let bytes = bytes.min(self.max_binding_bytes()) / 16 * 16;

@@ -19,6 +19,7 @@ pub(crate) const EMBED: &str = include_str!("shaders/embed.wgsl");
 pub(crate) const VISION: &str = include_str!("shaders/vision.wgsl");
 pub(crate) const PIXEL_SHUFFLE: &str = include_str!("shaders/pixel_shuffle.wgsl");
 pub(crate) const SAMPLING: &str = include_str!("shaders/sampling.wgsl");
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) const BANDWIDTH: &str = include_str!("shaders/bandwidth.wgsl");
 
 /// Replaces every `{{key}}`; panics (a build-time bug, covered by the tests) if a placeholder is left over.

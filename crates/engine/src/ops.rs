@@ -552,6 +552,10 @@ impl GpuContext {
             let want = n_kv.div_ceil(64).min(512u64.div_ceil(jobs)).max(1);
             let chunk = n_kv.div_ceil(want).div_ceil(64) * 64;
             (n_kv.div_ceil(chunk), chunk)
+        } else if !gpu_like && n_kv > 64 && jobs < 256 {
+            // CPU drivers: ~256 invocations (four workgroups at least, one per core and more) of ≥ 32 keys.
+            let chunk = n_kv.div_ceil(256u64.div_ceil(jobs)).max(32);
+            (n_kv.div_ceil(chunk), chunk)
         } else {
             (1, n_kv.max(1))
         };
@@ -577,26 +581,16 @@ impl GpuContext {
             0,
             0,
         ];
-        // CPU drivers with enough (query, head) pairs to fill every core with 64-pair workgroups: one pair per
-        // invocation, no barriers. Fewer pairs (decode) keep the workgroup-per-pair kernel, which spreads one
-        // pair's keys over a workgroup and so over the cores.
-        if !gpu_like && jobs >= 256 {
-            let lane = self.pipeline(&format!("{key}/lane"), "main_lane", source);
-            self.dispatch(
-                enc,
-                &lane,
-                &params,
-                &[
-                    (1, &q.buffer),
-                    (2, &k.buffer),
-                    (3, &v.buffer),
-                    (4, &o.buffer),
-                ],
-                self.grid(OP, jobs.div_ceil(64))?,
-            );
-            return Ok(());
-        }
-        let pipeline = self.pipeline(&key, "main", source);
+        // CPU drivers: an invocation per (query, head) pair, or per pair and key chunk when pairs are few
+        // (decode), with no barriers; the chunks' partials are merged by `combine` as on GPUs.
+        let (pipeline, per_group) = if gpu_like {
+            (self.pipeline(&key, "main", source), 1)
+        } else {
+            (
+                self.pipeline(&format!("{key}/lane"), "main_lane", source),
+                64,
+            )
+        };
         if n_split == 1 {
             self.dispatch(
                 enc,
@@ -609,7 +603,7 @@ impl GpuContext {
                     (4, &o.buffer),
                     (5, &self.dummy),
                 ],
-                self.grid(OP, jobs)?,
+                self.grid(OP, jobs.div_ceil(per_group))?,
             );
             return Ok(());
         }
@@ -626,7 +620,7 @@ impl GpuContext {
                 (4, &o.buffer),
                 (5, &scratch),
             ],
-            self.grid(OP, jobs * n_split)?,
+            self.grid(OP, (jobs * n_split).div_ceil(per_group))?,
         );
         // `combine` reads only the parameters and the partials and writes O: its derived layout has those.
         let combine = self.pipeline(&format!("{key}/combine"), "combine", source);

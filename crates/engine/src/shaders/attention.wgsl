@@ -13,8 +13,8 @@
 // (36 % of a decode step: tests/bench/results/h200-2026-11-30-run2-profile.md).
 // Keys are read as vec4 when the host proves the rows 4-aligned (`kdot`), else element by element.
 //
-// `main_lane` (CPU drivers, many (query, head) pairs: prefill, the ViT): one invocation per pair walks all its
-// keys alone, with no workgroup memory and no barriers. On lavapipe and SwiftShader a barrier is a switch
+// `main_lane` (CPU drivers): one invocation per (query, head) pair — or, with few pairs (decode), per pair and
+// key chunk, merged by `combine` — walks its keys alone, with no workgroup memory and no barriers. On lavapipe and SwiftShader a barrier is a switch
 // between the coroutines that emulate a workgroup's invocations, and `main` needs two reductions of six
 // barriers per 64 keys: it spent 4.9 of the dev ViT's 5.4 s there.
 
@@ -200,11 +200,13 @@ fn main_lane(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let job = (wid.x + wid.y * nwg.x) * WG + lid;
-    if (job >= P.n_q * P.n_heads) {
+    if (job >= P.n_q * P.n_heads * P.n_split) {
         return;
     }
-    let t = job / P.n_heads;
-    let h = job % P.n_heads;
+    let c = job % P.n_split;
+    let th = job / P.n_split;
+    let t = th / P.n_heads;
+    let h = th % P.n_heads;
     let kh = (h / (P.n_heads / P.n_kv_heads)) * P.head_dim;
     let hd = P.head_dim;
     var visible = P.n_kv;
@@ -220,7 +222,8 @@ fn main_lane(
     }
     var m = NEG;
     var l = 0.0;
-    for (var j = 0u; j < visible; j++) {
+    let end = min(visible, c * P.chunk + P.chunk);
+    for (var j = c * P.chunk; j < end; j++) {
         let s = kdot_lane(P.k_offset + j * P.k_stride + kh, hd, &q) * P.scale;
         let m_new = max(m, s);
         let alpha = exp(m - m_new);
@@ -241,6 +244,15 @@ fn main_lane(
             }
         }
         m = m_new;
+    }
+    if (P.n_split > 1u) {
+        let sb = job * (hd + 2u);
+        S[sb] = m;
+        S[sb + 1u] = l;
+        for (var d = 0u; d < hd; d++) {
+            S[sb + 2u + d] = acc[d];
+        }
+        return;
     }
     let inv = select(0.0, 1.0 / l, l > 0.0);
     let ob = P.o_offset + t * P.o_stride + h * hd;

@@ -38,6 +38,29 @@ fn u(op: &'static str, field: &'static str, v: u64) -> Result<u32> {
     u32::try_from(v).map_err(|_| invalid(op, field, v, "does not fit u32"))
 }
 
+/// Attention's K or V binding `name` (`array<T>`, or `array<vec4<T>>` when `vec4`) with its accessors:
+/// `{name}4: bool`, `{name}load(i)` (element i) and `{name}load4(i)` (elements i .. i + 4, i 4-aligned), so
+/// `attention.wgsl` reads either layout through the same calls.
+fn kv_binding(binding: u32, name: &str, t: &str, vec4: bool) -> String {
+    let l = name.to_lowercase();
+    if vec4 {
+        format!(
+            "@group(0) @binding({binding}) var<storage, read> {name}: array<vec4<{t}>>;\n\
+             const {name}4: bool = true;\n\
+             fn {l}load(i: u32) -> f32 {{ return f32({name}[i >> 2u][i & 3u]); }}\n\
+             fn {l}load4(i: u32) -> vec4<f32> {{ return vec4<f32>({name}[i >> 2u]); }}"
+        )
+    } else {
+        format!(
+            "@group(0) @binding({binding}) var<storage, read> {name}: array<{t}>;\n\
+             const {name}4: bool = false;\n\
+             fn {l}load(i: u32) -> f32 {{ return f32({name}[i]); }}\n\
+             fn {l}load4(i: u32) -> vec4<f32> {{ return vec4<f32>({l}load(i), {l}load(i + 1u), {l}load(i + 2u), \
+             {l}load(i + 3u)); }}"
+        )
+    }
+}
+
 fn same_width(op: &'static str, field: &'static str, got: u32, want: u64) -> Result<()> {
     if u64::from(got) != want {
         return Err(invalid(op, field, got, format!("must equal {want}")));
@@ -478,66 +501,30 @@ impl GpuContext {
         kv.check(OP, "k", k)?;
         vv.check(OP, "v", v)?;
         ov.check(OP, "o", o)?;
-        // Keys as vec4 when every key row starts 4-aligned and the binding holds whole vec4s.
-        let vec4 = head_dim % 4 == 0
-            && kv.offset % 4 == 0
-            && kv.stride % 4 == 0
-            && k.buffer.size() % (4 * k.dtype.size()) == 0;
-        let v4 = head_dim % 4 == 0
-            && vv.offset % 4 == 0
-            && vv.stride % 4 == 0
-            && v.buffer.size() % (4 * v.dtype.size()) == 0;
+        // K and V rows as vec4 when every row starts 4-aligned and the binding holds whole vec4s.
+        let aligned = |view: Rows, b: &GpuBuffer| {
+            head_dim % 4 == 0
+                && view.offset % 4 == 0
+                && view.stride % 4 == 0
+                && b.buffer.size() % (4 * b.dtype.size()) == 0
+        };
+        let (k4, v4) = (aligned(kv, k), aligned(vv, v));
         let key = format!(
             "attention/{}{}{}",
             k.dtype.wgsl(),
-            if vec4 { "/k4" } else { "" },
+            if k4 { "/k4" } else { "" },
             if v4 { "/v4" } else { "" }
         );
         let kv_t = k.dtype.wgsl();
         let source = || {
-            let (decl, kdot) = if vec4 {
-                (
-                    format!("@group(0) @binding(2) var<storage, read> K: array<vec4<{kv_t}>>;"),
-                    "fn kdot(kb: u32, hd: u32) -> f32 {\n    var s = 0.0;\n    let b = kb >> 2u;\n    \
-                     for (var d = 0u; d < hd; d += 4u) {\n        s += dot(vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], \
-                     qs[d + 3u]), vec4<f32>(K[b + (d >> 2u)]));\n    }\n    return s;\n}\n\
-                     fn kdot_lane(kb: u32, hd: u32, q: ptr<function, array<f32, MAX_HD>>) -> f32 {\n    \
-                     var s = 0.0;\n    let b = kb >> 2u;\n    for (var d = 0u; d < hd; d += 4u) {\n        \
-                     s += dot(vec4<f32>((*q)[d], (*q)[d + 1u], (*q)[d + 2u], (*q)[d + 3u]), vec4<f32>(K[b + (d >> 2u)]));\n    \
-                     }\n    return s;\n}",
-                )
-            } else {
-                (
-                    format!("@group(0) @binding(2) var<storage, read> K: array<{kv_t}>;"),
-                    "fn kdot(kb: u32, hd: u32) -> f32 {\n    var s = 0.0;\n    \
-                     for (var d = 0u; d < hd; d++) {\n        s += qs[d] * f32(K[kb + d]);\n    }\n    return s;\n}\n\
-                     fn kdot_lane(kb: u32, hd: u32, q: ptr<function, array<f32, MAX_HD>>) -> f32 {\n    \
-                     var s = 0.0;\n    for (var d = 0u; d < hd; d++) {\n        s += (*q)[d] * f32(K[kb + d]);\n    }\n    \
-                     return s;\n}",
-                )
-            };
-            let vdecl = if v4 {
-                format!(
-                    "@group(0) @binding(3) var<storage, read> V: array<vec4<{kv_t}>>;\nconst V4: bool = true;\n\
-                     fn vload(i: u32) -> f32 {{ return f32(V[i >> 2u][i & 3u]); }}\n\
-                     fn vload4(i: u32) -> vec4<f32> {{ return vec4<f32>(V[i >> 2u]); }}"
-                )
-            } else {
-                format!(
-                    "@group(0) @binding(3) var<storage, read> V: array<{kv_t}>;\nconst V4: bool = false;\n\
-                     fn vload(i: u32) -> f32 {{ return f32(V[i]); }}\n\
-                     fn vload4(i: u32) -> vec4<f32> {{ return vec4<f32>(vload(i), vload(i + 1u), vload(i + 2u), \
-                     vload(i + 3u)); }}"
-                )
-            };
             let [kt, f16] = shaders::kv_vars(k.dtype);
             render(
                 shaders::ATTENTION,
                 &[
                     kt,
                     f16,
-                    ("K_DECL", &format!("{decl}\n{kdot}")),
-                    ("V_DECL", &vdecl),
+                    ("K_DECL", &kv_binding(2, "K", kv_t, k4)),
+                    ("V_DECL", &kv_binding(3, "V", kv_t, v4)),
                 ],
             )
         };
@@ -591,24 +578,11 @@ impl GpuContext {
                 64,
             )
         };
-        if n_split == 1 {
-            self.dispatch(
-                enc,
-                &pipeline,
-                &params,
-                &[
-                    (1, &q.buffer),
-                    (2, &k.buffer),
-                    (3, &v.buffer),
-                    (4, &o.buffer),
-                    (5, &self.dummy),
-                ],
-                self.grid(OP, jobs.div_ceil(per_group))?,
-            );
-            return Ok(());
-        }
-        let partial_floats = jobs * n_split * (u64::from(head_dim) + 2);
-        let scratch = self.attention_scratch(partial_floats)?;
+        let partials = if n_split > 1 {
+            Some(self.attention_scratch(jobs * n_split * (u64::from(head_dim) + 2))?)
+        } else {
+            None
+        };
         self.dispatch(
             enc,
             &pipeline,
@@ -618,10 +592,13 @@ impl GpuContext {
                 (2, &k.buffer),
                 (3, &v.buffer),
                 (4, &o.buffer),
-                (5, &scratch),
+                (5, partials.as_ref().unwrap_or(&self.dummy)),
             ],
             self.grid(OP, (jobs * n_split).div_ceil(per_group))?,
         );
+        let Some(scratch) = partials else {
+            return Ok(());
+        };
         // `combine` reads only the parameters and the partials and writes O: its derived layout has those.
         let combine = self.pipeline(&format!("{key}/combine"), "combine", source);
         self.dispatch(

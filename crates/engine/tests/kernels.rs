@@ -700,6 +700,9 @@ fn attention_split_keys_match_the_reference() {
         check_causal(&c, 128, 2, 7, 300);
         check_causal(&c, 64, 1, 3, 65);
         check_causal(&c, 32, 2, 1, 129);
+        // Head size 6: keys and values element by element in the workgroup kernel, split and not.
+        check_causal(&c, 6, 1, 2, 70);
+        check_causal(&c, 6, 1, 1, 20);
     }
 }
 

@@ -43,8 +43,9 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> Q: array<f32>;
+// Bindings 2 (K) and 3 (V) with `kload(i)`/`kload4(i)` and `vload(i)`/`vload4(i)` (element i, or elements
+// i .. i + 4 with i 4-aligned) and the flags K4/V4 (stored as vec4): see `kv_binding` in ops.rs.
 {{K_DECL}}
-// Binding 3 (V) and `vload(i)` / `vload4(i)` (element i, or elements i .. i + 4 with i 4-aligned).
 {{V_DECL}}
 @group(0) @binding(4) var<storage, read_write> O: array<f32>;
 // Partials of split jobs: per job m, l, then head_dim sums (stride head_dim + 2).
@@ -55,6 +56,36 @@ const MAX_HD: u32 = 256u;
 const NEG: f32 = -3.0e38; // "−∞" that stays finite so exp(NEG − m) is exactly 0
 
 var<workgroup> qs: array<f32, MAX_HD>;
+
+// q·k for the key row starting at element kb, q from workgroup memory (`main`).
+fn kdot(kb: u32, hd: u32) -> f32 {
+    var s = 0.0;
+    if (K4) {
+        for (var d = 0u; d < hd; d += 4u) {
+            s += dot(vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]), kload4(kb + d));
+        }
+    } else {
+        for (var d = 0u; d < hd; d++) {
+            s += qs[d] * kload(kb + d);
+        }
+    }
+    return s;
+}
+
+// The same with the invocation's own q (`main_lane`).
+fn kdot_lane(kb: u32, hd: u32, q: ptr<function, array<f32, MAX_HD>>) -> f32 {
+    var s = 0.0;
+    if (K4) {
+        for (var d = 0u; d < hd; d += 4u) {
+            s += dot(vec4<f32>((*q)[d], (*q)[d + 1u], (*q)[d + 2u], (*q)[d + 3u]), kload4(kb + d));
+        }
+    } else {
+        for (var d = 0u; d < hd; d++) {
+            s += (*q)[d] * kload(kb + d);
+        }
+    }
+    return s;
+}
 var<workgroup> ps: array<f32, WG>;
 var<workgroup> red: array<f32, WG>;
 

@@ -13,6 +13,7 @@ use meddr_cli::{CpuBackend, GpuBackend, GpuOptions};
 use meddr_engine::{ContextOptions, GpuContext};
 use meddr_gguf::GgufFile;
 use meddr_gsco::dataset::{FolderSet, Labels, MedMnistSplit};
+use meddr_gsco::shard::{self, Shard};
 use meddr_gsco::{eval, Collaboration, Gsco, Index, IndexDtype, Template};
 use meddr_image::RgbImage;
 use meddr_reference::GgufStore;
@@ -46,6 +47,9 @@ Examples:
   # 3. Evaluate over a test split (resumable: rerun the same command to continue):
   meddr gsco eval -m meddr-q4_k_m.gguf --specialist pcam_resnet18_64 --index pcam.gscoidx \\
       --template pcam200 --medmnist pcam.npz --split test --out pcam-results.jsonl
+  # 4. The same on a cluster: shard K of N per job (Slurm: --array=1-4, K = $SLURM_ARRAY_TASK_ID), then merge:
+  meddr gsco eval ... --shard 2/4 --out pcam-results.2of4.jsonl
+  meddr gsco merge pcam-results.*of4.jsonl -o pcam-results.jsonl
 
 Research aid, not a medical device: do not use for diagnosis.";
 
@@ -85,6 +89,10 @@ pub enum GscoCommand {
     /// Evaluate GSCo over a labelled test set: per-image records (appended, resumable) and summary metrics.
     #[command(after_help = GSCO_EXAMPLES)]
     Eval(EvalArgs),
+    /// Join the results files of `gsco eval --shard K/N` (K = 1…N) into the file one unsharded run writes,
+    /// and print its summary metrics.
+    #[command(after_help = GSCO_EXAMPLES)]
+    Merge(MergeArgs),
     /// Benchmark retrieval: build a random index of N references and time exact top-10 search.
     BenchSearch(BenchSearchArgs),
 }
@@ -258,6 +266,27 @@ pub struct EvalArgs {
     /// Evaluate only the first N images.
     #[arg(long)]
     limit: Option<usize>,
+    /// Evaluate only shard K of N (1 ≤ K ≤ N, as Slurm numbers `--array=1-N`): batches of 8 images are
+    /// dealt round robin, batch b to shard (b mod N) + 1. Each shard writes its own --out (resumable);
+    /// `meddr gsco merge` joins the N files into what one unsharded run writes.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<Shard>,
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// The results files of `gsco eval --shard K/N`, K = 1…N, of one run, in any order.
+    #[arg(required = true, value_name = "SHARD_FILE")]
+    shards: Vec<PathBuf>,
+    /// The merged results file: the bytes an unsharded run writes, written whole or not at all.
+    #[arg(short = 'o', long)]
+    out: PathBuf,
+    /// Replace an existing output file.
+    #[arg(long)]
+    force: bool,
+    /// Print the summary metrics as one JSON object (the object of `gsco eval --json`).
+    #[arg(long)]
+    json: bool,
 }
 
 fn overrides(s: &SpecialistOpts) -> Result<ConfigOverrides> {
@@ -463,16 +492,18 @@ impl DataSet {
         }
     }
     /// Streams images in batches of `batch` aligned to multiples of `batch` (the last one shorter), the
-    /// batches that start below `limit`, whole: a batch's contents never depend on `limit`.
+    /// batches that start below `limit` and that `want(start)`, whole: a batch's contents never depend on
+    /// `limit`.
     fn for_each_batch(
         &mut self,
         batch: usize,
         limit: usize,
+        want: &dyn Fn(usize) -> bool,
         f: &mut dyn FnMut(usize, &[RgbImage]) -> meddr_gsco::Result<()>,
     ) -> meddr_gsco::Result<()> {
         match self {
             DataSet::MedMnist(m) => m.for_each_batch(batch, |start, imgs| {
-                if start >= limit {
+                if start >= limit || !want(start) {
                     return Ok(());
                 }
                 f(start, imgs)
@@ -482,6 +513,10 @@ impl DataSet {
                 let mut start = 0;
                 while start < n.min(limit) {
                     let end = (start + batch.max(1)).min(n);
+                    if !want(start) {
+                        start = end;
+                        continue;
+                    }
                     let mut imgs = Vec::new();
                     for p in &fs.files[start..end] {
                         imgs.push(read_rgb(p).map_err(|e| {
@@ -505,6 +540,7 @@ pub fn gsco(cmd: GscoCommand) -> Result<()> {
         GscoCommand::Index(a) => index(a),
         GscoCommand::Run(a) => run(a),
         GscoCommand::Eval(a) => eval_cmd(a),
+        GscoCommand::Merge(a) => merge_cmd(a),
         GscoCommand::BenchSearch(a) => bench_search(a),
     }
 }
@@ -705,7 +741,7 @@ fn index(a: IndexArgs) -> Result<()> {
         &a.out,
         dtype,
         a.force,
-        &mut |f| data.for_each_batch(a.batch, usize::MAX, f),
+        &mut |f| data.for_each_batch(a.batch, usize::MAX, &|_| true, f),
         &mut |done, _| pb.set_position(done as u64),
     )
     .with_context(|| format!("building index {}", a.out.display()))?;
@@ -989,18 +1025,29 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         "max_new_tokens": a.c.max_new_tokens,
         "device": match a.c.device { Where::Gpu => "gpu", Where::Cpu => "cpu" },
     });
-    let mut results = eval::ResultsFile::open(&a.out, &settings)?;
     let limit = a.limit.unwrap_or(usize::MAX).min(data.count());
-    let todo = (0..limit).filter(|i| !results.done.contains(i)).count();
+    // A shard's file records its shard, the images the run covers and how they were dealt (crate
+    // meddr_gsco::shard); `gsco merge` checks the rest of the settings are the same in every shard.
+    let settings = match a.shard {
+        Some(sh) => sh.settings(&settings, limit, EVAL_BATCH, task),
+        None => settings,
+    };
+    let mine = |i: usize| a.shard.is_none_or(|sh| sh.owns(i, EVAL_BATCH));
+    let mut results = eval::ResultsFile::open(&a.out, &settings)?;
+    let total = (0..limit).filter(|&i| mine(i)).count();
+    let todo = (0..limit)
+        .filter(|&i| mine(i) && !results.done.contains(&i))
+        .count();
     let mut meddr = if todo > 0 {
         Some(MedDr::load(&a.c, st.ctx.clone())?)
     } else {
         None
     };
-    let pb = bar(limit as u64, "evaluating", a.c.json);
-    pb.set_position((limit - todo) as u64);
+    let pb = bar(total as u64, "evaluating", a.c.json);
+    pb.set_position((total - todo) as u64);
     let labels = data.labels().clone();
-    data.for_each_batch(EVAL_BATCH, limit, &mut |start, imgs| {
+    // A shard runs only its own batches, whole (the batch is the unit dealt to shards).
+    data.for_each_batch(EVAL_BATCH, limit, &mine, &mut |start, imgs| {
         let pending: Vec<usize> = (0..imgs.len())
             .filter(|&k| start + k < limit && !results.done.contains(&(start + k)))
             .collect();
@@ -1045,20 +1092,32 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         Ok(())
     })?;
     pb.finish_and_clear();
-    // The summary covers this run's images (ids below --limit), each once.
+    // The summary covers this run's images (ids below --limit, this shard's), each once.
     let records: Vec<Value> = results
         .records
         .iter()
         .filter(|r| {
             r["question_id"]
                 .as_u64()
-                .is_some_and(|q| (q as usize) < limit)
+                .is_some_and(|q| (q as usize) < limit && mine(q as usize))
         })
         .cloned()
         .collect();
     let s = eval::summarize(&records, task, &names)?;
-    let out = json!({
-        "results": a.out.display().to_string(),
+    print_summary(&a.out, &s, a.c.top_n, a.c.json, a.shard);
+    Ok(())
+}
+
+/// Prints `gsco eval`'s summary (text, or one JSON object with `--json`); `gsco merge` prints the same.
+fn print_summary(
+    results: &Path,
+    s: &eval::Summary,
+    top_n: usize,
+    json_mode: bool,
+    shard: Option<Shard>,
+) {
+    let mut out = json!({
+        "results": results.display().to_string(),
         "images": s.images,
         "specialists": s.specialists.iter().map(|(n, m)| json!({"specialist": n, "ACC": m.acc, "AUC": m.auc, "per_class_AUC": m.per_class_auc})).collect::<Vec<_>>(),
         "knn_vote_ACC": s.knn_acc,
@@ -1066,29 +1125,67 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         "meddr_unmatched_answers": s.meddr_unmatched,
         "disclaimer": DISCLAIMER,
     });
-    if a.c.json {
-        println!("{out}");
-    } else {
-        println!("{} images → {}", s.images, a.out.display());
-        println!("{:<32} {:>8} {:>8}", "", "ACC", "AUC");
-        for (n, m) in &s.specialists {
-            println!(
-                "{:<32} {:>8.4} {:>8}",
-                format!("specialist {n}"),
-                m.acc,
-                m.auc.map_or("n/a".into(), |a| format!("{a:.4}"))
-            );
-        }
-        println!(
-            "{:<32} {:>8.4}",
-            format!("kNN vote (top {})", a.c.top_n),
-            s.knn_acc
-        );
-        println!(
-            "{:<32} {:>8.4}   ({} of {} answers named no single option)",
-            "MedDr + GSCo", s.meddr_acc, s.meddr_unmatched, s.images
-        );
-        eprintln!("{DISCLAIMER}");
+    if let Some(sh) = shard {
+        out["shard"] = json!(sh.to_string());
     }
+    if json_mode {
+        println!("{out}");
+        return;
+    }
+    match shard {
+        Some(sh) => println!(
+            "shard {sh}: {} images → {} (metrics of this shard; `meddr gsco merge` joins the {} shard files)",
+            s.images,
+            results.display(),
+            sh.n
+        ),
+        None => println!("{} images → {}", s.images, results.display()),
+    }
+    println!("{:<32} {:>8} {:>8}", "", "ACC", "AUC");
+    for (n, m) in &s.specialists {
+        println!(
+            "{:<32} {:>8.4} {:>8}",
+            format!("specialist {n}"),
+            m.acc,
+            m.auc.map_or("n/a".into(), |a| format!("{a:.4}"))
+        );
+    }
+    println!(
+        "{:<32} {:>8.4}",
+        format!("kNN vote (top {top_n})"),
+        s.knn_acc
+    );
+    println!(
+        "{:<32} {:>8.4}   ({} of {} answers named no single option)",
+        "MedDr + GSCo", s.meddr_acc, s.meddr_unmatched, s.images
+    );
+    eprintln!("{DISCLAIMER}");
+}
+
+/// `gsco merge`: checks the shard files are the N shards of one run, each complete, then writes the
+/// unsharded run's file (whole or not at all) and prints its summary.
+fn merge_cmd(a: MergeArgs) -> Result<()> {
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    if a.shards
+        .iter()
+        .any(|p| canon(p).is_some() && canon(p) == canon(&a.out))
+    {
+        bail!(
+            "-o {}: is one of the shard files; write the merged file elsewhere",
+            a.out.display()
+        );
+    }
+    let m = shard::merge(&a.shards)?;
+    let s = eval::summarize(&m.records, m.task, &m.label_names)?;
+    shard::write_atomic(&a.out, &m.bytes, a.force)?;
+    if !a.json {
+        eprintln!(
+            "merged {} shard files ({} records) → {}",
+            m.shards,
+            m.records.len(),
+            a.out.display()
+        );
+    }
+    print_summary(&a.out, &s, m.top_n, a.json, None);
     Ok(())
 }

@@ -6,34 +6,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::{meddr, model, shared, tmp};
+use common::{fails_with, model, ok_json, shared, tmp};
 use meddr_gsco::dataset::MedMnistSplit;
 use serde_json::Value as Json;
 
 fn gsco_dir(name: &str) -> PathBuf {
     shared().join("fixtures/gsco").join(name)
-}
-
-fn ok_json(args: &[&str]) -> Json {
-    let out = meddr(args);
-    assert!(
-        out.status.success(),
-        "meddr {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
-}
-
-fn fails_with(args: &[&str], needles: &[&str]) {
-    let out = meddr(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "meddr {args:?} should fail");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    for n in needles {
-        assert!(err.contains(n), "expected {n:?} in: {err}");
-    }
-    common::assert_says_each_thing_once(&err);
 }
 
 fn expected(name: &str) -> Json {

@@ -2,7 +2,8 @@
 //! soon as it is produced, like upstream's results file (`question`, `question_id`, `answer`,
 //! `annotation`) plus RAD, MoED, the specialists' probabilities and the retrieved cases. A rerun reads the
 //! file, checks it was made with the same settings, skips finished images and goes on; a torn last line
-//! (a run killed mid-write) is cut off first.
+//! (a run killed mid-write) is cut off first. A run split over machines (`--shard K/N`) writes one such
+//! file per shard; [`crate::shard`] deals the images and merges the files.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -59,17 +60,9 @@ impl ResultsFile {
                 let first: Value = serde_json::from_slice(first).map_err(|_| data_err(path, "exists and is not a GSCo results file (its first line is not this tool's settings record); choose another --out"))?;
                 let old = first.get("settings").cloned().ok_or_else(|| data_err(path, "exists and is not a GSCo results file (no settings record on line 1); choose another --out"))?;
                 if &old != settings {
-                    let diff = settings
-                        .as_object()
-                        .into_iter()
-                        .flatten()
-                        .find(|(k, v)| old.get(k.as_str()) != Some(v))
-                        .map(|(k, v)| {
-                            format!(
-                                "{k}: file has {}, this run {v}",
-                                old.get(k.as_str()).unwrap_or(&Value::Null)
-                            )
-                        });
+                    // Keys of either side: a field only the file has (e.g. another run's `--shard`) is named too.
+                    let diff = crate::shard::first_difference(&old, settings)
+                        .map(|(k, file, run)| format!("{k}: file has {file}, this run {run}"));
                     return Err(data_err(
                         path,
                         format!(

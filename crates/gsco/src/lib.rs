@@ -12,6 +12,7 @@ pub mod eval;
 pub mod index;
 pub mod metrics;
 pub mod prompt;
+pub mod shard;
 
 use burn_tensor::Device;
 use meddr_image::RgbImage;

@@ -62,6 +62,30 @@ pub fn meddr(args: &[&str]) -> Output {
         .expect("spawn meddr")
 }
 
+/// Runs `meddr` and parses its stdout as one JSON object (`--json` output); panics with stderr on failure.
+pub fn ok_json(args: &[&str]) -> serde_json::Value {
+    let out = meddr(args);
+    assert!(
+        out.status.success(),
+        "meddr {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+/// Runs `meddr`, expecting a failure whose message holds every needle and says each thing once.
+pub fn fails_with(args: &[&str], needles: &[&str]) {
+    let out = meddr(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "meddr {args:?} should fail");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    for n in needles {
+        assert!(err.contains(n), "expected {n:?} in: {err}");
+    }
+    assert_says_each_thing_once(&err);
+}
+
 /// A failure's message says each thing once: no `": "`-separated part repeats (an error chain that printed a
 /// cause both inside its parent's text and again as the parent's source did exactly that).
 pub fn assert_says_each_thing_once(stderr: &str) {

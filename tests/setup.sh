@@ -73,3 +73,35 @@ PY
   rm -rf "$vocab" && mv "$vocab.part" "$vocab"
   rm -rf .cache/dl-vocab
 fi
+
+# Real DICOM test files for crates/dicom (and the CLI's DICOM test): the ~60 images under
+# pydicom/data/test_files/ of PyPI's pydicom wheel (provenance per file in its README.txt). The same pydicom is
+# installed into .venv (tests/requirements.txt) as the independent reference renderer.
+if ! .venv/bin/python -c "import pydicom; assert pydicom.__version__ == '3.0.2'" 2>/dev/null; then
+  echo "setup: installing pydicom into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check "$(grep '^pydicom==' tests/requirements.txt)"
+fi
+dcm=.cache/pydicom-test-files
+if [ ! -s "$dcm/CT_small.dcm" ]; then
+  echo "setup: fetching pydicom's DICOM test files (PyPI pydicom==3.0.2 wheel)"
+  mkdir -p .cache/dl-pydicom
+  .venv/bin/pip download -q --disable-pip-version-check --no-deps pydicom==3.0.2 -d .cache/dl-pydicom
+  rm -rf "$dcm.part" && mkdir -p "$dcm.part"
+  .venv/bin/python - "$dcm.part" <<'PY'
+import glob, os, sys, zipfile
+dst = sys.argv[1]
+whl = glob.glob(".cache/dl-pydicom/pydicom-3.0.2-*.whl")[0]
+prefix = "pydicom/data/test_files/"
+with zipfile.ZipFile(whl) as z:
+    for name in z.namelist():
+        rel = name[len(prefix):] if name.startswith(prefix) else ""
+        if not rel or name.endswith("/") or ".." in rel.split("/"):
+            continue
+        out = os.path.join(dst, rel)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with z.open(name) as src, open(out, "wb") as f:
+            f.write(src.read())
+PY
+  rm -rf "$dcm" && mv "$dcm.part" "$dcm"
+  rm -rf .cache/dl-pydicom
+fi

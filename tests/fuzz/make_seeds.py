@@ -124,6 +124,50 @@ w.close()
 put("gguf", "tiny-meddr.gguf", open(path, "rb").read())
 os.remove(path)
 
+# DICOM: small real files of pydicom's test set (tests/setup.sh fetches it into .cache/pydicom-test-files) in
+# every transfer syntax the decoder reads, plus tiny synthesized ones for the paths those miss.
+dcm_dir = os.path.join(HERE, "..", "..", ".cache", "pydicom-test-files")
+if os.path.isdir(dcm_dir):
+    for f in ["MR_small.dcm", "MR_small_RLE.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm",
+              "MR_small_jp2klossless.dcm", "SC_rgb_small_odd.dcm", "SC_rgb_small_odd_big_endian.dcm",
+              "SC_rgb_small_odd_jpeg.dcm", "SC_rgb_dcmtk_+eb+cy+np.dcm", "SC_rgb_gdcm_KY.dcm", "SC_rgb_jpeg_gdcm.dcm",
+              "SC_rgb_rle_2frame.dcm", "rtdose_1frame.dcm", "rtdose_rle_1frame.dcm", "image_dfl.dcm",
+              "dicomdirtests/77654033/CR1/6154"]:
+        put("dicom", f.replace("/", "_"), open(os.path.join(dcm_dir, f), "rb").read())
+try:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+
+    def dcm(name, rows, cols, pi, bits, data, spp=1, **attrs):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+        ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, "1.2.3.4"
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, spp, pi
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+        if spp == 3:
+            ds.PlanarConfiguration = 0
+        for k, v in attrs.items():
+            setattr(ds, k, v)
+        ds.PixelData = data
+        ds["PixelData"].VR = "OB" if bits <= 8 else "OW"
+        b = io.BytesIO()
+        ds.save_as(b, enforce_file_format=True)
+        put("dicom", name, b.getvalue())
+
+    dcm("palette.dcm", 4, 4, "PALETTE COLOR", 8, bytes(range(16)),
+        RedPaletteColorLookupTableDescriptor=[8, 2, 8], GreenPaletteColorLookupTableDescriptor=[8, 2, 8],
+        BluePaletteColorLookupTableDescriptor=[8, 2, 8], RedPaletteColorLookupTableData=bytes(range(0, 80, 10)),
+        GreenPaletteColorLookupTableData=bytes(range(8)), BluePaletteColorLookupTableData=bytes(range(8, 0, -1)))
+    dcm("ybr422.dcm", 2, 4, "YBR_FULL_422", 8, bytes(range(16)), spp=3)
+    dcm("onebit.dcm", 4, 4, "MONOCHROME2", 1, b"\x5a\xa5")
+    dcm("frames-mono1.dcm", 2, 2, "MONOCHROME1", 16, bytes(range(24)), NumberOfFrames=3, WindowCenter=[500, 9],
+        WindowWidth=[1000, 2], RescaleSlope=-2, RescaleIntercept=7)
+except ImportError:
+    print("pydicom missing: no synthesized DICOM seeds", file=sys.stderr)
+
 # Tokenizer JSON: a small SentencePiece-style BPE as our spec writes it, and a Metaspace variant.
 def tok_json(pre):
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "<|im_end|>": 3, "<0x41>": 4, "\u2581": 5, "a": 6, "b": 7, "\u2581a": 8, "ab": 9}

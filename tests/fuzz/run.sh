@@ -16,7 +16,7 @@
 # Exit status: 0 when no target crashed.
 set -euo pipefail
 FUZZ="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ALL=(gguf safetensors jpeg image tokenizer_json sentencepiece)
+ALL=(gguf safetensors jpeg image dicom tokenizer_json sentencepiece)
 seconds=60; runs=""; jobs=1; targets=()
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -14,6 +14,7 @@ import argparse
 import base64
 import http.client
 import json
+import os
 import re
 import socket
 import sys
@@ -242,6 +243,12 @@ def section_raw(a):
     ihdr = struct.pack(">IIBBBBB", 9000, 9000, 8, 0, 0, 0, 0)
     bomb = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
     openai_error(*request(a, "POST", chat, img("data:image/png;base64," + base64.b64encode(bomb).decode()))[:2], 400, "67108864 pixels")
+    # DICOM as application/dicom (issue 11.1): pydicom's CT_small.dcm (tests/setup.sh) is answered; cut short, it
+    # is refused with a message that says so.
+    dcm = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../.cache/pydicom-test-files/CT_small.dcm"), "rb").read()
+    s, b, _ = request(a, "POST", chat, dict(img("data:application/dicom;base64," + base64.b64encode(dcm).decode()), max_tokens=1))
+    check(s == 200, f"a DICOM image is answered: {s} {b[:300]}")
+    openai_error(*request(a, "POST", chat, img("data:application/dicom;base64," + base64.b64encode(dcm[:5000]).decode()))[:2], 400, "truncated DICOM")
     two = img(data_url(a.image))
     two["messages"][0]["content"].append({"type": "image_url", "image_url": {"url": data_url(a.image)}})
     openai_error(*request(a, "POST", chat, two)[:2], 400, "one image")

@@ -124,17 +124,29 @@ $('load-url').addEventListener('click', () => {
   refreshButtons();
 });
 
+/** DICOM: `DICM` after the 128-byte preamble, or a .dcm name / application/dicom type (files without the
+ * preamble are still recognised by the decoder). */
+function isDicom(file, bytes) {
+  const magic = bytes.byteLength >= 132 && new TextDecoder().decode(new Uint8Array(bytes, 128, 4)) === 'DICM';
+  return magic || file.type === 'application/dicom' || /\.(dcm|dicom)$/i.test(file.name);
+}
+
 async function takeImage(file) {
   if (!file) return;
-  if (!/^image\/(jpeg|png)$/.test(file.type) && !/\.(jpe?g|png)$/i.test(file.name)) {
-    message('error', `${file.name} is not a JPEG or PNG image.`, 'image-type');
+  const bytes = await file.arrayBuffer();
+  const dicom = isDicom(file, bytes);
+  if (!dicom && !/^image\/(jpeg|png)$/.test(file.type) && !/\.(jpe?g|png)$/i.test(file.name)) {
+    message('error', `${file.name} is not a JPEG, PNG or DICOM image.`, 'image-type');
     return;
   }
-  imageBytes = await file.arrayBuffer();
+  imageBytes = bytes;
   const img = $('image-preview');
-  img.src = URL.createObjectURL(file);
-  img.hidden = false;
-  $('image-hint').textContent = `${file.name} (${(file.size / 1024).toFixed(0)} KiB) — drop another to replace`;
+  // The browser cannot show a DICOM file; the model sees it rendered with the file's own window and, for
+  // several frames, the middle one (as `meddr run` without --window / --frame).
+  img.hidden = dicom;
+  if (!dicom) img.src = URL.createObjectURL(file);
+  const kind = dicom ? 'DICOM, its own window and middle frame, no preview' : `${(file.size / 1024).toFixed(0)} KiB`;
+  $('image-hint').textContent = `${file.name} (${kind}) — drop another to replace`;
 }
 $('image-file').addEventListener('change', () => takeImage($('image-file').files[0]));
 const drop = $('image-drop');

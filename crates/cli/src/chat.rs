@@ -13,7 +13,7 @@ use meddr_runtime::{
 };
 use serde_json::json;
 
-use crate::{load_backend, open_model, read_image, Device, UserTextArg, DISCLAIMER};
+use crate::{load_backend, open_model, read_image_with, Device, UserTextArg, DISCLAIMER};
 
 pub(crate) const HELP: &str = "\
 Commands (one per line; anything else is a question):
@@ -36,6 +36,9 @@ pub(crate) struct ChatArgs {
     /// Image the conversation is about (also `/image PATH` later).
     #[arg(long)]
     image: Option<PathBuf>,
+    /// DICOM window and frame, for every image of the session.
+    #[command(flatten)]
+    dicom: crate::dicom_args::DicomArgs,
     /// New tokens per answer at most.
     #[arg(long, default_value_t = 512)]
     max_new_tokens: usize,
@@ -83,7 +86,7 @@ pub(crate) fn chat(a: ChatArgs) -> Result<()> {
     let first_image = a
         .image
         .as_deref()
-        .map(|p| read_image(p, &info))
+        .map(|p| read_image_with(p, &info, &a.dicom.options()))
         .transpose()?;
     let gopts = GpuOptions {
         force_f32: false,
@@ -136,7 +139,7 @@ pub(crate) fn chat(a: ChatArgs) -> Result<()> {
                             bail!("/image needs a file: /image PATH");
                         }
                         let p = PathBuf::from(arg);
-                        let (pv, _) = read_image(&p, &info)?;
+                        let (pv, _) = read_image_with(&p, &info, &a.dicom.options())?;
                         let feats = backend
                             .encode_image(&pv)
                             .map_err(|e| anyhow::anyhow!("encoding the image: {e}"))?;

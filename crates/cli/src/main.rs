@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 mod chat;
 mod demo;
+mod dicom_args;
 mod gsco_cmd;
 mod serve_cmd;
 
@@ -107,9 +108,11 @@ struct RunArgs {
     /// bundled example image.
     #[arg(short = 'm', long)]
     model: Option<PathBuf>,
-    /// Image to ask about (JPEG, PNG, BMP, TIFF, WebP).
+    /// Image to ask about (JPEG, PNG, BMP, TIFF, WebP, GIF, DICOM).
     #[arg(long)]
     image: Option<PathBuf>,
+    #[command(flatten)]
+    dicom: dicom_args::DicomArgs,
     /// The question (leading/trailing whitespace is stripped, as upstream does). Required with -m; the demo
     /// asks "Describe the image.".
     #[arg(short = 'p', long)]
@@ -278,6 +281,15 @@ fn info(path: &Path) -> Result<()> {
 /// The image's `pixel_values`, and what the user should be told about its conversion (printed on stderr
 /// here, and given back for `--json`).
 pub(crate) fn read_image(path: &Path, info: &ModelInfo) -> Result<(Vec<f32>, Vec<String>)> {
+    read_image_with(path, info, &meddr_image::DicomOptions::default())
+}
+
+/// [`read_image`] with a DICOM file's window and frame (`--window`, `--frame`).
+pub(crate) fn read_image_with(
+    path: &Path,
+    info: &ModelInfo,
+    dicom: &meddr_image::DicomOptions,
+) -> Result<(Vec<f32>, Vec<String>)> {
     info.vision
         .as_ref()
         .ok_or_else(|| anyhow!("this model has no vision tower, but --image was given"))?;
@@ -292,7 +304,7 @@ pub(crate) fn read_image(path: &Path, info: &ModelInfo) -> Result<(Vec<f32>, Vec
     }
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
-    image_pixels(&bytes, &path.display().to_string(), info)
+    image_pixels_with(&bytes, &path.display().to_string(), info, dicom)
 }
 
 /// [`read_image`] on bytes already in memory; `name` names the image in messages.
@@ -301,13 +313,24 @@ pub(crate) fn image_pixels(
     name: &str,
     info: &ModelInfo,
 ) -> Result<(Vec<f32>, Vec<String>)> {
+    image_pixels_with(bytes, name, info, &meddr_image::DicomOptions::default())
+}
+
+/// [`image_pixels`] with a DICOM file's window and frame.
+pub(crate) fn image_pixels_with(
+    bytes: &[u8],
+    name: &str,
+    info: &ModelInfo,
+    dicom: &meddr_image::DicomOptions,
+) -> Result<(Vec<f32>, Vec<String>)> {
     let vision = info
         .vision
         .as_ref()
         .ok_or_else(|| anyhow!("this model has no vision tower, but an image was given"))?;
     let p = &vision.preprocessing;
     let cfg = p.config();
-    let out = meddr_image::preprocess(bytes, &cfg).with_context(|| format!("image {name}"))?;
+    let out = meddr_image::preprocess_with_options(bytes, &cfg, dicom)
+        .with_context(|| format!("image {name}"))?;
     let notes: Vec<String> = out
         .notes
         .iter()
@@ -352,7 +375,7 @@ fn run(mut a: RunArgs) -> Result<()> {
     };
     let (pixel_values, warnings) = match a.image.as_deref() {
         Some(p) => {
-            let (pv, w) = read_image(p, &info)?;
+            let (pv, w) = read_image_with(p, &info, &a.dicom.options())?;
             (Some(pv), w)
         }
         None if demo => {

@@ -40,7 +40,6 @@ fn sniff(bytes: &[u8]) -> Result<Kind, ImageError> {
         (b"\0\0\x01\0", "ICO"),
         (b"8BPS", "PSD"),
         (b"%PDF", "PDF"),
-        (b"DICM", "DICOM"),
         (b"\x76\x2f\x31\x01", "OpenEXR"),
         (b"#?RADIANCE", "HDR"),
         (b"qoif", "QOI"),
@@ -51,9 +50,6 @@ fn sniff(bytes: &[u8]) -> Result<Kind, ImageError> {
         if starts(magic) {
             return Err(ImageError::UnsupportedFormat { format: name });
         }
-    }
-    if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
-        return Err(ImageError::UnsupportedFormat { format: "DICOM" });
     }
     if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
         return Err(ImageError::UnsupportedFormat {
@@ -67,14 +63,53 @@ fn sniff(bytes: &[u8]) -> Result<Kind, ImageError> {
 }
 
 /// The decoded image and what the user should know about how it was converted (see [`crate::decode_rgb_with_notes`]).
-pub(crate) fn decode_rgb(bytes: &[u8]) -> Result<(RgbImage, Vec<String>), ImageError> {
+/// DICOM is recognised first (its 128-byte preamble may hold anything, even another format's magic) and
+/// rendered by `meddr_dicom` with `dicom`'s window and frame.
+pub(crate) fn decode_rgb(
+    bytes: &[u8],
+    dicom: &meddr_dicom::DicomOptions,
+) -> Result<(RgbImage, Vec<String>), ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
+    }
+    if meddr_dicom::is_dicom(bytes) {
+        let r =
+            meddr_dicom::decode_to_rgb8_with(bytes, dicom, crate::pixel_limit(), Some(dicom_jpeg))?;
+        check_dimensions_u64(r.width as u64, r.height as u64)?;
+        return Ok((
+            RgbImage {
+                width: r.width,
+                height: r.height,
+                data: r.data,
+            },
+            r.notes,
+        ));
     }
     match sniff(bytes)? {
         Kind::Jpeg => Ok((jpeg::decode_rgb(bytes)?, Vec::new())),
         Kind::Gif => Ok((decode_gif(bytes)?, Vec::new())),
         Kind::Other(fmt, name) => decode_other(bytes, fmt, name),
+    }
+}
+
+/// DICOM's lossy JPEG frames through our libjpeg-turbo-exact decoder (see [`meddr_dicom::JpegFrameDecoder`]).
+fn dicom_jpeg(data: &[u8], raw: bool) -> Result<meddr_dicom::JpegFrame, String> {
+    if raw {
+        let s = jpeg::decode_samples(data).map_err(|e| e.to_string())?;
+        Ok(meddr_dicom::JpegFrame {
+            width: s.width,
+            height: s.height,
+            components: s.components,
+            data: s.data,
+        })
+    } else {
+        let img = jpeg::decode_rgb(data).map_err(|e| e.to_string())?;
+        Ok(meddr_dicom::JpegFrame {
+            width: img.width,
+            height: img.height,
+            components: 3,
+            data: img.data,
+        })
     }
 }
 

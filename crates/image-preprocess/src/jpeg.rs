@@ -329,6 +329,25 @@ struct Decoder {
     jfif: bool,
     adobe_transform: Option<u8>,
     frame: Option<Frame>,
+    /// Stop before colour conversion ([`decode_samples`]).
+    raw: bool,
+}
+
+/// A JPEG's components as libjpeg-turbo outputs them before colour conversion (Pillow's
+/// `draft("YCbCr")` for a colour image): IDCT and fancy upsampling done, interleaved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JpegSamples {
+    pub width: u32,
+    pub height: u32,
+    /// 1 or 3 (4 for CMYK / YCCK).
+    pub components: usize,
+    /// `height * width * components` bytes.
+    pub data: Vec<u8>,
+}
+
+enum Output {
+    Rgb(RgbImage),
+    Samples(JpegSamples),
 }
 
 fn be16(d: &[u8], p: usize) -> Result<usize, ImageError> {
@@ -340,10 +359,29 @@ fn be16(d: &[u8], p: usize) -> Result<usize, ImageError> {
 
 /// Decodes a JPEG and converts it to RGB as Pillow's `Image.open(..).convert('RGB')` does.
 pub fn decode_rgb(data: &[u8]) -> Result<RgbImage, ImageError> {
+    match decode(data, false)? {
+        Output::Rgb(img) => Ok(img),
+        Output::Samples(_) => Err(corrupt("internal: samples instead of RGB")),
+    }
+}
+
+/// Decodes a JPEG's components without colour conversion, exactly as libjpeg-turbo does (what pydicom gets
+/// from Pillow for a DICOM frame, whose photometric interpretation then says what the samples are).
+pub fn decode_samples(data: &[u8]) -> Result<JpegSamples, ImageError> {
+    match decode(data, true)? {
+        Output::Samples(s) => Ok(s),
+        Output::Rgb(_) => Err(corrupt("internal: RGB instead of samples")),
+    }
+}
+
+fn decode(data: &[u8], raw: bool) -> Result<Output, ImageError> {
     if data.len() < 2 || data[0] != 0xFF || data[1] != 0xD8 {
         return Err(corrupt("missing SOI marker"));
     }
-    let mut dec = Decoder::default();
+    let mut dec = Decoder {
+        raw,
+        ..Decoder::default()
+    };
     let mut pos = 2;
     let mut scans_done = 0usize;
     loop {
@@ -846,7 +884,7 @@ impl Decoder {
         Ok(())
     }
 
-    fn finish(&self) -> Result<RgbImage, ImageError> {
+    fn finish(&self) -> Result<Output, ImageError> {
         let frame = self
             .frame
             .as_ref()
@@ -903,7 +941,23 @@ impl Decoder {
                 frame.height,
             ));
         }
-        color_convert(frame, &planes, self.jfif, self.adobe_transform)
+        if self.raw {
+            let n = frame.width * frame.height;
+            let k = planes.len();
+            let mut data = vec![0u8; n * k];
+            for (c, plane) in planes.iter().enumerate() {
+                for (i, &v) in plane.iter().take(n).enumerate() {
+                    data[i * k + c] = v;
+                }
+            }
+            return Ok(Output::Samples(JpegSamples {
+                width: frame.width as u32,
+                height: frame.height as u32,
+                components: k,
+                data,
+            }));
+        }
+        color_convert(frame, &planes, self.jfif, self.adobe_transform).map(Output::Rgb)
     }
 }
 

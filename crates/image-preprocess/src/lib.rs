@@ -13,7 +13,13 @@
 //!   compositing, palettes are expanded, 16-bit RGB(A) / grey+alpha keep the high byte, 16-bit
 //!   grey is clipped to 0..=255 (Pillow opens it as mode `I`, whose RGB conversion clips).
 //!   Float samples are rejected.
-//! - GIF and everything else: typed error naming the format or the first bytes.
+//! - GIF: the first frame, as Pillow opens it (see `convert.rs`).
+//! - DICOM (with or without the 128-byte preamble): rendered to RGB8 by [`meddr_dicom`] — rescale, the
+//!   standard's linear VOI window (the file's first, or [`DicomOptions::window`]), MONOCHROME1 inverted,
+//!   palette and YBR colour, one frame of a multi-frame file (the middle one unless
+//!   [`DicomOptions::frame`] says otherwise) — then preprocessed like any other image. Its notes (frame and
+//!   window used) come back with [`decode_rgb_with_notes`] and in [`PreprocessedImage::notes`].
+//! - Everything else: typed error naming the format or the first bytes.
 
 mod convert;
 pub mod jpeg;
@@ -21,6 +27,7 @@ mod resize;
 
 use thiserror::Error;
 
+pub use meddr_dicom::{DicomError, DicomOptions};
 pub use resize::resize_bicubic;
 
 /// Largest accepted side, in pixels.
@@ -115,7 +122,9 @@ pub enum ImageError {
     Empty,
     #[error("unknown image format (first bytes: {first_bytes})")]
     UnknownFormat { first_bytes: String },
-    #[error("unsupported image format {format} (supported: JPEG, PNG, BMP, TIFF, WebP)")]
+    #[error(
+        "unsupported image format {format} (supported: JPEG, PNG, BMP, TIFF, WebP, GIF, DICOM)"
+    )]
     UnsupportedFormat { format: &'static str },
     #[error("zero-size image: width {width}, height {height}")]
     ZeroSize { width: u32, height: u32 },
@@ -155,6 +164,9 @@ pub enum ImageError {
         expected: u64,
         actual: u64,
     },
+    /// A DICOM file that cannot be rendered; the message names the value (transfer syntax, frame, …).
+    #[error(transparent)]
+    Dicom(#[from] meddr_dicom::DicomError),
 }
 
 thread_local! {
@@ -162,6 +174,11 @@ thread_local! {
     /// its header's size through [`check_dimensions_u64`]; a per-call limit read here reaches all of them
     /// without a parameter on each decoder's signature.
     static PIXEL_LIMIT: std::cell::Cell<u64> = const { std::cell::Cell::new(MAX_PIXELS) };
+}
+
+/// The pixel limit of the `preprocess` call running on this thread ([`MAX_PIXELS`] outside one).
+pub(crate) fn pixel_limit() -> u64 {
+    PIXEL_LIMIT.with(|l| l.get()).min(MAX_PIXELS)
 }
 
 /// Sets the pixel limit for this thread until dropped (restoring the previous one, also on unwinding).
@@ -191,7 +208,7 @@ pub(crate) fn check_dimensions_u64(width: u64, height: u64) -> Result<(), ImageE
             height: height as u32,
         });
     }
-    let max_pixels = PIXEL_LIMIT.with(|l| l.get()).min(MAX_PIXELS);
+    let max_pixels = pixel_limit();
     if width > MAX_DIMENSION as u64 || height > MAX_DIMENSION as u64 || width * height > max_pixels
     {
         return Err(ImageError::TooLarge {
@@ -218,15 +235,26 @@ fn check_buffer(img: &RgbImage) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// Decodes any supported format and converts it to RGB the way Pillow's `convert('RGB')` does.
+/// Decodes any supported format and converts it to RGB the way Pillow's `convert('RGB')` does (DICOM: as
+/// [`meddr_dicom`] renders it with default options).
 pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, ImageError> {
-    Ok(convert::decode_rgb(bytes)?.0)
+    Ok(convert::decode_rgb(bytes, &DicomOptions::default())?.0)
 }
 
-/// [`decode_rgb`] plus notes for the user on what the conversion lost, each one sentence: today, that a 16-bit
-/// greyscale image was clipped to 8 bits (Pillow's rule, which upstream follows, so the pixels stay upstream's).
+/// [`decode_rgb`] plus notes for the user on what the conversion lost or chose, each one sentence: that a
+/// 16-bit greyscale image was clipped to 8 bits (Pillow's rule, which upstream follows, so the pixels stay
+/// upstream's); for DICOM, the frame and window used, an inversion, wide colour scaled to 8 bits.
 pub fn decode_rgb_with_notes(bytes: &[u8]) -> Result<(RgbImage, Vec<String>), ImageError> {
-    convert::decode_rgb(bytes)
+    convert::decode_rgb(bytes, &DicomOptions::default())
+}
+
+/// [`decode_rgb_with_notes`] with a DICOM file's window and frame chosen by `dicom` (ignored for other
+/// formats).
+pub fn decode_rgb_with_options(
+    bytes: &[u8],
+    dicom: &DicomOptions,
+) -> Result<(RgbImage, Vec<String>), ImageError> {
+    convert::decode_rgb(bytes, dicom)
 }
 
 /// MedDr's `expand2square`: paste onto a `max(w, h)` square at `((s−w)//2, 0)` or `(0, (s−h)//2)`.
@@ -273,6 +301,18 @@ pub fn normalize_chw(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> 
 
 /// The whole MedDr transform from file bytes to `pixel_values`.
 pub fn preprocess(bytes: &[u8], cfg: &PreprocessConfig) -> Result<PreprocessedImage, ImageError> {
+    preprocess_with_options(bytes, cfg, &DicomOptions::default())
+}
+
+/// [`preprocess`] with a DICOM file's window and frame chosen by `dicom` (ignored for other formats).
+///
+/// A separate argument rather than a [`PreprocessConfig`] field: the config describes the model's
+/// preprocessing (it is built from the GGUF's metadata), the DICOM options the user's choice for one file.
+pub fn preprocess_with_options(
+    bytes: &[u8],
+    cfg: &PreprocessConfig,
+    dicom: &DicomOptions,
+) -> Result<PreprocessedImage, ImageError> {
     if cfg.image_size == 0 || cfg.image_size > MAX_DIMENSION {
         return Err(ImageError::InvalidConfig {
             field: "image_size",
@@ -280,7 +320,7 @@ pub fn preprocess(bytes: &[u8], cfg: &PreprocessConfig) -> Result<PreprocessedIm
         });
     }
     let limit = PixelLimit::set(cfg.max_pixels);
-    let (rgb, notes) = decode_rgb_with_notes(bytes)?;
+    let (rgb, notes) = decode_rgb_with_options(bytes, dicom)?;
     let rgb = if cfg.pad2square {
         expand_to_square(&rgb, cfg.pad_color)
     } else {

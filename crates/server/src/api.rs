@@ -238,13 +238,15 @@ pub fn chat_messages(messages: Vec<Message>) -> Result<ChatMessages, ApiError> {
 }
 
 /// The image types the preprocessor reads (`meddr_image`); others are refused by name before decoding.
-const IMAGE_TYPES: [&str; 6] = [
+/// DICOM (`application/dicom`, PS3.18's media type) is rendered with its own window and its middle frame.
+const IMAGE_TYPES: [&str; 7] = [
     "image/jpeg",
     "image/jpg",
     "image/png",
     "image/bmp",
     "image/tiff",
     "image/webp",
+    "application/dicom",
 ];
 
 /// The bytes of a `data:image/…;base64,…` URL. Remote `http(s)` URLs are refused: fetching them would
@@ -288,7 +290,7 @@ pub fn decode_data_url(url: &str, param: &str) -> Result<Vec<u8>, ApiError> {
         let shown: String = media.chars().take(64).collect();
         return Err(ApiError::bad_request(
             Some(param),
-            format!("unsupported image type {shown:?} (supported: image/jpeg, image/png, image/bmp, image/tiff, image/webp)"),
+            format!("unsupported image type {shown:?} (supported: image/jpeg, image/png, image/bmp, image/tiff, image/webp, application/dicom)"),
         ));
     }
     // Some clients wrap base64 at 76 columns.

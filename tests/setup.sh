@@ -7,7 +7,8 @@ cd "$root"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
-  for p in mesa-vulkan-drivers libvulkan1; do
+  # cmake and g++: llama.cpp's CPU build for the loader test (tests/llamacpp/build.sh).
+  for p in mesa-vulkan-drivers libvulkan1 cmake g++; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
   done
   if [ ${#need[@]} -gt 0 ]; then
@@ -51,17 +52,24 @@ fi
 # llama.cpp's tokenizer test vectors (vocab-only GGUFs with .inp/.out cases, see its tests/test-tokenizer-0.cpp)
 # for crates/runtime/tests/llama_vocab.rs: taken from the llama-cpp-python sdist on PyPI, which vendors
 # llama.cpp; only the models/ggml-vocab-* files are extracted (never built or installed).
+# The sdist is kept: tests/llamacpp/build.sh builds llama.cpp's CPU backend from it too.
+sdist=.cache/sdist/llama_cpp_python-0.3.36.tar.gz
+if [ ! -s "$sdist" ]; then
+  echo "setup: fetching the llama-cpp-python==0.3.36 sdist (llama.cpp's source, vocab test vectors)"
+  mkdir -p .cache/dl-sdist
+  .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary llama-cpp-python \
+    llama-cpp-python==0.3.36 -d .cache/dl-sdist
+  mkdir -p .cache/sdist && mv .cache/dl-sdist/llama_cpp_python-0.3.36.tar.gz "$sdist"
+  rm -rf .cache/dl-sdist
+fi
 vocab=.cache/llama-vocab
 if [ ! -s "$vocab/ggml-vocab-llama-bpe.gguf.out" ]; then
-  echo "setup: fetching llama.cpp's ggml-vocab-* test vectors (PyPI llama-cpp-python==0.3.36 sdist)"
-  mkdir -p .cache/dl-vocab
-  .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary llama-cpp-python \
-    llama-cpp-python==0.3.36 -d .cache/dl-vocab
+  echo "setup: extracting llama.cpp's ggml-vocab-* test vectors from $sdist"
   rm -rf "$vocab.part" && mkdir -p "$vocab.part"
-  .venv/bin/python - "$vocab.part" <<'PY'
-import glob, os, sys, tarfile
+  .venv/bin/python - "$vocab.part" "$sdist" <<'PY'
+import os, sys, tarfile
 dst = sys.argv[1]
-sdist = glob.glob(".cache/dl-vocab/llama_cpp_python-0.3.36.tar.gz")[0]
+sdist = sys.argv[2]
 prefix = "llama_cpp_python-0.3.36/vendor/llama.cpp/models/"
 with tarfile.open(sdist) as t:
     for m in t.getmembers():
@@ -71,7 +79,13 @@ with tarfile.open(sdist) as t:
                 out.write(src.read())
 PY
   rm -rf "$vocab" && mv "$vocab.part" "$vocab"
-  rm -rf .cache/dl-vocab
+fi
+
+# llama.cpp itself (CPU backend, static) and tests/llamacpp/greedy.c: does llama.cpp's loader take our
+# language-model GGUF, and does it pick the same tokens (crates/engine/tests/llamacpp_loader.rs)?
+if [ ! -x .cache/llamacpp/greedy ] || [ tests/llamacpp/greedy.c -nt .cache/llamacpp/greedy ]; then
+  echo "setup: building llama.cpp (CPU) and tests/llamacpp/greedy.c into .cache/llamacpp"
+  bash tests/llamacpp/build.sh "$sdist" .cache/llamacpp
 fi
 
 # Real DICOM test files for crates/dicom (and the CLI's DICOM test): the ~60 images under

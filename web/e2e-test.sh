@@ -83,6 +83,26 @@ sys.exit(0 if ok else 1)
 PY
 done
 
+echo "e2e-test: a conversation in the page (Ask, then Follow up) against meddr chat on the CPU reference"
+FOLLOW="And what else do you see?"
+"$WEB/e2e.sh" --model "$OUT/dev-f32.gguf" --image "$IMAGE" --question "$QUESTION" --follow-up "$FOLLOW" \
+  --max-new-tokens 12 > "$OUT/browser-chat.json" || fail=1
+printf '%s\n%s\n/save %s\n' "$QUESTION" "$FOLLOW" "$OUT/cli-chat.json" |
+  "$TDIR/meddr" chat -m "$OUT/dev-f32.gguf" --image "$IMAGE" --max-new-tokens 12 --device cpu >/dev/null 2>"$OUT/cli-chat.err" ||
+  { cat "$OUT/cli-chat.err"; fail=1; }
+python3 - "$OUT/browser-chat.json" "$OUT/cli-chat.json" <<'PY' || fail=1
+import json, sys
+b, c = (json.load(open(p)) for p in sys.argv[1:])
+want = [(t["question"], t["answer"]) for t in c["turns"]]
+got = [(t["question"], t["answer"].split("<|im_end|>")[0].strip()) for t in b.get("conversation", [])]
+print(f"  meddr chat (CPU reference): {want}\n  browser:                    {got}")
+reused = b.get("followUp", {}).get("stats", {}).get("reusedTokens", 0)
+print(f"  follow-up prompt {b.get('followUp', {}).get('stats', {}).get('promptTokens')} tokens, {reused} reused from the first turn")
+ok = len(want) == 2 and got == want and reused > 0
+print(f"  conversation: {'PASS' if ok else 'FAIL'}")
+sys.exit(0 if ok else 1)
+PY
+
 echo "e2e-test: a plain llama.cpp GGUF (SmolLM2-135M-Instruct: BPE vocabulary, own chat template, tied head)"
 SMOL="$ROOT/.cache/SmolLM2-135M-Instruct.Q4_1.gguf"
 native --model "$SMOL" --question "What is the capital of France?" --max-new-tokens 16 > "$OUT/native-smollm2.json"

@@ -1,5 +1,5 @@
 // Drives the real web app in headless Debian Chromium (WebGPU on SwiftShader) through its UI.
-// Usage: node e2e.mjs --model m.gguf [--image img.jpg] --question "…" --max-new-tokens N [--ignore-eos] [--literal]
+// Usage: node e2e.mjs --model m.gguf [--image img.jpg] --question "…" [--follow-up "…"] --max-new-tokens N [--ignore-eos] [--literal]
 //        [--temperature T] [--screenshot out.png] [--load-only] [--url-test] [--dist dir] [--timeout s]
 //        [--gsco-specialist DIR --gsco-index FILE [--gsco-name NAME] [--gsco-top-n N] [--gsco-bad-index FILE]]
 // Prints one JSON object on stdout: {"tokens": [...], "text": "...", ...}; with --gsco-*, the GSCo panel is
@@ -21,6 +21,7 @@ for (let i = 0; i < argv.length; i++) {
     case '--model': args.model = resolve(val()); break;
     case '--image': args.image = resolve(val()); break;
     case '--question': args.question = val(); break;
+    case '--follow-up': args.followUp = val(); break;
     case '--max-new-tokens': args.maxNewTokens = Number(val()); break;
     case '--ignore-eos': args.ignoreEos = true; break;
     case '--literal': args.literal = true; break;
@@ -46,12 +47,23 @@ const log = (...m) => process.stderr.write(m.join(' ') + '\n');
 // ---- static server on 127.0.0.1 with Range support (for the resumable URL download) -------------------
 const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css',
   '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png', '.jpg': 'image/jpeg' };
+const mmprojOf = (p) => p.replace(/\.gguf$/, '') + '.mmproj.gguf';
 const modelStat = statSync(args.model);
 const etag = `"${modelStat.size}-${Math.floor(modelStat.mtimeMs)}"`;
 const served = { modelBytes: 0, modelRequests: 0, interruptNext: 0, paths: [] };
 const server = createServer((req, res) => {
   const url = new URL(req.url, 'http://x');
   served.paths.push(url.pathname);
+  if (url.pathname === '/__model.mmproj.gguf') {
+    // The vision tower beside the model (llama.cpp's layout); counted apart from the model's bytes.
+    const mm = mmprojOf(args.model);
+    if (!existsSync(mm)) { res.writeHead(404); res.end(); return; }
+    served.mmprojRequests = (served.mmprojRequests || 0) + 1;
+    res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': statSync(mm).size, 'Cache-Control': 'no-store' });
+    if (req.method === 'HEAD') { res.end(); return; }
+    createReadStream(mm).pipe(res);
+    return;
+  }
   if (url.pathname === '/__model.gguf') {
     served.modelRequests++;
     let start = 0, end = modelStat.size - 1, status = 200;
@@ -175,7 +187,9 @@ try {
       && bytes2 === modelStat.size - second.model.resumedFrom && third.state === 'loaded' && third.model.source === 'cache' && bytes3 === 0;
     if (!ok) { log('URL cache/resume test FAILED'); exitCode = 1; }
   } else {
-    await page.setInputFiles('#model-file', args.model);
+    // A MedDr model is two files (llama.cpp's layout): the language model and its .mmproj.gguf.
+    const mm = mmprojOf(args.model);
+    await page.setInputFiles('#model-file', existsSync(mm) ? [args.model, mm] : args.model);
     if ((await waitState(['loaded', 'error'])) === 'error') {
       const m = await meddr();
       console.log(JSON.stringify({ error: m.errors.at(-1)?.message, device }));
@@ -203,6 +217,17 @@ try {
         const shown = await page.$$eval('.msg.warn[data-code="answer-warning"]', (els) => els.map((e) => e.textContent));
         const out = { tokens: m.result.tokens, text: m.result.text, stats: m.result.stats, memory: m.memory, model: m.model, device,
           warnings: m.result.warnings, shownWarnings: shown };
+        if (args.followUp !== undefined) {
+          // The next question of the same conversation, through the page's Follow up button.
+          await page.fill('#question', args.followUp);
+          await page.click('#follow-up');
+          const st2 = await waitState(['done', 'error']);
+          const m2 = await meddr();
+          out.followUp = st2 === 'error' ? { error: m2.errors.at(-1)?.message }
+            : { tokens: m2.result.tokens, text: m2.result.text, stats: m2.result.stats };
+          out.conversation = m2.conversation;
+          if (st2 === 'error') exitCode = 2;
+        }
         if (args.gscoSpecialist) {
           out.gsco = m.gsco.result;
           out.gscoLazy = gscoLazy;

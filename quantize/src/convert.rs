@@ -28,7 +28,12 @@ pub struct Options {
 
 #[derive(Debug, Clone)]
 pub struct Summary {
+    /// The language model (llama.cpp loads it as a text model).
     pub output: PathBuf,
+    /// The vision tower and projector (`<stem>.mmproj.gguf` beside `output`), when the checkpoint has one.
+    pub mmproj: Option<PathBuf>,
+    /// Bytes of the mmproj file (0 without one); `output_bytes` is the language model's.
+    pub mmproj_bytes: u64,
     pub tensors: usize,
     pub input_bytes: u64,
     pub output_bytes: u64,
@@ -44,6 +49,9 @@ pub fn quant_type(ty: GgmlType) -> Result<QuantType> {
         .ok_or_else(|| QuantizeError::Usage(format!("block type {} cannot be written", ty.name())))
 }
 
+/// Converts a checkpoint into llama.cpp's two-file layout: the language model at `output` and the vision
+/// tower + projector at [`meddr_gguf::mmproj_path_for`]`(output)` (`<stem>.mmproj.gguf`). Both are written
+/// under temporary names and renamed only when both are complete; an error leaves neither.
 pub fn quantize_checkpoint(dir: &Path, output: &Path, opts: &Options) -> Result<Summary> {
     let start = Instant::now();
     if !dir.is_dir() {
@@ -52,10 +60,13 @@ pub fn quantize_checkpoint(dir: &Path, output: &Path, opts: &Options) -> Result<
             dir.display()
         )));
     }
-    if output.exists() && !opts.force {
-        return Err(QuantizeError::OutputExists {
-            path: output.to_path_buf(),
-        });
+    let mmproj_path = meddr_gguf::mmproj_path_for(output);
+    for p in [output, mmproj_path.as_path()] {
+        if p.exists() && !opts.force {
+            return Err(QuantizeError::OutputExists {
+                path: p.to_path_buf(),
+            });
+        }
     }
     let cfg = CheckpointConfig::from_file(&dir.join("config.json"))?;
     let shards = ShardSet::open(dir)?;
@@ -91,38 +102,79 @@ pub fn quantize_checkpoint(dir: &Path, output: &Path, opts: &Options) -> Result<
     })
     .map_err(QuantizeError::Tokenizer)?;
 
-    let specs: Vec<TensorSpec> = plan
-        .tensors
-        .iter()
-        .map(|t| TensorSpec {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
-            ty: t.ty,
-        })
-        .collect();
+    let specs = |vision: bool| -> Vec<TensorSpec> {
+        plan.tensors
+            .iter()
+            .filter(|t| meddr_gguf::is_vision_tensor(&t.name) == vision)
+            .map(|t| TensorSpec {
+                name: t.name.clone(),
+                dims: t.dims.clone(),
+                ty: t.ty,
+            })
+            .collect()
+    };
+    let (text_specs, proj_specs) = (specs(false), specs(true));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads.unwrap_or(0))
         .build()
         .map_err(|e| QuantizeError::Usage(format!("cannot start worker threads: {e}")))?;
-    let mut writer = GgufWriter::create_with(
-        output,
-        WriteOptions {
-            overwrite: opts.force,
-            ..WriteOptions::default()
-        },
-        md,
-        specs,
-    )?;
+    let wopts = WriteOptions {
+        overwrite: opts.force,
+        ..WriteOptions::default()
+    };
+    let (mut text_md, mut proj_md) = metadata::split(md);
+    let id = split_id(dir, &text_md, &proj_md, &text_specs, &proj_specs);
+    for md in [&mut text_md, &mut proj_md] {
+        md.push((
+            metadata::SPLIT_ID_KEY.to_string(),
+            meddr_gguf::Value::String(id.clone()),
+        ));
+    }
+    let mut writer = GgufWriter::create_with(output, wopts.clone(), text_md, text_specs)?;
+    let mut proj_writer = if proj_specs.is_empty() {
+        None
+    } else {
+        Some(GgufWriter::create_with(
+            &mmproj_path,
+            wopts,
+            proj_md,
+            proj_specs,
+        )?)
+    };
     let progress = Progress::new(plan.input_bytes, opts.progress);
     let mut chunk = ChunkBuffers::default();
     for t in &plan.tensors {
-        pool.install(|| write_tensor(&shards, t, &mut writer, &progress, &mut chunk))?;
+        let w = match proj_writer.as_mut() {
+            Some(p) if meddr_gguf::is_vision_tensor(&t.name) => p,
+            _ => &mut writer,
+        };
+        pool.install(|| write_tensor(&shards, t, w, &progress, &mut chunk))?;
     }
-    writer.finish()?;
+    // The mmproj is renamed into place first; should the language model then fail, the mmproj goes too, so
+    // an error never leaves half a model under the final names.
+    let mmproj = match proj_writer {
+        Some(p) => {
+            p.finish()?;
+            Some(mmproj_path)
+        }
+        None => None,
+    };
+    if let Err(e) = writer.finish() {
+        if let Some(p) = &mmproj {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(e.into());
+    }
     progress.finish();
     let output_bytes = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+    let mmproj_bytes = mmproj
+        .as_ref()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len());
     Ok(Summary {
         output: output.to_path_buf(),
+        mmproj,
+        mmproj_bytes,
         tensors: plan.tensors.len(),
         input_bytes: plan.input_bytes,
         output_bytes,
@@ -131,6 +183,43 @@ pub fn quantize_checkpoint(dir: &Path, output: &Path, opts: &Options) -> Result<
         vision_layers_kept: plan.vision_layers_kept,
         fallback_report: plan.fallback_report(),
     })
+}
+
+/// [`metadata::SPLIT_ID_KEY`]'s value: 16 hex digits.
+fn split_id(
+    dir: &Path,
+    text_md: &[(String, meddr_gguf::Value)],
+    proj_md: &[(String, meddr_gguf::Value)],
+    text_specs: &[TensorSpec],
+    proj_specs: &[TensorSpec],
+) -> String {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: stable within one build, which is all an id compared between two files
+    // written by the same run needs.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (k, v) in text_md.iter().chain(proj_md) {
+        k.hash(&mut h);
+        format!("{v:?}").hash(&mut h);
+    }
+    for t in text_specs.iter().chain(proj_specs) {
+        (&t.name, &t.dims, t.ty as u32).hash(&mut h);
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        let mut files: Vec<(String, u64, Option<std::time::SystemTime>)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                Some((
+                    e.file_name().to_string_lossy().into_owned(),
+                    m.len(),
+                    m.modified().ok(),
+                ))
+            })
+            .collect();
+        files.sort();
+        files.hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
 }
 
 #[derive(Default)]

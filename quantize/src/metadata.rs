@@ -19,6 +19,71 @@ pub fn chat_template() -> String {
     )
 }
 
+/// Written to both files of a pair: a hash of everything the run writes but the weights' values (both files'
+/// metadata and tensor directories) and of the checkpoint files' sizes and modification times. The two
+/// files are renamed into place one after the other, so a run killed between the renames leaves a new file
+/// beside an old one; their ids differ and the pair is refused when opened (`meddr_gguf::merge_mmproj`),
+/// instead of a vision tower from one run driving a language model from another. Two runs on the same
+/// inputs write the same id (and the same bytes).
+pub const SPLIT_ID_KEY: &str = "meddr.split.id";
+
+/// Keys that describe the vision tower and projector: they go to the mmproj file only.
+fn is_vision_key(k: &str) -> bool {
+    k.starts_with("clip.") || k.starts_with("meddr.vision.") || k.starts_with("meddr.projector.")
+}
+
+/// Keys both files carry: each file names itself, and a shared key that disagrees when the pair is opened
+/// means the two files are not one model (`meddr_gguf::merge_mmproj`).
+fn is_shared_key(k: &str) -> bool {
+    matches!(
+        k,
+        "general.name"
+            | "general.alignment"
+            | "meddr.format_version"
+            | "meddr.image.num_tokens"
+            | SPLIT_ID_KEY
+    )
+}
+
+/// Metadata for llama.cpp's two-file layout (`docs/gguf-layout.md`): the language model (`general.type
+/// model`, everything llama.cpp's text loader reads, plus MedDr's prompt keys) and the mmproj (`general.
+/// architecture clip`, `general.type mmproj`, the `clip.*` keys llama.cpp's `clip.cpp` reads and ours).
+/// `meddr.quantize.fallbacks` is split by tensor: `v.*`/`mm.*` entries to the mmproj.
+pub fn split(all: Vec<(String, Value)>) -> (Vec<(String, Value)>, Vec<(String, Value)>) {
+    let mut text = Vec::new();
+    let mut proj = vec![
+        (
+            "general.architecture".to_string(),
+            s(meddr_gguf::MMPROJ_ARCHITECTURE),
+        ),
+        ("general.type".to_string(), s("mmproj")),
+    ];
+    for (k, v) in all {
+        if k == "general.architecture" {
+            text.push((k, v));
+            text.push(("general.type".to_string(), s("model")));
+        } else if k == "meddr.quantize.fallbacks" {
+            let Value::Array(Array::String(list)) = v else {
+                text.push((k, v));
+                continue;
+            };
+            let (vision, llm): (Vec<String>, Vec<String>) = list
+                .into_iter()
+                .partition(|e| meddr_gguf::is_vision_tensor(e));
+            text.push((k.clone(), Value::Array(Array::String(llm))));
+            proj.push((k, Value::Array(Array::String(vision))));
+        } else if is_vision_key(&k) {
+            proj.push((k, v));
+        } else if is_shared_key(&k) {
+            proj.push((k.clone(), v.clone()));
+            text.push((k, v));
+        } else {
+            text.push((k, v));
+        }
+    }
+    (text, proj)
+}
+
 pub struct MetadataInput<'a> {
     pub name: &'a str,
     pub cfg: &'a CheckpointConfig,

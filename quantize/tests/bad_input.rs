@@ -233,7 +233,31 @@ fn existing_output_needs_force() {
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(&std::fs::read(&out).unwrap()[..4], b"GGUF");
-    assert_eq!(dir_entries(tmp.path()), vec!["m.gguf".to_string()]);
+    assert_eq!(
+        dir_entries(tmp.path()),
+        vec!["m.gguf".to_string(), "m.mmproj.gguf".to_string()]
+    );
+
+    // An mmproj left beside a new output name is refused too, and kept.
+    let out2 = tmp.path().join("n.gguf");
+    let proj2 = tmp.path().join("n.mmproj.gguf");
+    std::fs::write(&proj2, b"keep me too").unwrap();
+    let r = run_quantize(&[
+        ck.to_str().unwrap(),
+        "-o",
+        out2.to_str().unwrap(),
+        "--type",
+        "q8_0",
+        "--quiet",
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("already exists") && r.stderr.contains("n.mmproj.gguf"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(std::fs::read(&proj2).unwrap(), b"keep me too");
+    assert!(!out2.exists());
 }
 
 #[test]

@@ -37,8 +37,11 @@ fn quantize_and_check(ty: &str, extra: &[&str]) -> serde_json::Value {
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["n_tokens"], 2009);
     assert_eq!(report["alignment"], 32);
-    // Nothing but the output is left in the directory.
-    assert_eq!(dir_entries(dir.path()), vec![format!("dev-{ty}.gguf")]);
+    // Nothing but the two outputs is left in the directory.
+    assert_eq!(
+        dir_entries(dir.path()),
+        vec![format!("dev-{ty}.gguf"), format!("dev-{ty}.mmproj.gguf")]
+    );
     report
 }
 
@@ -116,7 +119,7 @@ fn embedded_tokenizer_reproduces_fixtures() {
         "--quiet",
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let f = meddr_gguf::GgufFile::open(&out).unwrap();
+    let f = meddr_gguf::GgufFile::open_model(&out, None).unwrap();
     let json = f
         .header
         .get_str("tokenizer.huggingface.json")
@@ -237,7 +240,7 @@ fn already_merged_checkpoint() {
         "--quiet",
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let f = meddr_gguf::GgufFile::open(&out).unwrap();
+    let f = meddr_gguf::GgufFile::open_model(&out, None).unwrap();
     assert_eq!(f.header.get_bool("meddr.lora.merged").unwrap(), false);
     let check = Command::new(python())
         .arg(workspace_root().join("tests/py/check_gguf.py"))
@@ -279,7 +282,7 @@ fn k_quant_fallbacks_are_reported_and_recorded() {
         "{}",
         r.stderr
     );
-    let f = meddr_gguf::GgufFile::open(&out).unwrap();
+    let f = meddr_gguf::GgufFile::open_model(&out, None).unwrap();
     let listed = f.header.get_str_array("meddr.quantize.fallbacks").unwrap();
     // Each entry names a tensor whose stored type is the one it says it fell back to.
     for e in &listed {
@@ -309,7 +312,7 @@ fn k_quant_fallbacks_are_reported_and_recorded() {
         "f32",
     ]);
     assert!(!r.stderr.contains("fell back"), "{}", r.stderr);
-    assert!(meddr_gguf::GgufFile::open(&out32)
+    assert!(meddr_gguf::GgufFile::open_model(&out32, None)
         .unwrap()
         .header
         .get_str_array("meddr.quantize.fallbacks")
@@ -353,7 +356,7 @@ fn padded_vocabulary_gets_llama_cpp_pad_tokens() {
         "--quiet",
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let f = meddr_gguf::GgufFile::open(&out).unwrap();
+    let f = meddr_gguf::GgufFile::open_model(&out, None).unwrap();
     let tokens = f.header.get_str_array("tokenizer.ggml.tokens").unwrap();
     let types = f.header.get_i32_array("tokenizer.ggml.token_type").unwrap();
     assert_eq!((tokens.len(), types.len()), (2100, 2100));

@@ -76,14 +76,23 @@ fn sigkill_at_20_points_never_leaves_a_partial_or_damaged_output() {
         .unwrap()
         .success());
     let full = t.elapsed();
+    // Two files since the mmproj split (llama.cpp's layout): each must be old or complete, never partial.
+    let reference_proj = meddr_gguf::mmproj_path_for(&reference);
     let new_bytes = std::fs::read(&reference).unwrap();
+    let new_proj = std::fs::read(&reference_proj).unwrap();
     std::fs::remove_file(&reference).unwrap();
+    std::fs::remove_file(&reference_proj).unwrap();
 
     // An existing output to protect.
     let out = out_dir.join("model.gguf");
+    let out_proj = meddr_gguf::mmproj_path_for(&out);
     assert!(quantize(&ckpt, &out, "q8_0").status().unwrap().success());
     let old_bytes = std::fs::read(&out).unwrap();
+    let old_proj = std::fs::read(&out_proj).unwrap();
     assert_ne!(old_bytes, new_bytes);
+    assert_ne!(old_proj, new_proj, "the runs' ids differ");
+    let ours = ["model.gguf", "model.mmproj.gguf"];
+    let mut torn = 0;
 
     let mut rng = 0x5EED_u64;
     let (mut kept_old, mut became_new) = (0, 0);
@@ -94,16 +103,33 @@ fn sigkill_at_20_points_never_leaves_a_partial_or_damaged_output() {
         let _ = child.kill(); // SIGKILL; the run may already have ended
         child.wait().unwrap();
         let now = std::fs::read(&out).unwrap();
+        let now_proj = std::fs::read(&out_proj).unwrap();
+        assert!(
+            now_proj == old_proj || now_proj == new_proj,
+            "kill {i} at {at:?}: the mmproj is neither the old file nor the complete new one ({} bytes)",
+            now_proj.len()
+        );
         if now == old_bytes {
             kept_old += 1;
         } else {
             assert!(now == new_bytes, "kill {i} at {at:?}: the output is neither the old file nor the complete new one ({} bytes)", now.len());
             became_new += 1;
-            std::fs::write(&out, &old_bytes).unwrap();
         }
-        for n in others(&out_dir, &["model.gguf"]) {
+        // Killed between the two renames: a new mmproj beside the old language model. Opening the pair
+        // must refuse it (the runs' ids differ), never run one run's vision tower with another's model.
+        if (now == old_bytes) != (now_proj == old_proj) {
+            torn += 1;
+            let e = meddr_gguf::GgufFile::open_model(&out, None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("meddr.split.id"), "kill {i}: {e}");
+        }
+        std::fs::write(&out, &old_bytes).unwrap();
+        std::fs::write(&out_proj, &old_proj).unwrap();
+        for n in others(&out_dir, &ours) {
             let pid_part = n
                 .strip_prefix(".model.gguf.tmp-")
+                .or_else(|| n.strip_prefix(".model.mmproj.gguf.tmp-"))
                 .unwrap_or_else(|| panic!("kill {i}: unexpected leftover {n}"));
             assert!(
                 pid_part.bytes().all(|b| b.is_ascii_digit() || b == b'-'),
@@ -111,7 +137,7 @@ fn sigkill_at_20_points_never_leaves_a_partial_or_damaged_output() {
             );
         }
     }
-    eprintln!("20 kills over {full:?}: {kept_old} kept the old output, {became_new} left the complete new one");
+    eprintln!("20 kills over {full:?}: {kept_old} kept the old output, {became_new} left the complete new one, {torn} between the two renames (refused when opened)");
     assert!(
         kept_old > 0,
         "no kill landed during the run (a run took {full:?})"
@@ -120,21 +146,22 @@ fn sigkill_at_20_points_never_leaves_a_partial_or_damaged_output() {
     // A leftover from a killed run is there now or was made so: make sure there is one.
     let mut child = quantize(&ckpt, &out, "q4_k_m").spawn().unwrap();
     let deadline = Instant::now() + full * 2;
-    while others(&out_dir, &["model.gguf"]).is_empty() && Instant::now() < deadline {
+    while others(&out_dir, &ours).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
     let _ = child.kill();
     child.wait().unwrap();
     assert!(
-        !others(&out_dir, &["model.gguf"]).is_empty(),
+        !others(&out_dir, &ours).is_empty(),
         "no temporary file seen"
     );
 
-    // The rerun succeeds, writes the complete file and removes what killed runs left.
+    // The rerun succeeds, writes the complete files and removes what killed runs left.
     assert!(quantize(&ckpt, &out, "q4_k_m").status().unwrap().success());
     assert!(std::fs::read(&out).unwrap() == new_bytes);
+    assert!(std::fs::read(&out_proj).unwrap() == new_proj);
     assert_eq!(
-        others(&out_dir, &["model.gguf"]),
+        others(&out_dir, &ours),
         Vec::<String>::new(),
         "leftovers after a rerun"
     );

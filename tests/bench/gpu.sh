@@ -12,7 +12,7 @@
 #   --tests DIR      engine test binaries to run first (from tests/bench/gpu-pack.sh); needs --fixtures
 #   --fixtures DIR   the folder holding fixtures/ (MEDDR_SHARED for the tests)
 #   --llama DIR      llama.cpp's build/bin (llama-bench and its libraries) for the peer row
-#   --gguf-py DIR    llama.cpp's gguf-py, to write the text-only GGUF llama.cpp loads
+#   --gguf-py DIR    accepted and ignored (was needed before the quantizer wrote llama.cpp's two-file layout)
 #   --out DIR        results (default: ./gpu-bench-out)
 #   --work DIR       scratch for the checkpoint and GGUFs (default: a temp dir; ~32 GB at full size)
 #   --vit-layers N --llm-layers N --vocab N --type T   model shape (default 45, 8, 64000, q4_k_m)
@@ -138,12 +138,11 @@ for shape in $SHAPES; do
     --matvec-shape "$shape" --json && { tr -d '\n' <"$WORK/shape.json"; echo; } >>"$OUTD/shapes.jsonl"
 done
 
-# 4. The peer: llama.cpp's Vulkan backend on the same language model (vision tensors dropped: its loader
-#    refuses a file with tensors it does not create).
-if [ -n "$LLAMA" ] && [ -n "$GGUFPY" ] && [[ "$SKIP" != *,llama,* ]]; then
-  T="$WORK/text.gguf"
-  step "text-only GGUF for llama.cpp" 90 env PYTHONPATH="$GGUFPY" python3 "$here/text_gguf.py" "$M" "$T" &&
-    step "llama-bench Vulkan" 150 env LD_LIBRARY_PATH="$LLAMA:${LD_LIBRARY_PATH:-}" bash -c 'to_file "$@"' _ \
+# 4. The peer: llama.cpp's Vulkan backend on the same language model (our quantizer writes llama.cpp's
+#    layout: the language model in $M, the vision tower in its .mmproj.gguf, which llama-bench ignores).
+if [ -n "$LLAMA" ] && [[ "$SKIP" != *,llama,* ]]; then
+  T="$M"
+  step "llama-bench Vulkan" 150 env LD_LIBRARY_PATH="$LLAMA:${LD_LIBRARY_PATH:-}" bash -c 'to_file "$@"' _ \
       "$OUTD/llama-bench.json" "$LLAMA/llama-bench" -m "$T" -p "$PROMPT" -n "$(( DECODE < 128 ? DECODE : 128 ))" \
       -ngl 99 -r 3 -o json
   [ -f "$OUTD/llama-bench.json" ] && cat "$OUTD/llama-bench.json" >>"$LOG"

@@ -1,11 +1,13 @@
-"""Independent conformance check of a MedDr GGUF written by meddr-quantize.
+"""Independent conformance check of a MedDr GGUF pair written by meddr-quantize.
 
-Reads the file with gguf-py's GGUFReader (llama.cpp's reference reader), dequantizes every tensor with
+Reads the language model MODEL.gguf and its vision tower MODEL.mmproj.gguf (llama.cpp's two-file layout:
+llama tensors and keys in one, v.*/mm.* tensors and clip.* keys in the other) with gguf-py's GGUFReader
+(llama.cpp's reference reader), dequantizes every tensor with
 gguf.quants, and compares it with the upstream checkpoint's weights merged here in numpy (f32):
 W = base + (alpha/r) * B @ A, q/k rows permuted as llama.cpp's converter does, names mapped per
 docs/gguf-layout.md. Prints one JSON report; exits 1 with the first failures when a check fails.
 
-usage: check_gguf.py MODEL.gguf CHECKPOINT_DIR
+usage: check_gguf.py MODEL.gguf CHECKPOINT_DIR   (MODEL.mmproj.gguf beside MODEL.gguf)
 """
 import json
 import struct
@@ -125,16 +127,31 @@ def main():
     gguf_path, ck_dir = Path(sys.argv[1]), Path(sys.argv[2])
     cfg = json.loads((ck_dir / "config.json").read_text())
     reader = GGUFReader(str(gguf_path))
+    stem = gguf_path.name[:-5] if gguf_path.name.endswith(".gguf") else gguf_path.name
+    proj = GGUFReader(str(gguf_path.with_name(stem + ".mmproj.gguf")))
     ck = load_checkpoint(ck_dir)
     want, kept = expected_tensors(ck, cfg)
     failures = []
     report = {"tensors": {}, "types": {}}
-    got_names = {t.name for t in reader.tensors}
+    for t in reader.tensors:
+        if t.name.startswith(("v.", "mm.")):
+            failures.append(f"vision tensor {t.name} in the language model file")
+    for t in proj.tensors:
+        if not t.name.startswith(("v.", "mm.")):
+            failures.append(f"language-model tensor {t.name} in the mmproj file")
+    for k in ("clip.has_vision_encoder", "clip.vision.block_count", "meddr.vision.pad2square"):
+        if field(reader, k) is not None:
+            failures.append(f"vision key {k} in the language model file")
+    all_tensors = list(reader.tensors) + list(proj.tensors)
+    got_names = [t.name for t in all_tensors]
+    if len(set(got_names)) != len(got_names):
+        failures.append("a tensor name is in both files")
+    got_names = set(got_names)
     for n in sorted(set(want) - got_names):
         failures.append(f"missing tensor {n}")
     for n in sorted(got_names - set(want)):
         failures.append(f"unexpected tensor {n}")
-    for t in reader.tensors:
+    for t in all_tensors:
         if t.name not in want:
             continue
         ref = want[t.name].astype(np.float32)
@@ -166,19 +183,32 @@ def main():
     llm = cfg["llm_config"]
     checks = {
         "general.architecture": "llama",
+        "general.type": "model",
         "llama.block_count": llm["num_hidden_layers"],
         "llama.embedding_length": llm["hidden_size"],
         "llama.attention.head_count": llm["num_attention_heads"],
         "llama.attention.head_count_kv": llm["num_key_value_heads"],
-        "clip.vision.block_count": kept,
         "meddr.chat.eos_token_id": llm["eos_token_id"],
-        "meddr.vision.pad2square": cfg.get("pad2square", False),
         "tokenizer.ggml.add_bos_token": False,
     }
-    for k, v in checks.items():
-        got = field(reader, k)
-        if got != v:
-            failures.append(f"metadata {k} = {got!r}, expected {v!r}")
+    proj_checks = {
+        "general.architecture": "clip",
+        "general.type": "mmproj",
+        "clip.has_vision_encoder": True,
+        "clip.projector_type": "internvl",
+        "clip.vision.block_count": kept,
+        "clip.vision.embedding_length": cfg["vision_config"]["hidden_size"],
+        "clip.vision.projection_dim": llm["hidden_size"],
+        "meddr.vision.pad2square": cfg.get("pad2square", False),
+    }
+    for r, cs, what in ((reader, checks, "model"), (proj, proj_checks, "mmproj")):
+        for k, v in cs.items():
+            got = field(r, k)
+            if got != v:
+                failures.append(f"{what} metadata {k} = {got!r}, expected {v!r}")
+    for k in ("general.name", "meddr.format_version", "meddr.image.num_tokens"):
+        if field(reader, k) != field(proj, k):
+            failures.append(f"shared key {k}: {field(reader, k)!r} vs {field(proj, k)!r}")
     toks = field(reader, "tokenizer.ggml.tokens")
     report["n_tokens"] = len(toks) if toks else 0
     report["alignment"] = int(reader.alignment)

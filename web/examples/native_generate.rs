@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use meddr_engine::{ContextOptions, GpuContext, LoadOptions};
-use meddr_gguf::{ByteSource, FileSource, GgufHeader};
+use meddr_gguf::GgufFile;
 use meddr_runtime::{GenerationOptions, SamplingParams, StopPolicy};
 use meddr_web::session::{Ask, Session};
 
@@ -45,8 +45,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     })?);
     eprintln!("device: {}", ctx.info);
-    let src = FileSource::open(&model)?;
-    let header = GgufHeader::read_from(&src)?;
+    // The model and, beside it, its mmproj (llama.cpp's layout), seen as one file as the browser sees them.
+    let file = GgufFile::open_model(&model, None)?;
     let opts = LoadOptions {
         context_length: Some(4096),
         ..Default::default()
@@ -54,10 +54,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let t = std::time::Instant::now();
     let mut session = Session::load_from(
         ctx.clone(),
-        &header,
-        src.len(),
+        &file.header,
+        file.span_len(),
         &opts,
-        |off, dst: &mut [u8]| src.read_at(off, dst),
+        |off, dst: &mut [u8]| file.read_at(off, dst),
     )?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let image = image.map(std::fs::read).transpose()?;

@@ -95,6 +95,14 @@ pub fn check_meddr(h: &GgufHeader, file_len: u64) -> Result<ModelSummary> {
         &["token_embd.weight"]
     };
     for &t in required {
+        if meddr && t.starts_with(['v', 'm']) && !meddr_gguf::has_vision_tower(h) {
+            return Err(WebError::NotMedDr {
+                why:
+                    "this is MedDr's language model alone; its vision tower is in the mmproj file \
+                      (<name>.mmproj.gguf): choose both files"
+                        .into(),
+            });
+        }
         if h.tensor(t).is_none() {
             return Err(WebError::NotMedDr {
                 why: format!("tensor {t:?} is missing"),
@@ -172,4 +180,41 @@ pub fn check_device_limits(h: &GgufHeader, max_binding_bytes: u64) -> Result<()>
         }
     }
     Ok(())
+}
+
+/// Two GGUFs as one model (llama.cpp's layout: a language model and its `mmproj`), in either order: returns
+/// the merged header ([`meddr_gguf::merge_mmproj`]), whether `a` is the language model, where the mmproj's
+/// byte 0 sits in the merged byte space, and that space's length (pass it where one file's length went).
+///
+/// # Errors
+/// [`WebError::Gguf`] with [`meddr_gguf::GgufError::SplitMismatch`] when neither or both are mmproj files, or
+/// they cannot be one model.
+pub fn pair_headers(
+    a: (&GgufHeader, u64, &str),
+    b: (&GgufHeader, u64, &str),
+) -> Result<PairedHeader> {
+    let a_is_text = !meddr_gguf::is_mmproj(a.0);
+    let (text, proj) = if a_is_text { (a, b) } else { (b, a) };
+    let (header, mmproj_base) = meddr_gguf::merge_mmproj(text.0, text.1, proj.0, (text.2, proj.2))?;
+    let merged_len = mmproj_base
+        .checked_add(proj.1)
+        .ok_or_else(|| WebError::Other("model files too large".into()))?;
+    header.validate_against_len(merged_len)?;
+    Ok(PairedHeader {
+        header,
+        first_is_model: a_is_text,
+        mmproj_base,
+        merged_len,
+    })
+}
+
+/// [`pair_headers`]' result.
+#[derive(Debug, Clone)]
+pub struct PairedHeader {
+    pub header: GgufHeader,
+    /// The first file given is the language model (else the mmproj).
+    pub first_is_model: bool,
+    /// Merged offsets at or past this are the mmproj file's, at `offset - mmproj_base`.
+    pub mmproj_base: u64,
+    pub merged_len: u64,
 }

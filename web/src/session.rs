@@ -1,6 +1,8 @@
-//! One loaded MedDr model and the streaming generation loop, shared by the browser bindings and the native
-//! comparison tool (`examples/native_generate.rs`), so both sides run the same token-selection code and
-//! differ only in the GPU underneath.
+//! One loaded MedDr model, its conversation and the streaming generation loop, shared by the browser bindings
+//! and the native comparison tool (`examples/native_generate.rs`), so both sides run the same token-selection
+//! code and differ only in the GPU underneath. The conversation is the runtime's [`Conversation`] (the type
+//! the CLI's `chat` and the server keep): it renders the history, says which cached positions to keep
+//! ([`Conversation::plan`]) and records each turn; only the awaiting of the GPU is this file's.
 //!
 //! The loop is async because the browser can only wait for GPU readback by yielding to the event loop
 //! (`meddr_runtime::generate` drives a blocking `Backend`). Greedy decoding feeds the GPU's argmax straight
@@ -11,12 +13,15 @@ use std::sync::Arc;
 
 use std::ops::ControlFlow;
 
-use meddr_engine::{GpuContext, GpuModel, LoadOptions, Readback, StepInput, MAX_QUEUED_STEPS};
+use meddr_engine::{
+    GpuContext, GpuModel, ImageFeatures, LoadOptions, Readback, StepInput, MAX_QUEUED_STEPS,
+};
 use meddr_gguf::GgufHeader;
 use meddr_image::{preprocess, PreprocessConfig};
 use meddr_runtime::{
-    encode_prompt, tokenizer_from_gguf_header, EncodedPrompt, Generation, GenerationOptions,
-    ModelInfo, Next, RuntimeError, StopReason, TokenEvent, UserText,
+    encode_prompt, tokenizer_from_gguf_header, Conversation, EncodedPrompt, Generation,
+    GenerationOptions, ModelInfo, Next, PromptFormat, RuntimeError, StopReason, TokenEvent,
+    UserText,
 };
 use meddr_tokenizer::MedDrTokenizer;
 use serde::Serialize;
@@ -30,6 +35,8 @@ use crate::error::{Result, WebError};
 #[serde(rename_all = "camelCase")]
 pub struct GenerateStats {
     pub prompt_tokens: usize,
+    /// Prompt positions whose cached keys and values were kept from the conversation's earlier turns.
+    pub reused_tokens: usize,
     pub new_tokens: usize,
     pub image_ms: f64,
     pub prefill_ms: f64,
@@ -68,6 +75,11 @@ pub struct Session {
     pub info: ModelInfo,
     pub tokenizer: MedDrTokenizer,
     pub summary: ModelSummary,
+    /// The conversation so far: the runtime's one session type (the CLI's `chat` and the server keep the
+    /// same), which renders upstream's history, decides which cached positions to keep, and records turns.
+    conversation: Conversation,
+    /// The conversation's image features, on the GPU ([`Conversation::set_image_on_device`]).
+    image: Option<ImageFeatures>,
 }
 
 impl Session {
@@ -92,6 +104,8 @@ impl Session {
             info,
             tokenizer,
             summary,
+            conversation: Conversation::new(UserText::default()),
+            image: None,
         })
     }
 
@@ -133,29 +147,123 @@ impl Session {
         Ok((out.pixel_values, out.notes))
     }
 
-    /// Answers `question` (about `image`, if any), calling `on_token(id, text_delta)` per token;
-    /// `on_token` returning false stops after that token. `ask`: how the image and the question are read.
+    /// Starts a new conversation and answers `question` (about `image`, if any), calling
+    /// `on_token(id, text_delta)` per token; `on_token` returning false stops after that token. `ask`: how the
+    /// image and the question are read. Follow-up questions go to [`Session::follow_up`].
     pub async fn generate(
         &mut self,
         image: Option<&[u8]>,
         ask: &Ask,
         question: &str,
         opts: &GenerationOptions,
+        on_token: impl FnMut(u32, &str) -> bool,
+    ) -> Result<GenerateOutput> {
+        // Checked before the image is encoded: a question that cannot be asked costs nothing.
+        let first = self.prompt_ids(question, image.is_some(), ask.user_text)?;
+        self.conversation.reset();
+        self.conversation.set_user_text(ask.user_text);
+        self.image = None;
+        let mut notes = Vec::new();
+        let t0 = Instant::now();
+        if let Some(bytes) = image {
+            let (pv, n) = self.pixel_values(bytes, ask.pad2square)?;
+            notes = n.into_iter().map(|n| format!("image: {n}")).collect();
+            let f = self
+                .model
+                .encode_image(&pv)
+                .map_err(|e| WebError::Other(e.to_string()))?;
+            self.image = Some(f);
+            self.conversation.set_image_on_device();
+        }
+        let image_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let mut out = self.turn(question, Some(first), opts, on_token).await?;
+        out.stats.image_ms = image_ms;
+        notes.append(&mut out.warnings);
+        out.warnings = notes;
+        Ok(out)
+    }
+
+    /// Asks the next question of the conversation [`Session::generate`] started (upstream's `chat()` with
+    /// `history`: the image stays with the first turn), keeping the cached keys and values of the history
+    /// instead of running it again.
+    ///
+    /// Errors: no conversation yet, a model without a chat template (each question is a separate
+    /// completion there), and a history that no longer fits the context (the message says how many tokens
+    /// are left).
+    pub async fn follow_up(
+        &mut self,
+        user_text: UserText,
+        question: &str,
+        opts: &GenerationOptions,
+        on_token: impl FnMut(u32, &str) -> bool,
+    ) -> Result<GenerateOutput> {
+        if self.conversation.turns().is_empty() {
+            return Err(WebError::Other(
+                "no conversation to follow up: ask a first question".into(),
+            ));
+        }
+        if self.info.prompt_format == PromptFormat::Raw {
+            return Err(WebError::Other(
+                "this model file has no chat template, so it cannot carry a conversation: each question is a \
+                 separate completion"
+                    .into(),
+            ));
+        }
+        self.conversation.set_user_text(user_text);
+        self.turn(question, None, opts, on_token).await
+    }
+
+    /// The next turn runs its whole prompt instead of reusing the history's cached keys and values (a
+    /// reference for tests; the answer must not change).
+    pub fn forget_cache(&mut self) {
+        self.conversation.drop_cache();
+    }
+
+    /// One turn of the conversation: the prompt (given for a first question: the same ids as
+    /// [`Session::prompt_ids`]; else the history rendered by the conversation), the cached prefix kept, the
+    /// GPU loop, and the turn recorded.
+    async fn turn(
+        &mut self,
+        question: &str,
+        first: Option<EncodedPrompt>,
+        opts: &GenerationOptions,
         mut on_token: impl FnMut(u32, &str) -> bool,
     ) -> Result<GenerateOutput> {
-        let prompt = self.prompt_ids(question, image.is_some(), ask.user_text)?;
+        let context = (self.model.capacity() as usize).min(self.info.context_length);
+        let runtime = |e: RuntimeError| match e {
+            RuntimeError::Tokenizer(t) => WebError::Tokenizer(t.to_string()),
+            other => WebError::Other(other.to_string()),
+        };
+        let prompt = match first {
+            Some(p) => p,
+            None => self
+                .conversation
+                .encode(
+                    &self.tokenizer,
+                    &self.info,
+                    question,
+                    self.conversation.has_image(),
+                    opts.max_new_tokens,
+                    context,
+                )
+                .map_err(runtime)?,
+        };
         let warnings: Vec<String> = prompt.warning(
             "set the option userText: \"literal\" (in the app: Advanced, \"read control tokens in the question as plain text\")",
         ).into_iter().collect();
         let ids = prompt.ids;
-        let context = (self.model.capacity() as usize).min(self.info.context_length);
+        let plan = self
+            .conversation
+            .plan(&self.tokenizer, &self.info, &ids)
+            .map_err(runtime)?;
         // Sampling, stop rules and streamed text are the runtime's (`Generation`, the same code as the CLI's
         // and the server's loop); this function only awaits the GPU.
-        let mut gen = Generation::new(&self.tokenizer, &self.info, context, 0, &ids, opts)
+        let mut gen = Generation::new(&self.tokenizer, &self.info, context, plan.keep, &ids, opts)
             .map_err(|e| WebError::Other(e.to_string()))?;
         let max_new = u32::try_from(opts.max_new_tokens).unwrap_or(u32::MAX);
         let mut stats = GenerateStats {
             prompt_tokens: ids.len(),
+            reused_tokens: plan.keep,
             ..Default::default()
         };
         let mut out = GenerateOutput {
@@ -171,21 +279,11 @@ impl Session {
             return Ok(out);
         }
         let engine = |e: meddr_engine::ModelError| WebError::Other(e.to_string());
-        let runtime = |e: RuntimeError| match e {
-            RuntimeError::Tokenizer(t) => WebError::Tokenizer(t.to_string()),
-            other => WebError::Other(other.to_string()),
+        let features = if plan.with_image {
+            self.image.as_ref()
+        } else {
+            None
         };
-        let t0 = Instant::now();
-        let features = match image {
-            Some(bytes) => {
-                let (pv, notes) = self.pixel_values(bytes, ask.pad2square)?;
-                out.warnings
-                    .extend(notes.into_iter().map(|n| format!("image: {n}")));
-                Some(self.model.encode_image(&pv).map_err(engine)?)
-            }
-            None => None,
-        };
-        stats.image_ms = t0.elapsed().as_secs_f64() * 1e3;
         // Greedy (no penalty, no log-probs): the GPU picks the token and only it is read back.
         let greedy = opts.sampling.is_greedy()
             && opts.sampling.repetition_penalty == 1.0
@@ -196,13 +294,13 @@ impl Session {
             Readback::TokenAndLogits
         };
         let t1 = Instant::now();
+        let keep =
+            u32::try_from(plan.keep).map_err(|_| WebError::Other("prompt too long".into()))?;
         let mut step = self
             .model
-            .prefill_async(&ids, features.as_ref(), max_new, read)
+            .prefill_from_async(keep, &ids[plan.keep..], features, max_new, read)
             .await
             .map_err(engine)?;
-        // The image features live until the prefill has consumed them.
-        drop(features);
         gen.prefill_done(t1.elapsed().as_secs_f64());
         stats.prefill_ms = t1.elapsed().as_secs_f64() * 1e3;
         let t2 = Instant::now();
@@ -240,6 +338,8 @@ impl Session {
         // Stopped early: forget the steps computed past the answer.
         self.model.drop_queued();
         let result = gen.finish();
+        self.conversation.record(&ids, &result);
+        self.conversation.record_turn(question, &result);
         out.tokens = result.tokens.iter().map(|t| t.id).collect();
         out.text = result.text;
         out.stop_reason = result.stop_reason.as_str();

@@ -12,7 +12,9 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::Blob;
 
-use crate::check::{check_device_limits, check_meddr, next_header_step, FIRST_HEADER_SLICE};
+use crate::check::{
+    check_device_limits, check_meddr, next_header_step, pair_headers, FIRST_HEADER_SLICE,
+};
 use crate::error::{Result, WebError};
 use crate::session::{Ask, Session};
 
@@ -58,10 +60,15 @@ export interface GenerateOptions {
   /** Control tokens typed in the question (`<|im_end|>`…): "upstream" (default) reads them as chat markup, as
    *  upstream does, and says so in `warnings`; "literal" reads them as plain text (for text from others). */
   userText?: "upstream" | "literal";
+  /** The next question of the conversation the last call without it started (upstream's chat history; the
+   *  image stays with the first turn; the history's keys and values are reused, not recomputed). */
+  followUp?: boolean;
 }
 export interface GenerateStats {
   promptTokens: number; newTokens: number; imageMs: number; prefillMs: number; decodeMs: number;
   decodeTokensPerSec: number;
+  /** Prompt positions kept from the conversation's earlier turns instead of being run again. */
+  reusedTokens: number;
 }
 export interface GenerateResult {
   tokens: number[]; text: string; stopped: boolean; stopReason: "eos" | "max_tokens" | "cancelled";
@@ -125,6 +132,62 @@ async fn read_header(blob: &Blob, file_len: u64) -> Result<GgufHeader> {
                 prefix.resize(want as usize, 0);
                 read_blob(blob, have as u64, &mut prefix[have..]).await?;
             }
+        }
+    }
+}
+
+/// A model's bytes: one Blob, or a language model and its mmproj seen as one byte space
+/// ([`pair_headers`]: the mmproj's byte 0 at `mmproj_base`).
+struct ModelSource {
+    model: Blob,
+    mmproj: Option<(Blob, u64)>,
+    header: GgufHeader,
+    /// Length of the (merged) byte space.
+    len: u64,
+}
+
+impl ModelSource {
+    async fn read(first: Blob, second: Option<Blob>) -> Result<ModelSource> {
+        let len = first.size() as u64;
+        let header = read_header(&first, len).await?;
+        let Some(second) = second else {
+            return Ok(ModelSource {
+                model: first,
+                mmproj: None,
+                header,
+                len,
+            });
+        };
+        let len2 = second.size() as u64;
+        let header2 = read_header(&second, len2).await?;
+        let name = |b: &Blob, fallback: &str| {
+            b.dyn_ref::<web_sys::File>()
+                .map(|f| f.name())
+                .unwrap_or_else(|| fallback.to_string())
+        };
+        let (n1, n2) = (
+            name(&first, "the first file"),
+            name(&second, "the second file"),
+        );
+        let pair = pair_headers((&header, len, &n1), (&header2, len2, &n2))?;
+        let (model, proj) = if pair.first_is_model {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        Ok(ModelSource {
+            model,
+            mmproj: Some((proj, pair.mmproj_base)),
+            header: pair.header,
+            len: pair.merged_len,
+        })
+    }
+
+    /// The Blob holding merged offset `off`, and the offset within it.
+    fn locate(&self, off: u64) -> (&Blob, u64) {
+        match &self.mmproj {
+            Some((b, base)) if off >= *base => (b, off - base),
+            _ => (&self.model, off),
         }
     }
 }
@@ -274,18 +337,23 @@ impl Engine {
         o.into()
     }
 
-    /// Reads and checks only the header (a few `Blob.slice`s of 64 KiB and up).
+    /// Reads and checks only the header (a few `Blob.slice`s of 64 KiB and up) of a model, or of a language
+    /// model and its mmproj (llama.cpp's two-file layout; either order).
     #[wasm_bindgen(js_name = inspectBlob, unchecked_return_type = "ModelSummary")]
-    pub async fn inspect_blob(&self, blob: Blob) -> std::result::Result<JsValue, JsValue> {
-        let len = blob.size() as u64;
-        let h = read_header(&blob, len).await.map_err(js_err)?;
-        let s = check_meddr(&h, len).map_err(js_err)?;
-        check_device_limits(&h, self.ctx.max_binding_bytes()).map_err(js_err)?;
+    pub async fn inspect_blob(
+        &self,
+        blob: Blob,
+        mmproj: Option<Blob>,
+    ) -> std::result::Result<JsValue, JsValue> {
+        let src = ModelSource::read(blob, mmproj).await.map_err(js_err)?;
+        let s = check_meddr(&src.header, src.len).map_err(js_err)?;
+        check_device_limits(&src.header, self.ctx.max_binding_bytes()).map_err(js_err)?;
         Ok(summary_js(&s)?)
     }
 
-    /// Loads a model from a `File`/`Blob`: the header from growing slices, then every tensor read with
-    /// `FileReaderSync` in ≤ 16 MiB slices straight into GPU buffers. Worker only (FileReaderSync).
+    /// Loads a model from a `File`/`Blob` (and its `mmproj` file, llama.cpp's layout for the vision tower;
+    /// either order): the header from growing slices, then every tensor read with `FileReaderSync` in
+    /// ≤ 16 MiB slices straight into GPU buffers. Worker only (FileReaderSync).
     /// `contextLength` caps the KV cache (default: the file's, at most 4096).
     #[wasm_bindgen(js_name = loadBlob, unchecked_return_type = "ModelSummary")]
     pub async fn load_blob(
@@ -295,11 +363,14 @@ impl Engine {
             Function,
         >,
         context_length: Option<u32>,
+        mmproj: Option<Blob>,
     ) -> std::result::Result<JsValue, JsValue> {
         if self.busy.replace(true) {
             return Err(js_sys::Error::new("the engine is busy").into());
         }
-        let r = self.load_inner(&blob, on_progress, context_length).await;
+        let r = self
+            .load_inner(blob, mmproj, on_progress, context_length)
+            .await;
         self.busy.set(false);
         r.map_err(js_err)
     }
@@ -329,17 +400,18 @@ impl Engine {
 impl Engine {
     async fn load_inner(
         &self,
-        blob: &Blob,
+        blob: Blob,
+        mmproj: Option<Blob>,
         on_progress: Option<Function>,
         context_length: Option<u32>,
     ) -> Result<JsValue> {
         // Free the previous model's GPU memory before allocating the next.
         self.session.borrow_mut().take();
         self.loaded.borrow_mut().take();
-        let len = blob.size() as u64;
-        let header = read_header(blob, len).await?;
-        let summary = check_meddr(&header, len)?;
-        check_device_limits(&header, self.ctx.max_binding_bytes())?;
+        let src = ModelSource::read(blob, mmproj).await?;
+        let (header, len) = (&src.header, src.len);
+        let summary = check_meddr(header, len)?;
+        check_device_limits(header, self.ctx.max_binding_bytes())?;
         let mut progress = Progress {
             cb: on_progress,
             total: summary.tensor_bytes,
@@ -354,6 +426,7 @@ impl Engine {
             ))
         })?;
         let read = |off: u64, dst: &mut [u8]| -> std::result::Result<(), String> {
+            let (blob, off) = src.locate(off);
             let end = off + dst.len() as u64;
             let part = blob
                 .slice_with_f64_and_f64(off as f64, end as f64)
@@ -373,7 +446,7 @@ impl Engine {
             context_length: Some(cap),
             ..Default::default()
         };
-        let session = Session::load_from(self.ctx.clone(), &header, len, &opts, read)?;
+        let session = Session::load_from(self.ctx.clone(), header, len, &opts, read)?;
         progress.done = progress.total;
         progress.report("done", true);
         let plan = session.model.memory_plan();
@@ -421,31 +494,39 @@ impl Engine {
             user_text,
         };
         let image = image.map(|a| a.to_vec());
+        // `followUp: true`: the next turn of the conversation the last plain call started.
+        let follow_up = get_bool(options, "followUp");
+        if follow_up && image.is_some() {
+            return Err(WebError::Other(
+                "a follow-up question keeps the conversation's image: ask without one, or start a new \
+                 conversation (followUp: false) about the new image"
+                    .into(),
+            ));
+        }
         // Taken out of the cell for the await points; put back whatever happens.
         let mut session = self
             .session
             .borrow_mut()
             .take()
             .ok_or_else(|| WebError::Other("no model is loaded".into()))?;
-        let r = session
-            .generate(
-                image.as_deref(),
-                &ask,
-                question,
-                &opts,
-                |id, text| match &on_token {
-                    Some(cb) => cb
-                        .call2(
-                            &JsValue::NULL,
-                            &JsValue::from_f64(f64::from(id)),
-                            &JsValue::from_str(text),
-                        )
-                        .map(|v| v.as_bool() != Some(false))
-                        .unwrap_or(false),
-                    None => true,
-                },
-            )
-            .await;
+        let cb = |id: u32, text: &str| match &on_token {
+            Some(cb) => cb
+                .call2(
+                    &JsValue::NULL,
+                    &JsValue::from_f64(f64::from(id)),
+                    &JsValue::from_str(text),
+                )
+                .map(|v| v.as_bool() != Some(false))
+                .unwrap_or(false),
+            None => true,
+        };
+        let r = if follow_up {
+            session.follow_up(ask.user_text, question, &opts, cb).await
+        } else {
+            session
+                .generate(image.as_deref(), &ask, question, &opts, cb)
+                .await
+        };
         *self.session.borrow_mut() = Some(session);
         let out = r?;
         let text = serde_json::to_string(&out).map_err(|e| WebError::Other(e.to_string()))?;

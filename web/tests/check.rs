@@ -186,3 +186,70 @@ fn rows_larger_than_a_binding_are_refused_with_the_tensor_name() {
         other => panic!("expected ExceedsDeviceLimit, got {other:?}"),
     }
 }
+
+/// llama.cpp's layout in the browser: a MedDr language model alone is refused with what to do; with its
+/// mmproj (in either order) it is one model whose tensors lie inside the merged byte space; two language
+/// models are refused naming both.
+#[test]
+fn a_language_model_and_its_mmproj_pair_in_either_order() {
+    let text_meta = vec![
+        kv("general.architecture", "llama"),
+        kv("general.name", "dev"),
+        kv("llama.block_count", 3u32),
+        kv("llama.embedding_length", 64u32),
+        kv("meddr.format_version", 1u32),
+        kv("tokenizer.ggml.tokens", vec!["a", "b"]),
+    ];
+    let text = write(
+        "pair-text",
+        text_meta,
+        vec![
+            TensorSpec::new("token_embd.weight", vec![64, 10], GgmlType::F32),
+            TensorSpec::new("output.weight", vec![64, 10], GgmlType::Q8_0),
+        ],
+    );
+    let proj = write(
+        "pair-proj",
+        vec![
+            kv("general.architecture", "clip"),
+            kv("general.name", "dev"),
+            kv("meddr.format_version", 1u32),
+            kv("clip.has_vision_encoder", true),
+            kv("clip.vision.block_count", 2u32),
+            kv("clip.vision.embedding_length", 32u32),
+        ],
+        vec![
+            TensorSpec::new("v.patch_embd.weight", vec![588, 32], GgmlType::F16),
+            TensorSpec::new("mm.model.mlp.1.weight", vec![256, 64], GgmlType::Q4_K),
+        ],
+    );
+    let ht = GgufHeader::from_bytes(&text).unwrap();
+    let hp = GgufHeader::from_bytes(&proj).unwrap();
+    let e = check_meddr(&ht, text.len() as u64).unwrap_err().to_string();
+    assert!(e.contains("mmproj") && e.contains("both files"), "{e}");
+    let (lt, lp) = (text.len() as u64, proj.len() as u64);
+    for (a, b, first_is_model) in [
+        ((&ht, lt, "m.gguf"), (&hp, lp, "m.mmproj.gguf"), true),
+        ((&hp, lp, "m.mmproj.gguf"), (&ht, lt, "m.gguf"), false),
+    ] {
+        let pair = meddr_web::check::pair_headers(a, b).unwrap();
+        assert_eq!(pair.first_is_model, first_is_model);
+        assert!(pair.mmproj_base >= lt && pair.merged_len == pair.mmproj_base + lp);
+        let s = check_meddr(&pair.header, pair.merged_len).unwrap();
+        assert_eq!((s.n_tensors, s.vision_layers, s.llm_layers), (4, 2, 3));
+        // Every mmproj tensor's merged range maps back into the mmproj file's own bytes.
+        for name in ["v.patch_embd.weight", "mm.model.mlp.1.weight"] {
+            let r = pair
+                .header
+                .tensor_range(pair.header.tensor(name).unwrap())
+                .unwrap();
+            let own = hp.tensor_range(hp.tensor(name).unwrap()).unwrap();
+            assert_eq!(r.start - pair.mmproj_base, own.start, "{name}");
+            assert_eq!(r.end - pair.mmproj_base, own.end, "{name}");
+        }
+    }
+    let e = meddr_web::check::pair_headers((&ht, lt, "a.gguf"), (&ht, lt, "b.gguf"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("a.gguf") && e.contains("b.gguf"), "{e}");
+}

@@ -38,15 +38,43 @@ fn load(path: &Path) -> Session {
     let ctx = Arc::new(
         GpuContext::new_blocking(ContextOptions::default()).expect("a wgpu adapter (lavapipe)"),
     );
+    // The browser's path: both headers read with positioned reads, paired (mmproj given first, as a user may
+    // pick it), every weight read from whichever file holds it.
     let src = FileSource::open(path).unwrap();
     let header = GgufHeader::read_from(&src).unwrap();
     let opts = LoadOptions {
         context_length: Some(1024),
         ..Default::default()
     };
-    Session::load_from(ctx, &header, src.len(), &opts, |off, dst: &mut [u8]| {
-        src.read_at(off, dst)
-    })
+    let proj_path = meddr_gguf::mmproj_path_for(path);
+    if !proj_path.exists() {
+        // A plain llama GGUF: one file.
+        return Session::load_from(ctx, &header, src.len(), &opts, |off, dst: &mut [u8]| {
+            src.read_at(off, dst)
+        })
+        .unwrap();
+    }
+    let proj = FileSource::open(&proj_path).unwrap();
+    let proj_header = GgufHeader::read_from(&proj).unwrap();
+    let pair = meddr_web::check::pair_headers(
+        (&proj_header, proj.len(), "mmproj"),
+        (&header, src.len(), "model"),
+    )
+    .unwrap();
+    assert!(!pair.first_is_model);
+    Session::load_from(
+        ctx,
+        &pair.header,
+        pair.merged_len,
+        &opts,
+        |off, dst: &mut [u8]| {
+            if off >= pair.mmproj_base {
+                proj.read_at(off - pair.mmproj_base, dst)
+            } else {
+                src.read_at(off, dst)
+            }
+        },
+    )
     .unwrap()
 }
 
@@ -243,4 +271,52 @@ fn a_plain_llama_gguf_answers_with_its_own_template() {
     ))
     .unwrap_err();
     assert!(e.to_string().contains("vision"), "{e}");
+}
+
+/// A conversation in the browser's session: the follow-up keeps the first turn's image and reuses the
+/// history's cached keys and values, and gives exactly the tokens a full run of the same history gives; a
+/// follow-up without a first question, or one bringing an image, is refused.
+#[test]
+fn follow_up_reuses_the_history_and_matches_a_full_run() {
+    let mut s = load(&quantized(FileType::F32));
+    let smp = sample("img_test2_report");
+    let image = std::fs::read(
+        shared()
+            .join("fixtures/images")
+            .join(smp["image"].as_str().unwrap()),
+    )
+    .unwrap();
+    let q1 = smp["question"].as_str().unwrap();
+    let q2 = "And what else do you see?";
+    let opts = greedy(10, StopPolicy::IgnoreEos);
+    let e = pollster::block_on(s.follow_up(UserText::Upstream, q2, &opts, |_, _| true))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("first question"), "{e}");
+    let mut run = |forget: bool| {
+        let first =
+            pollster::block_on(s.generate(Some(&image), &Ask::default(), q1, &opts, |_, _| true))
+                .unwrap();
+        if forget {
+            s.forget_cache();
+        }
+        let second =
+            pollster::block_on(s.follow_up(UserText::Upstream, q2, &opts, |_, _| true)).unwrap();
+        (first, second)
+    };
+    let (a1, a2) = run(false);
+    let (b1, b2) = run(true);
+    assert_eq!(a1.tokens, b1.tokens);
+    assert_eq!(a2.tokens, b2.tokens, "reused history vs a full run");
+    assert_eq!(b2.stats.reused_tokens, 0);
+    // Everything up to the first answer's last fed token was kept: only the new question's part ran.
+    assert!(
+        a2.stats.reused_tokens >= a1.stats.prompt_tokens,
+        "reused {} of the follow-up's {} prompt tokens (first prompt {})",
+        a2.stats.reused_tokens,
+        a2.stats.prompt_tokens,
+        a1.stats.prompt_tokens
+    );
+    assert!(a2.stats.prompt_tokens > a1.stats.prompt_tokens + a1.tokens.len());
+    assert_eq!(a2.tokens.len(), 10);
 }

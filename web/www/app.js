@@ -6,7 +6,9 @@ const params = new URLSearchParams(location.search);
 let ready = false, modelLoaded = false, generating = false;
 let imageBytes = null;
 let tokens = [], text = '', tStart = 0, tFirst = 0;
-window.meddr = { events: [], result: null, model: null, device: null, memory: null, errors: [] };
+// The finished exchanges of the current conversation ({question, answer}), and the question being answered.
+let conversation = [], pendingQuestion = '';
+window.meddr = { events: [], result: null, model: null, device: null, memory: null, errors: [], conversation };
 
 function setState(s) { document.body.dataset.state = s; }
 function mb(n) { return (n / (1 << 20)).toFixed(1) + ' MiB'; }
@@ -19,6 +21,7 @@ function message(kind, text, code) {
 }
 function refreshButtons() {
   $('ask').disabled = !(ready && modelLoaded) || generating;
+  $('follow-up').disabled = !(ready && modelLoaded) || generating || conversation.length === 0;
   $('stop').disabled = !generating;
   $('model-file').disabled = !ready || generating;
   $('load-url').disabled = !ready || generating;
@@ -66,6 +69,7 @@ worker.onmessage = (ev) => {
     }
     case 'loaded': {
       modelLoaded = true;
+      conversation = []; window.meddr.conversation = conversation; showHistory();
       window.meddr.model = { ...m.model, loadMs: m.loadMs, source: m.source, downloaded: m.downloaded, resumedFrom: m.resumedFrom };
       $('load-progress').value = 1;
       const src = m.source === 'cache' ? ' from the browser cache' : m.source === 'resumed' ? ` (download resumed at ${mb(m.resumedFrom)})` : '';
@@ -83,6 +87,8 @@ worker.onmessage = (ev) => {
     case 'done': {
       generating = false;
       window.meddr.result = { tokens: m.tokens, text: m.text, stats: m.stats, stopped: m.stopped, warnings: m.warnings || [] };
+      conversation.push({ question: pendingQuestion, answer: m.text });
+      window.meddr.conversation = conversation;
       for (const w of m.warnings || []) message('warn', w, 'answer-warning');
       $('answer').textContent = m.text;
       $('answer').dataset.tokens = JSON.stringify(m.tokens);
@@ -105,13 +111,20 @@ worker.onmessage = (ev) => {
 };
 
 $('model-file').addEventListener('change', () => {
-  const f = $('model-file').files[0];
-  if (!f) return;
+  const files = [...$('model-file').files];
+  if (!files.length) return;
   $('messages').textContent = '';
+  if (files.length > 2) {
+    const e = { message: 'Choose one model file, or a model and its .mmproj.gguf (two files).', where: 'loadFile' };
+    window.meddr.errors.push(e);
+    message('error', e.message, e.where);
+    return;
+  }
   modelLoaded = false;
   setState('loading');
-  $('load-status').textContent = `Reading ${f.name}…`;
-  worker.postMessage({ type: 'loadFile', file: f });
+  $('load-status').textContent = `Reading ${files.map((f) => f.name).join(' + ')}…`;
+  // The worker tells the language model from the mmproj by their headers, so the order does not matter.
+  worker.postMessage({ type: 'loadFile', file: files[0], mmproj: files[1] });
   refreshButtons();
 });
 $('load-url').addEventListener('click', () => {
@@ -154,8 +167,23 @@ drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.ad
 drop.addEventListener('dragleave', () => drop.classList.remove('over'));
 drop.addEventListener('drop', (e) => { e.preventDefault(); drop.classList.remove('over'); takeImage(e.dataTransfer.files[0]); });
 
-/** Asks MedDr `question` about the current image; `extra` adds generation options (GSCo: pad2square). */
-function ask(question, extra) {
+/** Earlier exchanges of the conversation shown above the answer being written. */
+function showHistory() {
+  const ol = $('history');
+  ol.textContent = '';
+  for (const t of conversation) {
+    const li = document.createElement('li');
+    li.textContent = `Q: ${t.question} — A: ${t.answer}`;
+    ol.appendChild(li);
+  }
+}
+
+/** Asks MedDr `question` about the current image (a new conversation), or as the next question of the current
+ *  conversation with `followUp`; `extra` adds generation options (GSCo: pad2square). */
+function ask(question, extra, followUp = false) {
+  if (!followUp) conversation = [];
+  pendingQuestion = question;
+  showHistory();
   tokens = []; text = ''; tFirst = 0; tStart = performance.now();
   $('answer').textContent = ''; delete $('answer').dataset.tokens; $('stats').textContent = '';
   generating = true;
@@ -166,16 +194,23 @@ function ask(question, extra) {
     ignoreEos: $('ignore-eos').checked,
     seed: Number($('seed').value) || 0,
     userText: $('literal-text').checked ? 'literal' : 'upstream',
+    followUp,
     ...extra,
   };
-  // Copy: the image stays available for the next question.
-  worker.postMessage({ type: 'generate', image: imageBytes ? imageBytes.slice(0) : null, question, options });
+  // Copy: the image stays available for the next question. A follow-up keeps the conversation's image.
+  const image = !followUp && imageBytes ? imageBytes.slice(0) : null;
+  worker.postMessage({ type: 'generate', image, question, options });
   refreshButtons();
 }
 $('ask').addEventListener('click', () => {
   const question = $('question').value.trim();
   if (!question) { message('warn', 'Type a question first.', 'no-question'); return; }
   ask(question);
+});
+$('follow-up').addEventListener('click', () => {
+  const question = $('question').value.trim();
+  if (!question) { message('warn', 'Type a question first.', 'no-question'); return; }
+  ask(question, {}, true);
 });
 $('stop').addEventListener('click', () => worker.postMessage({ type: 'stop' }));
 

@@ -4,7 +4,7 @@ import type { DeviceInfo, MemoryInfo, ModelSummary, GenerateOptions, GenerateRes
 
 export type WorkerRequest =
   | { type: 'init'; forceF32?: boolean }
-  | { type: 'loadFile'; file: File | Blob }
+  | { type: 'loadFile'; file: File | Blob; mmproj?: File | Blob }
   | { type: 'loadUrl'; url: string }
   | { type: 'generate'; image: ArrayBuffer | null; question: string; options: GenerateOptions }
   | { type: 'stop' }

@@ -130,10 +130,25 @@ async function cachedFile(url, onProgress) {
   }
 }
 
-async function loadBlob(blob, extra) {
+/** The mmproj file beside a model URL (`x.gguf` → `x.mmproj.gguf`), through the same cache; none on a 404. */
+async function mmprojBeside(url, onProgress) {
+  const u = new URL(url);
+  if (!u.pathname.endsWith('.gguf') || u.pathname.endsWith('.mmproj.gguf')) return undefined;
+  u.pathname = u.pathname.slice(0, -'.gguf'.length) + '.mmproj.gguf';
+  const head = await fetch(u.href, { method: 'HEAD', cache: 'no-store' }).catch(() => null);
+  if (head && (head.status === 404 || head.status === 410)) return undefined;
+  try {
+    return await cachedFile(u.href, onProgress);
+  } catch (e) {
+    if (!head) return undefined; // offline and not cached: the model alone (its own check then explains)
+    throw e;
+  }
+}
+
+async function loadBlob(blob, mmproj, extra) {
   const t0 = performance.now();
   const progress = (phase, loaded, total) => post({ type: 'progress', phase, loaded, total });
-  const model = await engine.loadBlob(blob, progress);
+  const model = await engine.loadBlob(blob, progress, undefined, mmproj);
   const ms = performance.now() - t0;
   post({ type: 'loaded', model, memory: memory(), loadMs: ms, ...extra });
 }
@@ -161,11 +176,13 @@ self.onmessage = async (ev) => {
   busy = true;
   try {
     if (msg.type === 'loadFile') {
-      await loadBlob(msg.file, { source: 'file' });
+      await loadBlob(msg.file, msg.mmproj, { source: 'file' });
     } else if (msg.type === 'loadUrl') {
       const progress = (phase, loaded, total) => post({ type: 'progress', phase, loaded, total });
       const { file, source, downloaded, resumedFrom } = await cachedFile(msg.url, progress);
-      await loadBlob(file, { source, downloaded, resumedFrom });
+      // llama.cpp's layout: the vision tower in <stem>.mmproj.gguf beside the model (none: a text model).
+      const mmproj = await mmprojBeside(msg.url, progress);
+      await loadBlob(file, mmproj?.file, { source, downloaded, resumedFrom, mmprojSource: mmproj?.source });
     } else if (msg.type === 'generate') {
       await generate(msg);
     } else if (msg.type === 'memory') {

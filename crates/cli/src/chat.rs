@@ -33,6 +33,10 @@ pub(crate) struct ChatArgs {
     /// GGUF model file (meddr-quantize output).
     #[arg(short = 'm', long)]
     model: PathBuf,
+    /// The vision tower's mmproj GGUF (llama.cpp's split). Default: `<model>.mmproj.gguf` or
+    /// `mmproj-<model>.gguf` beside the model, when there is one.
+    #[arg(long, value_name = "PATH")]
+    mmproj: Option<PathBuf>,
     /// Image the conversation is about (also `/image PATH` later).
     #[arg(long)]
     image: Option<PathBuf>,
@@ -62,7 +66,7 @@ pub(crate) struct ChatArgs {
 }
 
 pub(crate) fn chat(a: ChatArgs) -> Result<()> {
-    let (file, info) = open_model(&a.model)?;
+    let (file, info) = open_model(&a.model, a.mmproj.as_deref())?;
     if info.prompt_format == meddr_runtime::PromptFormat::Raw {
         bail!(
             "model {}: {}",

@@ -33,7 +33,9 @@ fn cache_dir() -> Result<PathBuf> {
 pub(crate) fn demo_model() -> Result<PathBuf> {
     let dir = cache_dir()?;
     let model = dir.join("meddr-demo-dev-q4_k_m.gguf");
-    if model.is_file() {
+    // Two files since the mmproj split; a language model alone (or an older single-file build) is rebuilt.
+    let mmproj = meddr_gguf::mmproj_path_for(&model);
+    if model.is_file() && mmproj.is_file() {
         eprintln!(
             "meddr: no model given: using the demo model {} (synthetic, random weights)",
             model.display()
@@ -65,13 +67,13 @@ pub(crate) fn demo_model() -> Result<PathBuf> {
         ftype: FileType::Q4KM,
         vision_type: None,
         threads: None,
-        force: false,
+        force: model.exists() || mmproj.exists(),
         progress: true,
     };
     match quantize_checkpoint(&ck, &model, &opts) {
         Ok(_) => Ok(model),
-        // Another `meddr run` built it at the same time: its file is as good as ours.
-        Err(_) if model.is_file() => Ok(model),
+        // Another `meddr run` built it at the same time: its files are as good as ours.
+        Err(_) if model.is_file() && mmproj.is_file() => Ok(model),
         Err(e) => Err(e).context("quantizing the demo model"),
     }
 }

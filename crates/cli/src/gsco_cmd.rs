@@ -792,7 +792,7 @@ impl MedDr {
     /// Checks the model file is a MedDr GGUF with a vision tower (header only: fast, before any output or
     /// results file is written). Returns its canonical path and size, its identity in eval settings.
     fn probe(c: &CollabArgs) -> Result<(String, u64)> {
-        let file = GgufFile::open(&c.model)
+        let file = GgufFile::open_model(&c.model, None)
             .with_context(|| format!("cannot read model {}", c.model.display()))?;
         let info = ModelInfo::from_gguf_header(&file.header)
             .with_context(|| format!("model {}", c.model.display()))?;
@@ -803,11 +803,11 @@ impl MedDr {
             );
         }
         let canon = std::fs::canonicalize(&c.model).unwrap_or_else(|_| c.model.clone());
-        Ok((canon.display().to_string(), file.bytes().len() as u64))
+        Ok((canon.display().to_string(), file.total_len()))
     }
 
     fn load(c: &CollabArgs, ctx: Option<Arc<GpuContext>>) -> Result<MedDr> {
-        let file = GgufFile::open(&c.model)
+        let file = GgufFile::open_model(&c.model, None)
             .with_context(|| format!("cannot read model {}", c.model.display()))?;
         let info = ModelInfo::from_gguf_header(&file.header)
             .with_context(|| format!("model {}", c.model.display()))?;

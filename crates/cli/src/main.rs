@@ -58,8 +58,12 @@ enum Command {
     Bench(BenchArgs),
     /// Show hyper-parameters, tensor types and sizes per component, and a memory plan.
     Info {
-        /// GGUF file written by meddr-quantize.
+        /// GGUF file written by meddr-quantize (its mmproj beside it is read too), or any llama GGUF.
         model: PathBuf,
+        /// The vision tower's mmproj GGUF (llama.cpp's split). Default: `<model>.mmproj.gguf` or
+        /// `mmproj-<model>.gguf` beside the model, when there is one.
+        #[arg(long, value_name = "PATH")]
+        mmproj: Option<PathBuf>,
     },
     /// GSCo specialists (timm classifiers on burn): predict an image's labels.
     #[command(subcommand)]
@@ -108,6 +112,10 @@ struct RunArgs {
     /// bundled example image.
     #[arg(short = 'm', long)]
     model: Option<PathBuf>,
+    /// The vision tower's mmproj GGUF (llama.cpp's split). Default: `<model>.mmproj.gguf` or
+    /// `mmproj-<model>.gguf` beside the model, when there is one.
+    #[arg(long, value_name = "PATH")]
+    mmproj: Option<PathBuf>,
     /// Image to ask about (JPEG, PNG, BMP, TIFF, WebP, GIF, DICOM).
     #[arg(long)]
     image: Option<PathBuf>,
@@ -170,6 +178,10 @@ struct BenchArgs {
     /// GGUF model file.
     #[arg(short = 'm', long)]
     model: PathBuf,
+    /// The vision tower's mmproj GGUF (llama.cpp's split). Default: `<model>.mmproj.gguf` or
+    /// `mmproj-<model>.gguf` beside the model, when there is one.
+    #[arg(long, value_name = "PATH")]
+    mmproj: Option<PathBuf>,
     /// Prompt length in tokens for the prefill measurement.
     #[arg(long, default_value_t = 64)]
     prompt_tokens: usize,
@@ -224,7 +236,7 @@ fn main() -> ExitCode {
     let r = match cli.command {
         Command::Run(a) => run(a),
         Command::Bench(b) => bench(b),
-        Command::Info { model } => info(&model),
+        Command::Info { model, mmproj } => info(&model, mmproj.as_deref()),
         Command::Specialist(c) => gsco_cmd::specialist(c),
         Command::Gsco(c) => gsco_cmd::gsco(c),
         Command::Chat(c) => chat::chat(c),
@@ -259,22 +271,32 @@ pub(crate) fn load_backend(
     })
 }
 
-pub(crate) fn open_model(path: &Path) -> Result<(GgufFile, ModelInfo)> {
-    let file =
-        GgufFile::open(path).with_context(|| format!("cannot read model {}", path.display()))?;
+/// "No vision tower" for an image request; a MedDr language model without its mmproj says where it looked.
+fn no_vision(info: &ModelInfo, what: &str) -> anyhow::Error {
+    if info.format_version > 0 {
+        anyhow!(
+            "this MedDr language model has no vision tower beside it, but {what}: put its mmproj file \
+             (<model>.mmproj.gguf, written by meddr-quantize next to the model) in the same folder, or pass --mmproj PATH"
+        )
+    } else {
+        anyhow!("this model has no vision tower, but {what}")
+    }
+}
+
+/// Opens a model and, beside it or as given, its mmproj (the vision tower in llama.cpp's split layout).
+pub(crate) fn open_model(path: &Path, mmproj: Option<&Path>) -> Result<(GgufFile, ModelInfo)> {
+    let file = GgufFile::open_model(path, mmproj)
+        .with_context(|| format!("cannot read model {}", path.display()))?;
     let info = ModelInfo::from_gguf_header(&file.header)
         .with_context(|| format!("model {}", path.display()))?;
     Ok((file, info))
 }
 
-fn info(path: &Path) -> Result<()> {
-    let (file, info) = open_model(path)?;
+fn info(path: &Path, mmproj: Option<&Path>) -> Result<()> {
+    let (file, info) = open_model(path, mmproj)?;
     let cfg = ModelConfig::from_gguf(&file.header)
         .with_context(|| format!("model {}", path.display()))?;
-    print!(
-        "{}",
-        report::render(&file.header, &info, &cfg, file.bytes().len() as u64)
-    );
+    print!("{}", report::render(&file, &info, &cfg));
     Ok(())
 }
 
@@ -292,7 +314,7 @@ pub(crate) fn read_image_with(
 ) -> Result<(Vec<f32>, Vec<String>)> {
     info.vision
         .as_ref()
-        .ok_or_else(|| anyhow!("this model has no vision tower, but --image was given"))?;
+        .ok_or_else(|| no_vision(info, "--image was given"))?;
     let len = std::fs::metadata(path)
         .with_context(|| format!("cannot read image {}", path.display()))?
         .len();
@@ -326,7 +348,7 @@ pub(crate) fn image_pixels_with(
     let vision = info
         .vision
         .as_ref()
-        .ok_or_else(|| anyhow!("this model has no vision tower, but an image was given"))?;
+        .ok_or_else(|| no_vision(info, "an image was given"))?;
     let p = &vision.preprocessing;
     let cfg = p.config();
     let out = meddr_image::preprocess_with_options(bytes, &cfg, dicom)
@@ -353,7 +375,7 @@ fn run(mut a: RunArgs) -> Result<()> {
         None if demo => demo::EXAMPLE_QUESTION.to_owned(),
         None => bail!("-p/--prompt is required with -m (the question to ask)"),
     };
-    let (file, info) = open_model(&model_path)?;
+    let (file, info) = open_model(&model_path, a.mmproj.as_deref())?;
     let tokenizer = tokenizer_from_gguf_header(&file.header).context("tokenizer in the GGUF")?;
     let opts = GenerationOptions {
         max_new_tokens: a.max_new_tokens,
@@ -418,7 +440,7 @@ fn run(mut a: RunArgs) -> Result<()> {
                 "meddr: no usable GPU ({}); the demo runs on the CPU reference instead",
                 meddr_cli::error_message(&e)
             );
-            let (file, _) = open_model(&model_path)?;
+            let (file, _) = open_model(&model_path, a.mmproj.as_deref())?;
             load_backend(&model_path, file, Device::Cpu, &gopts)?
         }
         Err(e) => return Err(e),
@@ -513,7 +535,7 @@ fn bench(b: BenchArgs) -> Result<()> {
     }
     let t0 = Instant::now();
     // Any llama-architecture GGUF can be benchmarked (llama.cpp comparisons use plain text models).
-    let file = GgufFile::open(&b.model)
+    let file = GgufFile::open_model(&b.model, b.mmproj.as_deref())
         .with_context(|| format!("cannot read model {}", b.model.display()))?;
     let info = ModelInfo::from_gguf_header(&file.header).ok();
     let ctx = meddr_engine::GpuContext::new_blocking(meddr_engine::ContextOptions {

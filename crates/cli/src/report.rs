@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use meddr_gguf::GgufHeader;
+use meddr_gguf::{GgufFile, GgufHeader};
 use meddr_reference::ModelConfig;
 use meddr_runtime::ModelInfo;
 
@@ -110,7 +110,9 @@ pub fn human(bytes: u64) -> String {
 }
 
 /// The text `meddr info` prints.
-pub fn render(h: &GgufHeader, info: &ModelInfo, cfg: &ModelConfig, file_len: u64) -> String {
+pub fn render(file: &GgufFile, info: &ModelInfo, cfg: &ModelConfig) -> String {
+    let h = &file.header;
+    let file_len = file.total_len();
     let mut s = String::new();
     let l = &cfg.llm;
     let _ = writeln!(s, "name: {}", info.name.as_deref().unwrap_or("(none)"));
@@ -143,6 +145,10 @@ pub fn render(h: &GgufHeader, info: &ModelInfo, cfg: &ModelConfig, file_len: u64
         "output.weight"
     };
     let _ = writeln!(s, "LM head: {head}");
+    let _ = writeln!(s, "file: {}", file.path().display());
+    if let Some(p) = file.mmproj_path() {
+        let _ = writeln!(s, "mmproj: {} (vision tower and projector)", p.display());
+    }
     match (&cfg.vision, &info.vision) {
         (Some(v), Some(vi)) => {
             let _ = writeln!(
@@ -155,6 +161,17 @@ pub fn render(h: &GgufHeader, info: &ModelInfo, cfg: &ModelConfig, file_len: u64
                 s,
                 "image: {} tokens (<IMG_CONTEXT> id {}, <img> {}, </img> {}); pad2square {} colour {:?}, mean {:?}, std {:?}",
                 vi.num_image_tokens, vi.context_token_id, vi.start_token_id, vi.end_token_id, p.pad2square, p.pad_color, p.mean, p.std
+            );
+        }
+        _ if info.format_version > 0 => {
+            let looked: Vec<String> = meddr_gguf::mmproj_candidates(file.path())
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            let _ = writeln!(
+                s,
+                "ViT: none — a MedDr language model without its mmproj (looked for {}; or pass --mmproj)",
+                looked.join(", ")
             );
         }
         _ => {

@@ -28,6 +28,10 @@ pub(crate) struct ServeArgs {
     /// GGUF model file.
     #[arg(short = 'm', long)]
     model: PathBuf,
+    /// The vision tower's mmproj GGUF (llama.cpp's split). Default: `<model>.mmproj.gguf` or
+    /// `mmproj-<model>.gguf` beside the model, when there is one.
+    #[arg(long, value_name = "PATH")]
+    mmproj: Option<PathBuf>,
     /// Address to listen on. The default keeps the server on this machine; anything else exposes
     /// patient data to the network (use --api-key).
     #[arg(long, default_value = "127.0.0.1")]
@@ -88,7 +92,7 @@ pub(crate) fn serve(a: ServeArgs) -> Result<()> {
     if a.api_key.as_deref().is_some_and(str::is_empty) {
         bail!("--api-key is empty");
     }
-    let (file, info) = open_model(&a.model)?;
+    let (file, info) = open_model(&a.model, a.mmproj.as_deref())?;
     let tokenizer = tokenizer_from_gguf_header(&file.header).context("tokenizer in the GGUF")?;
     let model_id = a
         .model

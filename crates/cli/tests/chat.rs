@@ -38,7 +38,7 @@ fn ids(r: &meddr_runtime::GenerationResult) -> Vec<u32> {
 
 #[test]
 fn the_history_is_upstreams_format() {
-    let file = GgufFile::open(model()).unwrap();
+    let file = GgufFile::open_model(model(), None).unwrap();
     let info = ModelInfo::from_gguf_header(&file.header).unwrap();
     let mut conv = Conversation::new(UserText::Upstream);
     // The first turn is exactly the single-question prompt.
@@ -59,7 +59,7 @@ fn the_history_is_upstreams_format() {
 /// from scratch with `generate`: the same tokens. On the GPU engine and on the CPU reference, which agree.
 #[test]
 fn keeping_the_cache_between_turns_changes_no_token() {
-    let file = GgufFile::open(model()).unwrap();
+    let file = GgufFile::open_model(model(), None).unwrap();
     let info = ModelInfo::from_gguf_header(&file.header).unwrap();
     let tok = tokenizer_from_gguf_header(&file.header).unwrap();
     let pv = pixels(&info);
@@ -69,7 +69,7 @@ fn keeping_the_cache_between_turns_changes_no_token() {
             if device == "gpu" {
                 Box::new(
                     GpuBackend::load(
-                        &GgufFile::open(model()).unwrap(),
+                        &GgufFile::open_model(model(), None).unwrap(),
                         &GpuOptions {
                             force_f32: false,
                             context_length: Some(512),
@@ -80,8 +80,10 @@ fn keeping_the_cache_between_turns_changes_no_token() {
                 )
             } else {
                 Box::new(
-                    CpuBackend::load(&GgufStore::from_file(GgufFile::open(model()).unwrap()))
-                        .unwrap(),
+                    CpuBackend::load(&GgufStore::from_file(
+                        GgufFile::open_model(model(), None).unwrap(),
+                    ))
+                    .unwrap(),
                 )
             }
         };
@@ -145,7 +147,7 @@ fn keeping_the_cache_between_turns_changes_no_token() {
 
 #[test]
 fn a_full_context_is_a_clear_error_saying_how_much_is_left() {
-    let file = GgufFile::open(model()).unwrap();
+    let file = GgufFile::open_model(model(), None).unwrap();
     let info = ModelInfo::from_gguf_header(&file.header).unwrap();
     let tok = tokenizer_from_gguf_header(&file.header).unwrap();
     let mut b = GpuBackend::load(
@@ -197,7 +199,7 @@ fn a_full_context_is_a_clear_error_saying_how_much_is_left() {
 /// be reused for it (the server compares pixels and calls `set_image` only for a different image).
 #[test]
 fn a_new_image_is_never_answered_from_the_old_images_cache() {
-    let file = GgufFile::open(model()).unwrap();
+    let file = GgufFile::open_model(model(), None).unwrap();
     let info = ModelInfo::from_gguf_header(&file.header).unwrap();
     let tok = tokenizer_from_gguf_header(&file.header).unwrap();
     let read = |name: &str| {
@@ -209,7 +211,10 @@ fn a_new_image_is_never_answered_from_the_old_images_cache() {
         .unwrap()
         .pixel_values
     };
-    let mut b = CpuBackend::load(&GgufStore::from_file(GgufFile::open(model()).unwrap())).unwrap();
+    let mut b = CpuBackend::load(&GgufStore::from_file(
+        GgufFile::open_model(model(), None).unwrap(),
+    ))
+    .unwrap();
     let mut conv = Conversation::new(UserText::Upstream);
     conv.set_image(b.encode_image(&read("test2.jpg")).unwrap());
     conv.ask(

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
@@ -232,7 +232,7 @@ fn rewrite(
     edit: impl Fn(&mut Vec<(String, Value)>),
     drop_tensor: Option<&str>,
 ) -> PathBuf {
-    let src = GgufFile::open(model()).unwrap();
+    let src = GgufFile::open_model(model(), None).unwrap();
     let mut meta = src.header.metadata.clone();
     edit(&mut meta);
     let keep: Vec<_> = src
@@ -915,17 +915,83 @@ fn run_without_a_model_is_the_one_command_demo() {
         err2.contains("random weights") && err2.contains("Research aid"),
         "{err2}"
     );
-    let left: Vec<_> = std::fs::read_dir(&cache)
+    let mut left: Vec<_> = std::fs::read_dir(&cache)
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
         .collect();
+    left.sort();
     assert_eq!(
         left,
-        ["meddr-demo-dev-q4_k_m.gguf"],
-        "only the model stays in the cache"
+        [
+            "meddr-demo-dev-q4_k_m.gguf",
+            "meddr-demo-dev-q4_k_m.mmproj.gguf"
+        ],
+        "only the model's two files stay in the cache"
     );
     // With a model, the question is required.
     let m = model().display().to_string();
     assert_fails(&meddr(&["run", "-m", &m]), "-p/--prompt is required");
+}
+
+/// Issue 10.4: `-m model.gguf` finds its mmproj beside it (both naming conventions), `--mmproj` names one
+/// elsewhere, and without it a MedDr language model is a text model whose image requests say what to do; an
+/// mmproj passed as the model is refused naming it.
+#[test]
+fn the_mmproj_is_found_beside_the_model_or_named_and_its_absence_is_explained() {
+    let dir = tmp().join("split");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = model();
+    let proj_src = src.with_file_name("dev-f32.mmproj.gguf");
+    let image = fixtures().join("images/test2.jpg");
+    let image = image.to_str().unwrap();
+    let ask = |m: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "run",
+            "-m",
+            m.to_str().unwrap(),
+            "--image",
+            image,
+            "-p",
+            "Describe.",
+            "--max-new-tokens",
+            "3",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        meddr(&a)
+    };
+    let tokens = |o: &Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["tokens"].clone()
+    };
+    let want = tokens(&ask(src, &[]));
+
+    // Alone: a text model; `info` says what is missing and an image request says what to do.
+    let alone = dir.join("alone.gguf");
+    std::fs::copy(src, &alone).unwrap();
+    let info = meddr(&["info", alone.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.status.success() && text.contains("without its mmproj"),
+        "{text}"
+    );
+    let out = ask(&alone, &[]);
+    assert_fails(&out, "mmproj");
+    // Named explicitly, or beside it under llama.cpp's `mmproj-<stem>.gguf`: the same answer.
+    assert_eq!(
+        tokens(&ask(&alone, &["--mmproj", proj_src.to_str().unwrap()])),
+        want
+    );
+    std::fs::copy(&proj_src, dir.join("mmproj-alone.gguf")).unwrap();
+    assert_eq!(tokens(&ask(&alone, &[])), want);
+    let info = meddr(&["info", alone.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&info.stdout).contains("mmproj-alone.gguf"));
+
+    // The mmproj given as the model.
+    let out = meddr(&["info", proj_src.to_str().unwrap()]);
+    assert_fails(&out, "mmproj file");
+    // A different model's language model given as the mmproj.
+    let out = ask(&alone, &["--mmproj", src.to_str().unwrap()]);
+    assert_fails(&out, "\"llama\"");
 }

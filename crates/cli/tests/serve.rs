@@ -151,7 +151,7 @@ fn run_json(args: &[&str]) -> Json {
 fn expectations() -> PathBuf {
     let image = fixtures().join("images/test2.jpg").display().to_string();
     let info = {
-        let file = meddr_gguf::GgufFile::open(model()).unwrap();
+        let file = meddr_gguf::GgufFile::open_model(model(), None).unwrap();
         meddr_runtime::ModelInfo::from_gguf_header(&file.header).unwrap()
     };
     let exp = json!({

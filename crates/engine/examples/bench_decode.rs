@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ctx = Arc::new(GpuContext::new_blocking(ContextOptions::default())?);
     println!("device: {}", ctx.info);
     let t = Instant::now();
-    let file = meddr_gguf::GgufFile::open(&path)?;
+    let file = meddr_gguf::GgufFile::open_model(&path, None)?;
     let opts = LoadOptions {
         context_length: Some(n_prompt + n_decode + 1),
         load_vision: false,

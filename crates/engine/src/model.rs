@@ -403,22 +403,15 @@ fn dense(rows: u32, width: u32) -> Rows {
 }
 
 impl GpuModel {
-    /// Loads from a memory-mapped GGUF.
+    /// Loads from a memory-mapped GGUF (one file, or a language model + mmproj pair seen as one).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load(
         ctx: Arc<GpuContext>,
         file: &meddr_gguf::GgufFile,
         opts: &LoadOptions,
     ) -> ModelResult<GpuModel> {
-        let bytes = file.bytes();
         Self::load_from(ctx, &file.header, opts, |off, dst: &mut [u8]| {
-            let start = usize::try_from(off).map_err(|_| "offset does not fit usize")?;
-            let src = start
-                .checked_add(dst.len())
-                .and_then(|end| bytes.get(start..end))
-                .ok_or("range past the end of the file")?;
-            dst.copy_from_slice(src);
-            Ok::<(), &'static str>(())
+            file.read_at(off, dst)
         })
     }
 

@@ -83,7 +83,7 @@ fn greedy(m: &mut GpuModel, prompt: &[u32], n: usize) -> Result<Vec<u32>, ModelE
 fn forced_small_binding_limits_split_the_weights_or_refuse_clearly() {
     let (prompt, want) = text_sample();
     let path = dev_gguf(FileType::F32, "limits");
-    let file = GgufFile::open(&path).unwrap();
+    let file = GgufFile::open_model(&path, None).unwrap();
     let adapter = ctx(ContextOptions::default()).info.limits.clone();
     let limited = |bytes: u64| {
         let mut l = adapter.clone();
@@ -150,7 +150,7 @@ fn a_device_lost_mid_generation_is_an_error_not_a_hang() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let c = ctx(ContextOptions::default());
-        let file = GgufFile::open(&path).unwrap();
+        let file = GgufFile::open_model(&path, None).unwrap();
         let mut m = GpuModel::load(
             c.clone(),
             &file,

@@ -143,7 +143,7 @@ fn argmax(x: &[f32]) -> usize {
 }
 
 fn load(path: &Path, opts: LoadOptions) -> GpuModel {
-    let f = GgufFile::open(path).unwrap();
+    let f = GgufFile::open_model(path, None).unwrap();
     GpuModel::load(ctx(), &f, &opts).unwrap()
 }
 
@@ -441,7 +441,7 @@ fn smollm2_greedy_matches_llama_cpp() {
 
 /// Copies `src` into a new GGUF, letting `edit` change the metadata and drop tensors.
 fn rewrite(src: &Path, dst: &Path, edit: impl FnOnce(&mut Vec<(String, Value)>, &mut Vec<String>)) {
-    let f = GgufFile::open(src).unwrap();
+    let f = GgufFile::open_model(src, None).unwrap();
     let mut meta = f.header.metadata.clone();
     let mut names: Vec<String> = f.header.tensors.iter().map(|t| t.name.clone()).collect();
     edit(&mut meta, &mut names);
@@ -467,8 +467,13 @@ fn set(meta: &mut [(String, Value)], key: &str, v: Value) {
 fn bad_inputs_give_typed_errors() {
     let src = dev_gguf(FileType::F32);
     let dir = tmp_dir();
-    let try_load =
-        |p: &Path| GpuModel::load(ctx(), &GgufFile::open(p).unwrap(), &LoadOptions::default());
+    let try_load = |p: &Path| {
+        GpuModel::load(
+            ctx(),
+            &GgufFile::open_model(p, None).unwrap(),
+            &LoadOptions::default(),
+        )
+    };
 
     let p = dir.join("arch.gguf");
     rewrite(&src, &p, |m, _| {
@@ -506,11 +511,11 @@ fn bad_inputs_give_typed_errors() {
     let p = dir.join("truncated.gguf");
     let bytes = std::fs::read(&src).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
-    let e = GgufFile::open(&p).expect_err("a truncated file must not open");
+    let e = GgufFile::open_model(&p, None).expect_err("a truncated file must not open");
     eprintln!("truncated: {e}");
 
     // Context overflow: refused before any work, and again when decoding runs past the cache.
-    let f = GgufFile::open(&src).unwrap();
+    let f = GgufFile::open_model(&src, None).unwrap();
     let mut m = GpuModel::load(
         ctx(),
         &f,

@@ -156,6 +156,14 @@ pub enum GgufError {
 
     #[error("writer: {0}")]
     Writer(String),
+
+    /// A language-model GGUF and an `mmproj` GGUF that cannot be one model (see [`crate::merge_mmproj`]).
+    #[error("{mmproj} cannot be the vision part of {text}: {reason}")]
+    SplitMismatch {
+        text: String,
+        mmproj: String,
+        reason: String,
+    },
 }
 
 impl GgufError {

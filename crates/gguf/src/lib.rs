@@ -19,6 +19,10 @@
 //!   positioned reads, a byte slice, or a caller's Blob wrapper), starting at 1 MiB and at least doubling.
 //! * [`GgufFile::open`] (feature `mmap`, on by default) maps a local file and hands out tensor data as
 //!   borrowed slices.
+//! * A vision model in llama.cpp's layout is two files, the language model and its `mmproj` (vision tower +
+//!   projector, `general.architecture = clip`). [`GgufFile::open_model`] finds the mmproj beside the model
+//!   ([`mmproj_candidates`]) and [`merge_mmproj`] presents the pair as one header whose tensor offsets address
+//!   the two files laid end to end, so readers need not know there are two.
 //!
 //! Files are untrusted. The parser never panics and never allocates more than a small multiple of the
 //! bytes it has actually seen: counts are bounded by the bytes present before reserving, a string may not
@@ -83,6 +87,7 @@ mod error;
 mod file;
 mod header;
 mod source;
+mod split;
 mod types;
 mod value;
 mod writer;
@@ -95,6 +100,10 @@ pub use header::{
     MAX_STRING_LEN,
 };
 pub use source::{ByteSource, FileSource};
+pub use split::{
+    has_vision_tower, is_mmproj, is_vision_tensor, merge_mmproj, mmproj_candidates,
+    mmproj_path_for, MMPROJ_ARCHITECTURE,
+};
 pub use types::GgmlType;
 pub use value::{Array, Value, ValueType};
 pub use writer::{GgufWriter, TensorSpec, WriteOptions};

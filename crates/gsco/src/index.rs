@@ -468,7 +468,7 @@ impl Index {
 
     fn rows_f32(&self, r0: usize, r1: usize) -> Vec<f32> {
         let d = self.meta.feature_dim;
-        let bytes = self.file.bytes();
+        let bytes = self.file.primary_bytes();
         match self.meta.dtype {
             IndexDtype::F32 => {
                 let b =

@@ -139,11 +139,12 @@ pub struct GgufStore {
 }
 
 impl GgufStore {
-    /// Memory-maps `path` (header and tensor ranges are checked by `meddr-gguf`).
+    /// Memory-maps `path` and, beside it, its mmproj when it has one ([`GgufFile::open_model`]; header and
+    /// tensor ranges are checked by `meddr-gguf`).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self, GgufError> {
         Ok(GgufStore {
-            backing: Backing::File(GgufFile::open(path)?),
+            backing: Backing::File(GgufFile::open_model(path, None)?),
         })
     }
 

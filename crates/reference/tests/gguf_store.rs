@@ -227,8 +227,21 @@ fn store_errors_and_in_memory_copy() {
             name: "blk.99.attn_q.weight".into()
         }
     );
+    // In memory: the language model alone (its own tensors), and the pair joined as the browser joins it.
     let bytes = std::fs::read(&path).unwrap();
-    let mem = GgufStore::from_bytes(bytes.clone()).unwrap();
+    let text_only = GgufStore::from_bytes(bytes.clone()).unwrap();
+    assert_eq!(
+        store.tensor("blk.0.attn_q.weight").unwrap(),
+        text_only.tensor("blk.0.attn_q.weight").unwrap()
+    );
+    assert!(text_only.tensor("v.class_embd").is_err());
+    let proj = std::fs::read(meddr_gguf::mmproj_path_for(&path)).unwrap();
+    let mem = GgufStore::from_file(
+        meddr_gguf::GgufFile::from_vec(bytes.clone(), "model")
+            .unwrap()
+            .with_mmproj(meddr_gguf::GgufFile::from_vec(proj, "mmproj").unwrap())
+            .unwrap(),
+    );
     for name in [
         "blk.0.attn_q.weight",
         "v.blk.1.attn_qkv.weight",

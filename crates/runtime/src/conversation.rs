@@ -29,6 +29,24 @@ pub struct Turn {
     pub answer: String,
 }
 
+/// How a backend runs a prompt of a conversation ([`Conversation::plan`]): keep the first `keep` positions of
+/// its cache, run the rest, and splice the conversation's image into it when `with_image`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunPlan {
+    pub keep: usize,
+    pub with_image: bool,
+}
+
+/// Where a conversation's image features are.
+#[derive(Debug, Clone, PartialEq)]
+enum Image {
+    /// On the host (`[num_image_tokens, hidden]`), passed to [`Backend::prefill_from`].
+    Host(Vec<f32>),
+    /// Held by the caller's device (the browser keeps them in a GPU buffer): only whether to splice them is
+    /// the conversation's business ([`RunPlan::with_image`]).
+    Device,
+}
+
 /// What one [`Conversation::ask`] produced.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -48,8 +66,8 @@ pub struct Reply {
 #[derive(Debug, Clone, Default)]
 pub struct Conversation {
     turns: Vec<Turn>,
-    /// Features of the first turn's image (`[num_image_tokens, hidden]`), if the conversation has one.
-    image: Option<Vec<f32>>,
+    /// The first turn's image, if the conversation has one.
+    image: Option<Image>,
     /// Replaces the file's system message (`meddr.chat.system_message`) when set.
     system: Option<String>,
     user_text: UserText,
@@ -71,7 +89,15 @@ impl Conversation {
     pub fn set_image(&mut self, features: Vec<f32>) {
         self.turns.clear();
         self.cached.clear();
-        self.image = Some(features);
+        self.image = Some(Image::Host(features));
+    }
+
+    /// [`Self::set_image`] for features the caller keeps on its device (the browser's async loop, which
+    /// drives [`Self::plan`] / [`Self::record`] itself).
+    pub fn set_image_on_device(&mut self) {
+        self.turns.clear();
+        self.cached.clear();
+        self.image = Some(Image::Device);
     }
 
     /// Forgets the turns and the image (the cache is reused where the next prompt allows).
@@ -84,6 +110,18 @@ impl Conversation {
     /// any, stays with the first turn; the cache is reused where the next prompt allows.
     pub fn set_turns(&mut self, turns: Vec<Turn>) {
         self.turns = turns;
+    }
+
+    /// Treats the backend's cache as empty: the next turn runs its whole prompt (a backend whose cache was
+    /// changed behind the conversation's back; tests comparing reuse with a full run).
+    pub fn drop_cache(&mut self) {
+        self.cached.clear();
+    }
+
+    /// How control tokens typed in later questions are read (earlier turns were tokenized as they were asked,
+    /// and are rendered again the same way only if this stays the same).
+    pub fn set_user_text(&mut self, user_text: UserText) {
+        self.user_text = user_text;
     }
 
     /// Uses `system` instead of the file's system message (`None`: the file's, as upstream).
@@ -223,12 +261,7 @@ impl Conversation {
         )?;
         let (result, reused_tokens) =
             self.run(backend, tokenizer, info, &prompt.ids, opts, on_token)?;
-        let answer =
-            python_strip(result.text.split("<|im_end|>").next().unwrap_or_default()).to_owned();
-        self.turns.push(Turn {
-            question: python_strip(question).to_owned(),
-            answer,
-        });
+        self.record_turn(question, &result);
         Ok(Reply {
             result,
             prompt,
@@ -252,6 +285,59 @@ impl Conversation {
         self.run(backend, tokenizer, info, ids, opts, on_token)
     }
 
+    /// How to run `ids` (a prompt from [`Self::encode`], or raw completion ids): keep the longest prefix the
+    /// backend's cache already holds, but never half an image (its rows are spliced by order). The cache
+    /// counts as empty until [`Self::record`] says what the run left in it, so a run that fails or is
+    /// abandoned is never trusted.
+    ///
+    /// Errors: an empty prompt.
+    pub fn plan(
+        &mut self,
+        tokenizer: &MedDrTokenizer,
+        info: &ModelInfo,
+        ids: &[u32],
+    ) -> Result<RunPlan> {
+        if ids.is_empty() {
+            return Err(RuntimeError::EmptyPrompt);
+        }
+        let mut keep = ids
+            .iter()
+            .zip(&self.cached)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(ids.len() - 1);
+        let ctx_id = info.image_context_id(tokenizer);
+        let image_after_keep = ctx_id.is_some_and(|c| ids[keep..].contains(&c));
+        if image_after_keep && ctx_id.is_some_and(|c| ids[..keep].contains(&c)) {
+            keep = 0;
+        }
+        self.cached.clear();
+        Ok(RunPlan {
+            keep,
+            with_image: image_after_keep && self.image.is_some(),
+        })
+    }
+
+    /// After a run of `ids` that produced `result`: the backend's cache now holds the prompt and every
+    /// generated token but the last (never fed back).
+    pub fn record(&mut self, ids: &[u32], result: &GenerationResult) {
+        self.cached = ids.to_vec();
+        let fed = result.tokens.len().saturating_sub(1);
+        self.cached
+            .extend(result.tokens[..fed].iter().map(|t| t.id));
+    }
+
+    /// Adds the finished exchange to the history, the answer kept as upstream keeps it
+    /// (`response.split('<|im_end|>')[0].strip()`).
+    pub fn record_turn(&mut self, question: &str, result: &GenerationResult) {
+        let answer =
+            python_strip(result.text.split("<|im_end|>").next().unwrap_or_default()).to_owned();
+        self.turns.push(Turn {
+            question: python_strip(question).to_owned(),
+            answer,
+        });
+    }
+
     /// Generates from `ids`, running only what follows the longest prefix the cache already holds.
     fn run<B: Backend + ?Sized>(
         &mut self,
@@ -262,35 +348,21 @@ impl Conversation {
         opts: &GenerationOptions,
         on_token: impl FnMut(&TokenEvent) -> ControlFlow<()>,
     ) -> Result<(GenerationResult, usize)> {
-        if ids.is_empty() {
-            return Err(RuntimeError::EmptyPrompt);
-        }
-        let mut keep = ids
-            .iter()
-            .zip(&self.cached)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(ids.len() - 1);
-        // Image rows are spliced by order: the image must be entirely in the kept prefix or entirely run.
-        let ctx_id = info.image_context_id(tokenizer);
-        let image_after_keep = ctx_id.is_some_and(|c| ids[keep..].contains(&c));
-        if image_after_keep && ctx_id.is_some_and(|c| ids[..keep].contains(&c)) {
-            keep = 0;
-        }
-        let features = if image_after_keep {
-            self.image.as_deref()
-        } else {
-            None
+        let plan = self.plan(tokenizer, info, ids)?;
+        let features = match (&self.image, plan.with_image) {
+            (Some(Image::Host(f)), true) => Some(f.as_slice()),
+            (Some(Image::Device), true) => {
+                return Err(RuntimeError::Backend(
+                    "this conversation's image features are on the caller's device; run it with plan/record"
+                        .into(),
+                ))
+            }
+            _ => None,
         };
-        self.cached.clear();
         let result = generate_from(
-            backend, tokenizer, info, keep, ids, features, opts, on_token,
+            backend, tokenizer, info, plan.keep, ids, features, opts, on_token,
         )?;
-        // The cache now holds the prompt and every generated token but the last (never fed back).
-        self.cached = ids.to_vec();
-        let fed = result.tokens.len().saturating_sub(1);
-        self.cached
-            .extend(result.tokens[..fed].iter().map(|t| t.id));
-        Ok((result, keep))
+        self.record(ids, &result);
+        Ok((result, plan.keep))
     }
 }

@@ -14,7 +14,7 @@ pub mod sampler;
 mod stop;
 mod template;
 
-pub use conversation::{Conversation, Reply, Turn};
+pub use conversation::{Conversation, Reply, RunPlan, Turn};
 pub use error::{BackendError, Result, RuntimeError};
 pub use generate::{
     check_image_tokens, check_request, generate, generate_from, Backend, Generation,

@@ -23,7 +23,9 @@ struct Cli {
     /// shapes; full: MedDr's 40B shapes, ~80 GB written to a temporary directory first)
     #[arg(long, value_name = "PRESET")]
     synthetic: Option<String>,
-    /// Output GGUF file (written under a temporary name and renamed when complete)
+    /// Output GGUF: the language model (llama.cpp, LM Studio and ollama load it as a text model); the vision
+    /// tower and projector go to <stem>.mmproj.gguf beside it (llama.cpp's mmproj layout). Both are written
+    /// under temporary names and renamed when complete
     #[arg(short, long)]
     output: PathBuf,
     /// Language-model quantization: q4_k_m, q4_k_s, q4_0, q8_0, f16 or f32
@@ -36,7 +38,7 @@ struct Cli {
     /// Worker threads for quantization [default: all cores]
     #[arg(long)]
     threads: Option<usize>,
-    /// Overwrite an existing output file
+    /// Overwrite existing output files
     #[arg(long)]
     force: bool,
     /// No progress output
@@ -105,11 +107,16 @@ fn main() -> ExitCode {
                 if let Some(r) = &s.fallback_report {
                     eprintln!("{r}");
                 }
+                let mmproj = s
+                    .mmproj
+                    .as_ref()
+                    .map(|p| format!(" + {} ({:.3} GB)", p.display(), s.mmproj_bytes as f64 / 1e9))
+                    .unwrap_or_default();
                 eprintln!(
-                    "wrote {} ({} tensors, {:.3} GB from {:.3} GB of input, {:.1} s, {:.3} GB/s{}; {} ViT layers kept)",
+                    "wrote {}{mmproj} ({} tensors, {:.3} GB from {:.3} GB of input, {:.1} s, {:.3} GB/s{}; {} ViT layers kept)",
                     s.output.display(),
                     s.tensors,
-                    s.output_bytes as f64 / 1e9,
+                    (s.output_bytes + s.mmproj_bytes) as f64 / 1e9,
                     s.input_bytes as f64 / 1e9,
                     s.seconds,
                     s.input_bytes as f64 / 1e9 / s.seconds.max(1e-9),

@@ -5,84 +5,21 @@
 //! - the device lost mid-generation (`Device::destroy`): the next step fails with `DeviceLost`, within seconds;
 //! - an adapter without shader-f16 (`force_f32`): the f32 path, same greedy tokens as upstream.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::{dev_gguf, greedy, new_ctx as ctx, text_sample};
 use meddr_engine::{
     ContextOptions, EngineError, GpuContext, GpuModel, LoadOptions, ModelError, Readback, StepInput,
 };
 use meddr_gguf::GgufFile;
 use meddr_quantize::FileType;
-use serde_json::Value;
-
-fn shared() -> PathBuf {
-    std::env::var_os("MEDDR_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
-
-/// The dev checkpoint as a GGUF of type `ft`, written into this call's own folder.
-fn dev_gguf(ft: FileType, tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "meddr-engine-failures-{}-{tag}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    let out = d.join(format!("dev-{}.gguf", ft.name()));
-    let opts = meddr_quantize::Options {
-        ftype: ft,
-        vision_type: None,
-        threads: None,
-        force: true,
-        progress: false,
-    };
-    meddr_quantize::quantize_checkpoint(&shared().join("fixtures/checkpoints/dev"), &out, &opts)
-        .unwrap();
-    out
-}
-
-/// The fixture's text-only sample: prompt ids and upstream's 24 greedy tokens.
-fn text_sample() -> (Vec<u32>, Vec<u32>) {
-    let exp: Value = serde_json::from_slice(
-        &std::fs::read(shared().join("fixtures/expected/dev/expected.json")).unwrap(),
-    )
-    .unwrap();
-    let s = exp["samples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["image"].is_null())
-        .expect("a text-only sample");
-    let ids = |v: &Value| {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect::<Vec<_>>()
-    };
-    (ids(&s["input_ids"]), ids(&s["greedy_tokens"]))
-}
-
-fn ctx(opts: ContextOptions) -> Arc<GpuContext> {
-    Arc::new(
-        GpuContext::new_blocking(opts)
-            .unwrap_or_else(|e| panic!("no GPU adapter (install lavapipe): {e}")),
-    )
-}
-
-fn greedy(m: &mut GpuModel, prompt: &[u32], n: usize) -> Result<Vec<u32>, ModelError> {
-    let mut out = vec![m.prefill(prompt, None, n as u32, Readback::Token)?.token];
-    while out.len() < n {
-        out.push(m.decode_step(StepInput::Greedy, Readback::Token)?.token);
-    }
-    Ok(out)
-}
 
 #[test]
 fn forced_small_binding_limits_split_the_weights_or_refuse_clearly() {
     let (prompt, want) = text_sample();
-    let path = dev_gguf(FileType::F32, "limits");
+    let path = dev_gguf(FileType::F32);
     let file = GgufFile::open_model(&path, None).unwrap();
     let adapter = ctx(ContextOptions::default()).info.limits.clone();
     let limited = |bytes: u64| {
@@ -146,7 +83,7 @@ fn forced_small_binding_limits_split_the_weights_or_refuse_clearly() {
 #[test]
 fn a_device_lost_mid_generation_is_an_error_not_a_hang() {
     let (prompt, _) = text_sample();
-    let path = dev_gguf(FileType::F32, "lost");
+    let path = dev_gguf(FileType::F32);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let c = ctx(ContextOptions::default());
@@ -193,7 +130,7 @@ fn an_adapter_without_shader_f16_takes_the_f32_path_with_the_same_tokens() {
     });
     assert!(!c.info.f16);
     for ft in [FileType::F16, FileType::F32] {
-        let file = GgufFile::open(dev_gguf(ft, &format!("nof16-{}", ft.name()))).unwrap();
+        let file = GgufFile::open(dev_gguf(ft)).unwrap();
         let mut m = GpuModel::load(
             c.clone(),
             &file,

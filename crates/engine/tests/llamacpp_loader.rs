@@ -5,23 +5,15 @@
 //! on the same file; at q8_0 our engine's; at the lower-bit types, where llama.cpp also quantizes
 //! activations to 8 bits, they are reported and must agree on the first 4 tokens.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
 
-use meddr_engine::{ContextOptions, GpuContext, GpuModel, LoadOptions, Readback, StepInput};
+use common::{ctx, greedy, root, shared, text_sample};
+use meddr_engine::{GpuModel, LoadOptions};
 use meddr_gguf::GgufFile;
 use meddr_quantize::FileType;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn shared() -> PathBuf {
-    std::env::var_os("MEDDR_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared"))
-}
 
 fn greedy_bin() -> PathBuf {
     let p = std::env::var_os("MEDDR_LLAMACPP_GREEDY")
@@ -33,40 +25,6 @@ fn greedy_bin() -> PathBuf {
         p.display()
     );
     p
-}
-
-fn ctx() -> Arc<GpuContext> {
-    static C: OnceLock<Arc<GpuContext>> = OnceLock::new();
-    C.get_or_init(|| {
-        Arc::new(
-            GpuContext::new_blocking(ContextOptions::default())
-                .unwrap_or_else(|e| panic!("no usable GPU adapter (install lavapipe): {e}")),
-        )
-    })
-    .clone()
-}
-
-/// The fixture's text-only sample: its prompt ids and upstream PyTorch's greedy tokens.
-fn text_sample() -> (Vec<u32>, Vec<u32>) {
-    let p = shared().join("fixtures/expected/dev/expected.json");
-    let j: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-    )
-    .unwrap();
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
-    let s = j["samples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["image"].is_null())
-        .expect("the dev fixture has a text-only sample");
-    (ids(&s["input_ids"]), ids(&s["greedy_tokens"]))
 }
 
 struct LlamaCpp {
@@ -110,25 +68,13 @@ fn llama_cpp_greedy(model: &Path, prompt: &[u32], n: usize) -> LlamaCpp {
     }
 }
 
+/// Our engine's greedy tokens on a language-model file alone (no mmproj).
 fn engine_greedy(file: &GgufFile, prompt: &[u32], n: usize) -> Vec<u32> {
-    let mut m = GpuModel::load(
-        ctx(),
-        file,
-        &LoadOptions {
-            load_vision: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let mut out = vec![m.prefill(prompt, None, 64, Readback::Token).unwrap().token];
-    while out.len() < n {
-        out.push(
-            m.decode_step(StepInput::Greedy, Readback::Token)
-                .unwrap()
-                .token,
-        );
-    }
-    out
+    let opts = LoadOptions {
+        load_vision: false,
+        ..Default::default()
+    };
+    greedy(&mut GpuModel::load(ctx(), file, &opts).unwrap(), prompt, n).unwrap()
 }
 
 #[test]

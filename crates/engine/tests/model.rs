@@ -4,98 +4,17 @@
 //!
 //! GGUFs of the dev checkpoint are written by `meddr-quantize` inside the test (once per type per process).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+mod common;
+
+use std::path::Path;
 use std::time::Instant;
 
-use meddr_engine::{
-    ContextOptions, GpuContext, GpuModel, LoadOptions, ModelError, Readback, StepInput,
-};
+use common::{ctx, dev_gguf, root, samples, shared, tmp_dir};
+use meddr_engine::{GpuModel, LoadOptions, ModelError, Readback, StepInput};
 use meddr_gguf::{GgufFile, GgufWriter, TensorSpec, Value};
 use meddr_quantize::FileType;
 use ndarray::{Array1, Array2};
 use ndarray_npy::NpzReader;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn shared() -> PathBuf {
-    std::env::var_os("MEDDR_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared"))
-}
-
-fn ctx() -> Arc<GpuContext> {
-    static C: OnceLock<Arc<GpuContext>> = OnceLock::new();
-    C.get_or_init(|| match GpuContext::new_blocking(ContextOptions::default()) {
-        Ok(c) => Arc::new(c),
-        Err(e) => panic!("no usable GPU adapter: {e}. Install lavapipe: apt-get install -y mesa-vulkan-drivers libvulkan1"),
-    })
-    .clone()
-}
-
-fn tmp_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("meddr-engine-model-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// The dev checkpoint quantized to `ft` (once per process).
-fn dev_gguf(ft: FileType) -> PathBuf {
-    static DONE: OnceLock<Mutex<HashMap<&'static str, PathBuf>>> = OnceLock::new();
-    let m = DONE.get_or_init(Default::default);
-    let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = m.get(ft.name()) {
-        return p.clone();
-    }
-    let out = tmp_dir().join(format!("dev-{}.gguf", ft.name()));
-    let opts = meddr_quantize::Options {
-        ftype: ft,
-        vision_type: None,
-        threads: None,
-        force: true,
-        progress: false,
-    };
-    meddr_quantize::quantize_checkpoint(&shared().join("fixtures/checkpoints/dev"), &out, &opts)
-        .unwrap_or_else(|e| panic!("quantizing the dev checkpoint to {}: {e}", ft.name()));
-    m.insert(ft.name(), out.clone());
-    out
-}
-
-struct Sample {
-    id: String,
-    image: Option<String>,
-    input_ids: Vec<u32>,
-    greedy: Vec<u32>,
-}
-
-fn samples() -> Vec<Sample> {
-    let p = shared().join("fixtures/expected/dev/expected.json");
-    let j: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-    )
-    .unwrap();
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
-    j["samples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| Sample {
-            id: s["id"].as_str().unwrap().to_string(),
-            image: s["image"].as_str().map(str::to_string),
-            input_ids: ids(&s["input_ids"]),
-            greedy: ids(&s["greedy_tokens"]),
-        })
-        .collect()
-}
 
 fn arrays() -> NpzReader<std::fs::File> {
     NpzReader::new(std::fs::File::open(shared().join("fixtures/expected/dev/arrays.npz")).unwrap())

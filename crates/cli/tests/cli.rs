@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use common::{assert_says_each_thing_once, fixtures, meddr, model, shared, tmp};
+use common::{fixtures, meddr, model, shared, tmp};
 use meddr_gguf::{GgufFile, GgufWriter, TensorSpec, Value};
 use serde_json::Value as Json;
 
@@ -208,22 +208,9 @@ fn info_reports_components_and_memory() {
     );
 }
 
-/// Asserts a clean failure: non-zero exit, one line on stderr containing `needle`, no panic.
+/// Asserts a clean failure: exit status 1, one line on stderr containing `needle`, no panic.
 fn assert_fails(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {stderr}"
-    );
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "one line expected: {stderr}"
-    );
-    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
-    assert_says_each_thing_once(&stderr);
+    common::assert_failed(out, 1, &[needle]);
 }
 
 /// Copies the model with edited metadata and an optional tensor left out.

@@ -6,15 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use common::{model, shared, tmp};
-
-fn pcam() -> PathBuf {
-    shared().join("fixtures/gsco/pcam_resnet18_64")
-}
+use common::{model, pcam, strs, tmp};
 
 fn meddr_cmd(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_meddr"));
@@ -41,10 +37,6 @@ fn run_and_kill(args: &[&str], after: std::time::Duration) {
     std::thread::sleep(after);
     let _ = child.kill(); // SIGKILL; the run may already have ended
     child.wait().unwrap();
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 fn entries(dir: &Path) -> Vec<String> {

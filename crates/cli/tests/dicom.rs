@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{meddr, model, tmp};
+use common::{assert_failed, json_of, meddr, model, tmp};
 use serde_json::Value as Json;
 
 fn dicom_file(name: &str) -> PathBuf {
@@ -72,13 +72,6 @@ fn run(image: &Path, extra: &[&str]) -> Output {
     meddr(&args)
 }
 
-fn ok_json(out: &Output) -> Json {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "meddr failed: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn warnings(j: &Json) -> Vec<String> {
     j["warnings"]
         .as_array()
@@ -86,30 +79,12 @@ fn warnings(j: &Json) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Fails with one message containing each of `words`, exit status `code` (any non-zero when `None`).
-fn assert_fails(out: &Output, code: Option<i32>, words: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "should fail: {stderr}");
-    if let Some(c) = code {
-        assert_eq!(out.status.code(), Some(c), "{stderr}");
-    }
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    for w in words {
-        assert!(stderr.contains(w), "{w:?} not in: {stderr}");
-    }
-    assert!(
-        out.stdout.is_empty(),
-        "nothing on stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 #[test]
 fn run_asks_about_the_rendered_dicom_image() {
     let ct = dicom_file("CT_small.dcm");
     let dir = tmp().join("dicom-run");
     std::fs::create_dir_all(&dir).unwrap();
-    let j = ok_json(&run(&ct, &[]));
+    let j = json_of(&run(&ct, &[]));
     let w = warnings(&j);
     assert!(
         w.iter()
@@ -120,14 +95,14 @@ fn run_asks_about_the_rendered_dicom_image() {
     let (rgb, _) = meddr_image::decode_rgb_with_notes(&std::fs::read(&ct).unwrap()).unwrap();
     let bmp_path = dir.join("ct_small.bmp");
     std::fs::write(&bmp_path, bmp(&rgb)).unwrap();
-    let jb = ok_json(&run(&bmp_path, &[]));
+    let jb = json_of(&run(&bmp_path, &[]));
     assert_eq!(
         j["tokens"], jb["tokens"],
         "DICOM and its BMP rendering give different answers"
     );
 
     // --window reaches the renderer (and changes the pixels: a soft-tissue window of a CT).
-    let jw = ok_json(&run(&ct, &["--window", "40,400"]));
+    let jw = json_of(&run(&ct, &["--window", "40,400"]));
     assert!(
         warnings(&jw)
             .iter()
@@ -145,17 +120,17 @@ fn run_asks_about_the_rendered_dicom_image() {
     .unwrap();
     assert_ne!(windowed.data, rgb.data);
     // A negative centre is a value, not an option.
-    ok_json(&run(&ct, &["--window", "-600,1500"]));
+    json_of(&run(&ct, &["--window", "-600,1500"]));
 
     // Multi-frame: the middle frame by default, --frame picks another.
     let ybr = dicom_file("examples_ybr_color.dcm");
-    let jm = ok_json(&run(&ybr, &[]));
+    let jm = json_of(&run(&ybr, &[]));
     assert!(
         warnings(&jm).iter().any(|n| n.contains("frame 15 of 30")),
         "{:?}",
         warnings(&jm)
     );
-    let jf = ok_json(&run(&ybr, &["--frame", "3"]));
+    let jf = json_of(&run(&ybr, &["--frame", "3"]));
     assert!(
         warnings(&jf).iter().any(|n| n.contains("frame 3 of 30")),
         "{:?}",
@@ -171,24 +146,20 @@ fn bad_dicom_input_fails_clearly() {
     let bytes = std::fs::read(&ct).unwrap();
     let cut = dir.join("cut.dcm");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    assert_fails(
-        &run(&cut, &[]),
-        Some(1),
-        &["cut.dcm", "truncated DICOM data"],
-    );
-    assert_fails(
+    assert_failed(&run(&cut, &[]), 1, &["cut.dcm", "truncated DICOM data"]);
+    assert_failed(
         &run(&ct, &["--frame", "99"]),
-        Some(1),
+        1,
         &["CT_small.dcm", "frame 99 but the file has 1 frame (0..0)"],
     );
-    assert_fails(
+    assert_failed(
         &run(&dicom_file("examples_ybr_color.dcm"), &["--frame", "30"]),
-        Some(1),
+        1,
         &["frame 30 but the file has 30 frames (0..29)"],
     );
-    assert_fails(
+    assert_failed(
         &run(&dicom_file("MR_small_jpeg_ls_lossless.dcm"), &[]),
-        Some(1),
+        1,
         &[
             "MR_small_jpeg_ls_lossless.dcm",
             "JPEG-LS Lossless (1.2.840.10008.1.2.4.80)",
@@ -196,9 +167,9 @@ fn bad_dicom_input_fails_clearly() {
     );
     // Argument errors: clap's usage status.
     for bad in ["40", "40,0", "x,400"] {
-        assert_fails(
+        assert_failed(
             &run(&ct, &["--window", bad]),
-            Some(2),
+            2,
             &[&format!(
                 "--window wants CENTER,WIDTH with WIDTH ≥ 1, got {bad:?}"
             )],

@@ -6,16 +6,13 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::{fails_with, model, ok_json, shared, tmp};
+use common::{fails_with, gsco_fixture, model, ok_json, tmp};
 use meddr_gsco::dataset::MedMnistSplit;
 use serde_json::Value as Json;
 
-fn gsco_dir(name: &str) -> PathBuf {
-    shared().join("fixtures/gsco").join(name)
-}
-
 fn expected(name: &str) -> Json {
-    serde_json::from_slice(&std::fs::read(gsco_dir(name).join("expected.json")).unwrap()).unwrap()
+    serde_json::from_slice(&std::fs::read(gsco_fixture(name).join("expected.json")).unwrap())
+        .unwrap()
 }
 
 /// The fixture's test image `i` as a PNG file.
@@ -24,7 +21,7 @@ fn test_png(name: &str, i: usize) -> PathBuf {
     if out.exists() {
         return out;
     }
-    let mut m = MedMnistSplit::open(&gsco_dir(name).join("data.npz"), "test").unwrap();
+    let mut m = MedMnistSplit::open(&gsco_fixture(name).join("data.npz"), "test").unwrap();
     let mut img = None;
     m.for_each_batch(8, |_, imgs| {
         img = Some(imgs[i].clone());
@@ -44,8 +41,8 @@ fn pcam_index() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
     P.get_or_init(|| {
         let out = tmp().join("pcam.gscoidx");
-        let npz = gsco_dir("pcam_resnet18_64").join("data.npz");
-        let spec = gsco_dir("pcam_resnet18_64");
+        let npz = gsco_fixture("pcam_resnet18_64").join("data.npz");
+        let spec = gsco_fixture("pcam_resnet18_64");
         let j = ok_json(&[
             "gsco",
             "index",
@@ -86,7 +83,7 @@ fn specialist_predict_matches_timm() {
     for (name, i) in [("pcam_resnet18_64", 0), ("chest_efficientnet_b0_128", 3)] {
         let exp = expected(name);
         let img = test_png(name, i);
-        let dir = gsco_dir(name);
+        let dir = gsco_fixture(name);
         for device in ["cpu", "gpu"] {
             let j = ok_json(&[
                 "specialist",
@@ -129,7 +126,7 @@ fn specialist_predict_matches_timm() {
 #[test]
 fn gsco_run_prompt_and_answer() {
     let exp = expected("pcam_resnet18_64");
-    let spec = gsco_dir("pcam_resnet18_64");
+    let spec = gsco_fixture("pcam_resnet18_64");
     let img = test_png("pcam_resnet18_64", 0);
     let index = pcam_index();
     let run = |device: &str| {
@@ -193,8 +190,8 @@ fn gsco_run_prompt_and_answer() {
 #[test]
 fn gsco_eval_resumes_and_scores() {
     let exp = expected("pcam_resnet18_64");
-    let spec = gsco_dir("pcam_resnet18_64");
-    let npz = gsco_dir("pcam_resnet18_64").join("data.npz");
+    let spec = gsco_fixture("pcam_resnet18_64");
+    let npz = gsco_fixture("pcam_resnet18_64").join("data.npz");
     let out = tmp().join("eval.jsonl");
     let _ = std::fs::remove_file(&out);
     let args = |limit: Option<&'static str>| {
@@ -271,8 +268,8 @@ fn gsco_eval_resumes_and_scores() {
 
 #[test]
 fn gsco_bad_inputs() {
-    let vit = gsco_dir("pcam_vit_tiny_224");
-    let res = gsco_dir("pcam_resnet18_64");
+    let vit = gsco_fixture("pcam_vit_tiny_224");
+    let res = gsco_fixture("pcam_resnet18_64");
     let img = test_png("pcam_resnet18_64", 0);
     let m = model().to_str().unwrap();
     // The index was built by the ResNet; querying it with only the ViT is refused before MedDr loads.

@@ -16,19 +16,11 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use common::{fails_with, model, ok_json, shared, tmp};
+use common::{fails_with, model, ok_json, pcam, strs, tmp};
 use serde_json::Value as Json;
 
 /// Images of the run under test.
 const LIMIT: usize = 25;
-
-fn pcam() -> PathBuf {
-    shared().join("fixtures/gsco/pcam_resnet18_64")
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
 
 /// A small reference index (the fixture's 8 test images; `--top-n 3`), built once.
 fn index() -> &'static Path {

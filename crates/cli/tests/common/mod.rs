@@ -26,6 +26,20 @@ pub fn fixtures() -> PathBuf {
     shared().join("fixtures")
 }
 
+/// A GSCo fixture folder (`fixtures/gsco/<name>`: timm specialist, MedMNIST data, expected.json).
+pub fn gsco_fixture(name: &str) -> PathBuf {
+    fixtures().join("gsco").join(name)
+}
+
+/// The PCam ResNet-18 (64 px) GSCo fixture.
+pub fn pcam() -> PathBuf {
+    gsco_fixture("pcam_resnet18_64")
+}
+
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// A scratch folder of this test process.
 pub fn tmp() -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -64,14 +78,42 @@ pub fn meddr(args: &[&str]) -> Output {
 
 /// Runs `meddr` and parses its stdout as one JSON object (`--json` output); panics with stderr on failure.
 pub fn ok_json(args: &[&str]) -> serde_json::Value {
-    let out = meddr(args);
-    assert!(
-        out.status.success(),
-        "meddr {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    json_of(&meddr(args))
+}
+
+/// A successful run's stdout as one JSON object; panics with its stderr when it failed or panicked.
+pub fn json_of(out: &Output) -> serde_json::Value {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "meddr failed: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+/// A clean failure: exit status `code`, nothing on stdout, stderr holding each of `needles` and saying each
+/// thing once, no panic. Our own errors (status 1) are one line; clap's usage errors (status 2) add its
+/// "For more information, try '--help'" line.
+pub fn assert_failed(out: &Output, code: i32, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "should fail: {stderr}");
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    if code == 1 {
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "one line expected: {stderr}"
+        );
+    }
+    for n in needles {
+        assert!(stderr.contains(n), "expected {n:?} in: {stderr}");
+    }
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_says_each_thing_once(&stderr);
 }
 
 /// Runs `meddr`, expecting a failure whose message holds every needle and says each thing once.

@@ -68,6 +68,17 @@ pub(crate) fn decode_frame(
     }
 }
 
+/// `values` as bytes, each value little or big endian.
+fn in_order<T: Copy, const N: usize>(
+    values: &[T],
+    little_endian: bool,
+    le: fn(T) -> [u8; N],
+    be: fn(T) -> [u8; N],
+) -> Vec<u8> {
+    let bytes = if little_endian { le } else { be };
+    values.iter().flat_map(|&x| bytes(x)).collect()
+}
+
 /// The pixel data's bytes in file order. dicom-rs reads OW data as 16-bit words in the data set's byte
 /// order; writing them back in that order restores the file's bytes. Big-endian 1- and 8-bit data in OW is
 /// the exception (PS3.5 8.1.1: its samples are packed into little-endian-ordered words, as pydicom reads
@@ -80,50 +91,24 @@ fn native_bytes(
     let words_le = little_endian || bits <= 8;
     let out = match v {
         PrimitiveValue::U8(b) => Cow::Borrowed(&b[..]),
-        PrimitiveValue::U16(w) => Cow::Owned(
-            w.iter()
-                .flat_map(|x| {
-                    if words_le {
-                        x.to_le_bytes()
-                    } else {
-                        x.to_be_bytes()
-                    }
-                })
-                .collect(),
-        ),
-        PrimitiveValue::I16(w) => Cow::Owned(
-            w.iter()
-                .flat_map(|x| {
-                    if words_le {
-                        x.to_le_bytes()
-                    } else {
-                        x.to_be_bytes()
-                    }
-                })
-                .collect(),
-        ),
-        PrimitiveValue::U32(w) => Cow::Owned(
-            w.iter()
-                .flat_map(|x| {
-                    if little_endian {
-                        x.to_le_bytes()
-                    } else {
-                        x.to_be_bytes()
-                    }
-                })
-                .collect(),
-        ),
-        PrimitiveValue::I32(w) => Cow::Owned(
-            w.iter()
-                .flat_map(|x| {
-                    if little_endian {
-                        x.to_le_bytes()
-                    } else {
-                        x.to_be_bytes()
-                    }
-                })
-                .collect(),
-        ),
+        PrimitiveValue::U16(w) => {
+            Cow::Owned(in_order(w, words_le, u16::to_le_bytes, u16::to_be_bytes))
+        }
+        PrimitiveValue::I16(w) => {
+            Cow::Owned(in_order(w, words_le, i16::to_le_bytes, i16::to_be_bytes))
+        }
+        PrimitiveValue::U32(w) => Cow::Owned(in_order(
+            w,
+            little_endian,
+            u32::to_le_bytes,
+            u32::to_be_bytes,
+        )),
+        PrimitiveValue::I32(w) => Cow::Owned(in_order(
+            w,
+            little_endian,
+            i32::to_le_bytes,
+            i32::to_be_bytes,
+        )),
         PrimitiveValue::Empty => {
             return Err(DicomError::NoPixelData {
                 detail: "Pixel Data (7FE0,0010) is empty".into(),

@@ -4,10 +4,10 @@
 use std::time::Instant;
 
 use meddr_engine::{
-    AttnShape, ContextOptions, DType, GpuContext, GpuWeight, QuantType, Rows, WeightDesc,
+    AttnShape, ContextOptions, DType, GpuContext, GpuWeight, QuantType, Recorder, Rows, WeightDesc,
 };
 
-fn time(c: &GpuContext, what: &str, reps: u32, f: impl Fn(&mut wgpu::CommandEncoder)) {
+fn time(c: &GpuContext, what: &str, reps: u32, f: impl Fn(&mut Recorder)) {
     let mut enc = c.encoder();
     f(&mut enc); // warm-up: pipeline compilation
     c.submit(enc);

@@ -414,21 +414,24 @@ impl GpuContext {
         Ok(())
     }
 
-    /// A command encoder for recording ops; submit it with [`GpuContext::submit`] (which uploads the ops'
-    /// parameters).
-    pub fn encoder(&self) -> wgpu::CommandEncoder {
+    /// A recorder for ops; submit it with [`GpuContext::submit`] (which uploads the ops' parameters).
+    pub fn encoder(&self) -> Recorder {
         self.arena().open_encoders += 1;
-        self.device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("meddr"),
-            })
+        Recorder {
+            enc: self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("meddr"),
+                }),
+            pass: None,
+        }
     }
 
-    /// Submits one recorded encoder (a whole decode step should be one submit). The parameters its ops staged
-    /// go to the GPU in one write just before it; the arena restarts once no recorded encoder is pending, so a
-    /// decode step reuses the same offsets every time.
-    pub fn submit(&self, encoder: wgpu::CommandEncoder) {
-        let commands = encoder.finish();
+    /// Submits one recording (a whole decode step should be one submit). The parameters its ops staged go
+    /// to the GPU in one write just before it; the arena restarts once no recording is pending, so a decode
+    /// step reuses the same offsets every time.
+    pub fn submit(&self, recorder: Recorder) {
+        let commands = recorder.finish();
         // The write and the submit happen under one lock: another thread's next write to the same offsets
         // must land after this submission, never between this write and this submit.
         let mut a = self.arena();
@@ -651,11 +654,11 @@ impl GpuContext {
             .clone()
     }
 
-    /// Records one dispatch: binding 0 is a fresh uniform buffer with `params` (each recorded op needs its
+    /// Records one dispatch into the recording's open compute pass: binding 0 is a fresh uniform buffer with `params` (each recorded op needs its
     /// own, since all writes land before the single submit), then `buffers` at their binding numbers.
     pub(crate) fn dispatch(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         pipeline: &wgpu::ComputePipeline,
         params: &[u32],
         buffers: &[(u32, &wgpu::Buffer)],
@@ -671,7 +674,7 @@ impl GpuContext {
     /// [`GpuContext::dispatch`] with explicit binding ranges.
     pub(crate) fn dispatch_bound(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         pipeline: &wgpu::ComputePipeline,
         params: &[u32],
         buffers: &[(u32, wgpu::BindingResource<'_>)],
@@ -731,14 +734,26 @@ impl GpuContext {
             .profiler
             .as_ref()
             .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()));
+        // A profiled dispatch gets a pass of its own: timestamps are written at pass boundaries.
         let timestamp_writes = profiler.as_mut().and_then(|p| p.next_pass(pipeline));
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
-            timestamp_writes,
+        let profiled = timestamp_writes.is_some();
+        if profiled {
+            enc.end_pass();
+        }
+        let pass = enc.pass.get_or_insert_with(|| {
+            enc.enc
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes,
+                })
+                .forget_lifetime()
         });
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        if profiled {
+            enc.end_pass();
+        }
     }
 
     /// Splits `n` workgroups over x and y (each ≤ the per-dimension limit, 65535 by default); kernels rebuild
@@ -859,5 +874,42 @@ impl<T> Future for Receiver<T> {
                 Poll::Pending
             }
         }
+    }
+}
+
+/// Ops recorded for one submit: a command encoder whose dispatches share one compute pass until a copy needs
+/// the encoder. One pass per decode step instead of one per dispatch: in the browser every pass is a
+/// round of commands through the GPU process (WebGPU orders and synchronises dispatches within a pass
+/// exactly as across passes, so results are the same).
+pub struct Recorder {
+    enc: wgpu::CommandEncoder,
+    /// The open pass; `'static` through `forget_lifetime`, so the encoder is locked until it ends.
+    pass: Option<wgpu::ComputePass<'static>>,
+}
+
+impl Recorder {
+    /// Ends the open compute pass, if any (before the encoder itself records anything).
+    fn end_pass(&mut self) {
+        self.pass = None;
+    }
+
+    /// `copy_buffer_to_buffer` after the dispatches recorded so far.
+    pub fn copy_buffer_to_buffer(
+        &mut self,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        size: u64,
+    ) {
+        self.end_pass();
+        self.enc
+            .copy_buffer_to_buffer(src, src_offset, dst, dst_offset, size);
+    }
+
+    /// The recorded commands.
+    pub fn finish(mut self) -> wgpu::CommandBuffer {
+        self.end_pass();
+        self.enc.finish()
     }
 }

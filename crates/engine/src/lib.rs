@@ -4,8 +4,8 @@
 //! Design (see `docs/model.md` and the project's design rules):
 //! * Weights stay in their GGUF block form on the GPU ([`GpuWeight`]), read as `array<u32>` by fused
 //!   dequantise-and-multiply kernels; tensors beyond one storage binding are split by whole rows.
-//! * Every op records into a caller-owned `wgpu::CommandEncoder`, so a decode step is one submit, and greedy
-//!   decoding reads back a single u32 ([`GpuContext::argmax`]).
+//! * Every op records into a caller-owned [`Recorder`] (one encoder, one compute pass), so a decode step is one
+//!   submit, and greedy decoding reads back a single u32 ([`GpuContext::argmax`]).
 //! * Kernels are subgroup-free WGSL and work without shader-f16 (f32 KV cache); with shader-f16 the KV cache
 //!   is f16. The same code targets Vulkan/Metal/DX12/GL natively and WebGPU in wasm32.
 
@@ -20,7 +20,7 @@ mod shaders;
 mod tensor;
 mod weight;
 
-pub use context::{ContextOptions, DeviceInfo, GpuContext, MatvecShape};
+pub use context::{ContextOptions, DeviceInfo, GpuContext, MatvecShape, Recorder};
 pub use error::{EngineError, Result};
 pub use kv::{KvCache, RopeTable};
 pub use model::{

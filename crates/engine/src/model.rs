@@ -1146,7 +1146,7 @@ impl GpuModel {
     }
 
     /// One decode step's compute: embed `acts.tok`, every layer at the current position, logits and argmax.
-    fn record_step(&self, enc: &mut wgpu::CommandEncoder) -> ModelResult<()> {
+    fn record_step(&self, enc: &mut crate::context::Recorder) -> ModelResult<()> {
         self.ctx
             .embed(enc, &self.token_embd, &self.acts.tok, 1, None, &self.acts.x)?;
         self.record_layers(enc, 1, self.pos, true)
@@ -1166,7 +1166,7 @@ impl GpuModel {
         self.bind_groups.len()
     }
 
-    fn record_readback(&self, enc: &mut wgpu::CommandEncoder, read: Readback) {
+    fn record_readback(&self, enc: &mut crate::context::Recorder, read: Readback) {
         enc.copy_buffer_to_buffer(&self.acts.tok.buffer, 0, &self.acts.tok_staging, 0, 4);
         if read == Readback::TokenAndLogits {
             let bytes = u64::from(self.config.vocab) * 4;
@@ -1203,7 +1203,7 @@ impl GpuModel {
     /// head and argmax of the last row.
     fn record_layers(
         &self,
-        e: &mut wgpu::CommandEncoder,
+        e: &mut crate::context::Recorder,
         t: u32,
         pos: u32,
         head: bool,

@@ -1,16 +1,16 @@
 //! Op wrappers: validate shapes on the CPU, then record one or more dispatches into a caller's encoder.
 //!
 //! Nothing here submits or reads back, so a whole decode step (every layer, the logits and the argmax) can
-//! be recorded into one `CommandEncoder` and submitted once. Every op reads and writes [`GpuBuffer`]s.
+//! be recorded into one [`Recorder`] (one encoder, one compute pass) and submitted once. Every op reads and writes [`GpuBuffer`]s.
 
-use crate::context::GpuContext;
+use crate::context::{GpuContext, Recorder};
 use crate::error::{invalid, EngineError, Result};
 use crate::kv::RopeTable;
 use crate::shaders::{self, render};
 use crate::tensor::{DType, GpuBuffer, Rows};
 use crate::weight::GpuWeight;
 
-type Enc = wgpu::CommandEncoder;
+type Enc = Recorder;
 
 /// Query rows at or below this count use the matvec kernel in [`GpuContext::linear`]: below it the tiled
 /// matmul's 32-token tiles would be mostly empty while it still streams the whole weight.

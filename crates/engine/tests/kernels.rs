@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use meddr_engine::{
     AttnShape, ContextOptions, DType, GpuBuffer, GpuContext, GpuWeight, KvCache, MatvecShape,
-    QuantType, RopeTable, Rows, WeightDesc,
+    QuantType, Recorder, RopeTable, Rows, WeightDesc,
 };
 use meddr_reference::ops as r;
 
@@ -79,7 +79,7 @@ fn make_weight(
     (w, deq)
 }
 
-fn run(c: &GpuContext, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
+fn run(c: &GpuContext, f: impl FnOnce(&mut Recorder)) {
     let mut enc = c.encoder();
     f(&mut enc);
     c.submit(enc);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the browser app into web/dist: wasm (Debian rustc-web + build-std, no rustup target needed),
+# Builds the browser app and the JS package into web/dist (web/dist/package: @meddr/edge): wasm (Debian rustc-web + build-std, no rustup target needed),
 # JS bindings with the pinned wasm-bindgen CLI, and the static files of web/www.
 # Installs the toolchain of docs/toolchain.md when missing (needs root for apt).
 set -euo pipefail
@@ -45,13 +45,16 @@ PATH=/usr/bin:$PATH CARGO_TARGET_DIR="$TARGET_DIR" \
 WASM_DIR="$TARGET_DIR/wasm32-unknown-unknown/$PROFILE"
 
 rm -rf "$WEB/dist"
-mkdir -p "$WEB/dist/pkg" "$WEB/dist/gsco"
-# The engine (always loaded) and the GSCo panel's module (burn; loaded only when the panel is opened).
+mkdir -p "$WEB/dist/package/pkg" "$WEB/dist/gsco"
+# The engine, as the JS package @meddr/edge (web/package + the wasm-bindgen output in its pkg/): the form
+# `npm pack web/dist/package` packs, and what the app imports (./package/index.js). The GSCo panel's
+# module (burn) is the app's own, loaded only when the panel is opened.
 # No name section: it is half of the GSCo module (25 of 50 MB); panics still print their message.
-"$WB" --target web --remove-name-section --out-dir "$WEB/dist/pkg" "$WASM_DIR/meddr_web.wasm"
+"$WB" --target web --remove-name-section --out-dir "$WEB/dist/package/pkg" "$WASM_DIR/meddr_web.wasm"
 "$WB" --target web --remove-name-section --out-dir "$WEB/dist/gsco" "$WASM_DIR/meddr_web_gsco.wasm"
+cp "$WEB"/package/{package.json,README.md,index.js,index.d.ts,worker.js} "$WEB/dist/package/"
 cp -r "$WEB/www/." "$WEB/dist/"
-for w in pkg/meddr_web_bg.wasm gsco/meddr_web_gsco_bg.wasm; do
+for w in package/pkg/meddr_web_bg.wasm gsco/meddr_web_gsco_bg.wasm; do
   size=$(stat -c %s "$WEB/dist/$w")
   gz=$(gzip -9c "$WEB/dist/$w" | wc -c)
   echo "build.sh: $w $size bytes ($gz gzipped)" >&2

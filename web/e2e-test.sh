@@ -10,6 +10,9 @@
 #     userText "literal", with the CPU reference's tokens either way;
 #  5. wasm memory stays bounded: loads a ~300 MB model and asserts it is several times the final wasm heap;
 #  6. URL loading: an interrupted download resumes (HTTP Range) into OPFS, the next load comes from the cache;
+#     the npm package @meddr/edge as users get it (npm pack, the tarball installed, imported by an import map):
+#     its README example streams the native answer with the server's chunk objects, the same request without
+#     stream, refused options with the server's messages, AbortSignal, OPFS resume; `tsc --strict` on it;
 #  7. the GSCo panel: specialist + index + test image of the pcam_resnet18_64 fixture through the page's UI;
 #     MoED, RAD and the prompt must match what timm/scikit-learn computed (fixture), MedDr's greedy answer the
 #     CPU reference's (`meddr gsco run --device cpu`), and the panel's code must not load before it is opened.
@@ -30,7 +33,7 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "e2e-test: apt-get install ${need[*]}"
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-(cd "$WEB" && [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund)
+(cd "$WEB" && [ -d node_modules/playwright-core ] && [ -d node_modules/typescript ] || npm ci --no-audit --no-fund)
 
 echo "e2e-test: building web/dist"
 tb=$SECONDS
@@ -177,6 +180,71 @@ PY
 echo "e2e-test: URL download resume + OPFS cache"
 "$WEB/e2e.sh" --model "$OUT/dev-q4_k_m.gguf" --url-test > "$OUT/browser-url.json" || fail=1
 cat "$OUT/browser-url.json"
+
+echo "e2e-test: the npm package @meddr/edge: npm pack, install the tarball, its README example in a page"
+PKGT="$OUT/package-test"
+rm -rf "$PKGT" && mkdir -p "$PKGT"
+(cd "$WEB/dist/package" && npm pack --pack-destination "$PKGT" --silent >/dev/null)
+(cd "$PKGT" && echo '{"name": "meddr-edge-readme-test", "private": true, "type": "module"}' > package.json &&
+  npm install --no-audit --no-fund --silent ./meddr-edge-0.1.0.tgz)
+# The README example against the fixture's q4_k_m model (served by URL, first download cut: resumed into OPFS),
+# streamed; then the same request without stream (image as a Blob), refused options, a cancelled stream.
+node "$WEB/e2e-package.mjs" --app "$PKGT" --model "$OUT/dev-q4_k_m.gguf" --image "$IMAGE" --question "$QUESTION" \
+  --max-new-tokens "$NTOK" > "$OUT/browser-package.json" || fail=1
+# The README example type-checks against the package's d.ts (strict); a wrong option type must not.
+TSC=(node "$WEB/node_modules/typescript/bin/tsc" --strict --noEmit --target es2022 --module es2022
+  --moduleResolution bundler --lib es2022,dom,dom.iterable)
+tsc_ok=1
+(cd "$PKGT" && "${TSC[@]}" example.ts) || tsc_ok=0
+sed 's/max_tokens: 128/max_tokens: "128"/' "$PKGT/example.ts" > "$PKGT/example-bad.ts"
+(cd "$PKGT" && ! "${TSC[@]}" example-bad.ts >/dev/null) || tsc_ok=0
+python3 - "$OUT/browser-package.json" "$OUT/native-q4_k_m.json" "$NTOK" "$tsc_ok" <<'PY' || fail=1
+import json, sys
+try:
+    b = json.load(open(sys.argv[1]))
+except ValueError:
+    print("  FAIL the package page gave no result"); sys.exit(1)
+n, ntok, tsc_ok = json.load(open(sys.argv[2])), int(sys.argv[3]), sys.argv[4] == "1"
+ok = True
+def check(name, cond, detail=""):
+    global ok
+    ok &= bool(cond); print(f"  {'PASS' if cond else 'FAIL'} {name} {detail}")
+chunks = b["chunks"]
+content = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+check("streamed content == native answer (greedy)", content == n["text"] == b["answer"], repr(content[:60]))
+check("token ids == native", b["run"]["tokens"] == n["tokens"], b["run"]["tokens"])
+check("usage.completion_tokens == native token count", chunks[-1].get("usage", {}).get("completion_tokens") == len(n["tokens"]) == ntok,
+      chunks[-1].get("usage"))
+keys = {"id", "object", "created", "model", "choices", "system_fingerprint", "usage"}
+check("every chunk has the server's fields", all(keys <= set(c) and c["object"] == "chat.completion.chunk"
+      and c["id"] == chunks[0]["id"] and c["id"].startswith("chatcmpl-") and c["model"] == "dev-q4_k_m" for c in chunks))
+check("first chunk: role and notice", chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+      and "not a medical device" in chunks[0]["meta"]["notice"])
+check("finish_reason only on the last choice chunk", [c["choices"][0]["finish_reason"] for c in chunks[:-1]]
+      == [None] * (len(chunks) - 2) + ["length"])
+check("usage chunk last (include_usage), null before", chunks[-1]["choices"] == [] and all(c["usage"] is None for c in chunks[:-1]))
+ns = b["nonStreamed"]
+check("non-streamed (Blob image) == streamed", ns["object"] == "chat.completion" and ns["choices"][0]["message"]["content"] == content
+      and ns["choices"][0]["finish_reason"] == "length" and ns["usage"] == chunks[-1]["usage"], ns["usage"])
+want = {"temperature": ("temperature", "temperature = -1 is outside 0..=2"),
+        "role": ("messages[0].role", 'role "tool" is not supported (system, developer, user, assistant)'),
+        "remoteImage": ("messages[0].content", 'image URLs with scheme "https" are not fetched'),
+        "maxTokens": ("max_tokens", "max_tokens = 0: at least one token must be generated")}
+for k, (param, msg) in want.items():
+    e = b["refused"][k] or {}
+    check(f"refused {k}: the server's message", e.get("isMedDrError") and e.get("code") == "invalid_request_error"
+          and e.get("status") == 400 and e.get("param") == param and e.get("message", "").startswith(msg), e.get("message"))
+a = b["aborted"]
+check("AbortSignal cancels the stream (code aborted), the engine answers next", (a.get("error") or {}).get("code") == "aborted"
+      and b["afterAbort"] in ("stop", "length"), a)
+ld, size = b["load"], b["modelBytes"]
+check("OPFS: first download cut, the reload resumed through the package", b["interrupted"]["errors"]
+      and "interrupted" in b["interrupted"]["errors"][0] and ld["source"] == "resumed" and 0 < ld["resumedFrom"] <= b["interrupted"]["servedBytes"]
+      and b["resumedServedBytes"] == size - ld["resumedFrom"], (ld["source"], ld["resumedFrom"], b["resumedServedBytes"]))
+check("tsc --strict: README example type-checks, a wrong option type does not", tsc_ok)
+print(f"  package: {'PASS' if ok else 'FAIL'}")
+sys.exit(0 if ok else 1)
+PY
 
 echo "e2e-test: GSCo panel (specialist on WebGPU, retrieval, prompt, MedDr's answer)"
 PY="${MEDDR_PYTHON:-$ROOT/.venv/bin/python}"

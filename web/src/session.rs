@@ -80,6 +80,9 @@ pub struct Session {
     conversation: Conversation,
     /// The conversation's image features, on the GPU ([`Conversation::set_image_on_device`]).
     image: Option<ImageFeatures>,
+    /// The pixel values `image` was encoded from by [`Session::chat`]: a client re-sending the same image
+    /// with a growing history does not have it encoded again (as the server's model thread).
+    last_pixels: Option<Vec<f32>>,
 }
 
 impl Session {
@@ -106,6 +109,7 @@ impl Session {
             summary,
             conversation: Conversation::new(UserText::default()),
             image: None,
+            last_pixels: None,
         })
     }
 
@@ -162,7 +166,9 @@ impl Session {
         let first = self.prompt_ids(question, image.is_some(), ask.user_text)?;
         self.conversation.reset();
         self.conversation.set_user_text(ask.user_text);
+        self.conversation.set_system(None);
         self.image = None;
+        self.last_pixels = None;
         let mut notes = Vec::new();
         let t0 = Instant::now();
         if let Some(bytes) = image {
@@ -211,6 +217,57 @@ impl Session {
         }
         self.conversation.set_user_text(user_text);
         self.turn(question, None, opts, on_token).await
+    }
+
+    /// The context positions a prompt and its answer may use: the KV cache's, at most the file's.
+    pub fn context_length(&self) -> usize {
+        (self.model.capacity() as usize).min(self.info.context_length)
+    }
+
+    /// Answers an OpenAI-style chat request (the browser package's `chat.completions.create`): the whole
+    /// history comes with every request, as a stateless client sends it. `pixel_values`: the first turn's
+    /// image, preprocessed ([`Session::pixel_values`]); the same image as the last request's keeps its
+    /// features and the history's cached keys and values, as the server's model thread does; none starts
+    /// over without an image.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn chat(
+        &mut self,
+        system: Option<String>,
+        turns: Vec<meddr_runtime::Turn>,
+        question: &str,
+        pixel_values: Option<Vec<f32>>,
+        user_text: UserText,
+        opts: &GenerationOptions,
+        on_token: impl FnMut(u32, &str) -> bool,
+    ) -> Result<GenerateOutput> {
+        let t0 = Instant::now();
+        match pixel_values {
+            Some(pv) => {
+                if !self.conversation.has_image() || self.last_pixels.as_ref() != Some(&pv) {
+                    self.image = None;
+                    self.last_pixels = None;
+                    let f = self
+                        .model
+                        .encode_image(&pv)
+                        .map_err(|e| WebError::Other(format!("encoding the image: {e}")))?;
+                    self.image = Some(f);
+                    self.conversation.set_image_on_device();
+                    self.last_pixels = Some(pv);
+                }
+            }
+            None => {
+                self.conversation.reset();
+                self.image = None;
+                self.last_pixels = None;
+            }
+        }
+        let image_ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.conversation.set_user_text(user_text);
+        self.conversation.set_system(system);
+        self.conversation.set_turns(turns);
+        let mut out = self.turn(question, None, opts, on_token).await?;
+        out.stats.image_ms = image_ms;
+        Ok(out)
     }
 
     /// The next turn runs its whole prompt instead of reusing the history's cached keys and values (a

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use js_sys::{Function, Object, Reflect, Uint8Array};
 use meddr_engine::{ContextOptions, GpuContext, LoadOptions};
 use meddr_gguf::GgufHeader;
-use meddr_runtime::{GenerationOptions, SamplingParams, StopPolicy, UserText};
+use meddr_runtime::openai::{self, RequestError, ResponseShape};
+use meddr_runtime::{
+    Conversation, GenerationOptions, SamplingParams, StopPolicy, StopReason, UserText,
+};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -79,7 +82,45 @@ export interface GenerateResult {
 export type ProgressCallback = (phase: "header" | "weights" | "done", loadedBytes: number, totalBytes: number) => void;
 /** Called per generated token; return false to stop. */
 export type TokenCallback = (id: number, textDelta: string) => boolean;
+/** Called with each `chat.completion.chunk` as JSON text (streams), and with undefined after tokens that
+ *  made no chunk; return false to cancel (the call then rejects with code "aborted"). */
+export type ChunkCallback = (chunkJson: string) => boolean;
+/** How the browser package's worker calls `chatCompletions`: what the server takes as flags. */
+export interface ChatCallOptions {
+  /** The `model` field of responses (the server's is the file's stem). */
+  model?: string;
+  /** Control tokens typed in messages: "literal" (default, as `meddr serve`) or "upstream" (chat markup). */
+  userText?: "upstream" | "literal";
+  /** Overrides the model file's pad-to-square image preprocessing (GSCo's prompts use false). */
+  pad2square?: boolean;
+}
 "#;
+
+/// A refused or failed chat request as a JS `Error` carrying the server's error fields: `message`, `status`,
+/// `type` (OpenAI's error type), `param` and `code` (the error type, or "aborted").
+fn request_err(e: RequestError) -> JsValue {
+    let err = js_sys::Error::new(&e.message);
+    let o: &Object = err.unchecked_ref();
+    set(o, "status", e.status);
+    set(o, "type", e.kind);
+    set(o, "code", e.kind);
+    set(
+        o,
+        "param",
+        e.param.map_or(JsValue::NULL, |p| JsValue::from_str(&p)),
+    );
+    err.into()
+}
+
+/// Browser-engine errors during a chat request: what the request asked for that cannot be done (an image,
+/// the prompt) is 400 with `messages` as the parameter, as the server answers; the rest is 500.
+fn web_request_err(e: WebError) -> RequestError {
+    match e {
+        WebError::Image(m) => RequestError::bad_request(Some("messages"), format!("image: {m}")),
+        WebError::Tokenizer(_) => RequestError::bad_request(Some("messages"), e.to_string()),
+        other => RequestError::server(other.to_string()),
+    }
+}
 
 /// Current size of the wasm linear memory (it only grows, so this is also the peak).
 #[wasm_bindgen(js_name = wasmMemoryBytes)]
@@ -271,6 +312,8 @@ pub struct Engine {
     /// Facts of the loaded model readable while a generation holds the session.
     loaded: RefCell<Option<(crate::check::ModelSummary, u64)>>,
     busy: Cell<bool>,
+    /// The `N` of the next `chatcmpl-N` id.
+    next_id: Cell<u64>,
 }
 
 #[wasm_bindgen]
@@ -295,6 +338,7 @@ impl Engine {
             session: RefCell::new(None),
             loaded: RefCell::new(None),
             busy: Cell::new(false),
+            next_id: Cell::new(1),
         })
     }
 
@@ -397,7 +441,106 @@ impl Engine {
     }
 }
 
+#[wasm_bindgen]
 impl Engine {
+    /// `POST /v1/chat/completions` in the browser: `body` is the request as JSON text, read by the server's
+    /// own code (`meddr_runtime::openai`: the same fields, checks and messages); chunks stream through
+    /// `onChunk` as JSON text when `stream` is true. Resolves to JSON text `{"response": <chat.completion>
+    /// | null, "run": {tokens, stats, warnings}}`; rejects with an `Error` carrying the server's error fields.
+    #[wasm_bindgen(js_name = chatCompletions)]
+    pub async fn chat_completions(
+        &self,
+        body: String,
+        #[wasm_bindgen(unchecked_param_type = "ChatCallOptions")] call: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "ChunkCallback | undefined")] on_chunk: Option<
+            Function,
+        >,
+    ) -> std::result::Result<String, JsValue> {
+        if self.busy.replace(true) {
+            return Err(request_err(RequestError {
+                status: 429,
+                kind: "rate_limit_error",
+                param: None,
+                message: "the engine is busy with another request; wait for it or cancel it".into(),
+            }));
+        }
+        let r = self.chat_inner(&body, &call, on_chunk).await;
+        self.busy.set(false);
+        r.map_err(request_err)
+    }
+}
+
+impl Engine {
+    async fn chat_inner(
+        &self,
+        body: &str,
+        call: &JsValue,
+        on_chunk: Option<Function>,
+    ) -> std::result::Result<String, RequestError> {
+        let v: serde_json::Value = serde_json::from_str(body)
+            .map_err(|e| RequestError::bad_request(None, format!("invalid JSON body: {e}")))?;
+        if !v.is_object() {
+            return Err(RequestError::bad_request(
+                None,
+                "the JSON body must be an object",
+            ));
+        }
+        let plan = openai::chat_plan(&v)?;
+        // Per-token log-probabilities need the logits row read back every step; the browser loop reads only
+        // the chosen token when greedy, so they are refused here rather than answered as null.
+        if plan.logprobs.is_some() {
+            return Err(RequestError::bad_request(
+                Some("logprobs"),
+                "logprobs are not available in the browser engine (use meddr serve)",
+            ));
+        }
+        let user_text = match Reflect::get(call, &JsValue::from_str("userText"))
+            .ok()
+            .and_then(|v| v.as_string())
+        {
+            // The server's default: text typed in messages is text.
+            None => UserText::Literal,
+            Some(s) => s
+                .parse::<UserText>()
+                .map_err(|e| RequestError::bad_request(Some("userText"), e.to_string()))?,
+        };
+        let pad2square = Reflect::get(call, &JsValue::from_str("pad2square"))
+            .ok()
+            .and_then(|v| v.as_bool());
+        let model = Reflect::get(call, &JsValue::from_str("model"))
+            .ok()
+            .and_then(|v| v.as_string())
+            .unwrap_or_default();
+        let mut session = self
+            .session
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| RequestError {
+                status: 503,
+                kind: "unavailable_error",
+                param: None,
+                message: "no model is loaded: call load() first".into(),
+            })?;
+        let r = chat_with(
+            &mut session,
+            plan,
+            user_text,
+            pad2square,
+            model,
+            self.next_id(),
+            on_chunk,
+        )
+        .await;
+        *self.session.borrow_mut() = Some(session);
+        r
+    }
+
+    fn next_id(&self) -> u64 {
+        let n = self.next_id.get();
+        self.next_id.set(n + 1);
+        n
+    }
+
     async fn load_inner(
         &self,
         blob: Blob,
@@ -532,6 +675,157 @@ impl Engine {
         let text = serde_json::to_string(&out).map_err(|e| WebError::Other(e.to_string()))?;
         js_sys::JSON::parse(&text).map_err(|e| WebError::Other(js_msg(&e)))
     }
+}
+
+/// One chat request on the loaded model: the server's `chat_job` and model-thread steps in the browser's
+/// order (prompt checked before the image is decoded, then the image, then the generation loop).
+async fn chat_with(
+    session: &mut Session,
+    plan: openai::ChatPlan,
+    user_text: UserText,
+    pad2square: Option<bool>,
+    model: String,
+    n: u64,
+    on_chunk: Option<Function>,
+) -> std::result::Result<String, RequestError> {
+    let context = session.context_length();
+    // Checks the prompt before the image is decoded: a request that cannot run costs nothing.
+    let mut check = Conversation::new(user_text);
+    check.set_system(plan.system.clone());
+    check.set_turns(plan.turns.clone());
+    let prompt = check.encode(
+        &session.tokenizer,
+        &session.info,
+        &plan.question,
+        plan.image.is_some(),
+        0,
+        context,
+    )?;
+    let mut opts = plan.opts;
+    opts.max_new_tokens =
+        openai::settle_max_tokens(plan.asked_max_tokens, prompt.ids.len(), context)?;
+    let mut warnings = plan.warnings;
+    let pixel_values = match &plan.image {
+        Some(bytes) => {
+            let (pv, notes) = session
+                .pixel_values(bytes, pad2square)
+                .map_err(web_request_err)?;
+            warnings.extend(notes.into_iter().map(|n| format!("image: {n}")));
+            Some(pv)
+        }
+        None => None,
+    };
+    warnings.extend(prompt.warning("set the request option userText: \"literal\""));
+    let shape = ResponseShape {
+        chat: true,
+        stream: plan.stream,
+        include_usage: plan.include_usage,
+        logprobs: false,
+        id: format!("chatcmpl-{n}"),
+        warnings,
+        model,
+        created: openai::now(),
+    };
+    let mut cancelled = false;
+    let emit = |v: &serde_json::Value, cancelled: &mut bool| {
+        if let Some(cb) = &on_chunk {
+            let go = cb
+                .call1(&JsValue::NULL, &JsValue::from_str(&v.to_string()))
+                .map(|r| r.as_bool() != Some(false))
+                .unwrap_or(false);
+            if !go {
+                *cancelled = true;
+            }
+        }
+    };
+    // Between chunks (not streaming, or a token whose text is held back), `onChunk(undefined)` asks the
+    // caller whether to go on: cancellation works the same with and without `stream`.
+    let poll = |cancelled: &mut bool| {
+        if let Some(cb) = &on_chunk {
+            let go = cb
+                .call1(&JsValue::NULL, &JsValue::UNDEFINED)
+                .map(|r| r.as_bool() != Some(false))
+                .unwrap_or(false);
+            if !go {
+                *cancelled = true;
+            }
+        }
+    };
+    if shape.stream {
+        if let Some(c) = shape.started_chunk() {
+            emit(&c, &mut cancelled);
+        }
+    }
+    let mut stop = plan.stop;
+    let mut text = String::new();
+    let mut offset = 0usize;
+    let out = session
+        .chat(
+            plan.system,
+            plan.turns,
+            &plan.question,
+            pixel_values,
+            user_text,
+            &opts,
+            |_id, delta| {
+                if cancelled {
+                    return false;
+                }
+                // Stop strings are cut from the streamed text as the server cuts them.
+                let piece = stop.push(delta);
+                if !piece.is_empty() {
+                    text.push_str(&piece);
+                    if shape.stream {
+                        emit(
+                            &shape.token_chunk(&piece, None, &mut offset),
+                            &mut cancelled,
+                        );
+                    }
+                }
+                if !shape.stream || piece.is_empty() {
+                    poll(&mut cancelled);
+                }
+                !cancelled && !stop.stopped()
+            },
+        )
+        .await
+        .map_err(web_request_err)?;
+    if cancelled {
+        return Err(RequestError {
+            status: 499,
+            kind: "aborted",
+            param: None,
+            message: "the request was cancelled".into(),
+        });
+    }
+    let rest = stop.finish();
+    if !rest.is_empty() {
+        text.push_str(&rest);
+        if shape.stream {
+            emit(&shape.token_chunk(&rest, None, &mut offset), &mut cancelled);
+        }
+    }
+    let reason = match out.stop_reason {
+        "max_tokens" => StopReason::MaxTokens,
+        "eos" => StopReason::Eos,
+        _ => StopReason::Cancelled,
+    };
+    let finish = openai::finish_reason(reason, stop.stopped());
+    let (prompt_tokens, completion_tokens) = (out.stats.prompt_tokens, out.tokens.len());
+    let response = if shape.stream {
+        for c in shape.done_chunks(finish, prompt_tokens, completion_tokens) {
+            emit(&c, &mut cancelled);
+        }
+        serde_json::Value::Null
+    } else {
+        shape.response(&text, &[], finish, prompt_tokens, completion_tokens)
+    };
+    let run = serde_json::json!({
+        "tokens": out.tokens,
+        "stats": out.stats,
+        "warnings": shape.warnings,
+    });
+    Ok(serde_json::json!({"response": response, "run": run}).to_string())
 }
 
 fn summary_js(s: &crate::check::ModelSummary) -> std::result::Result<JsValue, WebError> {

@@ -1,15 +1,18 @@
-// Page logic: UI state and messages; all engine work happens in worker.js.
+// Page logic: UI state only. The engine is the package @meddr/edge (web/package, built into ./package/):
+// the page uses its public API (MedDr.create, load, chat.completions.create), as any other page would.
+import { MedDr } from './package/index.js';
+
 const $ = (id) => document.getElementById(id);
-const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
 const params = new URLSearchParams(location.search);
 
+let medDr = null;
 let ready = false, modelLoaded = false, generating = false;
-let imageBytes = null;
-let tokens = [], text = '', tStart = 0, tFirst = 0;
-// The finished exchanges of the current conversation ({question, answer}), and the question being answered.
-let conversation = [], pendingQuestion = '';
+let imageBytes = null, imageFile = null;
+// The finished exchanges of the current conversation ({question, answer}); the image belongs to its first
+// question, and the whole history goes with every request (the package reuses the cached turns).
+let conversation = [], conversationImage = null;
+let controller = null;
 window.meddr = { events: [], result: null, model: null, device: null, memory: null, errors: [], conversation };
-
 function setState(s) { document.body.dataset.state = s; }
 function mb(n) { return (n / (1 << 20)).toFixed(1) + ' MiB'; }
 function message(kind, text, code) {
@@ -32,83 +35,58 @@ function showMemory(m) {
   $('memory-info').textContent = `wasm heap ${mb(m.wasmHeapBytes)} · GPU (weights, KV cache, activations) ${mb(m.gpuWeightBytes)} · model file ${mb(m.modelFileBytes)}`;
 }
 
-worker.onmessage = (ev) => {
-  const m = ev.data;
-  window.meddr.events.push(m.type);
-  switch (m.type) {
-    case 'ready': {
-      ready = true;
-      window.meddr.device = m.device;
-      const d = m.device;
-      $('device-info').textContent = `GPU: ${d.adapterName || d.name || 'unknown'} (${d.backend}) · shader-f16 ${d.f16 ? 'yes' : 'no'} · max binding ${mb(d.maxStorageBindingBytes)}`;
-      if (!d.f16) {
-        // Kept next to the device line: the message area is cleared on every load.
-        const note = document.createElement('div');
-        note.className = 'msg warn';
-        note.dataset.code = 'no-f16';
-        note.textContent = d.adapterHasF16
-          ? 'shader-f16 disabled (?f32=1): the engine uses its f32 path.'
-          : 'This GPU does not offer shader-f16: the engine uses its f32 path (same answers, f32 KV cache: more GPU memory, slower).';
-        $('device-info').after(note);
-      }
-      showMemory(m.memory);
-      setState('ready');
-      break;
-    }
-    case 'fatal':
-      message('error', m.message, m.code);
-      window.meddr.errors.push(m);
-      setState('error');
-      break;
-    case 'progress': {
-      const frac = m.total ? m.loaded / m.total : 0;
-      $('load-progress').value = frac;
-      const what = m.phase === 'download' ? 'Downloading' : m.phase === 'header' ? 'Reading header' : 'Uploading weights to the GPU';
-      $('load-status').textContent = `${what}: ${mb(m.loaded)} / ${mb(m.total)} (${(frac * 100).toFixed(0)} %)`;
-      break;
-    }
-    case 'loaded': {
-      modelLoaded = true;
-      conversation = []; window.meddr.conversation = conversation; showHistory();
-      window.meddr.model = { ...m.model, loadMs: m.loadMs, source: m.source, downloaded: m.downloaded, resumedFrom: m.resumedFrom };
-      $('load-progress').value = 1;
-      const src = m.source === 'cache' ? ' from the browser cache' : m.source === 'resumed' ? ` (download resumed at ${mb(m.resumedFrom)})` : '';
-      $('load-status').textContent = `Loaded ${m.model.name || 'model'}${src}: ${m.model.nTensors} tensors, ${mb(m.model.tensorBytes)} in ${(m.loadMs / 1000).toFixed(1)} s`;
-      showMemory(m.memory);
-      setState('loaded');
-      break;
-    }
-    case 'token':
-      if (!tFirst) tFirst = performance.now();
-      tokens.push(m.id);
-      text += m.text;
-      $('answer').textContent = text;
-      break;
-    case 'done': {
-      generating = false;
-      window.meddr.result = { tokens: m.tokens, text: m.text, stats: m.stats, stopped: m.stopped, warnings: m.warnings || [] };
-      conversation.push({ question: pendingQuestion, answer: m.text });
-      window.meddr.conversation = conversation;
-      for (const w of m.warnings || []) message('warn', w, 'answer-warning');
-      $('answer').textContent = m.text;
-      $('answer').dataset.tokens = JSON.stringify(m.tokens);
-      const s = m.stats || {};
-      $('stats').textContent = `${m.tokens.length} tokens · prompt ${s.promptTokens} tokens in ${(s.prefillMs / 1000).toFixed(2)} s · decode ${s.decodeTokensPerSec ? s.decodeTokensPerSec.toFixed(2) : '–'} tokens/s${m.stopped ? ' · stopped' : ''}`;
-      showMemory(m.memory);
-      setState('done');
-      break;
-    }
-    case 'memory': showMemory(m.memory); break;
-    case 'error':
-      window.meddr.errors.push(m);
-      message('error', m.message, m.where);
-      if (m.where === 'generate') generating = false;
-      if (m.where === 'loadFile' || m.where === 'loadUrl') { $('load-status').textContent = 'Load failed.'; modelLoaded = false; }
-      setState('error');
-      break;
+function showDevice(d) {
+  window.meddr.device = d;
+  $('device-info').textContent = `GPU: ${d.adapterName || d.name || 'unknown'} (${d.backend}) · shader-f16 ${d.f16 ? 'yes' : 'no'} · max binding ${mb(d.maxStorageBindingBytes)}`;
+  if (!d.f16) {
+    // Kept next to the device line: the message area is cleared on every load.
+    const note = document.createElement('div');
+    note.className = 'msg warn';
+    note.dataset.code = 'no-f16';
+    note.textContent = d.adapterHasF16
+      ? 'shader-f16 disabled (?f32=1): the engine uses its f32 path.'
+      : 'This GPU does not offer shader-f16: the engine uses its f32 path (same answers, f32 KV cache: more GPU memory, slower).';
+    $('device-info').after(note);
+  }
+}
+
+function showProgress(phase, loaded, total) {
+  const frac = total ? loaded / total : 0;
+  $('load-progress').value = frac;
+  const what = phase === 'download' ? 'Downloading' : phase === 'header' ? 'Reading header' : 'Uploading weights to the GPU';
+  $('load-status').textContent = `${what}: ${mb(loaded)} / ${mb(total)} (${(frac * 100).toFixed(0)} %)`;
+}
+
+function failed(where, e) {
+  const err = { where, message: e.message || String(e), code: e.code };
+  window.meddr.errors.push(err);
+  message('error', err.message, where);
+  setState('error');
+}
+
+/** Loads a model through the package (`{ file, mmproj }` or `{ url }`). */
+async function load(source) {
+  $('messages').textContent = '';
+  modelLoaded = false;
+  setState('loading');
+  refreshButtons();
+  try {
+    const m = await medDr.load(source, { onProgress: showProgress });
+    window.meddr.events.push('loaded');
+    modelLoaded = true;
+    conversation = []; conversationImage = null; window.meddr.conversation = conversation; showHistory();
+    window.meddr.model = { ...m.model, loadMs: m.loadMs, source: m.source, downloaded: m.downloaded, resumedFrom: m.resumedFrom };
+    $('load-progress').value = 1;
+    const src = m.source === 'cache' ? ' from the browser cache' : m.source === 'resumed' ? ` (download resumed at ${mb(m.resumedFrom)})` : '';
+    $('load-status').textContent = `Loaded ${m.model.name || 'model'}${src}: ${m.model.nTensors} tensors, ${mb(m.model.tensorBytes)} in ${(m.loadMs / 1000).toFixed(1)} s`;
+    showMemory(m.memory);
+    setState('loaded');
+  } catch (e) {
+    $('load-status').textContent = 'Load failed.';
+    failed(source.url ? 'loadUrl' : 'loadFile', e);
   }
   refreshButtons();
-};
+}
 
 $('model-file').addEventListener('change', () => {
   const files = [...$('model-file').files];
@@ -120,21 +98,14 @@ $('model-file').addEventListener('change', () => {
     message('error', e.message, e.where);
     return;
   }
-  modelLoaded = false;
-  setState('loading');
   $('load-status').textContent = `Reading ${files.map((f) => f.name).join(' + ')}…`;
-  // The worker tells the language model from the mmproj by their headers, so the order does not matter.
-  worker.postMessage({ type: 'loadFile', file: files[0], mmproj: files[1] });
-  refreshButtons();
+  // The engine tells the language model from the mmproj by their headers, so the order does not matter.
+  load({ file: files[0], mmproj: files[1] });
 });
 $('load-url').addEventListener('click', () => {
   const url = $('model-url').value.trim();
   if (!url) return;
-  $('messages').textContent = '';
-  modelLoaded = false;
-  setState('loading');
-  worker.postMessage({ type: 'loadUrl', url: new URL(url, location.href).href });
-  refreshButtons();
+  load({ url: new URL(url, location.href).href });
 });
 
 /** DICOM: `DICM` after the 128-byte preamble, or a .dcm name / application/dicom type (files without the
@@ -153,6 +124,7 @@ async function takeImage(file) {
     return;
   }
   imageBytes = bytes;
+  imageFile = file;
   const img = $('image-preview');
   // The browser cannot show a DICOM file; the model sees it rendered with the file's own window and, for
   // several frames, the middle one (as `meddr run` without --window / --frame).
@@ -178,28 +150,64 @@ function showHistory() {
   }
 }
 
+/** The request's messages: the conversation so far (its image with the first question) and `question`. */
+function messages(question, image) {
+  const user = (text, img) => img
+    ? { role: 'user', content: [{ type: 'text', text }, { type: 'image_url', image_url: { url: img } }] }
+    : { role: 'user', content: text };
+  const out = [];
+  conversation.forEach((t, i) => {
+    out.push(user(t.question, i === 0 ? image : null));
+    out.push({ role: 'assistant', content: t.answer });
+  });
+  out.push(user(question, conversation.length === 0 ? image : null));
+  return out;
+}
+
 /** Asks MedDr `question` about the current image (a new conversation), or as the next question of the current
- *  conversation with `followUp`; `extra` adds generation options (GSCo: pad2square). */
-function ask(question, extra, followUp = false) {
-  if (!followUp) conversation = [];
-  pendingQuestion = question;
+ *  conversation with `followUp`; `extra` adds request options (GSCo: pad2square). Streams the answer. */
+async function ask(question, extra, followUp = false) {
+  if (!followUp) { conversation = []; conversationImage = imageFile; }
   showHistory();
-  tokens = []; text = ''; tFirst = 0; tStart = performance.now();
+  let text = '';
   $('answer').textContent = ''; delete $('answer').dataset.tokens; $('stats').textContent = '';
   generating = true;
   setState('generating');
-  const options = {
-    maxNewTokens: Number($('max-tokens').value) || 256,
+  refreshButtons();
+  controller = new AbortController();
+  const body = {
+    messages: messages(question, conversationImage),
+    stream: true,
+    max_tokens: Number($('max-tokens').value) || 256,
     temperature: Number($('temperature').value) || 0,
-    ignoreEos: $('ignore-eos').checked,
+    ignore_eos: $('ignore-eos').checked,
     seed: Number($('seed').value) || 0,
-    userText: $('literal-text').checked ? 'literal' : 'upstream',
-    followUp,
-    ...extra,
   };
-  // Copy: the image stays available for the next question. A follow-up keeps the conversation's image.
-  const image = !followUp && imageBytes ? imageBytes.slice(0) : null;
-  worker.postMessage({ type: 'generate', image, question, options });
+  const options = { signal: controller.signal, userText: $('literal-text').checked ? 'literal' : 'upstream', ...extra };
+  let stopped = false;
+  try {
+    const stream = await medDr.chat.completions.create(body, options);
+    for await (const chunk of stream) {
+      window.meddr.events.push('chunk');
+      for (const w of chunk.meta?.warnings || []) message('warn', w, 'answer-warning');
+      text += chunk.choices[0]?.delta.content ?? '';
+      $('answer').textContent = text;
+    }
+  } catch (e) {
+    if (e.code !== 'aborted') { generating = false; failed('generate', e); refreshButtons(); return; }
+    stopped = true;
+  }
+  generating = false;
+  const run = stopped ? { tokens: [], stats: {}, warnings: [] } : medDr.lastRun;
+  window.meddr.result = { tokens: run.tokens, text, stats: run.stats, stopped, warnings: run.warnings || [] };
+  conversation.push({ question, answer: text });
+  window.meddr.conversation = conversation;
+  $('answer').textContent = text;
+  $('answer').dataset.tokens = JSON.stringify(run.tokens);
+  const s = run.stats || {};
+  $('stats').textContent = `${run.tokens.length} tokens · prompt ${s.promptTokens} tokens in ${(s.prefillMs / 1000).toFixed(2)} s · decode ${s.decodeTokensPerSec ? s.decodeTokensPerSec.toFixed(2) : '–'} tokens/s${stopped ? ' · stopped' : ''}`;
+  if (run.memory) showMemory(run.memory);
+  setState('done');
   refreshButtons();
 }
 $('ask').addEventListener('click', () => {
@@ -212,7 +220,7 @@ $('follow-up').addEventListener('click', () => {
   if (!question) { message('warn', 'Type a question first.', 'no-question'); return; }
   ask(question, {}, true);
 });
-$('stop').addEventListener('click', () => worker.postMessage({ type: 'stop' }));
+$('stop').addEventListener('click', () => controller?.abort());
 
 // The GSCo panel's code (and its 25 MB of wasm, burn inside) loads the first time the panel is opened.
 let gscoStarted = false;
@@ -227,6 +235,17 @@ $('gsco').addEventListener('toggle', async () => {
   }
 });
 
-worker.onerror = (e) => { message('error', 'The engine worker failed: ' + (e.message || e), 'worker'); setState('error'); };
-worker.postMessage({ type: 'init', forceF32: params.get('f32') === '1' });
+refreshButtons();
+try {
+  medDr = await MedDr.create({ forceF32: params.get('f32') === '1' });
+  ready = true;
+  window.meddr.events.push('ready');
+  showDevice(medDr.device);
+  showMemory(await medDr.memory());
+  setState('ready');
+} catch (e) {
+  window.meddr.errors.push({ where: 'init', message: e.message, code: e.code });
+  message('error', e.message, e.code);
+  setState('error');
+}
 refreshButtons();

@@ -9,6 +9,7 @@ mod conversation;
 mod error;
 mod generate;
 mod info;
+pub mod openai;
 mod prompt;
 pub mod sampler;
 mod stop;

@@ -4,8 +4,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use meddr_runtime::openai::RequestError;
 use meddr_runtime::RuntimeError;
-use serde_json::json;
 
 /// One failed request: the status, OpenAI's error `type`, the offending parameter and a message that names
 /// the offending value.
@@ -37,19 +37,27 @@ impl ApiError {
         }
     }
 
-    /// The error's JSON body.
+    /// The error's JSON body (the shared layer's: the browser package rejects with the same fields).
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {
-            "message": self.message,
-            "type": self.kind,
-            "param": self.param,
-            "code": match self.status.as_u16() {
-                401 => Some("invalid_api_key"),
-                413 => Some("request_too_large"),
-                429 => Some("rate_limit_exceeded"),
-                _ => None,
-            },
-        }})
+        RequestError {
+            status: self.status.as_u16(),
+            kind: self.kind,
+            param: self.param.clone(),
+            message: self.message.clone(),
+        }
+        .body()
+    }
+}
+
+/// A request the shared OpenAI layer (`meddr_runtime::openai`) refused or failed, with its status.
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            kind: e.kind,
+            param: e.param,
+            message: e.message,
+        }
     }
 }
 
@@ -64,27 +72,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A runtime error as the client should see it: what the request asked for that cannot be done is 400,
-/// anything the model or device did is 500.
+/// A runtime error as the client should see it (the shared layer's mapping: what the request asked for
+/// that cannot be done is 400, anything the model or device did is 500).
 impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> Self {
-        match e {
-            RuntimeError::InvalidOption { field, .. } => ApiError::bad_request(Some(field), e.to_string()),
-            RuntimeError::ContextOverflow { .. } | RuntimeError::ConversationFull { .. } => {
-                ApiError::bad_request(Some("messages"), e.to_string())
-            }
-            RuntimeError::NoChatTemplate => ApiError::bad_request(
-                Some("messages"),
-                "this model file has no chat template (a plain llama GGUF): use POST /v1/completions with a raw \
-                 prompt",
-            ),
-            RuntimeError::EmptyPrompt | RuntimeError::ImageTokens { .. } | RuntimeError::NoVisionEncoder => {
-                ApiError::bad_request(Some("messages"), e.to_string())
-            }
-            RuntimeError::Tokenizer(_) | RuntimeError::ChatTemplate { .. } => {
-                ApiError::bad_request(Some("messages"), e.to_string())
-            }
-            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e.to_string()),
-        }
+        RequestError::from(e).into()
     }
 }

@@ -11,7 +11,6 @@
 //! at a time; the others wait in a bounded FIFO queue (full: 429), streams that wait get SSE comments, and a
 //! client that disconnects stops its generation.
 
-mod api;
 mod error;
 mod worker;
 
@@ -19,7 +18,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -31,10 +30,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
-use meddr_runtime::{
-    Backend, Conversation, GenerationOptions, ModelInfo, SamplingParams, StopPolicy, StopStrings,
-    Turn, UserText, MAX_LOGPROBS,
-};
+use meddr_runtime::openai::{self, now, ResponseShape};
+use meddr_runtime::{Backend, Conversation, GenerationOptions, ModelInfo, StopStrings, UserText};
 use meddr_tokenizer::MedDrTokenizer;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Semaphore};
@@ -43,8 +40,8 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 pub use error::ApiError;
 use worker::{Event, Job, JobQueue, Refused, TokenLogprob, Work, WorkerState};
 
-/// Shown with every answer (model card, response bodies, a response header).
-pub const NOTICE: &str = "Research aid, not a medical device: do not use for diagnosis.";
+/// Shown with every answer (model card, response bodies, a response header); the shared layer's.
+pub use meddr_runtime::openai::NOTICE;
 
 /// Server settings (`meddr serve` flags).
 #[derive(Debug, Clone)]
@@ -319,13 +316,6 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// The model card: OpenAI's model object plus what a client needs to know about this one.
 fn model_card(state: &AppState) -> Value {
     let info = &state.info;
@@ -410,163 +400,6 @@ fn parse_body(
     Ok(v)
 }
 
-/// One part of a request body, with the offending field's path (`messages[0].content`) in the message,
-/// which serde's own message lacks.
-fn field_error<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            ApiError::bad_request(None, format!("invalid request: {inner}"))
-        } else {
-            ApiError::bad_request(Some(&path), format!("invalid request: `{path}`: {inner}"))
-        }
-    })
-}
-
-/// Sampling fields shared by both endpoints, checked, with the max token count still to be settled.
-fn options(
-    s: &api::Sampling,
-    logprobs: Option<usize>,
-    logprobs_field: &str,
-) -> Result<(GenerationOptions, StopStrings, Option<u64>), ApiError> {
-    if let Some(k) = logprobs.filter(|&k| k > MAX_LOGPROBS) {
-        return Err(ApiError::bad_request(
-            Some(logprobs_field),
-            format!("{logprobs_field} = {k} is above {MAX_LOGPROBS}"),
-        ));
-    }
-    if let Some(n) = s.n {
-        if n != 1 {
-            return Err(ApiError::bad_request(
-                Some("n"),
-                format!("n = {n}: this server returns one choice per request"),
-            ));
-        }
-    }
-    if let Some(t) = s.temperature {
-        if !(0.0..=2.0).contains(&t) {
-            return Err(ApiError::bad_request(
-                Some("temperature"),
-                format!("temperature = {t} is outside 0..=2"),
-            ));
-        }
-    }
-    if let Some(p) = s.top_p {
-        if !(p > 0.0 && p <= 1.0) {
-            return Err(ApiError::bad_request(
-                Some("top_p"),
-                format!("top_p = {p} is outside (0, 1]"),
-            ));
-        }
-    }
-    let stop = StopStrings::new(
-        s.stop
-            .as_ref()
-            .map(|f| match f {
-                api::StopField::One(s) => vec![s.clone()],
-                api::StopField::Many(v) => v.clone(),
-            })
-            .unwrap_or_default(),
-    )
-    .map_err(ApiError::from)?;
-    let opts = GenerationOptions {
-        max_new_tokens: 0,
-        sampling: SamplingParams {
-            // Upstream's demo is greedy; a client that wants OpenAI's default sampling asks for temperature 1.
-            temperature: s.temperature.unwrap_or(0.0),
-            top_k: s.top_k.unwrap_or(0),
-            top_p: s.top_p.unwrap_or(1.0),
-            repetition_penalty: s.repetition_penalty.unwrap_or(1.0),
-            seed: match s.seed {
-                Some(seed) => seed as u64,
-                // OpenAI: without a seed, sampling differs from request to request.
-                None => fresh_seed(),
-            },
-        },
-        stop: if s.ignore_eos {
-            StopPolicy::IgnoreEos
-        } else {
-            StopPolicy::UpstreamEos
-        },
-        logprobs,
-    };
-    opts.sampling.validate().map_err(ApiError::from)?;
-    Ok((opts, stop, s.max_completion_tokens.or(s.max_tokens)))
-}
-
-/// A seed for a request that gave none: the clock's nanoseconds mixed with a counter (two requests in the
-/// same nanosecond still differ). Not for secrets; only for sampling variety.
-fn fresh_seed() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut x = t ^ COUNTER
-        .fetch_add(1, Ordering::Relaxed)
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    // splitmix64 finaliser: nearby inputs give unrelated seeds.
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// Fields OpenAI defines that this server does not implement: a request using them is answered, with a
-/// warning in `meta.warnings` saying each was ignored.
-const IGNORED_FIELDS: [&str; 9] = [
-    "response_format",
-    "tools",
-    "tool_choice",
-    "functions",
-    "function_call",
-    "logit_bias",
-    "frequency_penalty",
-    "presence_penalty",
-    "best_of",
-];
-
-fn ignored_field_warnings(v: &Value) -> Vec<String> {
-    IGNORED_FIELDS
-        .iter()
-        .filter(|&&k| match v.get(k) {
-            None | Some(Value::Null) => false,
-            Some(x) if k == "response_format" => x.get("type") != Some(&json!("text")),
-            Some(x) if k.ends_with("_penalty") => x.as_f64() != Some(0.0),
-            Some(x) if k == "best_of" => x.as_f64() != Some(1.0),
-            Some(x) if k == "tool_choice" => x != "none" && x != "auto",
-            Some(Value::Array(a)) => !a.is_empty(),
-            Some(Value::Object(o)) => !o.is_empty(),
-            Some(_) => true,
-        })
-        .map(|k| format!("`{k}` is not supported by this server and was ignored"))
-        .collect()
-}
-
-/// `max_tokens`: what was asked (refused if it cannot fit), else everything the context has left.
-fn settle_max_tokens(
-    asked: Option<u64>,
-    prompt_tokens: usize,
-    context: usize,
-) -> Result<usize, ApiError> {
-    let left = context.saturating_sub(prompt_tokens);
-    match asked {
-        Some(0) => Err(ApiError::bad_request(Some("max_tokens"), "max_tokens = 0: at least one token must be generated")),
-        Some(n) if n > left as u64 => Err(ApiError::bad_request(
-            Some("max_tokens"),
-            format!(
-                "the prompt has {prompt_tokens} tokens, so {left} of the context's {context} are left, fewer than max_tokens = {n}"
-            ),
-        )),
-        Some(n) => Ok(n as usize),
-        None if left == 0 => Err(ApiError::bad_request(
-            Some("messages"),
-            format!("the prompt has {prompt_tokens} tokens and fills the model's context of {context}"),
-        )),
-        None => Ok(left),
-    }
-}
-
 async fn chat_completions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -589,17 +422,7 @@ async fn completions(
     }
 }
 
-/// How a response is written: which object, streamed or not, with usage chunks or not.
-struct Shape {
-    chat: bool,
-    stream: bool,
-    include_usage: bool,
-    logprobs: bool,
-    id: String,
-    warnings: Vec<String>,
-}
-
-type Prepared = (Job, mpsc::UnboundedReceiver<Event>, Shape);
+type Prepared = (Job, mpsc::UnboundedReceiver<Event>, ResponseShape);
 
 async fn chat_job(
     state: &Arc<AppState>,
@@ -607,45 +430,28 @@ async fn chat_job(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Prepared, ApiError> {
     let v = parse_body(headers, body, state.opts.max_body_bytes)?;
-    let req: api::ChatRequest = field_error(&v)?;
-    let sampling: api::Sampling = field_error(&v)?;
-    let k = match (req.logprobs, req.top_logprobs) {
-        (Some(true), k) => Some(k.unwrap_or(0) as usize),
-        (_, Some(k)) if k > 0 => {
-            return Err(ApiError::bad_request(
-                Some("top_logprobs"),
-                "top_logprobs needs logprobs: true",
-            ));
-        }
-        _ => None,
-    };
-    let (mut opts, stop, asked) = options(&sampling, k, "top_logprobs")?;
-    let msgs = api::chat_messages(req.messages)?;
+    // The request's fields, checks and messages are the shared layer's (the browser package reads the same).
+    let plan = openai::chat_plan(&v)?;
+    let mut opts = plan.opts;
     let info = &state.info;
-    let turns: Vec<Turn> = msgs
-        .turns
-        .into_iter()
-        .map(|(q, a)| Turn {
-            question: meddr_runtime::python_strip(&q).to_owned(),
-            answer: meddr_runtime::python_strip(&a).to_owned(),
-        })
-        .collect();
+    let turns = plan.turns;
     // Checks the prompt now, before the image is decoded, so that a request that cannot run is a quick 400
     // and not a failed stream (a file without a vision tower is refused here too).
     let mut conv = Conversation::new(state.opts.user_text);
-    conv.set_system(msgs.system.clone());
+    conv.set_system(plan.system.clone());
     conv.set_turns(turns.clone());
     let context = state.context_length();
     let prompt = conv.encode(
         &state.tokenizer,
         info,
-        &msgs.question,
-        msgs.image.is_some(),
+        &plan.question,
+        plan.image.is_some(),
         0,
         context,
     )?;
-    opts.max_new_tokens = settle_max_tokens(asked, prompt.ids.len(), context)?;
-    let pixel_values = match msgs.image {
+    opts.max_new_tokens =
+        openai::settle_max_tokens(plan.asked_max_tokens, prompt.ids.len(), context)?;
+    let pixel_values = match plan.image {
         Some(bytes) => {
             let Some(v) = &info.vision else {
                 return Err(ApiError::bad_request(
@@ -678,7 +484,7 @@ async fn chat_job(
         }
         None => None,
     };
-    let mut warnings = ignored_field_warnings(&v);
+    let mut warnings = plan.warnings;
     warnings.extend(
         pixel_values
             .iter()
@@ -686,27 +492,23 @@ async fn chat_job(
     );
     warnings.extend(prompt.warning("start the server with `--user-text literal`"));
     let work = Work::Chat {
-        system: msgs.system,
+        system: plan.system,
         turns,
-        question: msgs.question,
+        question: plan.question,
         pixel_values: pixel_values.map(|p| p.pixel_values),
     };
-    let include_usage = sampling
-        .stream_options
-        .as_ref()
-        .is_some_and(|o| o.include_usage);
     Ok(make_job(
         state,
         work,
         opts,
-        stop,
-        Shape {
+        plan.stop,
+        ResponseShape {
             chat: true,
-            stream: sampling.stream,
-            include_usage,
-            logprobs: k.is_some(),
-            id: String::new(),
+            stream: plan.stream,
+            include_usage: plan.include_usage,
+            logprobs: plan.logprobs.is_some(),
             warnings,
+            ..Default::default()
         },
     ))
 }
@@ -717,8 +519,8 @@ fn completion_job(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Prepared, ApiError> {
     let v = parse_body(headers, body, state.opts.max_body_bytes)?;
-    let req: api::CompletionRequest = field_error(&v)?;
-    let sampling: api::Sampling = field_error(&v)?;
+    let req: openai::CompletionRequest = openai::field_error(&v)?;
+    let sampling: openai::Sampling = openai::field_error(&v)?;
     if req.echo {
         return Err(ApiError::bad_request(Some("echo"), "echo is not supported"));
     }
@@ -729,8 +531,8 @@ fn completion_job(
         ));
     }
     let k = req.logprobs.map(|k| k as usize);
-    let (mut opts, stop, asked) = options(&sampling, k, "logprobs")?;
-    let prompt = api::completion_prompt(req.prompt)?;
+    let (mut opts, stop, asked) = openai::sampling_options(&sampling, k, "logprobs")?;
+    let prompt = openai::completion_prompt(req.prompt)?;
     // A raw completion's prompt is the caller's own markup: control tokens in it are parsed.
     let ids = state
         .tokenizer
@@ -745,7 +547,8 @@ fn completion_job(
     meddr_runtime::check_image_tokens(&ids, state.info.image_context_id(&state.tokenizer), 0)
         .map_err(|e| ApiError::bad_request(Some("prompt"), e.to_string()))?;
     // OpenAI's default for completions.
-    opts.max_new_tokens = settle_max_tokens(asked.or(Some(16)), ids.len(), state.context_length())?;
+    opts.max_new_tokens =
+        openai::settle_max_tokens(asked.or(Some(16)), ids.len(), state.context_length())?;
     let include_usage = sampling
         .stream_options
         .as_ref()
@@ -755,13 +558,13 @@ fn completion_job(
         Work::Completion { ids },
         opts,
         stop,
-        Shape {
+        ResponseShape {
             chat: false,
             stream: sampling.stream,
             include_usage,
             logprobs: k.is_some(),
-            id: String::new(),
-            warnings: ignored_field_warnings(&v),
+            warnings: openai::ignored_field_warnings(&v),
+            ..Default::default()
         },
     ))
 }
@@ -771,7 +574,7 @@ fn make_job(
     work: Work,
     opts: GenerationOptions,
     stop: StopStrings,
-    mut shape: Shape,
+    mut shape: ResponseShape,
 ) -> Prepared {
     let n = state.next_id.fetch_add(1, Ordering::SeqCst);
     shape.id = format!("{}-{n}", if shape.chat { "chatcmpl" } else { "cmpl" });
@@ -794,7 +597,7 @@ async fn respond(
     state: &Arc<AppState>,
     job: Job,
     mut rx: mpsc::UnboundedReceiver<Event>,
-    shape: Shape,
+    mut shape: ResponseShape,
 ) -> Response {
     if let Err(e) = state.jobs.push(job) {
         return match e {
@@ -814,13 +617,13 @@ async fn respond(
         }
         .into_response();
     }
-    let model = state.opts.model_id.clone();
-    let created = now();
+    shape.model = state.opts.model_id.clone();
+    shape.created = now();
     if shape.stream {
         let keep_alive = KeepAlive::new()
             .interval(state.opts.keep_alive)
             .text("waiting");
-        return Sse::new(sse_stream(rx, shape, model, created))
+        return Sse::new(sse_stream(rx, shape))
             .keep_alive(keep_alive)
             .into_response();
     }
@@ -838,23 +641,13 @@ async fn respond(
                 prompt_tokens,
                 completion_tokens,
             }) => {
-                let usage = usage(prompt_tokens, completion_tokens);
-                let lp = shape.logprobs.then(|| logprobs_json(shape.chat, &lps, 0));
-                let choice = if shape.chat {
-                    json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": lp, "finish_reason": finish_reason})
-                } else {
-                    json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": finish_reason})
-                };
-                return Json(json!({
-                    "id": shape.id,
-                    "object": if shape.chat { "chat.completion" } else { "text_completion" },
-                    "created": created,
-                    "model": model,
-                    "choices": [choice],
-                    "usage": usage,
-                    "system_fingerprint": null,
-                    "meta": {"notice": NOTICE, "warnings": shape.warnings},
-                }))
+                return Json(shape.response(
+                    &text,
+                    &lps,
+                    finish_reason,
+                    prompt_tokens,
+                    completion_tokens,
+                ))
                 .into_response();
             }
             Some(Event::Error(e)) => return e.into_response(),
@@ -870,106 +663,32 @@ async fn respond(
     }
 }
 
-fn usage(prompt: usize, completion: usize) -> Value {
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
-}
-
-/// Log-probabilities in the endpoint's shape: chat's `{"content": [{token, logprob, bytes, top_logprobs}]}`,
-/// or the legacy completions shape `{tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}`.
-/// `offset`: the byte offset of the first token's text in the answer (streams).
-fn logprobs_json(chat: bool, lps: &[TokenLogprob], offset: usize) -> Value {
-    if chat {
-        let content: Vec<Value> = lps
-            .iter()
-            .map(|t| {
-                json!({
-                    "token": t.token,
-                    "logprob": t.logprob,
-                    "bytes": t.bytes,
-                    "top_logprobs": t.top.iter().map(|(tok, b, lp)| json!({"token": tok, "logprob": lp, "bytes": b})).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        json!({"content": content, "refusal": null})
-    } else {
-        let mut off = offset;
-        let mut text_offset = Vec::new();
-        for t in lps {
-            text_offset.push(off);
-            off += t.token.len();
-        }
-        json!({
-            "tokens": lps.iter().map(|t| &t.token).collect::<Vec<_>>(),
-            "token_logprobs": lps.iter().map(|t| t.logprob).collect::<Vec<_>>(),
-            "top_logprobs": lps.iter().map(|t| t.top.iter().map(|(tok, _, lp)| (tok.clone(), json!(lp))).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>(),
-            "text_offset": text_offset,
-        })
-    }
-}
-
 fn sse_stream(
     rx: mpsc::UnboundedReceiver<Event>,
-    shape: Shape,
-    model: String,
-    created: u64,
+    shape: ResponseShape,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    let shape = Arc::new(shape);
     let mut offset = 0usize;
+    // The chunk objects are the shared layer's (the browser package streams the same).
     UnboundedReceiverStream::new(rx)
         .flat_map(move |ev| {
-            let s = &shape;
-            let chunk = |choice: Value, usage_set: bool| {
-                let mut c = json!({
-                    "id": s.id,
-                    "object": if s.chat { "chat.completion.chunk" } else { "text_completion" },
-                    "created": created,
-                    "model": model,
-                    "choices": [choice],
-                    "system_fingerprint": null,
-                });
-                if s.include_usage && !usage_set {
-                    c["usage"] = Value::Null;
-                }
-                c
-            };
             let out: Vec<Value> = match ev {
-                Event::Started => {
-                    if s.chat {
-                        let mut c = chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}), false);
-                        c["meta"] = json!({"notice": NOTICE, "warnings": s.warnings});
-                        vec![c]
-                    } else {
-                        Vec::new()
-                    }
-                }
+                Event::Started => shape.started_chunk().into_iter().collect(),
                 Event::Token { text, logprob } => {
-                    let lp = if s.logprobs { logprob.map(|l| logprobs_json(s.chat, &[l], offset)) } else { None };
-                    offset += text.len();
-                    let choice = if s.chat {
-                        json!({"index": 0, "delta": {"content": text}, "logprobs": lp, "finish_reason": null})
-                    } else {
-                        json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": null})
-                    };
-                    vec![chunk(choice, false)]
+                    vec![shape.token_chunk(&text, logprob.as_ref(), &mut offset)]
                 }
-                Event::Done { finish_reason, prompt_tokens, completion_tokens } => {
-                    let choice = if s.chat {
-                        json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason})
-                    } else {
-                        json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason})
-                    };
-                    let mut v = vec![chunk(choice, false)];
-                    if s.include_usage {
-                        let mut u = chunk(Value::Null, true);
-                        u["choices"] = json!([]);
-                        u["usage"] = usage(prompt_tokens, completion_tokens);
-                        v.push(u);
-                    }
-                    v
-                }
+                Event::Done {
+                    finish_reason,
+                    prompt_tokens,
+                    completion_tokens,
+                } => shape.done_chunks(finish_reason, prompt_tokens, completion_tokens),
                 Event::Error(e) => vec![e.body()],
             };
-            stream::iter(out.into_iter().map(|v| Ok(SseEvent::default().data(v.to_string()))))
+            stream::iter(
+                out.into_iter()
+                    .map(|v| Ok(SseEvent::default().data(v.to_string()))),
+            )
         })
-        .chain(stream::once(async { Ok(SseEvent::default().data("[DONE]")) }))
+        .chain(stream::once(async {
+            Ok(SseEvent::default().data("[DONE]"))
+        }))
 }

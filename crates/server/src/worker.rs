@@ -13,23 +13,15 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use meddr_runtime::{
-    Backend, Conversation, GenerationOptions, GenerationResult, ModelInfo, StopReason, StopStrings,
-    TokenEvent, Turn, UserText,
+    Backend, Conversation, GenerationOptions, GenerationResult, ModelInfo, StopStrings, TokenEvent,
+    Turn, UserText,
 };
 use meddr_tokenizer::MedDrTokenizer;
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 
-/// One generated token's log-probability in OpenAI's terms.
-#[derive(Debug, Clone)]
-pub struct TokenLogprob {
-    pub token: String,
-    pub bytes: Vec<u8>,
-    pub logprob: f32,
-    /// `(token, bytes, logprob)`, best first.
-    pub top: Vec<(String, Vec<u8>, f32)>,
-}
+pub use meddr_runtime::openai::TokenLogprob;
 
 /// What the model thread tells a request's handler, in order: `Started`, any number of `Token`s, then `Done`
 /// or `Error`.
@@ -349,10 +341,8 @@ fn serve_one(
                     logprob: None,
                 });
             }
-            let finish_reason = match result.stop_reason {
-                StopReason::MaxTokens if !stop.stopped() => "length",
-                _ => "stop",
-            };
+            let finish_reason =
+                meddr_runtime::openai::finish_reason(result.stop_reason, stop.stopped());
             let _ = events.send(Event::Done {
                 finish_reason,
                 prompt_tokens: result.prompt_tokens,

@@ -1,13 +1,25 @@
-// The engine's Web Worker: owns the WebGPU device and the wasm module, so the page stays responsive while
-// weights stream and tokens decode. Protocol: see meddr.d.ts (WorkerRequest / WorkerEvent).
+// The engine's Web Worker, started by index.js (`new URL('./worker.js', import.meta.url)`): it owns the
+// WebGPU device and the wasm module, so the page stays responsive while weights stream and tokens decode,
+// and it keeps the OPFS model cache (downloads resumed with HTTP Range, keyed by URL). The messages it takes
+// and sends are private to this package (index.js is their only other end).
 import init, { Engine, wasmMemoryBytes } from './pkg/meddr_web.js';
 
 let engine = null;
+/** The id of the request being answered, and whether its caller asked to stop. */
+let current = null;
 let stopRequested = false;
-let busy = false;
+/** The `model` field of responses: the loaded file's stem, as `meddr serve` names its model. */
+let modelName = 'meddr';
 
 const post = (msg) => self.postMessage(msg);
-const fail = (where, e) => post({ type: 'error', where, message: e && e.message ? e.message : String(e) });
+/** An error as plain fields (Errors lose their own properties through postMessage). */
+const errorFields = (e) => ({
+  message: e && e.message ? e.message : String(e),
+  code: (e && e.code) || 'engine_error',
+  type: (e && e.type) || 'server_error',
+  param: (e && e.param) ?? null,
+  status: (e && e.status) || 500,
+});
 
 function memory() {
   return engine ? engine.memoryInfo() : { wasmHeapBytes: wasmMemoryBytes(), gpuWeightBytes: 0, modelFileBytes: 0 };
@@ -16,13 +28,11 @@ function memory() {
 async function start(forceF32) {
   await init();
   if (!self.navigator.gpu) {
-    post({ type: 'fatal', code: 'no-webgpu', message: 'WebGPU is not available in this browser. Use a recent Chrome, Edge or another browser with WebGPU enabled (on Linux: chrome://flags/#enable-unsafe-webgpu).' });
-    return;
+    return { code: 'no_webgpu', message: 'WebGPU is not available in this browser. Use a recent Chrome, Edge or another browser with WebGPU enabled (on Linux: chrome://flags/#enable-unsafe-webgpu).' };
   }
   const adapter = await self.navigator.gpu.requestAdapter();
   if (!adapter) {
-    post({ type: 'fatal', code: 'no-adapter', message: 'WebGPU is present but no GPU adapter is available (blocklisted GPU or GPU process crashed).' });
-    return;
+    return { code: 'no_adapter', message: 'WebGPU is present but no GPU adapter is available (blocklisted GPU or GPU process crashed).' };
   }
   const hasF16 = adapter.features.has('shader-f16');
   const ai = adapter.info || {};
@@ -32,15 +42,15 @@ async function start(forceF32) {
   try {
     engine = await Engine.create(!!forceF32, cpuAdapter);
   } catch (e) {
-    post({ type: 'fatal', code: 'device', message: 'Could not create the WebGPU device: ' + (e.message || e) });
-    return;
+    return { code: 'device', message: 'Could not create the WebGPU device: ' + (e.message || e) };
   }
   const device = engine.deviceInfo();
   device.adapterHasF16 = hasF16;
-  // wgpu's WebGPU backend leaves the adapter name empty; the browser's adapter info is what users recognise.
   device.cpuAdapter = cpuAdapter;
+  // wgpu's WebGPU backend leaves the adapter name empty; the browser's adapter info is what users recognise.
   device.adapterName = [ai.vendor, ai.architecture, ai.description].filter(Boolean).join(' ');
   post({ type: 'ready', device, memory: memory() });
+  return null;
 }
 
 // ---- OPFS cache for URL loads: resumable, keyed by URL ------------------------------------------------
@@ -85,6 +95,7 @@ async function cachedFile(url, onProgress) {
     const headers = {};
     if (have > 0) {
       headers['Range'] = `bytes=${have}-`;
+      // The server sends the whole file (200) instead when the file changed since the partial download.
       if (meta.etag) headers['If-Range'] = meta.etag;
     }
     const resp = await fetch(url, { headers, cache: 'no-store' });
@@ -112,6 +123,7 @@ async function cachedFile(url, onProgress) {
         have += value.byteLength;
         downloaded += value.byteLength;
         sinceFlush += value.byteLength;
+        // Flushed every 8 MiB: an interruption loses at most that much of what was received.
         if (sinceFlush >= 8 << 20) { access.flush(); sinceFlush = 0; }
         onProgress('download', have, total);
       }
@@ -145,54 +157,71 @@ async function mmprojBeside(url, onProgress) {
   }
 }
 
-async function loadBlob(blob, mmproj, extra) {
+/** A file name or URL path's stem: `…/dev-f32.gguf` → `dev-f32`. */
+const stem = (name) => (name.split('/').pop() || 'meddr').replace(/\.gguf$/i, '') || 'meddr';
+
+async function load(msg) {
+  const progress = (phase, loaded, total) => post({ type: 'progress', id: msg.id, phase, loaded, total });
   const t0 = performance.now();
-  const progress = (phase, loaded, total) => post({ type: 'progress', phase, loaded, total });
-  const model = await engine.loadBlob(blob, progress, undefined, mmproj);
-  const ms = performance.now() - t0;
-  post({ type: 'loaded', model, memory: memory(), loadMs: ms, ...extra });
+  let file = msg.file, mmproj = msg.mmproj, extra = { source: 'file' }, name;
+  if (msg.url) {
+    const got = await cachedFile(msg.url, progress);
+    // llama.cpp's layout: the vision tower in <stem>.mmproj.gguf beside the model (none: a text model).
+    const mm = await mmprojBeside(msg.url, progress);
+    file = got.file; mmproj = mm?.file;
+    extra = { source: got.source, downloaded: got.downloaded, resumedFrom: got.resumedFrom, mmprojSource: mm?.source };
+    name = stem(new URL(msg.url).pathname);
+  } else {
+    name = stem(file.name || 'meddr');
+  }
+  const model = await engine.loadBlob(file, progress, msg.contextLength, mmproj);
+  // The engine tells a language model from its mmproj by their headers: name the model after the former.
+  if (!msg.url && mmproj && /\.mmproj\.gguf$/i.test(file.name || '')) name = stem(mmproj.name || name);
+  modelName = name;
+  return { model, memory: memory(), loadMs: performance.now() - t0, name, ...extra };
 }
 
-async function generate(msg) {
-  stopRequested = false;
-  const opts = msg.options || {};
-  const image = msg.image ? new Uint8Array(msg.image) : undefined;
-  const result = await engine.generate(image, msg.question, opts, (id, text) => {
-    post({ type: 'token', id, text });
+async function chat(msg) {
+  const call = { model: modelName, ...msg.call };
+  const out = await engine.chatCompletions(msg.body, call, (chunk) => {
+    if (chunk !== undefined) post({ type: 'chunk', id: msg.id, chunk });
     return !stopRequested;
   });
-  post({ type: 'done', ...result, memory: memory() });
+  const value = JSON.parse(out);
+  value.run.memory = memory();
+  return value;
 }
 
+let started = null;
 self.onmessage = async (ev) => {
   const msg = ev.data;
-  if (msg.type === 'stop') { stopRequested = true; return; }
+  if (msg.type === 'stop') { if (current === msg.id || msg.id === undefined) stopRequested = true; return; }
   if (msg.type === 'init') {
-    try { await start(msg.forceF32); } catch (e) { post({ type: 'fatal', code: 'init', message: e.message || String(e) }); }
+    try {
+      started = await start(msg.forceF32);
+      if (started) post({ type: 'fatal', ...started });
+    } catch (e) { post({ type: 'fatal', code: 'init', message: e.message || String(e) }); }
     return;
   }
-  if (!engine) { fail(msg.type, new Error('the engine is not ready')); return; }
-  if (busy) { fail(msg.type, new Error('the engine is busy; press Stop or wait')); return; }
-  busy = true;
+  if (msg.type === 'memory') { post({ type: 'result', id: msg.id, value: memory() }); return; }
+  if (!engine) { post({ type: 'error', id: msg.id, error: errorFields({ message: 'the engine is not ready', code: 'not_ready' }) }); return; }
+  if (current !== null) {
+    post({ type: 'error', id: msg.id, error: errorFields({ message: 'the engine is busy with another request; wait for it or cancel it', code: 'busy', type: 'rate_limit_error', status: 429 }) });
+    return;
+  }
+  current = msg.id;
+  stopRequested = false;
   try {
-    if (msg.type === 'loadFile') {
-      await loadBlob(msg.file, msg.mmproj, { source: 'file' });
-    } else if (msg.type === 'loadUrl') {
-      const progress = (phase, loaded, total) => post({ type: 'progress', phase, loaded, total });
-      const { file, source, downloaded, resumedFrom } = await cachedFile(msg.url, progress);
-      // llama.cpp's layout: the vision tower in <stem>.mmproj.gguf beside the model (none: a text model).
-      const mmproj = await mmprojBeside(msg.url, progress);
-      await loadBlob(file, mmproj?.file, { source, downloaded, resumedFrom, mmprojSource: mmproj?.source });
-    } else if (msg.type === 'generate') {
-      await generate(msg);
-    } else if (msg.type === 'memory') {
-      post({ type: 'memory', memory: memory() });
-    } else {
-      throw new Error('unknown request ' + msg.type);
-    }
+    let value;
+    if (msg.type === 'load') value = await load(msg);
+    else if (msg.type === 'chat') value = await chat(msg);
+    else throw new Error('unknown request ' + msg.type);
+    post({ type: 'result', id: msg.id, value });
   } catch (e) {
-    fail(msg.type, e);
+    const f = errorFields(e);
+    if (msg.type === 'load' && !e.code) { f.code = 'load_error'; f.type = 'invalid_request_error'; f.status = 400; }
+    post({ type: 'error', id: msg.id, error: f });
   } finally {
-    busy = false;
+    current = null;
   }
 };

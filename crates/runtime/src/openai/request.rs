@@ -1,11 +1,11 @@
-//! OpenAI request bodies, read leniently as llama-server and mistral.rs read them: every field optional but
+//! OpenAI request bodies (the server's and the browser package's), read leniently as llama-server and mistral.rs read them: every field optional but
 //! the prompt, unknown fields ignored, a wrong type or value refused with the field's name. Shapes follow the
 //! OpenAI API reference (Chat Completions, Completions; late 2026).
 
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::error::ApiError;
+use super::RequestError;
 
 /// `stop`: one string or a list of them.
 #[derive(Debug, Deserialize)]
@@ -122,7 +122,7 @@ fn text_of(
     role: &str,
     index: usize,
     image: &mut Option<Vec<u8>>,
-) -> Result<String, ApiError> {
+) -> Result<String, RequestError> {
     let param = format!("messages[{index}].content");
     match content {
         None => Ok(String::new()),
@@ -134,13 +134,13 @@ fn text_of(
                     Part::Text { text } => texts.push(text),
                     Part::ImageUrl { image_url } => {
                         if role != "user" {
-                            return Err(ApiError::bad_request(
+                            return Err(RequestError::bad_request(
                                 Some(&param),
                                 format!("{} {role} message cannot carry an image", article(role)),
                             ));
                         }
                         if image.is_some() {
-                            return Err(ApiError::bad_request(
+                            return Err(RequestError::bad_request(
                                 Some(&param),
                                 "more than one image: MedDr (InternVL-Chat-V1-2) takes one image per conversation",
                             ));
@@ -156,9 +156,9 @@ fn text_of(
 
 /// Reads `messages`: optional system (or developer) messages first, then user and assistant messages
 /// alternating, ending with a user message; at most one image, in any user message.
-pub fn chat_messages(messages: Vec<Message>) -> Result<ChatMessages, ApiError> {
+pub fn chat_messages(messages: Vec<Message>) -> Result<ChatMessages, RequestError> {
     if messages.is_empty() {
-        return Err(ApiError::bad_request(
+        return Err(RequestError::bad_request(
             Some("messages"),
             "`messages` is empty: at least one user message is needed",
         ));
@@ -172,7 +172,7 @@ pub fn chat_messages(messages: Vec<Message>) -> Result<ChatMessages, ApiError> {
         match role {
             "system" | "developer" => {
                 if !users.is_empty() {
-                    return Err(ApiError::bad_request(
+                    return Err(RequestError::bad_request(
                         Some(&format!("messages[{i}].role")),
                         format!(
                             "{} {role} message must come before the first user message",
@@ -193,7 +193,7 @@ pub fn chat_messages(messages: Vec<Message>) -> Result<ChatMessages, ApiError> {
                     "assistant"
                 };
                 if role != expected {
-                    return Err(ApiError::bad_request(
+                    return Err(RequestError::bad_request(
                         Some(&format!("messages[{i}].role")),
                         format!(
                             "expected {} {expected} message here, found {role}: user and assistant messages must alternate, starting with user",
@@ -202,7 +202,7 @@ pub fn chat_messages(messages: Vec<Message>) -> Result<ChatMessages, ApiError> {
                     ));
                 }
                 if role == "user" && m.content.is_none() {
-                    return Err(ApiError::bad_request(
+                    return Err(RequestError::bad_request(
                         Some(&format!("messages[{i}].content")),
                         "a user message needs content",
                     ));
@@ -215,7 +215,7 @@ pub fn chat_messages(messages: Vec<Message>) -> Result<ChatMessages, ApiError> {
                 }
             }
             other => {
-                return Err(ApiError::bad_request(
+                return Err(RequestError::bad_request(
                     Some(&format!("messages[{i}].role")),
                     format!("role {other:?} is not supported (system, developer, user, assistant)"),
                 ))
@@ -223,7 +223,7 @@ pub fn chat_messages(messages: Vec<Message>) -> Result<ChatMessages, ApiError> {
         }
     }
     if users.len() == answers.len() {
-        return Err(ApiError::bad_request(
+        return Err(RequestError::bad_request(
             Some("messages"),
             "the last message must be a user message",
         ));
@@ -251,16 +251,16 @@ const IMAGE_TYPES: [&str; 7] = [
 
 /// The bytes of a `data:image/…;base64,…` URL. Remote `http(s)` URLs are refused: fetching them would
 /// send a patient's context to a third party (and open the server to SSRF), so this server never does.
-pub fn decode_data_url(url: &str, param: &str) -> Result<Vec<u8>, ApiError> {
+pub fn decode_data_url(url: &str, param: &str) -> Result<Vec<u8>, RequestError> {
     let Some(rest) = url.strip_prefix("data:") else {
         if !url.contains("://") {
-            return Err(ApiError::bad_request(
+            return Err(RequestError::bad_request(
                 Some(param),
                 "the image URL is not a data: URL; send the image inline as data:image/png;base64,…",
             ));
         }
         let scheme: String = url.chars().take_while(|c| *c != ':').take(16).collect();
-        return Err(ApiError::bad_request(
+        return Err(RequestError::bad_request(
             Some(param),
             format!(
                 "image URLs with scheme {scheme:?} are not fetched (remote images are off: nothing leaves this \
@@ -269,7 +269,7 @@ pub fn decode_data_url(url: &str, param: &str) -> Result<Vec<u8>, ApiError> {
         ));
     };
     let Some((meta, payload)) = rest.split_once(',') else {
-        return Err(ApiError::bad_request(
+        return Err(RequestError::bad_request(
             Some(param),
             "malformed data URL: no ',' after the media type",
         ));
@@ -281,14 +281,14 @@ pub fn decode_data_url(url: &str, param: &str) -> Result<Vec<u8>, ApiError> {
         .trim()
         .to_ascii_lowercase();
     if !meta_parts.any(|p| p.trim().eq_ignore_ascii_case("base64")) {
-        return Err(ApiError::bad_request(
+        return Err(RequestError::bad_request(
             Some(param),
             "data URL is not base64-encoded (expected ';base64,')",
         ));
     }
     if !IMAGE_TYPES.contains(&media.as_str()) {
         let shown: String = media.chars().take(64).collect();
-        return Err(ApiError::bad_request(
+        return Err(RequestError::bad_request(
             Some(param),
             format!("unsupported image type {shown:?} (supported: image/jpeg, image/png, image/bmp, image/tiff, image/webp, application/dicom)"),
         ));
@@ -301,16 +301,16 @@ pub fn decode_data_url(url: &str, param: &str) -> Result<Vec<u8>, ApiError> {
     base64::engine::general_purpose::STANDARD
         .decode(&clean)
         .map_err(|e| {
-            ApiError::bad_request(Some(param), format!("the image's base64 is broken: {e}"))
+            RequestError::bad_request(Some(param), format!("the image's base64 is broken: {e}"))
         })
 }
 
 /// The one prompt of a completion request.
-pub fn completion_prompt(p: PromptField) -> Result<String, ApiError> {
+pub fn completion_prompt(p: PromptField) -> Result<String, RequestError> {
     match p {
         PromptField::One(s) => Ok(s),
         PromptField::Many(mut v) if v.len() == 1 => Ok(v.remove(0)),
-        PromptField::Many(v) => Err(ApiError::bad_request(
+        PromptField::Many(v) => Err(RequestError::bad_request(
             Some("prompt"),
             format!(
                 "{} prompts were given; this server completes one prompt per request",

@@ -320,3 +320,50 @@ fn follow_up_reuses_the_history_and_matches_a_full_run() {
     assert!(a2.stats.prompt_tokens > a1.stats.prompt_tokens + a1.tokens.len());
     assert_eq!(a2.tokens.len(), 10);
 }
+
+/// `Session::chat` (what the browser package's `chat.completions.create` runs: the whole history with every
+/// request) gives `generate` + `follow_up`'s tokens; the same image's features and the history's cached
+/// positions are kept, and a request without an image starts over.
+#[test]
+fn chat_with_the_whole_history_matches_generate_and_follow_up() {
+    let mut s = load(&quantized(FileType::F32));
+    let smp = sample("img_test2_report");
+    let image = std::fs::read(
+        shared()
+            .join("fixtures/images")
+            .join(smp["image"].as_str().unwrap()),
+    )
+    .unwrap();
+    let q1 = smp["question"].as_str().unwrap();
+    let q2 = "And what else do you see?";
+    let opts = greedy(8, StopPolicy::IgnoreEos);
+    let g1 = pollster::block_on(s.generate(Some(&image), &Ask::default(), q1, &opts, |_, _| true))
+        .unwrap();
+    let g2 = pollster::block_on(s.follow_up(UserText::Upstream, q2, &opts, |_, _| true)).unwrap();
+    let (pv, _) = s.pixel_values(&image, None).unwrap();
+    let chat = |s: &mut Session, turns: Vec<meddr_runtime::Turn>, q: &str, pv: Option<Vec<f32>>| {
+        pollster::block_on(s.chat(None, turns, q, pv, UserText::Upstream, &opts, |_, _| true))
+            .unwrap()
+    };
+    let c1 = chat(&mut s, vec![], q1, Some(pv.clone()));
+    assert_eq!(c1.tokens, g1.tokens, "first question");
+    let turn = meddr_runtime::Turn {
+        question: q1.to_owned(),
+        answer: meddr_runtime::python_strip(&c1.text).to_owned(),
+    };
+    let c2 = chat(&mut s, vec![turn], q2, Some(pv.clone()));
+    assert_eq!(
+        c2.tokens, g2.tokens,
+        "second question with the history re-sent"
+    );
+    assert!(
+        c2.stats.reused_tokens >= c1.stats.prompt_tokens,
+        "reused {} (first prompt {})",
+        c2.stats.reused_tokens,
+        c1.stats.prompt_tokens
+    );
+    // Without an image: a text-only conversation, its prompt shorter than the image one.
+    let t = chat(&mut s, vec![], q1, None);
+    assert!(t.stats.prompt_tokens < c1.stats.prompt_tokens);
+    assert_eq!(t.tokens.len(), 8);
+}

@@ -53,6 +53,19 @@ pub fn quant_type(ty: GgmlType) -> Result<QuantType> {
 /// tower + projector at [`meddr_gguf::mmproj_path_for`]`(output)` (`<stem>.mmproj.gguf`). Both are written
 /// under temporary names and renamed only when both are complete; an error leaves neither.
 pub fn quantize_checkpoint(dir: &Path, output: &Path, opts: &Options) -> Result<Summary> {
+    convert(dir, output, opts, false)
+}
+
+/// [`quantize_checkpoint`]'s two files with every tensor declared (names, shapes, types, offsets, all the
+/// metadata) but no weight computed or written: the tensors are holes that read as zeros, and
+/// [`meddr_gguf::LAYOUT_ONLY_KEY`] marks both files so no loader answers from them. MedDr's full 40B
+/// layout at Q4_K_M this way takes seconds and a few MB of disk (its files still report 24 GB), enough for
+/// `meddr info`'s memory plan. Only the checkpoint's headers are read.
+pub fn write_layout(dir: &Path, output: &Path, opts: &Options) -> Result<Summary> {
+    convert(dir, output, opts, true)
+}
+
+fn convert(dir: &Path, output: &Path, opts: &Options, layout_only: bool) -> Result<Summary> {
     let start = Instant::now();
     if !dir.is_dir() {
         return Err(QuantizeError::Usage(format!(
@@ -122,6 +135,13 @@ pub fn quantize_checkpoint(dir: &Path, output: &Path, opts: &Options) -> Result<
         overwrite: opts.force,
         ..WriteOptions::default()
     };
+    let mut md = md;
+    if layout_only {
+        md.push((
+            meddr_gguf::LAYOUT_ONLY_KEY.to_string(),
+            meddr_gguf::Value::Bool(true),
+        ));
+    }
     let (mut text_md, mut proj_md) = metadata::split(md);
     let id = split_id(dir, &text_md, &proj_md, &text_specs, &proj_specs);
     for md in [&mut text_md, &mut proj_md] {
@@ -141,14 +161,18 @@ pub fn quantize_checkpoint(dir: &Path, output: &Path, opts: &Options) -> Result<
             proj_specs,
         )?)
     };
-    let progress = Progress::new(plan.input_bytes, opts.progress);
+    let progress = Progress::new(plan.input_bytes, opts.progress && !layout_only);
     let mut chunk = ChunkBuffers::default();
     for t in &plan.tensors {
         let w = match proj_writer.as_mut() {
             Some(p) if meddr_gguf::is_vision_tensor(&t.name) => p,
             _ => &mut writer,
         };
-        pool.install(|| write_tensor(&shards, t, w, &progress, &mut chunk))?;
+        if layout_only {
+            w.skip_tensor(&t.name)?;
+        } else {
+            pool.install(|| write_tensor(&shards, t, w, &progress, &mut chunk))?;
+        }
     }
     // The mmproj is renamed into place first; should the language model then fail, the mmproj goes too, so
     // an error never leaves half a model under the final names.

@@ -41,6 +41,7 @@ fn is_shared_key(k: &str) -> bool {
             | "general.alignment"
             | "meddr.format_version"
             | "meddr.image.num_tokens"
+            | meddr_gguf::LAYOUT_ONLY_KEY
             | SPLIT_ID_KEY
     )
 }

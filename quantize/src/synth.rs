@@ -78,12 +78,21 @@ impl SynthShape {
             vocab: BUILTIN_VOCAB,
         }
     }
+    /// MedDr's exact shape: [`SynthShape::full`] with Yi-34B's 64,000-row vocabulary (the built-in tokenizer
+    /// padded with `[PAD{id}]` tokens, as the quantizer pads any checkpoint whose embedding has extra rows).
+    pub fn meddr_40b() -> Self {
+        SynthShape {
+            vocab: 64_000,
+            ..Self::full()
+        }
+    }
     pub fn preset(name: &str) -> Result<Self> {
         match name {
             "dev" => Ok(Self::dev()),
             "full" => Ok(Self::full()),
+            "40b" => Ok(Self::meddr_40b()),
             other => Err(QuantizeError::Usage(format!(
-                "unknown preset {other:?}: expected dev or full"
+                "unknown preset {other:?}: expected dev, full or 40b"
             ))),
         }
     }
@@ -232,6 +241,10 @@ pub struct SynthOptions {
     /// Tokenizer directory to copy; None = the built-in one.
     pub tokenizer_dir: Option<PathBuf>,
     pub force: bool,
+    /// Headers only: each shard gets its declared length with no bytes written (a hole that reads as
+    /// zeros), for [`crate::write_layout`], which never reads weights. The full 40B shape then takes a few
+    /// MB of disk instead of 80 GB.
+    pub layout_only: bool,
 }
 
 pub fn config_json(shape: &SynthShape, lora_rank: usize) -> Result<Json> {
@@ -345,6 +358,13 @@ fn write_into(dir: &Path, opts: &SynthOptions, on_bytes: &mut impl FnMut(u64)) -
         w.write_all(&(hbytes.len() as u64).to_le_bytes())
             .map_err(io_err(&path))?;
         w.write_all(&hbytes).map_err(io_err(&path))?;
+        if opts.layout_only {
+            w.flush().map_err(io_err(&path))?;
+            let len = 8 + hbytes.len() as u64 + off;
+            w.get_ref().set_len(len).map_err(io_err(&path))?;
+            total += off;
+            continue;
+        }
         for &i in members {
             let (_, shape, init) = &tensors[i];
             let n_el = shape.iter().product::<usize>();

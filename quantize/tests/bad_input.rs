@@ -292,3 +292,39 @@ fn not_a_directory() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
 }
+
+/// `--synthetic 40b --layout-only`: MedDr's full pair declared in a moment without weights (holes on disk,
+/// `meddr info` plans it: crates/cli/tests/cli.rs); an unknown preset is refused naming it, writing nothing.
+#[test]
+fn layout_only_of_the_40b_preset_and_a_bad_preset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("meddr-40b.gguf");
+    let r = run_quantize(&[
+        "--synthetic",
+        "40b",
+        "--layout-only",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("the layout only"), "{}", r.stderr);
+    let (lm, mm) = (
+        std::fs::metadata(&out).unwrap().len(),
+        std::fs::metadata(tmp.path().join("meddr-40b.mmproj.gguf"))
+            .unwrap()
+            .len(),
+    );
+    // Yi-34B at Q4_K_M with a 64,000-token vocabulary, InternViT-6B at q8_0.
+    assert!((20_000_000_000..22_000_000_000).contains(&lm), "{lm}");
+    assert!((5_900_000_000..6_200_000_000).contains(&mm), "{mm}");
+    let r = run_quantize(&[
+        "--synthetic",
+        "70b",
+        "--layout-only",
+        "-o",
+        tmp.path().join("x.gguf").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("\"70b\""), "{}", r.stderr);
+    assert!(!tmp.path().join("x.gguf").exists());
+}

@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use meddr_cli::GpuOptions;
+use meddr_cli::{GpuOptions, VisionLoad};
 use meddr_runtime::{
     tokenizer_from_gguf_header, Conversation, GenerationOptions, SamplingParams, StopPolicy,
     TokenEvent, UserText,
@@ -95,7 +95,7 @@ pub(crate) fn chat(a: ChatArgs) -> Result<()> {
     let gopts = GpuOptions {
         force_f32: false,
         context_length: a.context_length,
-        release_vision_after_encode: false,
+        vision: VisionLoad::Resident,
     };
     let mut backend = load_backend(&a.model, file, a.device, &gopts)?;
     let user_text = UserText::from(a.user_text);

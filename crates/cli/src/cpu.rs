@@ -11,6 +11,7 @@ pub struct CpuBackend {
 impl CpuBackend {
     /// Dequantises every tensor of the file to f32 (any GGUF type the quantizer writes).
     pub fn load(store: &GgufStore) -> Result<Self, anyhow::Error> {
+        meddr_reference::check_has_weights(store.header())?;
         let cfg = ModelConfig::from_gguf(store.header())?;
         Ok(Self::from_model(ReferenceModel::load(store, cfg)?))
     }

@@ -61,6 +61,7 @@ pub(crate) fn demo_model() -> Result<PathBuf> {
         seed: 177,
         tokenizer_dir: None,
         force: false,
+        layout_only: false,
     };
     write_checkpoint(&ck, &so, |_| {}).context("writing the synthetic checkpoint")?;
     let opts = Options {

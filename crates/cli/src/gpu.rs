@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use meddr_engine::{
     ContextOptions, GpuContext, GpuModel, ImageFeatures, LoadOptions, Readback, StepInput,
+    VisionEncoder,
 };
 use meddr_gguf::GgufFile;
 use meddr_runtime::{Backend, BackendError, SamplingParams};
@@ -14,13 +15,25 @@ pub struct GpuBackend {
     model: GpuModel,
     /// The last encoded image stays on the GPU, so prefill need not upload the features again.
     image: Option<(ImageFeatures, Vec<f32>)>,
-    release_vision_after_encode: bool,
+    /// The pixels of an image encoded before the language model was loaded ([`VisionLoad::EncodeFirst`]).
+    encoded_first: Option<Vec<f32>>,
+}
+
+/// When the vision tower is on the GPU.
+pub enum VisionLoad {
+    /// With the language model, for images at any time (chat, the server, GSCo).
+    Resident,
+    /// Never: a text-only run of a MedDr file needs none of its ≈ 5.6 GiB.
+    Skip,
+    /// Alone, first: this image (`pixel_values`) is encoded, the tower freed, then the language model
+    /// loaded, so the peak is the larger part instead of both (`--release-vision`; see `meddr info`).
+    EncodeFirst(Vec<f32>),
 }
 
 pub struct GpuOptions {
     pub force_f32: bool,
     pub context_length: Option<u32>,
-    pub release_vision_after_encode: bool,
+    pub vision: VisionLoad,
 }
 
 impl GpuBackend {
@@ -38,15 +51,27 @@ impl GpuBackend {
         file: &GgufFile,
         opts: &GpuOptions,
     ) -> Result<Self, anyhow::Error> {
-        let load = LoadOptions {
+        let mut load = LoadOptions {
             context_length: opts.context_length,
+            load_vision: matches!(opts.vision, VisionLoad::Resident),
             ..Default::default()
+        };
+        let (image, encoded_first) = match &opts.vision {
+            VisionLoad::EncodeFirst(pixels) => {
+                let encoder = VisionEncoder::load(ctx.clone(), file)?;
+                let features = encoder.encode(pixels)?;
+                let host = encoder.read_features(&features)?;
+                drop(encoder); // frees the tower before the language model is loaded
+                load.load_vision = false;
+                (Some((features, host)), Some(pixels.clone()))
+            }
+            _ => (None, None),
         };
         let model = GpuModel::load(ctx, file, &load)?;
         Ok(GpuBackend {
             model,
-            image: None,
-            release_vision_after_encode: opts.release_vision_after_encode,
+            image,
+            encoded_first,
         })
     }
 
@@ -70,11 +95,13 @@ fn logits(step: meddr_engine::Step) -> Result<Vec<f32>, BackendError> {
 
 impl Backend for GpuBackend {
     fn encode_image(&mut self, pixel_values: &[f32]) -> Result<Vec<f32>, BackendError> {
+        if self.encoded_first.as_deref() == Some(pixel_values) {
+            if let Some((_, host)) = &self.image {
+                return Ok(host.clone());
+            }
+        }
         let f = self.model.encode_image(pixel_values).map_err(boxed)?;
         let host = self.model.read_image_features(&f).map_err(boxed)?;
-        if self.release_vision_after_encode {
-            self.model.release_vision();
-        }
         self.image = Some((f, host.clone()));
         Ok(host)
     }

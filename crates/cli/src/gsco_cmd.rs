@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use meddr_cli::{CpuBackend, GpuBackend, GpuOptions};
+use meddr_cli::{CpuBackend, GpuBackend, GpuOptions, VisionLoad};
 use meddr_engine::{ContextOptions, GpuContext};
 use meddr_gguf::GgufFile;
 use meddr_gsco::dataset::{FolderSet, Labels, MedMnistSplit};
@@ -833,7 +833,7 @@ impl MedDr {
                     &GpuOptions {
                         force_f32: c.force_f32,
                         context_length: None,
-                        release_vision_after_encode: false,
+                        vision: VisionLoad::Resident,
                     },
                 )
                 .with_context(|| format!("loading {} on the GPU", c.model.display()))?,

@@ -6,7 +6,7 @@ pub mod gpu;
 pub mod report;
 
 pub use cpu::CpuBackend;
-pub use gpu::{GpuBackend, GpuOptions};
+pub use gpu::{GpuBackend, GpuOptions, VisionLoad};
 
 /// An error as one line: anyhow's context layers, then each cause once. Our error types put their cause in
 /// their own message and do not also expose it as `source()`; a cause whose text is already in the line (an

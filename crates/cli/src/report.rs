@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use meddr_engine::{LoadOptions, MemoryPlan, PlanDevice};
 use meddr_gguf::{GgufFile, GgufHeader};
 use meddr_reference::ModelConfig;
 use meddr_runtime::ModelInfo;
@@ -57,41 +58,57 @@ pub fn component_stats(h: &GgufHeader) -> BTreeMap<Component, ComponentStats> {
     out
 }
 
-/// KV cache bytes for `tokens` positions with `elem` bytes per value: keys and values of every layer.
-pub fn kv_cache_bytes(cfg: &ModelConfig, tokens: usize, elem: u64) -> u64 {
-    let l = &cfg.llm;
-    2u64.saturating_mul(l.layers as u64)
-        .saturating_mul((l.kv_heads * l.head_dim) as u64)
-        .saturating_mul(tokens as u64)
-        .saturating_mul(elem)
-}
-
-/// Prompt chunk the LLM activation estimate assumes (an image prompt is ≈ 300 tokens on MedDr).
-pub const PREFILL_CHUNK: usize = 512;
-
-/// Peak f32 activations of one ViT pass: the residual stream, the normed input, q/k/v, the attention output,
-/// the MLP hidden layer and one head's full score matrix per head (no flash attention).
-pub fn vit_activation_bytes(cfg: &ModelConfig) -> u64 {
-    let Some(v) = &cfg.vision else { return 0 };
-    let t = v.num_positions() as u64;
-    let per_token = (6 * v.hidden + v.mlp) as u64;
-    4 * (t * per_token + v.heads as u64 * t * t)
-}
-
-/// Projector: the shuffled 4C input, the hidden layer and the output for every image token.
-pub fn projector_activation_bytes(cfg: &ModelConfig) -> u64 {
-    let Some(v) = &cfg.vision else { return 0 };
-    4 * cfg.num_image_tokens as u64 * (4 * v.hidden + 2 * v.llm_hidden) as u64
-}
-
-/// LLM prefill of a [`PREFILL_CHUNK`]-token chunk against a full context: residual, q/k/v, attention output,
-/// gate/up/act, the score matrix, plus the logits row.
-pub fn llm_activation_bytes(cfg: &ModelConfig) -> u64 {
-    let l = &cfg.llm;
-    let n = PREFILL_CHUNK.min(l.context_length) as u64;
-    let per_token =
-        (3 * l.hidden + 2 * l.heads * l.head_dim + 2 * l.kv_heads * l.head_dim + 3 * l.ffn) as u64;
-    4 * (n * per_token + l.heads as u64 * n * l.context_length as u64 + l.vocab as u64)
+/// GPU memory as the engine allocates it (`MemoryPlan::for_header`, held equal to a real load by the
+/// engine's tests), on a GPU with shader-f16 and 2 GiB bindings, at `meddr run`'s defaults (the file's
+/// context, 512-token prefill chunks), and the peak of each way `meddr` uses the GPU.
+fn memory_plan(s: &mut String, h: &GgufHeader, ctx: usize) {
+    let _ = writeln!(
+        s,
+        "\nGPU memory plan (what `meddr run` allocates: {ctx}-token f16 KV cache, 512-token prefill chunks; without shader-f16 the KV cache is f32, twice as large):"
+    );
+    let plan = match MemoryPlan::for_header(h, &LoadOptions::default(), PlanDevice::TYPICAL_GPU) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(s, "  not available: {e}");
+            return;
+        }
+    };
+    if plan.vit_gpu > 0 {
+        let _ = writeln!(
+            s,
+            "  ViT        weights {}, scratch {}",
+            human(plan.vit_gpu),
+            human(plan.vision_activations)
+        );
+        let _ = writeln!(s, "  projector  weights {}", human(plan.projector_gpu));
+    }
+    let _ = writeln!(
+        s,
+        "  LLM        weights {}, KV cache {}, activations and buffers {}",
+        human(plan.llm_gpu),
+        human(plan.kv_cache),
+        human(plan.llm_activations)
+    );
+    let _ = writeln!(s, "  peak:");
+    if plan.vit_gpu > 0 {
+        let _ = writeln!(
+            s,
+            "    image question, everything loaded (run --image, chat, serve, the browser)  {}",
+            human(plan.peak_resident())
+        );
+        let _ = writeln!(
+            s,
+            "    image question, vision tower first and freed (run --image --release-vision)  {} (vision part {}, language part {})",
+            human(plan.peak_vision_only().max(plan.peak_language_only())),
+            human(plan.peak_vision_only()),
+            human(plan.peak_language_only())
+        );
+    }
+    let _ = writeln!(
+        s,
+        "    text question (run without --image: no vision tower loaded)  {}",
+        human(plan.peak_language_only())
+    );
 }
 
 pub fn human(bytes: u64) -> String {
@@ -221,39 +238,6 @@ pub fn render(file: &GgufFile, info: &ModelInfo, cfg: &ModelConfig) -> String {
             types.join(", ")
         );
     }
-    let weights = |c| stats.get(&c).map(|s| s.bytes).unwrap_or(0);
-    let ctx = l.context_length;
-    let _ = writeln!(s, "\nmemory plan (estimates):");
-    let _ = writeln!(
-        s,
-        "  ViT        weights {}, activations {}",
-        human(weights(Component::Vit)),
-        human(vit_activation_bytes(cfg))
-    );
-    let _ = writeln!(
-        s,
-        "  projector  weights {}, activations {}",
-        human(weights(Component::Projector)),
-        human(projector_activation_bytes(cfg))
-    );
-    let _ = writeln!(
-        s,
-        "  LLM        weights {}, KV cache at {ctx} tokens: f16 {}, f32 {}; activations ({}-token prefill chunk) {}",
-        human(weights(Component::Llm)),
-        human(kv_cache_bytes(cfg, ctx, 2)),
-        human(kv_cache_bytes(cfg, ctx, 4)),
-        PREFILL_CHUNK.min(ctx),
-        human(llm_activation_bytes(cfg))
-    );
-    let total_f16 = weights(Component::Vit)
-        + weights(Component::Projector)
-        + weights(Component::Llm)
-        + kv_cache_bytes(cfg, ctx, 2)
-        + vit_activation_bytes(cfg).max(llm_activation_bytes(cfg));
-    let _ = writeln!(
-        s,
-        "  total (all weights resident, f16 KV cache, peak activations) {}",
-        human(total_f16)
-    );
+    memory_plan(&mut s, h, l.context_length);
     s
 }

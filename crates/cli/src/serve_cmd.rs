@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use meddr_cli::GpuOptions;
+use meddr_cli::{GpuOptions, VisionLoad};
 use meddr_runtime::tokenizer_from_gguf_header;
 use meddr_server::{Model, ServerOptions};
 
@@ -117,7 +117,7 @@ pub(crate) fn serve(a: ServeArgs) -> Result<()> {
     let gopts = GpuOptions {
         force_f32: false,
         context_length: a.context_length,
-        release_vision_after_encode: false,
+        vision: VisionLoad::Resident,
     };
     let (path, device) = (a.model.clone(), a.device);
     let load: meddr_server::BackendLoader = Box::new(move || {

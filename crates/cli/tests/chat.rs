@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use std::process::{Command, Stdio};
 
 use common::{fixtures, model, tmp};
-use meddr_cli::{CpuBackend, GpuBackend, GpuOptions};
+use meddr_cli::{CpuBackend, GpuBackend, GpuOptions, VisionLoad};
 use meddr_gguf::GgufFile;
 use meddr_reference::GgufStore;
 use meddr_runtime::{
@@ -73,7 +73,7 @@ fn keeping_the_cache_between_turns_changes_no_token() {
                         &GpuOptions {
                             force_f32: false,
                             context_length: Some(512),
-                            release_vision_after_encode: false,
+                            vision: VisionLoad::Resident,
                         },
                     )
                     .unwrap(),
@@ -155,7 +155,7 @@ fn a_full_context_is_a_clear_error_saying_how_much_is_left() {
         &GpuOptions {
             force_f32: false,
             context_length: Some(300),
-            release_vision_after_encode: false,
+            vision: VisionLoad::Resident,
         },
     )
     .unwrap();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use common::{fixtures, meddr, model, shared, tmp};
+use common::{assert_failed, fixtures, meddr, model, shared, tmp};
 use meddr_gguf::{GgufFile, GgufWriter, TensorSpec, Value};
 use serde_json::Value as Json;
 
@@ -191,21 +191,157 @@ fn info_reports_components_and_memory() {
         "projector",
         "LLM",
         "f32 ×",
-        "KV cache at 4096 tokens",
+        "4096-token f16 KV cache",
         "hidden 192",
         "layers 3",
+        "everything loaded",
+        "vision tower first and freed (run --image --release-vision)",
+        "text question",
     ] {
         assert!(s.contains(needle), "missing {needle:?} in:\n{s}");
     }
     // Independent KV arithmetic: 2 (k, v) × 3 layers × 2 kv heads × 32 × 4096 positions × 2 bytes.
     assert!(
-        s.contains(&format!("f16 3.00 MiB ({} B)", 2 * 3 * 64 * 4096 * 2)),
+        s.contains(&format!("KV cache 3.00 MiB ({} B)", 2 * 3 * 64 * 4096 * 2)),
         "{s}"
     );
+}
+
+/// `meddr run --release-vision` encodes with the vision tower alone, frees it, then loads the language
+/// model: the same answer as with everything loaded (and as upstream), and a text question loads no tower.
+#[test]
+fn release_vision_encodes_first_and_answers_the_same() {
+    let id = "img_test2_report";
+    let n = ["--ignore-eos", "--max-new-tokens", "24"];
+    let resident = run_json_on("gpu", id, &n);
+    let staged = run_json_on("gpu", id, &[&n[..], &["--release-vision"]].concat());
+    assert_eq!(ids_of(&staged), ids_of(&resident));
+    assert_eq!(ids_of(&staged), u32s(&sample(id)["greedy_tokens"]));
+}
+
+/// MedDr's full 40B shape without its 24 GB: `meddr-quantize --synthetic 40b --layout-only` writes the pair
+/// in a moment as holes; gguf-py reads both files (every tensor, llama.cpp's keys), `meddr info` plans it
+/// (weights per component equal gguf-py's byte counts) and shows it fits 24 GB only with the tower freed
+/// first; run refuses the files.
+#[test]
+fn the_40b_layout_is_planned_without_its_weights() {
+    let dir = tmp().join("layout-40b");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("meddr-40b.gguf");
+    // What `meddr-quantize --synthetic 40b --layout-only` does (quantize/tests/bad_input.rs runs the flags).
+    let ck = dir.join("checkpoint");
+    let _ = std::fs::remove_dir_all(&ck);
+    let so = meddr_quantize::synth::SynthOptions {
+        shape: meddr_quantize::synth::SynthShape::preset("40b").unwrap(),
+        lora_rank: 16,
+        shard_bytes: 4_000_000_000,
+        seed: 177,
+        tokenizer_dir: None,
+        force: false,
+        layout_only: true,
+    };
+    meddr_quantize::synth::write_checkpoint(&ck, &so, |_| {}).unwrap();
+    let opts = meddr_quantize::Options {
+        ftype: meddr_quantize::FileType::Q4KM,
+        vision_type: None,
+        threads: None,
+        force: true,
+        progress: false,
+    };
+    meddr_quantize::write_layout(&ck, &out, &opts).unwrap();
+    let mmproj = dir.join("meddr-40b.mmproj.gguf");
+    let (lm, mm) = (
+        std::fs::metadata(&out).unwrap(),
+        std::fs::metadata(&mmproj).unwrap(),
+    );
+    assert!(lm.len() > 20_000_000_000 && mm.len() > 6_000_000_000);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let used = (lm.blocks() + mm.blocks()) * 512;
+        assert!(used < 64 << 20, "{used} bytes on disk");
+    }
+    // gguf-py, independently: per-component tensor bytes and key facts.
+    let py = std::env::var("MEDDR_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import json, sys, gguf
+out = {}
+for path in sys.argv[1:]:
+    r = gguf.GGUFReader(path)
+    for t in r.tensors:
+        part = "projector" if t.name.startswith("mm.") else "vit" if t.name.startswith("v.") else "llm"
+        out[part] = out.get(part, 0) + int(t.n_bytes)
+    f = r.fields["meddr.layout_only"]
+    out.setdefault("layout_only", []).append(bool(f.parts[f.data[0]][0]))
+r = gguf.GGUFReader(sys.argv[1])
+out["vocab"] = len(r.fields["tokenizer.ggml.tokens"].data)
+out["layers"] = int(r.fields["llama.block_count"].parts[-1][0])
+print(json.dumps(out))
+"#;
+    let o = Command::new(&py)
+        .arg("-c")
+        .arg(script)
+        .arg(&out)
+        .arg(&mmproj)
+        .output()
+        .expect("run the Python of tests/setup.sh (MEDDR_PYTHON)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let g: Json = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(g["layout_only"], serde_json::json!([true, true]));
+    assert_eq!(g["vocab"], 64000);
+    assert_eq!(g["layers"], 60);
+    let info = meddr(&["info", out.to_str().unwrap()]);
     assert!(
-        s.contains(&format!("f32 6.00 MiB ({} B)", 2 * 3 * 64 * 4096 * 4)),
-        "{s}"
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
     );
+    let s = String::from_utf8(info.stdout).unwrap();
+    for (label, part) in [
+        ("ViT        weights", "vit"),
+        ("projector  weights", "projector"),
+        ("LLM        weights", "llm"),
+    ] {
+        // The plan's GPU bytes: the packed bytes plus ≤ 3 bytes of padding per buffer (none at these sizes).
+        let want = g[part].as_u64().unwrap();
+        assert!(
+            s.contains(&format!("{label} {} ({want} B)", human_gib(want))),
+            "{label} {want} in:\n{s}"
+        );
+    }
+    let peak = |label: &str| -> u64 {
+        let line = s
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("{label} in:\n{s}"));
+        let b = line
+            .split(" B)")
+            .next()
+            .unwrap()
+            .rsplit('(')
+            .next()
+            .unwrap();
+        b.parse().unwrap()
+    };
+    let gib24 = 24u64 << 30;
+    assert!(peak("everything loaded") > gib24, "{s}");
+    assert!(peak("--release-vision") < gib24 - (2 << 30), "{s}");
+    assert!(peak("text question") <= peak("--release-vision"));
+    let run = meddr(&["run", "-m", out.to_str().unwrap(), "-p", "hi"]);
+    assert_failed(
+        &run,
+        1,
+        &["meddr-40b.gguf", "only a model's layout", "--layout-only"],
+    );
+}
+
+/// `meddr info`'s GiB rendering of a byte count ≥ 1 GiB.
+fn human_gib(b: u64) -> String {
+    if b >= 1 << 30 {
+        format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.2} MiB", b as f64 / (1u64 << 20) as f64)
+    }
 }
 
 /// Asserts a clean failure: exit status 1, one line on stderr containing `needle`, no panic.

@@ -14,6 +14,7 @@ mod error;
 mod kv;
 mod model;
 mod ops;
+mod plan;
 mod profile;
 mod roofline;
 mod shaders;
@@ -25,9 +26,10 @@ pub use error::{EngineError, Result};
 pub use kv::{KvCache, RopeTable};
 pub use model::{
     ConfigError, GpuModel, ImageFeatures, LlmConfig, LoadOptions, MemoryPlan, ModelError,
-    ModelResult, Readback, Step, StepInput, VisionConfig, MAX_QUEUED_STEPS,
+    ModelResult, Readback, Step, StepInput, VisionConfig, VisionEncoder, MAX_QUEUED_STEPS,
 };
 pub use ops::{AttnShape, MATVEC_MAX_ROWS};
+pub use plan::PlanDevice;
 pub use profile::KernelTime;
 pub use roofline::ReadBandwidth;
 pub use tensor::{DType, GpuBuffer, Rows};

@@ -149,6 +149,81 @@ impl std::fmt::Display for MemoryPlan {
     }
 }
 
+/// The vision tower and projector alone, for GPUs that cannot hold them and the language model at once:
+/// encode the image, drop the encoder (its weights and scratch are freed), then load the language model with
+/// `load_vision: false` on the same context and prefill with the features. The peak is then the larger of
+/// the two parts instead of their sum ([`MemoryPlan::peak_vision_only`], [`MemoryPlan::peak_language_only`]);
+/// for MedDr at Q4_K_M that is what fits a 24 GB GPU.
+pub struct VisionEncoder {
+    ctx: Arc<GpuContext>,
+    vision: Vision,
+    llm_hidden: u32,
+    plan: MemoryPlan,
+}
+
+impl VisionEncoder {
+    /// Loads the vision tower and projector of a model (its mmproj part) and nothing else.
+    ///
+    /// Errors: no vision tower in the file ([`ModelError::NoVision`]), a layout-only file, and every
+    /// loading error of [`GpuModel::load`] for these tensors.
+    pub fn load(ctx: Arc<GpuContext>, file: &meddr_gguf::GgufFile) -> ModelResult<VisionEncoder> {
+        Self::load_from(ctx, &file.header, |off, dst: &mut [u8]| {
+            file.read_at(off, dst)
+        })
+    }
+
+    /// [`VisionEncoder::load`] from any byte source, as [`GpuModel::load_from`].
+    pub fn load_from<E: std::fmt::Display>(
+        ctx: Arc<GpuContext>,
+        header: &GgufHeader,
+        read: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
+    ) -> ModelResult<VisionEncoder> {
+        meddr_config::check_has_weights(header)?;
+        let cfg = LlmConfig::from_header(header)?;
+        let vc = VisionConfig::from_header(header, cfg.hidden)?.ok_or(ModelError::NoVision(
+            "the file has no `clip.has_vision_encoder`",
+        ))?;
+        let mut l = Loader {
+            ctx: &ctx,
+            header,
+            read,
+            file: 0,
+            gpu: 0,
+        };
+        let (vision, (vf, vg), (pf, pg)) = GpuModel::load_vision(&ctx, &mut l, vc, cfg.hidden)?;
+        let plan = MemoryPlan {
+            vit_file: vf,
+            vit_gpu: vg,
+            projector_file: pf,
+            projector_gpu: pg,
+            vision_activations: vision.scratch_bytes(),
+            ..Default::default()
+        };
+        Ok(VisionEncoder {
+            ctx,
+            vision,
+            llm_hidden: cfg.hidden,
+            plan,
+        })
+    }
+
+    /// [`GpuModel::encode_image`]: the same kernels, features on this encoder's context (they outlive it).
+    pub fn encode(&self, pixel_values: &[f32]) -> ModelResult<ImageFeatures> {
+        self.vision.encode(&self.ctx, self.llm_hidden, pixel_values)
+    }
+
+    /// What this encoder holds on the GPU (the vision fields of [`MemoryPlan`]).
+    pub fn memory_plan(&self) -> MemoryPlan {
+        self.plan
+    }
+
+    /// Reads image features back (`[n_tokens, H]` row-major).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_features(&self, f: &ImageFeatures) -> ModelResult<Vec<f32>> {
+        Ok(self.ctx.read_f32_blocking(&f.buffer)?)
+    }
+}
+
 /// Projected image tokens `[n_image_tokens, H]`, resident on the GPU until spliced into a prompt.
 pub struct ImageFeatures {
     pub buffer: GpuBuffer,
@@ -423,6 +498,7 @@ impl GpuModel {
         opts: &LoadOptions,
         read: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
     ) -> ModelResult<GpuModel> {
+        meddr_config::check_has_weights(header)?;
         let cfg = LlmConfig::from_header(header)?;
         let vcfg = VisionConfig::from_header(header, cfg.hidden)?;
         if opts.prefill_chunk == 0 || opts.prefill_chunk > 4096 {
@@ -729,142 +805,8 @@ impl GpuModel {
 
     /// InternViT + pixel shuffle + projector on `pixel_values` (`[3, S, S]`, normalised CHW), one submit.
     pub fn encode_image(&mut self, pixel_values: &[f32]) -> ModelResult<ImageFeatures> {
-        let ctx = self.ctx.clone();
         let v = self.vision("the file has no `clip.has_vision_encoder`")?;
-        let cfg = &v.cfg;
-        if pixel_values.len() != cfg.pixel_len() {
-            return Err(input(
-                "pixel_values.len",
-                pixel_values.len(),
-                format!(
-                    "must be 3 × {0} × {0} = {1}",
-                    cfg.image_size,
-                    cfg.pixel_len()
-                ),
-            ));
-        }
-        if let Some(i) = pixel_values.iter().position(|x| !x.is_finite()) {
-            return Err(input("pixel_values index", i, "is not finite"));
-        }
-        let c = cfg.hidden;
-        let grid = cfg.grid();
-        let np = grid * grid;
-        let n = np + 1;
-        let hd = c / cfg.n_heads;
-        let h = self.config.hidden;
-        let nimg = cfg.n_image_tokens;
-        let features = ctx.zeros(DType::F32, u64::from(nimg) * u64::from(h), "image_features")?;
-        ctx.write_f32(&v.pixels, 0, pixel_values)?;
-        let mut enc = ctx.encoder();
-        let e = &mut enc;
-        // Patch embedding = im2col + matmul; CLS and position rows dequantized from their packed tables.
-        ctx.im2col(e, &v.pixels, cfg.image_size, cfg.patch, &v.cols)?;
-        let pl = 3 * cfg.patch * cfg.patch;
-        ctx.linear(
-            e,
-            &v.patch,
-            &v.cols,
-            dense(np, pl),
-            Some(&v.patch_b),
-            &v.o,
-            dense(np, c),
-        )?;
-        ctx.embed(e, &v.class_embd, &v.pos_ids, 1, None, &v.kn)?;
-        ctx.embed(e, &v.pos_embd, &v.pos_ids, n, None, &v.qkv)?;
-        ctx.cls_pos(e, &v.o, &v.kn, &v.qkv, np, c, &v.x)?;
-        let d = dense(n, c);
-        let shape = AttnShape {
-            n_heads: cfg.n_heads,
-            n_kv_heads: cfg.n_heads,
-            head_dim: hd,
-            causal_start: None,
-        };
-        for ly in &v.layers {
-            ctx.rms_norm(e, &v.x, d, &ly.ln1, cfg.eps, &v.xn, d)?;
-            ctx.linear(e, &ly.qkv, &v.xn, d, None, &v.qkv, dense(n, 3 * c))?;
-            // q_norm/k_norm span all heads (width C), read in place from the fused qkv rows.
-            ctx.rms_norm(
-                e,
-                &v.qkv,
-                Rows::columns(n, 3 * c, 0, c),
-                &ly.q_norm,
-                cfg.eps,
-                &v.xn,
-                d,
-            )?;
-            ctx.rms_norm(
-                e,
-                &v.qkv,
-                Rows::columns(n, 3 * c, c, c),
-                &ly.k_norm,
-                cfg.eps,
-                &v.kn,
-                d,
-            )?;
-            ctx.attention(
-                e,
-                shape,
-                &v.xn,
-                d,
-                &v.kn,
-                d,
-                &v.qkv,
-                Rows::columns(n, 3 * c, 2 * c, c),
-                &v.o,
-                d,
-            )?;
-            ctx.linear(e, &ly.out, &v.o, d, Some(&ly.out_b), &v.tmp, d)?;
-            ctx.add_scaled(e, &v.x, &v.tmp, Some(&ly.ls1), n, c)?;
-            ctx.rms_norm(e, &v.x, d, &ly.ln2, cfg.eps, &v.xn, d)?;
-            ctx.linear(
-                e,
-                &ly.up,
-                &v.xn,
-                d,
-                Some(&ly.up_b),
-                &v.mlp,
-                dense(n, cfg.ff),
-            )?;
-            ctx.gelu(e, &v.mlp, u64::from(n) * u64::from(cfg.ff))?;
-            ctx.linear(
-                e,
-                &ly.down,
-                &v.mlp,
-                dense(n, cfg.ff),
-                Some(&ly.down_b),
-                &v.tmp,
-                d,
-            )?;
-            ctx.add_scaled(e, &v.x, &v.tmp, Some(&ly.ls2), n, c)?;
-        }
-        ctx.pixel_shuffle_v1(e, &v.x, grid, c, 1, &v.o)?;
-        let d4 = dense(nimg, 4 * c);
-        ctx.layer_norm(e, &v.o, d4, &v.mm0_w, &v.mm0_b, cfg.proj_eps, &v.tmp, d4)?;
-        ctx.linear(
-            e,
-            &v.mm1,
-            &v.tmp,
-            d4,
-            Some(&v.mm1_b),
-            &v.proj_h,
-            dense(nimg, h),
-        )?;
-        ctx.gelu(e, &v.proj_h, u64::from(nimg) * u64::from(h))?;
-        ctx.linear(
-            e,
-            &v.mm3,
-            &v.proj_h,
-            dense(nimg, h),
-            Some(&v.mm3_b),
-            &features,
-            dense(nimg, h),
-        )?;
-        ctx.submit(enc);
-        Ok(ImageFeatures {
-            buffer: features,
-            n_tokens: nimg,
-            width: h,
-        })
+        v.encode(&self.ctx, self.config.hidden, pixel_values)
     }
 
     /// Reads image features back (`[n_tokens, H]` row-major) for tests and debugging.
@@ -1313,6 +1255,145 @@ impl GpuModel {
 }
 
 impl Vision {
+    /// InternViT + pixel shuffle + projector on `pixel_values` (`[3, S, S]`, normalised CHW) into features of
+    /// the language model's width `h`, one submit.
+    fn encode(&self, ctx: &GpuContext, h: u32, pixel_values: &[f32]) -> ModelResult<ImageFeatures> {
+        let v = self;
+        let cfg = &v.cfg;
+        if pixel_values.len() != cfg.pixel_len() {
+            return Err(input(
+                "pixel_values.len",
+                pixel_values.len(),
+                format!(
+                    "must be 3 × {0} × {0} = {1}",
+                    cfg.image_size,
+                    cfg.pixel_len()
+                ),
+            ));
+        }
+        if let Some(i) = pixel_values.iter().position(|x| !x.is_finite()) {
+            return Err(input("pixel_values index", i, "is not finite"));
+        }
+        let c = cfg.hidden;
+        let grid = cfg.grid();
+        let np = grid * grid;
+        let n = np + 1;
+        let hd = c / cfg.n_heads;
+        let nimg = cfg.n_image_tokens;
+        let features = ctx.zeros(DType::F32, u64::from(nimg) * u64::from(h), "image_features")?;
+        ctx.write_f32(&v.pixels, 0, pixel_values)?;
+        let mut enc = ctx.encoder();
+        let e = &mut enc;
+        // Patch embedding = im2col + matmul; CLS and position rows dequantized from their packed tables.
+        ctx.im2col(e, &v.pixels, cfg.image_size, cfg.patch, &v.cols)?;
+        let pl = 3 * cfg.patch * cfg.patch;
+        ctx.linear(
+            e,
+            &v.patch,
+            &v.cols,
+            dense(np, pl),
+            Some(&v.patch_b),
+            &v.o,
+            dense(np, c),
+        )?;
+        ctx.embed(e, &v.class_embd, &v.pos_ids, 1, None, &v.kn)?;
+        ctx.embed(e, &v.pos_embd, &v.pos_ids, n, None, &v.qkv)?;
+        ctx.cls_pos(e, &v.o, &v.kn, &v.qkv, np, c, &v.x)?;
+        let d = dense(n, c);
+        let shape = AttnShape {
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_heads,
+            head_dim: hd,
+            causal_start: None,
+        };
+        for ly in &v.layers {
+            ctx.rms_norm(e, &v.x, d, &ly.ln1, cfg.eps, &v.xn, d)?;
+            ctx.linear(e, &ly.qkv, &v.xn, d, None, &v.qkv, dense(n, 3 * c))?;
+            // q_norm/k_norm span all heads (width C), read in place from the fused qkv rows.
+            ctx.rms_norm(
+                e,
+                &v.qkv,
+                Rows::columns(n, 3 * c, 0, c),
+                &ly.q_norm,
+                cfg.eps,
+                &v.xn,
+                d,
+            )?;
+            ctx.rms_norm(
+                e,
+                &v.qkv,
+                Rows::columns(n, 3 * c, c, c),
+                &ly.k_norm,
+                cfg.eps,
+                &v.kn,
+                d,
+            )?;
+            ctx.attention(
+                e,
+                shape,
+                &v.xn,
+                d,
+                &v.kn,
+                d,
+                &v.qkv,
+                Rows::columns(n, 3 * c, 2 * c, c),
+                &v.o,
+                d,
+            )?;
+            ctx.linear(e, &ly.out, &v.o, d, Some(&ly.out_b), &v.tmp, d)?;
+            ctx.add_scaled(e, &v.x, &v.tmp, Some(&ly.ls1), n, c)?;
+            ctx.rms_norm(e, &v.x, d, &ly.ln2, cfg.eps, &v.xn, d)?;
+            ctx.linear(
+                e,
+                &ly.up,
+                &v.xn,
+                d,
+                Some(&ly.up_b),
+                &v.mlp,
+                dense(n, cfg.ff),
+            )?;
+            ctx.gelu(e, &v.mlp, u64::from(n) * u64::from(cfg.ff))?;
+            ctx.linear(
+                e,
+                &ly.down,
+                &v.mlp,
+                dense(n, cfg.ff),
+                Some(&ly.down_b),
+                &v.tmp,
+                d,
+            )?;
+            ctx.add_scaled(e, &v.x, &v.tmp, Some(&ly.ls2), n, c)?;
+        }
+        ctx.pixel_shuffle_v1(e, &v.x, grid, c, 1, &v.o)?;
+        let d4 = dense(nimg, 4 * c);
+        ctx.layer_norm(e, &v.o, d4, &v.mm0_w, &v.mm0_b, cfg.proj_eps, &v.tmp, d4)?;
+        ctx.linear(
+            e,
+            &v.mm1,
+            &v.tmp,
+            d4,
+            Some(&v.mm1_b),
+            &v.proj_h,
+            dense(nimg, h),
+        )?;
+        ctx.gelu(e, &v.proj_h, u64::from(nimg) * u64::from(h))?;
+        ctx.linear(
+            e,
+            &v.mm3,
+            &v.proj_h,
+            dense(nimg, h),
+            Some(&v.mm3_b),
+            &features,
+            dense(nimg, h),
+        )?;
+        ctx.submit(enc);
+        Ok(ImageFeatures {
+            buffer: features,
+            n_tokens: nimg,
+            width: h,
+        })
+    }
+
     fn scratch_bytes(&self) -> u64 {
         [
             &self.pixels,

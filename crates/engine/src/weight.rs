@@ -16,6 +16,37 @@ pub struct WeightDesc {
 }
 
 impl WeightDesc {
+    /// Rows per GPU buffer when one binding holds at most `limit` bytes: a tensor is split by whole rows.
+    ///
+    /// Errors: one row is larger than `limit` ([`EngineError::TooLarge`]).
+    pub fn rows_per_part(&self, limit: u64) -> Result<u64> {
+        let row_bytes = self.row_bytes()?;
+        if row_bytes > limit {
+            return Err(EngineError::TooLarge {
+                op: "weight",
+                field: "row_len",
+                needed: row_bytes,
+                limit,
+            });
+        }
+        Ok(limit / row_bytes)
+    }
+
+    /// GPU bytes of this tensor once uploaded under a binding limit of `limit` bytes (its packed bytes
+    /// plus ≤ 3 bytes of padding per part), as [`GpuWeight::upload_with`] allocates them.
+    pub fn gpu_bytes(&self, limit: u64) -> Result<u64> {
+        let per_part = self.rows_per_part(limit)?;
+        let row_bytes = self.row_bytes()?;
+        let full = self.rows / per_part;
+        let rest = self.rows % per_part;
+        Ok(full * part_size(per_part * row_bytes)
+            + if rest > 0 {
+                part_size(rest * row_bytes)
+            } else {
+                0
+            })
+    }
+
     /// Packed bytes per row.
     pub fn row_bytes(&self) -> Result<u64> {
         const OP: &str = "weight";
@@ -77,6 +108,11 @@ pub struct GpuWeight {
     pub parts: Vec<WeightPart>,
 }
 
+/// A part's buffer size: its packed bytes padded to 4 (`write_buffer` and storage arrays of u32).
+fn part_size(bytes: u64) -> u64 {
+    bytes.div_ceil(4) * 4
+}
+
 /// Host bytes staged per `write_buffer`: bounds host memory while streaming from mmap or a browser `File`.
 pub const UPLOAD_CHUNK_BYTES: usize = 16 << 20;
 
@@ -125,15 +161,7 @@ impl GpuWeight {
         if let Some(m) = max_part_bytes {
             limit = limit.min(m);
         }
-        if row_bytes > limit {
-            return Err(EngineError::TooLarge {
-                op: "weight",
-                field: "row_len",
-                needed: row_bytes,
-                limit,
-            });
-        }
-        let rows_per_part = limit / row_bytes;
+        let rows_per_part = desc.rows_per_part(limit)?;
         let mut parts = Vec::new();
         let mut chunk = Vec::new();
         let mut first_row = 0u64;
@@ -141,7 +169,7 @@ impl GpuWeight {
         while first_row < desc.rows {
             let n_rows = rows_per_part.min(desc.rows - first_row);
             let bytes = n_rows * row_bytes;
-            let size = bytes.div_ceil(4) * 4;
+            let size = part_size(bytes);
             let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size,

@@ -11,7 +11,8 @@ mod common;
 
 use common::{dev_gguf, greedy, new_ctx as ctx, text_sample};
 use meddr_engine::{
-    ContextOptions, EngineError, GpuContext, GpuModel, LoadOptions, ModelError, Readback, StepInput,
+    ContextOptions, EngineError, GpuContext, GpuModel, LoadOptions, MemoryPlan, ModelError,
+    PlanDevice, Readback, StepInput,
 };
 use meddr_gguf::GgufFile;
 use meddr_quantize::FileType;
@@ -43,6 +44,15 @@ fn forced_small_binding_limits_split_the_weights_or_refuse_clearly() {
     };
     let mut m = GpuModel::load(c.clone(), &file, &text_only).unwrap();
     assert_eq!(greedy(&mut m, &prompt, want.len()).unwrap(), want);
+    // The plan from the header alone knows the split parts' padding too.
+    let device = PlanDevice {
+        f16: c.info.f16,
+        max_binding_bytes: c.max_binding_bytes(),
+    };
+    assert_eq!(
+        MemoryPlan::for_header(&file.header, &text_only, device).unwrap(),
+        m.memory_plan()
+    );
     // With the vision tower, the 2.4 MB image input cannot exist: refused at load, naming the buffer.
     let e = GpuModel::load(c, &file, &LoadOptions::default())
         .err()

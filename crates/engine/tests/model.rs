@@ -10,7 +10,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use common::{ctx, dev_gguf, root, samples, shared, tmp_dir};
-use meddr_engine::{GpuModel, LoadOptions, ModelError, Readback, StepInput};
+use meddr_engine::{
+    GpuModel, LoadOptions, MemoryPlan, ModelError, PlanDevice, Readback, StepInput, VisionEncoder,
+};
 use meddr_gguf::{GgufFile, GgufWriter, TensorSpec, Value};
 use meddr_quantize::FileType;
 use ndarray::{Array1, Array2};
@@ -380,6 +382,102 @@ fn rewrite(src: &Path, dst: &Path, edit: impl FnOnce(&mut Vec<(String, Value)>, 
 
 fn set(meta: &mut [(String, Value)], key: &str, v: Value) {
     meta.iter_mut().find(|(k, _)| k == key).unwrap().1 = v;
+}
+
+/// `MemoryPlan::for_header` (what `meddr info` prints, from the header alone) equals what a load allocates,
+/// byte for byte, for every file type and option that changes an allocation.
+#[test]
+fn the_memory_plan_from_the_header_equals_what_a_load_allocates() {
+    let c = ctx();
+    let device = PlanDevice {
+        f16: c.info.f16,
+        max_binding_bytes: c.max_binding_bytes(),
+    };
+    let options = [
+        LoadOptions::default(),
+        LoadOptions {
+            context_length: Some(300),
+            prefill_chunk: 37,
+            ..Default::default()
+        },
+        LoadOptions {
+            load_vision: false,
+            ..Default::default()
+        },
+        LoadOptions {
+            kv_f32: true,
+            context_length: Some(64),
+            ..Default::default()
+        },
+    ];
+    for ft in [FileType::F32, FileType::F16, FileType::Q4KM] {
+        let file = GgufFile::open_model(dev_gguf(ft), None).unwrap();
+        for opts in &options {
+            let loaded = GpuModel::load(c.clone(), &file, opts)
+                .unwrap()
+                .memory_plan();
+            let planned = MemoryPlan::for_header(&file.header, opts, device).unwrap();
+            assert_eq!(planned, loaded, "{} {opts:?}", ft.name());
+            assert!(loaded.llm_gpu > 0 && loaded.kv_cache > 0 && loaded.llm_activations > 0);
+            assert_eq!(loaded.vit_gpu > 0, opts.load_vision, "{opts:?}");
+        }
+    }
+}
+
+/// Staged use for GPUs that cannot hold both parts: the vision encoder alone encodes the image, is dropped,
+/// then the language model alone (`load_vision: false`) prefills with those features. Same features and the
+/// same 24 greedy tokens as upstream; each part holds exactly its share of the full model's plan.
+#[test]
+fn the_vision_encoder_alone_then_the_language_model_alone_answer_as_upstream() {
+    let path = dev_gguf(FileType::F32);
+    let file = GgufFile::open_model(&path, None).unwrap();
+    let full = GpuModel::load(ctx(), &file, &LoadOptions::default())
+        .unwrap()
+        .memory_plan();
+    let s = samples()
+        .into_iter()
+        .find(|s| s.image.is_some())
+        .expect("an image sample");
+    let (features, want_features) = {
+        let enc = VisionEncoder::load(ctx(), &file).unwrap();
+        let p = enc.memory_plan();
+        assert_eq!(
+            (p.vit_gpu, p.projector_gpu, p.vision_activations),
+            (full.vit_gpu, full.projector_gpu, full.vision_activations)
+        );
+        assert_eq!(p.peak_vision_only(), full.peak_vision_only());
+        let f = enc
+            .encode(&pixel_values(s.image.as_deref().unwrap()))
+            .unwrap();
+        let got = enc.read_features(&f).unwrap();
+        let want: Array2<f32> = arrays()
+            .by_name(&format!("f32.{}.vision_features.npy", s.id))
+            .unwrap();
+        (f, max_abs_diff(&got, want.as_slice().unwrap()))
+    }; // the encoder is dropped here; the features stay
+    assert!(want_features < 1e-4, "features max |Δ| {want_features}");
+    let text_only = LoadOptions {
+        load_vision: false,
+        ..Default::default()
+    };
+    let mut m = GpuModel::load(ctx(), &file, &text_only).unwrap();
+    assert_eq!(
+        m.memory_plan().peak_language_only(),
+        full.peak_language_only()
+    );
+    assert_eq!(m.memory_plan().vit_gpu, 0);
+    let step = m
+        .prefill(&s.input_ids, Some(&features), 24, Readback::Token)
+        .unwrap();
+    let mut tokens = vec![step.token];
+    while tokens.len() < 24 {
+        tokens.push(
+            m.decode_step(StepInput::Greedy, Readback::Token)
+                .unwrap()
+                .token,
+        );
+    }
+    assert_eq!(tokens, s.greedy);
 }
 
 #[test]

@@ -102,7 +102,7 @@ pub use header::{
 pub use source::{ByteSource, FileSource};
 pub use split::{
     has_vision_tower, is_mmproj, is_vision_tensor, merge_mmproj, mmproj_candidates,
-    mmproj_path_for, MMPROJ_ARCHITECTURE,
+    mmproj_path_for, LAYOUT_ONLY_KEY, MMPROJ_ARCHITECTURE,
 };
 pub use types::GgmlType;
 pub use value::{Array, Value, ValueType};

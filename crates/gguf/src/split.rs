@@ -14,6 +14,11 @@ use crate::value::{Array, Value};
 /// `general.architecture` of an mmproj file.
 pub const MMPROJ_ARCHITECTURE: &str = "clip";
 
+/// Metadata key (bool, in both files of a pair) of a model whose tensors were declared but never written
+/// (`GgufWriter::skip_tensor`: zeros, holes on disk): MedDr's full layout for memory plans without its
+/// 24 GB of weights. Loaders refuse it; `meddr info` reads it like any file.
+pub const LAYOUT_ONLY_KEY: &str = "meddr.layout_only";
+
 /// Where a model's mmproj is looked for, in order: `<stem>.mmproj.gguf` (what `meddr-quantize` writes) and
 /// `mmproj-<stem>.gguf` (the Hugging Face / llama.cpp naming), both beside `model`.
 pub fn mmproj_candidates(model: &Path) -> Vec<PathBuf> {

@@ -1,5 +1,5 @@
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{GgufError, Result};
@@ -211,6 +211,27 @@ impl GgufWriter {
         Ok(())
     }
 
+    /// Declares the next tensor's bytes all zero without writing them: the file gets a hole there (sparse on
+    /// filesystems that have them), so a layout-only file of a 24 GB model takes a few MB of disk. For
+    /// memory plans and loader tests; the tensor reads back as zeros.
+    pub fn skip_tensor(&mut self, name: &str) -> Result<()> {
+        self.begin_tensor(name)?;
+        let size = self.sizes[self.next - 1];
+        let out = self.out.as_mut().expect("checked by begin_tensor");
+        let step = i64::try_from(size).map_err(|_| GgufError::overflow("tensor size"));
+        let seek = step.and_then(|step| {
+            out.seek(SeekFrom::Current(step))
+                .map_err(|e| GgufError::io("seeking in", &self.tmp_path, e))
+        });
+        if let Err(e) = seek {
+            self.cleanup();
+            return Err(e);
+        }
+        self.pos += size;
+        self.open = Some(size);
+        self.end_tensor()
+    }
+
     /// Appends bytes to the open tensor; more than its byte size is an error.
     pub fn write_bytes(&mut self, data: &[u8]) -> Result<()> {
         self.check_usable()?;
@@ -274,6 +295,11 @@ impl GgufWriter {
                 return Err(err);
             }
         };
+        // A skipped last tensor leaves the file short of its end: extend it (a hole reads as zeros).
+        if let Err(e) = file.set_len(self.pos) {
+            self.cleanup();
+            return Err(GgufError::io("extending", &self.tmp_path, e));
+        }
         if let Err(e) = file.sync_all() {
             self.cleanup();
             return Err(GgufError::io("syncing", &self.tmp_path, e));

@@ -238,3 +238,63 @@ fn io_errors_name_the_path() {
         "temp file removed"
     );
 }
+
+/// Skipped tensors read back as zeros, the file has its full length, and (on filesystems with holes) a large
+/// skipped tensor takes no disk.
+#[test]
+fn skipped_tensors_are_holes_that_read_as_zeros() {
+    let dir = TempDir::new("w-skip");
+    let path = dir.path("m.gguf");
+    let big = 64 << 20; // 64 MiB of f32
+    let specs = vec![
+        TensorSpec::new("a", vec![4], GgmlType::F32),
+        TensorSpec::new("big", vec![big / 4], GgmlType::F32),
+        TensorSpec::new("b", vec![32, 2], GgmlType::Q8_0),
+        TensorSpec::new("last", vec![1 << 20], GgmlType::F32),
+    ];
+    let mut w = GgufWriter::create(&path, meta(), specs).unwrap();
+    w.write_tensor("a", &[7; 16]).unwrap();
+    w.skip_tensor("big").unwrap();
+    w.write_tensor("b", &[1; 68]).unwrap();
+    // Out of order is refused like any write.
+    assert!(w.skip_tensor("a").is_err());
+    let mut w = GgufWriter::create_with(
+        &path,
+        WriteOptions {
+            overwrite: true,
+            ..Default::default()
+        },
+        meta(),
+        vec![
+            TensorSpec::new("a", vec![4], GgmlType::F32),
+            TensorSpec::new("big", vec![big / 4], GgmlType::F32),
+            TensorSpec::new("b", vec![32, 2], GgmlType::Q8_0),
+            TensorSpec::new("last", vec![1 << 20], GgmlType::F32),
+        ],
+    )
+    .unwrap();
+    w.write_tensor("a", &[7; 16]).unwrap();
+    w.skip_tensor("big").unwrap();
+    w.write_tensor("b", &[1; 68]).unwrap();
+    // The last tensor skipped too: the file must still reach its declared end.
+    w.skip_tensor("last").unwrap();
+    w.finish().unwrap();
+    let f = GgufFile::open(&path).unwrap();
+    assert_eq!(f.tensor_bytes("a").unwrap(), &[7; 16]);
+    assert!(f.tensor_bytes("big").unwrap().iter().all(|&b| b == 0));
+    assert_eq!(f.tensor_bytes("b").unwrap(), &[1; 68]);
+    assert_eq!(f.tensor_bytes("last").unwrap().len(), 4 << 20);
+    assert!(f.tensor_bytes("last").unwrap().iter().all(|&b| b == 0));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&path).unwrap();
+        assert!(m.len() > (68 << 20), "{}", m.len());
+        // 512-byte blocks actually allocated: far below the 68 MiB declared (tmpfs and ext4 have holes).
+        assert!(
+            m.blocks() * 512 < (8 << 20),
+            "{} bytes allocated",
+            m.blocks() * 512
+        );
+    }
+}

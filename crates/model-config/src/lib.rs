@@ -18,6 +18,23 @@ pub enum ConfigError {
     Architecture { found: String },
     #[error("tensor `{name}` is missing from the file")]
     MissingTensor { name: String },
+    #[error("this file holds only a model's layout (written by `meddr-quantize --layout-only`: `{LAYOUT_ONLY_KEY}` is true and no weight was written); it serves `meddr info`'s memory plan, not answers")]
+    LayoutOnly,
+}
+
+pub use meddr_gguf::LAYOUT_ONLY_KEY;
+
+/// Whether the file was written with `meddr-quantize --layout-only`.
+pub fn is_layout_only(h: &GgufHeader) -> bool {
+    matches!(h.get(LAYOUT_ONLY_KEY), Some(meddr_gguf::Value::Bool(true)))
+}
+
+/// Refuses a layout-only file ([`LAYOUT_ONLY_KEY`]) where weights are about to be used.
+pub fn check_has_weights(h: &GgufHeader) -> Result<()> {
+    if is_layout_only(h) {
+        return Err(ConfigError::LayoutOnly);
+    }
+    Ok(())
 }
 
 pub type Result<T> = std::result::Result<T, ConfigError>;

@@ -19,6 +19,8 @@ pub mod ops;
 
 pub use error::RefError;
 pub use gguf_store::{GgufConfigError, GgufStore};
+/// Refuses a layout-only GGUF (`meddr-quantize --layout-only`) before its zeros are taken for weights.
+pub use meddr_config::check_has_weights;
 pub use model::{
     GreedyStep, KvCache, LlmConfig, ModelConfig, ReferenceModel, Tensor, VisionConfig, WeightStore,
 };

@@ -3,7 +3,7 @@
 use clap::Parser;
 use meddr_quantize::recipe::parse_vision_type;
 use meddr_quantize::synth::{write_checkpoint, SynthOptions, SynthShape};
-use meddr_quantize::{quantize_checkpoint, FileType, Options};
+use meddr_quantize::{quantize_checkpoint, write_layout, FileType, Options};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,7 +20,9 @@ struct Cli {
     #[arg(required_unless_present = "synthetic", conflicts_with = "synthetic")]
     checkpoint_dir: Option<PathBuf>,
     /// No weights at hand: quantize a built-in random checkpoint of this preset instead (dev: the fixture's
-    /// shapes; full: MedDr's 40B shapes, ~80 GB written to a temporary directory first)
+    /// shapes; full: MedDr's 40B widths with the built-in tokenizer's vocabulary; 40b: MedDr's exact shape,
+    /// Yi's 64,000-token vocabulary; full and 40b write ~80 GB to a temporary directory first, unless
+    /// --layout-only)
     #[arg(long, value_name = "PRESET")]
     synthetic: Option<String>,
     /// Output GGUF: the language model (llama.cpp, LM Studio and ollama load it as a text model); the vision
@@ -38,6 +40,12 @@ struct Cli {
     /// Worker threads for quantization [default: all cores]
     #[arg(long)]
     threads: Option<usize>,
+    /// Write only the layout: every tensor declared (names, shapes, types, offsets) and all metadata, but no
+    /// weight read or computed; the data are holes (zeros) taking no disk, and loaders refuse the files.
+    /// For `meddr info`'s memory plan of a model you do not have, e.g. `--synthetic 40b --layout-only`
+    /// (MedDr's 40B shape in a second)
+    #[arg(long)]
+    layout_only: bool,
     /// Overwrite existing output files
     #[arg(long)]
     force: bool,
@@ -86,13 +94,18 @@ fn main() -> ExitCode {
                 seed: 177,
                 tokenizer_dir: None,
                 force: false,
+                layout_only: cli.layout_only,
             };
             if let Err(e) = write_checkpoint(&ck, &so, |_| {}) {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
             if !cli.quiet {
-                eprintln!("no checkpoint given: quantizing a synthetic {preset} checkpoint (random weights, upstream layout)");
+                if cli.layout_only {
+                    eprintln!("no checkpoint given: the layout of a synthetic {preset} checkpoint (upstream layout, no weights)");
+                } else {
+                    eprintln!("no checkpoint given: quantizing a synthetic {preset} checkpoint (random weights, upstream layout)");
+                }
             }
             ck
         }
@@ -101,7 +114,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match quantize_checkpoint(&dir, &cli.output, &opts) {
+    let run = if cli.layout_only {
+        write_layout
+    } else {
+        quantize_checkpoint
+    };
+    match run(&dir, &cli.output, &opts) {
         Ok(s) => {
             if !cli.quiet {
                 if let Some(r) = &s.fallback_report {
@@ -112,6 +130,17 @@ fn main() -> ExitCode {
                     .as_ref()
                     .map(|p| format!(" + {} ({:.3} GB)", p.display(), s.mmproj_bytes as f64 / 1e9))
                     .unwrap_or_default();
+                if cli.layout_only {
+                    eprintln!(
+                        "wrote {}{mmproj} ({} tensors, {:.3} GB declared, the layout only: no weights, holes on disk; {:.1} s; {} ViT layers kept)",
+                        s.output.display(),
+                        s.tensors,
+                        (s.output_bytes + s.mmproj_bytes) as f64 / 1e9,
+                        s.seconds,
+                        s.vision_layers_kept
+                    );
+                    return ExitCode::SUCCESS;
+                }
                 eprintln!(
                     "wrote {}{mmproj} ({} tensors, {:.3} GB from {:.3} GB of input, {:.1} s, {:.3} GB/s{}; {} ViT layers kept)",
                     s.output.display(),

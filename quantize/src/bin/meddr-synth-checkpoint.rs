@@ -13,13 +13,13 @@ use std::process::ExitCode;
 #[command(
     name = "meddr-synth-checkpoint",
     version,
-    after_help = "Examples:\n  meddr-synth-checkpoint -o /tmp/dev-ckpt                     # fixture-sized (2.7 M params)\n  meddr-synth-checkpoint -o /tmp/4gb --preset full --vit-layers 1 --llm-layers 3   # ~4.4 GB\n  meddr-synth-checkpoint -o /tmp/meddr-40b --preset full       # the full 40B shape, ~80 GB"
+    after_help = "Examples:\n  meddr-synth-checkpoint -o /tmp/dev-ckpt                     # fixture-sized (2.7 M params)\n  meddr-synth-checkpoint -o /tmp/4gb --preset full --vit-layers 1 --llm-layers 3   # ~4.4 GB\n  meddr-synth-checkpoint -o /tmp/meddr-40b --preset 40b        # MedDr's exact 40B shape (64k vocabulary), ~80 GB"
 )]
 struct Cli {
     /// Output directory (must not exist unless --force)
     #[arg(short, long)]
     output: PathBuf,
-    /// dev (the fixture's shapes) or full (InternViT-6B + Yi-34B)
+    /// dev (the fixture's shapes), full (InternViT-6B + Yi-34B widths, the built-in vocabulary) or 40b (full with Yi's 64,000-token vocabulary)
     #[arg(long, default_value = "dev")]
     preset: String,
     #[arg(long)]
@@ -119,6 +119,7 @@ fn main() -> ExitCode {
         seed: cli.seed,
         tokenizer_dir: cli.tokenizer,
         force: cli.force,
+        layout_only: false,
     };
     let mut done = 0u64;
     let mut last_pct = 0u64;

@@ -2,8 +2,9 @@
 //! the real-browser test and the native side of the browser-vs-native speed comparison.
 //! Run on Chromium's own SwiftShader with `VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json`.
 //!
-//! `native_generate --model m.gguf [--image img] --question q --max-new-tokens N [--ignore-eos] [--f32]`
-//! prints `{"tokens": [...], "text": ..., "stats": {...}, "device": ...}`.
+//! `native_generate --model m.gguf [--image img] --question q --max-new-tokens N [--ignore-eos] [--f32]
+//! [--runs R]` prints `{"tokens": [...], "text": ..., "stats": {...}, "runs": [{...} × R], "device": ...}`:
+//! R generations (each a new conversation) in one process, as the browser benchmark runs them in one page.
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut max_new = 64usize;
     let mut ignore_eos = false;
     let mut force_f32 = false;
+    let mut runs = 1usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
@@ -36,6 +38,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--max-new-tokens" => max_new = val()?.parse()?,
             "--ignore-eos" => ignore_eos = true,
             "--f32" => force_f32 = true,
+            "--runs" => runs = val()?.parse::<usize>()?.max(1),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -71,18 +74,26 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         },
         logprobs: None,
     };
-    let out = pollster::block_on(session.generate(
-        image.as_deref(),
-        &Ask::default(),
-        &question,
-        &gen,
-        |_, _| true,
-    ))?;
+    let mut all = Vec::with_capacity(runs);
+    let mut out = None;
+    for _ in 0..runs {
+        let o = pollster::block_on(session.generate(
+            image.as_deref(),
+            &Ask::default(),
+            &question,
+            &gen,
+            |_, _| true,
+        ))?;
+        all.push(o.stats.clone());
+        out = Some(o);
+    }
+    let out = out.ok_or("no run")?;
     let json = serde_json::json!({
         "tokens": out.tokens,
         "text": out.text,
         "stopReason": out.stop_reason,
         "stats": out.stats,
+        "runs": all,
         "loadMs": load_ms,
         "device": ctx.info.to_string(),
     });

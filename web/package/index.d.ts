@@ -184,6 +184,10 @@ export interface RunInfo {
   stats: {
     promptTokens: number; reusedTokens: number; newTokens: number; imageMs: number; prefillMs: number;
     decodeMs: number; decodeTokensPerSec: number;
+    /** Where `decodeMs` went: recording and submitting steps, awaiting tokens (GPU time not hidden behind
+     *  queued steps + readback latency), and the host's share (sampling, stop rules, detokenizing, the
+     *  token callback). */
+    decodeRecordMs: number; decodeWaitMs: number; decodeHostMs: number;
   };
   warnings: string[];
   memory: MemoryInfo;

@@ -43,6 +43,16 @@ pub struct GenerateStats {
     pub decode_ms: f64,
     /// Tokens after the first, per second of decoding (the first comes from the prefill).
     pub decode_tokens_per_sec: f64,
+    /// Where `decode_ms` went (issue 12.1's per-token breakdown; the rest is the loop itself):
+    /// recording and submitting steps (`queue_greedy_step`: command encoding, and in the browser the
+    /// commands' trip to the GPU process)…
+    pub decode_record_ms: f64,
+    /// …awaiting a step's token (`mapAsync`: GPU time not hidden behind the queued steps, plus the
+    /// readback's latency)…
+    pub decode_wait_ms: f64,
+    /// …and the host's share of each token: sampling, stop rules, detokenizing, the token callback (into
+    /// JavaScript in the browser).
+    pub decode_host_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -371,26 +381,33 @@ impl Session {
         loop {
             // Greedy: keep the GPU busy with the next steps while this token is handled and the next one
             // is read back (mapAsync resolves on a later event-loop turn).
+            let tr = Instant::now();
             while greedy
                 && self.model.queued_steps() < MAX_QUEUED_STEPS
                 && gen.generated() + 1 + self.model.queued_steps() < opts.max_new_tokens
             {
                 self.model.queue_greedy_step().map_err(engine)?;
             }
+            let th = Instant::now();
+            stats.decode_record_ms += (th - tr).as_secs_f64() * 1e3;
             let next = match (&step.logits, greedy) {
                 (Some(l), false) => gen.step(Next::Logits(l), &mut callback),
                 _ => gen.step(Next::Sampled(step.token), &mut callback),
             }
             .map_err(runtime)?;
+            let tw = Instant::now();
+            stats.decode_host_ms += (tw - th).as_secs_f64() * 1e3;
             let Some(id) = next else { break };
             step = if greedy {
                 self.model.read_queued_step().await
             } else {
+                // Unqueued steps record, submit and wait here: all of it counts as waiting.
                 self.model
                     .decode_step_async(StepInput::Token(id), read)
                     .await
             }
             .map_err(engine)?;
+            stats.decode_wait_ms += tw.elapsed().as_secs_f64() * 1e3;
         }
         // Stopped early: forget the steps computed past the answer.
         self.model.drop_queued();

@@ -72,6 +72,8 @@ export interface GenerateStats {
   decodeTokensPerSec: number;
   /** Prompt positions kept from the conversation's earlier turns instead of being run again. */
   reusedTokens: number;
+  /** Where `decodeMs` went: recording and submitting steps, awaiting tokens, the host's share per token. */
+  decodeRecordMs: number; decodeWaitMs: number; decodeHostMs: number;
 }
 export interface GenerateResult {
   tokens: number[]; text: string; stopped: boolean; stopReason: "eos" | "max_tokens" | "cancelled";

@@ -430,7 +430,7 @@ impl GpuContext {
     /// Submits one recording (a whole decode step should be one submit). The parameters its ops staged go
     /// to the GPU in one write just before it; the arena restarts once no recording is pending, so a decode
     /// step reuses the same offsets every time.
-    pub fn submit(&self, recorder: Recorder) {
+    pub fn submit(&self, recorder: Recorder) -> wgpu::SubmissionIndex {
         let commands = recorder.finish();
         // The write and the submit happen under one lock: another thread's next write to the same offsets
         // must land after this submission, never between this write and this submit.
@@ -438,11 +438,12 @@ impl GpuContext {
         if !a.staged.is_empty() {
             self.queue.write_buffer(&self.params_buffer, 0, &a.staged);
         }
-        self.queue.submit([commands]);
+        let index = self.queue.submit([commands]);
         a.open_encoders = a.open_encoders.saturating_sub(1);
         if a.open_encoders == 0 {
             a.staged.clear();
         }
+        index
     }
 
     /// Runs `record` with `cache` serving the bind groups of its dispatches on this thread (lent and returned,
@@ -545,6 +546,19 @@ impl GpuContext {
     /// Maps the first `len` bytes of a caller-owned MAP_READ buffer whose copy was recorded in an earlier
     /// submit, so a decode step can record its readback copy in its own (single) submit.
     pub(crate) async fn map_read(&self, staging: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
+        self.map_read_after(staging, len, None).await
+    }
+
+    /// [`GpuContext::map_read`] of a buffer that submission `after` wrote: natively it waits for that
+    /// submission only, not for steps queued behind it (waiting for all of them would leave the GPU idle
+    /// between each token's read and the next queue_greedy_step, undoing the queueing). In the browser the
+    /// map resolves as soon as its own buffer is ready either way.
+    pub(crate) async fn map_read_after(
+        &self,
+        staging: &wgpu::Buffer,
+        len: u64,
+        after: Option<wgpu::SubmissionIndex>,
+    ) -> Result<Vec<u8>> {
         if len == 0 {
             return Ok(Vec::new());
         }
@@ -553,7 +567,16 @@ impl GpuContext {
             tx.send(r.map_err(|e| e.to_string()))
         });
         self.check_healthy()?;
-        self.poll_wait();
+        match after {
+            #[cfg(not(target_arch = "wasm32"))]
+            Some(index) => {
+                let _ = self.device.poll(wgpu::PollType::Wait {
+                    submission_index: Some(index),
+                    timeout: None,
+                });
+            }
+            _ => self.poll_wait(),
+        }
         rx.await.map_err(|e| self.map_failed(e))?;
         self.check_healthy()?;
         let data = {

@@ -357,7 +357,8 @@ pub struct GpuModel {
     /// A forward has run since the last prefill, so the token buffer holds a valid argmax.
     have_argmax: bool,
     /// Staging slots of submitted greedy steps whose token has not been read yet, oldest first.
-    queued: std::collections::VecDeque<usize>,
+    /// Queued steps: their staging slot and submission, oldest first.
+    queued: std::collections::VecDeque<(usize, wgpu::SubmissionIndex)>,
     next_slot: usize,
     bind_groups: BindGroupCache,
     plan: MemoryPlan,
@@ -1033,22 +1034,23 @@ impl GpuModel {
             0,
             4,
         );
-        ctx.submit(enc);
+        let index = ctx.submit(enc);
         self.next_slot = (slot + 1) % MAX_QUEUED_STEPS;
-        self.queued.push_back(slot);
+        self.queued.push_back((slot, index));
         self.pos += 1;
         Ok(())
     }
 
     /// The token of the oldest step queued by [`GpuModel::queue_greedy_step`].
     pub async fn read_queued_step(&mut self) -> ModelResult<Step> {
-        let slot = *self
+        let (slot, index) = self
             .queued
             .front()
+            .cloned()
             .ok_or_else(|| input("queued", 0u32, "no step is in flight"))?;
         let tok = self
             .ctx
-            .map_read(&self.acts.tok_staging_queued[slot], 4)
+            .map_read_after(&self.acts.tok_staging_queued[slot], 4, Some(index))
             .await?;
         self.queued.pop_front();
         Ok(Step {

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Browser vs native decode speed on the same device (issue 12.1): Chromium's SwiftShader, which headless
+# Chromium's WebGPU uses and which the native side loads as its Vulkan ICD. Both sides are release builds
+# and run the same `Session` code (web/src/session.rs): the browser through the @meddr/edge package in one
+# page (tests/bench/browser_vs_native.mjs), natively through web/examples/native_generate.rs. For each model
+# type: one warm-up generation, then RUNS measured ones of TOKENS greedy tokens (EOS ignored) on the dev
+# fixture's image question; the medians, their ratio, and per decoded token where the time went (recording
+# and submitting steps, awaiting tokens, the host's share).
+#
+#   tests/bench/browser-vs-native.sh [--runs 5] [--tokens 128] [--types "f32 q4_k_m"] [--no-build]
+#
+# Output: a Markdown table on stdout and tests/bench/results/browser-vs-native-<date>.{md,json}.
+# Needs what web/e2e-test.sh installs (Debian chromium, the wasm toolchain, web/node_modules).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+runs=5; tokens=128; types="f32 q4_k_m"; build=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) runs="$2"; shift 2 ;;
+    --tokens) tokens="$2"; shift 2 ;;
+    --types) types="$2"; shift 2 ;;
+    --no-build) build=0; shift ;;
+    -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "browser-vs-native.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[[ "$runs" =~ ^[1-9][0-9]*$ && "$tokens" =~ ^[1-9][0-9]*$ ]] || { echo "browser-vs-native.sh: --runs and --tokens must be positive integers" >&2; exit 2; }
+shared="${MEDDR_SHARED:-$root/../shared}"
+fix="$shared/fixtures"
+[ -d "$fix" ] || { echo "browser-vs-native.sh: no fixtures at $fix (set MEDDR_SHARED)" >&2; exit 1; }
+sws=/usr/lib/chromium/vk_swiftshader_icd.json
+[ -f "$sws" ] || { echo "browser-vs-native.sh: $sws is missing: apt-get install chromium (web/e2e-test.sh does)" >&2; exit 1; }
+cd "$root"
+if [ "$build" = 1 ]; then
+  echo "building web/dist (release wasm) and the release native twin" >&2
+  web/build.sh
+  cargo build -q --release --locked -p meddr-web --example native_generate -p meddr-quantize
+fi
+rel="${CARGO_TARGET_DIR:-$root/target}/release"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+read -r image question < <(python3 - "$fix/expected/dev/expected.json" <<'PY'
+import json, sys
+s = next(x for x in json.load(open(sys.argv[1]))["samples"] if x["id"] == "img_test2_report")
+print(s["image"], s["question"])
+PY
+)
+image="$fix/images/$image"
+for t in $types; do
+  "$rel/meddr-quantize" "$fix/checkpoints/dev" -o "$work/dev-$t.gguf" --type "$t" --force -q
+  echo "$t: native, $runs runs + 1 warm-up" >&2
+  VK_ICD_FILENAMES="$sws" "$rel/examples/native_generate" --model "$work/dev-$t.gguf" --image "$image" \
+    --question "$question" --max-new-tokens "$tokens" --ignore-eos --runs "$((runs + 1))" > "$work/native-$t.json"
+  echo "$t: browser, $runs runs + 1 warm-up" >&2
+  node tests/bench/browser_vs_native.mjs --dist web/dist --model "$work/dev-$t.gguf" --image "$image" \
+    --question "$question" --max-new-tokens "$tokens" --runs "$runs" > "$work/browser-$t.json"
+done
+mkdir -p tests/bench/results
+stamp="$(date -u +%Y-%m-%d-%H%M)"
+python3 - "$work" "$types" "$tokens" "tests/bench/results/browser-vs-native-$stamp" <<'PY'
+import json, statistics, sys
+work, types, tokens, out = sys.argv[1], sys.argv[2].split(), int(sys.argv[3]), sys.argv[4]
+rows, data = [], {}
+def per_token(stats, key):
+    return stats[key] / max(stats["newTokens"] - 1, 1)
+for t in types:
+    nat = json.load(open(f"{work}/native-{t}.json"))
+    bro = json.load(open(f"{work}/browser-{t}.json"))
+    n_runs = [s for s in nat["runs"][1:]]
+    b_runs = [r["stats"] for r in bro["runs"] if not r["warmUp"]]
+    same = nat["tokens"] == bro["runs"][-1]["tokens"]
+    med = lambda runs, k: statistics.median(r[k] for r in runs)
+    medpt = lambda runs, k: statistics.median(per_token(r, k) for r in runs)
+    n_tps, b_tps = med(n_runs, "decodeTokensPerSec"), med(b_runs, "decodeTokensPerSec")
+    row = {
+        "type": t, "tokens": tokens, "runs": len(b_runs), "same_tokens": same,
+        "native_tok_s": n_tps, "browser_tok_s": b_tps, "ratio": b_tps / n_tps,
+        "native_runs_tok_s": [r["decodeTokensPerSec"] for r in n_runs],
+        "browser_runs_tok_s": [r["decodeTokensPerSec"] for r in b_runs],
+    }
+    for side, runs in (("native", n_runs), ("browser", b_runs)):
+        for k in ("decodeRecordMs", "decodeWaitMs", "decodeHostMs"):
+            row[f"{side}_{k}_per_token"] = medpt(runs, k)
+        row[f"{side}_decode_ms_per_token"] = medpt(runs, "decodeMs")
+    rows.append(row)
+    data[t] = {"native": nat, "browser": bro}
+md = ["| model | browser tok/s | native tok/s | ratio | ms/token browser (record / wait / host) | ms/token native (record / wait / host) | same tokens |",
+      "| --- | --- | --- | --- | --- | --- | --- |"]
+for r in rows:
+    f = lambda side: " / ".join(f"{r[f'{side}_{k}_per_token']:.2f}" for k in ("decodeRecordMs", "decodeWaitMs", "decodeHostMs"))
+    md.append(f"| dev {r['type']} | {r['browser_tok_s']:.1f} | {r['native_tok_s']:.1f} | **{r['ratio']:.2f}** | "
+              f"{r['browser_decode_ms_per_token']:.2f} ({f('browser')}) | {r['native_decode_ms_per_token']:.2f} ({f('native')}) | {r['same_tokens']} |")
+text = "\n".join(md)
+print(text)
+print(f"\nmedians of {rows[0]['runs']} runs of {tokens} tokens after one warm-up; runs (tok/s): " +
+      "; ".join(f"{r['type']} browser {['%.1f' % x for x in r['browser_runs_tok_s']]} native {['%.1f' % x for x in r['native_runs_tok_s']]}" for r in rows))
+open(out + ".md", "w").write(text + "\n")
+json.dump({"rows": rows, "raw": data}, open(out + ".json", "w"), indent=1)
+if not all(r["same_tokens"] for r in rows):
+    sys.exit("browser and native tokens differ")
+PY

@@ -8,19 +8,23 @@
 # and submitting steps, awaiting tokens, the host's share).
 #
 #   tests/bench/browser-vs-native.sh [--runs 5] [--tokens 128] [--types "f32 q4_k_m"] [--no-build]
+#                                    [--dist DIR --native BIN --label NAME]   # another build (an A/B)
 #
 # Output: a Markdown table on stdout and tests/bench/results/browser-vs-native-<date>.{md,json}.
 # Needs what web/e2e-test.sh installs (Debian chromium, the wasm toolchain, web/node_modules).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-runs=5; tokens=128; types="f32 q4_k_m"; build=1
+runs=5; tokens=128; types="f32 q4_k_m"; build=1; dist=""; native=""; label=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
     --tokens) tokens="$2"; shift 2 ;;
     --types) types="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
-    -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --dist) dist="$(realpath "$2")"; build=0; shift 2 ;;
+    --native) native="$(realpath "$2")"; build=0; shift 2 ;;
+    --label) label="-$2"; shift 2 ;;
+    -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "browser-vs-native.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -31,12 +35,16 @@ fix="$shared/fixtures"
 sws=/usr/lib/chromium/vk_swiftshader_icd.json
 [ -f "$sws" ] || { echo "browser-vs-native.sh: $sws is missing: apt-get install chromium (web/e2e-test.sh does)" >&2; exit 1; }
 cd "$root"
+# Headless machines: libwayland (probed by the Vulkan loader) complains on stderr without it.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 if [ "$build" = 1 ]; then
   echo "building web/dist (release wasm) and the release native twin" >&2
   web/build.sh
   cargo build -q --release --locked -p meddr-web --example native_generate -p meddr-quantize
 fi
 rel="${CARGO_TARGET_DIR:-$root/target}/release"
+dist="${dist:-$root/web/dist}"
+native="${native:-$rel/examples/native_generate}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 read -r image question < <(python3 - "$fix/expected/dev/expected.json" <<'PY'
@@ -49,15 +57,15 @@ image="$fix/images/$image"
 for t in $types; do
   "$rel/meddr-quantize" "$fix/checkpoints/dev" -o "$work/dev-$t.gguf" --type "$t" --force -q
   echo "$t: native, $runs runs + 1 warm-up" >&2
-  VK_ICD_FILENAMES="$sws" "$rel/examples/native_generate" --model "$work/dev-$t.gguf" --image "$image" \
+  VK_ICD_FILENAMES="$sws" "$native" --model "$work/dev-$t.gguf" --image "$image" \
     --question "$question" --max-new-tokens "$tokens" --ignore-eos --runs "$((runs + 1))" > "$work/native-$t.json"
   echo "$t: browser, $runs runs + 1 warm-up" >&2
-  node tests/bench/browser_vs_native.mjs --dist web/dist --model "$work/dev-$t.gguf" --image "$image" \
+  node tests/bench/browser_vs_native.mjs --dist "$dist" --model "$work/dev-$t.gguf" --image "$image" \
     --question "$question" --max-new-tokens "$tokens" --runs "$runs" > "$work/browser-$t.json"
 done
 mkdir -p tests/bench/results
 stamp="$(date -u +%Y-%m-%d-%H%M)"
-python3 - "$work" "$types" "$tokens" "tests/bench/results/browser-vs-native-$stamp" <<'PY'
+python3 - "$work" "$types" "$tokens" "tests/bench/results/browser-vs-native-$stamp$label" <<'PY'
 import json, statistics, sys
 work, types, tokens, out = sys.argv[1], sys.argv[2].split(), int(sys.argv[3]), sys.argv[4]
 rows, data = [], {}

@@ -73,6 +73,9 @@ for (const [name, body] of Object.entries({
 })) {
   try { await medDr.chat.completions.create(body); __out.refused[name] = null; } catch (e) { __out.refused[name] = __err(e); }
 }
+// A per-request option the engine checks: a DICOM window of width 0.
+try { await medDr.chat.completions.create({ messages: __msgs(image), max_tokens: 1 }, { dicom: { window: [40, 0] } }); __out.refused.dicomWindow = null; }
+catch (e) { __out.refused.dicomWindow = __err(e); }
 const __ctl = new AbortController();
 let __n = 0;
 try {

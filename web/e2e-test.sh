@@ -229,7 +229,8 @@ check("non-streamed (Blob image) == streamed", ns["object"] == "chat.completion"
 want = {"temperature": ("temperature", "temperature = -1 is outside 0..=2"),
         "role": ("messages[0].role", 'role "tool" is not supported (system, developer, user, assistant)'),
         "remoteImage": ("messages[0].content", 'image URLs with scheme "https" are not fetched'),
-        "maxTokens": ("max_tokens", "max_tokens = 0: at least one token must be generated")}
+        "maxTokens": ("max_tokens", "max_tokens = 0: at least one token must be generated"),
+        "dicomWindow": ("dicom", "option dicom.window must be [centre, width] with a width ≥ 1, got [40,0]")}
 for k, (param, msg) in want.items():
     e = b["refused"][k] or {}
     check(f"refused {k}: the server's message", e.get("isMedDrError") and e.get("code") == "invalid_request_error"

@@ -131,6 +131,17 @@ export interface RequestOptions {
   userText?: UserText;
   /** Overrides the model file's pad-to-square image preprocessing (GSCo's prompts use false, as upstream). */
   pad2square?: boolean;
+  /** How a DICOM image (`data:application/dicom;base64,…` or a Blob) is rendered, as `meddr run --window C,W
+   *  --frame N`; default: the file's first VOI window and the middle frame. */
+  dicom?: DicomOptions;
+}
+
+/** A DICOM image's rendering (PS3.3 C.11.2.1.2.1's linear VOI function on the modality values). */
+export interface DicomOptions {
+  /** `[centre, width]` of the window, replacing the file's (greyscale images; width ≥ 1). */
+  window?: [centre: number, width: number];
+  /** Frame index counted from 0 (multi-frame files); default ⌊frames / 2⌋. */
+  frame?: number;
 }
 
 export interface CompletionUsage { prompt_tokens: number; completion_tokens: number; total_tokens: number; }

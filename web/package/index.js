@@ -172,6 +172,7 @@ export class MedDr {
     const userText = opts.userText ?? this._options.userText;
     if (userText !== undefined) call.userText = userText;
     if (opts.pad2square !== undefined) call.pad2square = opts.pad2square;
+    if (opts.dicom !== undefined) call.dicom = opts.dicom;
     const stream = !!(body && body.stream === true);
     let s = null, first = null;
     // Resolved by the first chunk (a request that passed the checks) or by the end: options the server

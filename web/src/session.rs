@@ -17,7 +17,7 @@ use meddr_engine::{
     GpuContext, GpuModel, ImageFeatures, LoadOptions, Readback, StepInput, MAX_QUEUED_STEPS,
 };
 use meddr_gguf::GgufHeader;
-use meddr_image::{preprocess, PreprocessConfig};
+use meddr_image::{preprocess_with_options, DicomOptions, PreprocessConfig};
 use meddr_runtime::{
     encode_prompt, tokenizer_from_gguf_header, Conversation, EncodedPrompt, Generation,
     GenerationOptions, ModelInfo, Next, PromptFormat, RuntimeError, StopReason, TokenEvent,
@@ -78,6 +78,9 @@ pub struct Ask {
     pub pad2square: Option<bool>,
     /// Control tokens typed in the question: chat markup (upstream, the default) or plain text.
     pub user_text: UserText,
+    /// A DICOM image's window and frame (`meddr run --window C,W --frame N`); default: the file's first
+    /// window and the middle frame.
+    pub dicom: DicomOptions,
 }
 
 pub struct Session {
@@ -139,13 +142,15 @@ impl Session {
         })
     }
 
-    /// Decodes a JPEG/PNG and applies the file's preprocessing (Pillow-exact); `pad2square` overrides the
-    /// file's setting (GSCo: upstream's `RAGDataset` builds its transform without it). Also returns what the
-    /// user should be told about the conversion (e.g. a 16-bit greyscale image clipped to 8 bits).
+    /// Decodes an image (JPEG, PNG…, DICOM rendered with `dicom`'s window and frame) and applies the file's
+    /// preprocessing (Pillow-exact); `pad2square` overrides the file's setting (GSCo: upstream's `RAGDataset`
+    /// builds its transform without it). Also returns what the user should be told about the conversion
+    /// (e.g. a 16-bit greyscale image clipped to 8 bits, the DICOM frame and window used).
     pub fn pixel_values(
         &self,
         image: &[u8],
         pad2square: Option<bool>,
+        dicom: &DicomOptions,
     ) -> Result<(Vec<f32>, Vec<String>)> {
         let v = self
             .info
@@ -157,7 +162,8 @@ impl Session {
             pad2square: pad2square.unwrap_or(p.pad2square),
             ..p.config()
         };
-        let out = preprocess(image, &cfg).map_err(|e| WebError::Image(e.to_string()))?;
+        let out = preprocess_with_options(image, &cfg, dicom)
+            .map_err(|e| WebError::Image(e.to_string()))?;
         Ok((out.pixel_values, out.notes))
     }
 
@@ -182,7 +188,7 @@ impl Session {
         let mut notes = Vec::new();
         let t0 = Instant::now();
         if let Some(bytes) = image {
-            let (pv, n) = self.pixel_values(bytes, ask.pad2square)?;
+            let (pv, n) = self.pixel_values(bytes, ask.pad2square, &ask.dicom)?;
             notes = n.into_iter().map(|n| format!("image: {n}")).collect();
             let f = self
                 .model

@@ -20,6 +20,7 @@ use crate::check::{
 };
 use crate::error::{Result, WebError};
 use crate::session::{Ask, Session};
+use meddr_image::DicomOptions;
 
 fn js_err(e: WebError) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
@@ -509,6 +510,7 @@ impl Engine {
         let pad2square = Reflect::get(call, &JsValue::from_str("pad2square"))
             .ok()
             .and_then(|v| v.as_bool());
+        let dicom = dicom_options(call).map_err(|e| RequestError::bad_request(Some("dicom"), e))?;
         let model = Reflect::get(call, &JsValue::from_str("model"))
             .ok()
             .and_then(|v| v.as_string())
@@ -523,16 +525,12 @@ impl Engine {
                 param: None,
                 message: "no model is loaded: call load() first".into(),
             })?;
-        let r = chat_with(
-            &mut session,
-            plan,
-            user_text,
+        let ask = Ask {
             pad2square,
-            model,
-            self.next_id(),
-            on_chunk,
-        )
-        .await;
+            user_text,
+            dicom,
+        };
+        let r = chat_with(&mut session, plan, ask, model, self.next_id(), on_chunk).await;
         *self.session.borrow_mut() = Some(session);
         r
     }
@@ -637,6 +635,7 @@ impl Engine {
         let ask = Ask {
             pad2square,
             user_text,
+            dicom: dicom_options(options).map_err(WebError::Other)?,
         };
         let image = image.map(|a| a.to_vec());
         // `followUp: true`: the next turn of the conversation the last plain call started.
@@ -681,18 +680,67 @@ impl Engine {
 
 /// One chat request on the loaded model: the server's `chat_job` and model-thread steps in the browser's
 /// order (prompt checked before the image is decoded, then the image, then the generation loop).
+/// The `dicom` option `{window?: [centre, width], frame?: n}` (`meddr run --window C,W --frame N`): how a
+/// DICOM image is rendered; absent: the file's first window and the middle frame.
+fn dicom_options(options: &JsValue) -> std::result::Result<DicomOptions, String> {
+    let d = match Reflect::get(options, &JsValue::from_str("dicom")) {
+        Ok(v) if !v.is_undefined() && !v.is_null() => v,
+        _ => return Ok(DicomOptions::default()),
+    };
+    if !d.is_object() {
+        return Err("option dicom must be an object {window?: [centre, width], frame?: n}".into());
+    }
+    let mut out = DicomOptions::default();
+    let window = Reflect::get(&d, &JsValue::from_str("window")).unwrap_or(JsValue::UNDEFINED);
+    if !window.is_undefined() && !window.is_null() {
+        let pair = js_sys::Array::is_array(&window)
+            .then(|| js_sys::Array::from(&window))
+            .filter(|a| a.length() == 2)
+            .and_then(|a| Some((a.get(0).as_f64()?, a.get(1).as_f64()?)));
+        match pair {
+            Some((c, w)) if c.is_finite() && w.is_finite() && w >= 1.0 => out.window = Some((c, w)),
+            _ => {
+                return Err(format!(
+                    "option dicom.window must be [centre, width] with a width ≥ 1, got {}",
+                    js_sys::JSON::stringify(&window)
+                        .ok()
+                        .and_then(|s| s.as_string())
+                        .unwrap_or_else(|| "a non-JSON value".into())
+                ))
+            }
+        }
+    }
+    let frame = Reflect::get(&d, &JsValue::from_str("frame")).unwrap_or(JsValue::UNDEFINED);
+    if !frame.is_undefined() && !frame.is_null() {
+        match frame.as_f64() {
+            Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= f64::from(u32::MAX) => {
+                out.frame = Some(f as u32)
+            }
+            _ => {
+                return Err(format!(
+                    "option dicom.frame must be a frame index (an integer ≥ 0), got {}",
+                    js_sys::JSON::stringify(&frame)
+                        .ok()
+                        .and_then(|s| s.as_string())
+                        .unwrap_or_else(|| "a non-JSON value".into())
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
 async fn chat_with(
     session: &mut Session,
     plan: openai::ChatPlan,
-    user_text: UserText,
-    pad2square: Option<bool>,
+    ask: Ask,
     model: String,
     n: u64,
     on_chunk: Option<Function>,
 ) -> std::result::Result<String, RequestError> {
     let context = session.context_length();
     // Checks the prompt before the image is decoded: a request that cannot run costs nothing.
-    let mut check = Conversation::new(user_text);
+    let mut check = Conversation::new(ask.user_text);
     check.set_system(plan.system.clone());
     check.set_turns(plan.turns.clone());
     let prompt = check.encode(
@@ -710,7 +758,7 @@ async fn chat_with(
     let pixel_values = match &plan.image {
         Some(bytes) => {
             let (pv, notes) = session
-                .pixel_values(bytes, pad2square)
+                .pixel_values(bytes, ask.pad2square, &ask.dicom)
                 .map_err(web_request_err)?;
             warnings.extend(notes.into_iter().map(|n| format!("image: {n}")));
             Some(pv)
@@ -767,7 +815,7 @@ async fn chat_with(
             plan.turns,
             &plan.question,
             pixel_values,
-            user_text,
+            ask.user_text,
             &opts,
             |_id, delta| {
                 if cancelled {

@@ -340,7 +340,7 @@ fn chat_with_the_whole_history_matches_generate_and_follow_up() {
     let g1 = pollster::block_on(s.generate(Some(&image), &Ask::default(), q1, &opts, |_, _| true))
         .unwrap();
     let g2 = pollster::block_on(s.follow_up(UserText::Upstream, q2, &opts, |_, _| true)).unwrap();
-    let (pv, _) = s.pixel_values(&image, None).unwrap();
+    let (pv, _) = s.pixel_values(&image, None, &Default::default()).unwrap();
     let chat = |s: &mut Session, turns: Vec<meddr_runtime::Turn>, q: &str, pv: Option<Vec<f32>>| {
         pollster::block_on(s.chat(None, turns, q, pv, UserText::Upstream, &opts, |_, _| true))
             .unwrap()
@@ -366,4 +366,59 @@ fn chat_with_the_whole_history_matches_generate_and_follow_up() {
     let t = chat(&mut s, vec![], q1, None);
     assert!(t.stats.prompt_tokens < c1.stats.prompt_tokens);
     assert_eq!(t.tokens.len(), 8);
+}
+
+/// A DICOM image's window and frame reach the browser's preprocessing (the page's and the package's `dicom`
+/// option): the session's pixel values equal `meddr_image`'s for the same options (the path `meddr run
+/// --window --frame` takes, checked against pydicom in crates/dicom), on pydicom's CT and multi-frame files.
+#[test]
+fn dicom_window_and_frame_reach_the_preprocessing() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/pydicom-test-files");
+    let read = |name: &str| {
+        std::fs::read(dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e} (tests/setup.sh fetches pydicom's test files)"))
+    };
+    let s = load(&quantized(FileType::F32));
+    let cfg = s.info.vision.as_ref().unwrap().preprocessing.config();
+    let cases = [
+        ("CT_small.dcm", meddr_image::DicomOptions::default()),
+        (
+            "CT_small.dcm",
+            meddr_image::DicomOptions {
+                window: Some((40.0, 400.0)),
+                frame: None,
+            },
+        ),
+        (
+            "examples_ybr_color.dcm",
+            meddr_image::DicomOptions {
+                window: None,
+                frame: Some(3),
+            },
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (name, opts) in cases {
+        let bytes = read(name);
+        let (pv, notes) = s.pixel_values(&bytes, None, &opts).unwrap();
+        let want = meddr_image::preprocess_with_options(&bytes, &cfg, &opts).unwrap();
+        assert_eq!(pv, want.pixel_values, "{name} {opts:?}");
+        assert_eq!(notes, want.notes, "{name} {opts:?}");
+        seen.push(pv);
+    }
+    // The options change the input: the window changes CT_small's pixels.
+    assert_ne!(seen[0], seen[1]);
+    // A frame past the end is refused, naming it.
+    let e = s
+        .pixel_values(
+            &read("examples_ybr_color.dcm"),
+            None,
+            &meddr_image::DicomOptions {
+                window: None,
+                frame: Some(30),
+            },
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("frame 30"), "{e}");
 }

@@ -164,6 +164,17 @@ function messages(question, image) {
   return out;
 }
 
+/** The Advanced DICOM fields as the package's `dicom` option (the engine checks the values and names a bad
+ *  one in its error). */
+function dicomOptions() {
+  const dicom = {};
+  const w = $('dicom-window').value.trim();
+  if (w) dicom.window = w.split(',').map((x) => Number(x.trim()));
+  const f = $('dicom-frame').value.trim();
+  if (f) dicom.frame = Number(f);
+  return Object.keys(dicom).length ? { dicom } : {};
+}
+
 /** Asks MedDr `question` about the current image (a new conversation), or as the next question of the current
  *  conversation with `followUp`; `extra` adds request options (GSCo: pad2square). Streams the answer. */
 async function ask(question, extra, followUp = false) {
@@ -183,7 +194,7 @@ async function ask(question, extra, followUp = false) {
     ignore_eos: $('ignore-eos').checked,
     seed: Number($('seed').value) || 0,
   };
-  const options = { signal: controller.signal, userText: $('literal-text').checked ? 'literal' : 'upstream', ...extra };
+  const options = { signal: controller.signal, userText: $('literal-text').checked ? 'literal' : 'upstream', ...dicomOptions(), ...extra };
   let stopped = false;
   try {
     const stream = await medDr.chat.completions.create(body, options);

@@ -41,24 +41,7 @@ fn pcam_index() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
     P.get_or_init(|| {
         let out = tmp().join("pcam.gscoidx");
-        let npz = gsco_fixture("pcam_resnet18_64").join("data.npz");
-        let spec = gsco_fixture("pcam_resnet18_64");
-        let j = ok_json(&[
-            "gsco",
-            "index",
-            "--specialist",
-            spec.to_str().unwrap(),
-            "--medmnist",
-            npz.to_str().unwrap(),
-            "--split",
-            "train",
-            "-o",
-            out.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--force",
-            "--json",
-        ]);
+        let j = common::pcam_index("train", &out);
         assert_eq!(j["cases"], 200);
         assert_eq!(j["feature_dim"], 25088);
         out

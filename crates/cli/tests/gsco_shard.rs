@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use common::{fails_with, model, ok_json, pcam, strs, tmp};
+use common::{fails_with, model, ok_json, pcam, pcam_index, strs, tmp};
 use serde_json::Value as Json;
 
 /// Images of the run under test.
@@ -27,23 +27,7 @@ fn index() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
     P.get_or_init(|| {
         let out = tmp().join("shard-test.gscoidx");
-        let (spec, npz) = (pcam(), pcam().join("data.npz"));
-        let j = ok_json(&[
-            "gsco",
-            "index",
-            "--specialist",
-            spec.to_str().unwrap(),
-            "--medmnist",
-            npz.to_str().unwrap(),
-            "--split",
-            "test",
-            "-o",
-            out.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--force",
-            "--json",
-        ]);
+        let j = pcam_index("test", &out);
         assert_eq!(j["cases"], 8);
         out
     })

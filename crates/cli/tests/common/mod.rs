@@ -36,6 +36,27 @@ pub fn pcam() -> PathBuf {
     gsco_fixture("pcam_resnet18_64")
 }
 
+/// `meddr gsco index` of the PCam fixture's `split` into `out` (CPU device, `--force`); its `--json` summary.
+pub fn pcam_index(split: &str, out: &Path) -> serde_json::Value {
+    let (spec, npz) = (pcam(), pcam().join("data.npz"));
+    ok_json(&[
+        "gsco",
+        "index",
+        "--specialist",
+        spec.to_str().unwrap(),
+        "--medmnist",
+        npz.to_str().unwrap(),
+        "--split",
+        split,
+        "-o",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--force",
+        "--json",
+    ])
+}
+
 pub fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }

@@ -7,11 +7,9 @@
 import { createServer } from 'node:http';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-// playwright-core is web/'s dev dependency (web/package-lock.json).
-const here = dirname(fileURLToPath(import.meta.url));
-const { chromium } = await import(join(here, '../../web/node_modules/playwright-core/index.mjs'));
+// web/chromium.mjs (and its playwright-core, web/'s dev dependency) starts the browser as the CI test does.
+import { launchChromium } from '../../web/chromium.mjs';
 
 const args = { runs: 5, maxNewTokens: 128, timeout: 1800 };
 const argv = process.argv.slice(2);
@@ -75,14 +73,8 @@ const server = createServer((req, res) => {
 await new Promise((r) => server.listen(0, '127.0.0.1', r));
 const base = `http://127.0.0.1:${server.address().port}/`;
 
-// The flags of web/e2e.mjs: WebGPU on Chromium's SwiftShader (the native side runs on the same ICD).
-const browser = await chromium.launch({
-  executablePath: process.env.MEDDR_CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader',
-    '--use-webgpu-adapter=swiftshader', '--disable-background-networking', '--disable-component-update',
-    '--disable-sync', '--no-first-run', '--disable-quic', '--disable-dev-shm-usage'],
-});
+// WebGPU on Chromium's SwiftShader (the native side runs on the same ICD).
+const browser = await launchChromium();
 let code = 0;
 try {
   const p = await (await browser.newContext()).newPage();

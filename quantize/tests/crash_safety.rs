@@ -42,7 +42,7 @@ fn others(dir: &Path, keep: &[&str]) -> Vec<String> {
 
 #[test]
 fn sigkill_at_20_points_never_leaves_a_partial_or_damaged_output() {
-    let root = std::env::temp_dir().join(format!("meddr-crash-quantize-{}", std::process::id()));
+    let root = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("meddr-crash-quantize-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let ckpt = root.join("ckpt");
     let out_dir = root.join("out");

@@ -21,7 +21,8 @@
 #   --peak-gb-s X    the device's datasheet bandwidth (e.g. 4800 for an H200)
 #   --budget S       stop starting new steps after S seconds (default 420: the whole run stays under 8 minutes)
 #   --profile        time every kernel on the GPU (meddr bench --profile) in the main run
-#   --matvec-shapes "2x32 8x8 …"   also time decode (text only) with each decode matvec work split
+#   --matvec-shapes "2x32 2x32s 4x32s …"   also time decode (text only) with each decode matvec work split
+#                    (ROWSxLANES; a trailing s = subgroup reduction, the default where the GPU has subgroups)
 #   --skip STEPS     comma list of steps to leave out: tests, llama, f32
 # Output (8 files at most): summary.md, bench.json, bench-f32.json, llama-bench.json, shapes.jsonl, tests.txt,
 # machine.txt, log.txt (with `meddr info` of the model).

@@ -10,7 +10,7 @@ fn write(name: &str, meta: Vec<(String, Value)>, specs: Vec<TensorSpec>) -> Vec<
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir =
-        std::env::temp_dir().join(format!("meddr-web-check-{}-{name}-{n}", std::process::id()));
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("meddr-web-check-{}-{name}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("m.gguf");
     let mut w = GgufWriter::create(&path, meta, specs.clone()).unwrap();

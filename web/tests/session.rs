@@ -18,7 +18,7 @@ fn shared() -> PathBuf {
 }
 
 fn quantized(ft: FileType) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("meddr-web-session-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("meddr-web-session-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join(format!("dev-{}.gguf", ft.name()));
     if !out.exists() {

@@ -210,9 +210,10 @@ struct BenchArgs {
     /// step, after the timed runs: where the time goes, per kernel family.
     #[arg(long)]
     profile: bool,
-    /// Decode matvec work split as ROWSxLANES (rows per workgroup × invocations per row), overriding the
-    /// device default (2x32 on GPUs, 32x1 on CPU drivers): for tuning on new hardware.
-    #[arg(long, value_name = "ROWSxLANES", value_parser = parse_matvec_shape)]
+    /// Decode matvec work split as ROWSxLANES (rows per workgroup × invocations per row; a trailing `s`
+    /// sums each row with subgroup operations, a subgroup per row), overriding the device default (2x32s
+    /// on GPUs with subgroups, 2x32 without, 32x1 on CPU drivers): for tuning on new hardware.
+    #[arg(long, value_name = "ROWSxLANES[s]", value_parser = clap::value_parser!(meddr_engine::MatvecShape))]
     matvec_shape: Option<meddr_engine::MatvecShape>,
     /// Size of the streaming-read measurement's buffer in MiB (0 skips it).
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
@@ -651,7 +652,7 @@ fn bench(b: BenchArgs) -> Result<()> {
     let depths = bench_depths(model, &b, &ids, bytes)?;
     let device = model.context().info.to_string();
     let ms = model.context().info.matvec_shape;
-    let matvec_shape = format!("{}x{}", ms.rows_per_group, ms.lanes_per_row);
+    let matvec_shape = ms.to_string();
     let profile = if b.profile {
         let mut regions = serde_json::Map::new();
         let table = |v: Vec<meddr_engine::KernelTime>, lost: usize| {
@@ -797,30 +798,6 @@ fn bench_depths(
         }));
     }
     Ok(Some(serde_json::Value::Array(rows)))
-}
-
-/// `ROWSxLANES` → a matvec shape: lanes a power of two, at most 256 invocations per workgroup.
-fn parse_matvec_shape(s: &str) -> std::result::Result<meddr_engine::MatvecShape, String> {
-    let (r, l) = s
-        .split_once(['x', 'X'])
-        .ok_or_else(|| format!("{s:?} is not ROWSxLANES (e.g. 2x32)"))?;
-    let rows: u32 = r
-        .trim()
-        .parse()
-        .map_err(|_| format!("rows {r:?} is not a whole number"))?;
-    let lanes: u32 = l
-        .trim()
-        .parse()
-        .map_err(|_| format!("lanes {l:?} is not a whole number"))?;
-    if rows == 0 || !lanes.is_power_of_two() || rows.saturating_mul(lanes) > 256 {
-        return Err(format!(
-            "{s:?}: rows must be ≥ 1, lanes a power of two, and rows × lanes ≤ 256"
-        ));
-    }
-    Ok(meddr_engine::MatvecShape {
-        rows_per_group: rows,
-        lanes_per_row: lanes,
-    })
 }
 
 /// The process's peak resident set (Linux `VmHWM`); `None` elsewhere.

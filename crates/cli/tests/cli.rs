@@ -583,7 +583,8 @@ fn bench_reports_speeds() {
 }
 
 /// `--profile` times every kernel family of an image encode, the prefill and a decode step on the GPU
-/// (lavapipe has timestamp queries); `--matvec-shape` and `--peak-gb-s` are checked before any loading.
+/// (lavapipe has timestamp queries), here with the subgroup matvec (`8x8s`: lavapipe has subgroups);
+/// `--matvec-shape` and `--peak-gb-s` are checked before any loading.
 #[test]
 fn bench_profile_and_tuning_flags() {
     let out = meddr(&[
@@ -598,7 +599,7 @@ fn bench_profile_and_tuning_flags() {
         "0",
         "--profile",
         "--matvec-shape",
-        "8x8",
+        "8x8s",
         "--peak-gb-s",
         "100",
         "--json",
@@ -609,7 +610,7 @@ fn bench_profile_and_tuning_flags() {
         String::from_utf8_lossy(&out.stderr)
     );
     let j: Json = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(j["matvec_shape"], "8x8");
+    assert_eq!(j["matvec_shape"], "8x8s");
     assert!(j["read_kernel_gb_per_s"].is_null());
     let frac = j["fraction_of_peak"].as_f64().unwrap();
     assert!((frac - j["effective_gb_per_s"].as_f64().unwrap() / 100.0).abs() < 1e-12);
@@ -642,7 +643,7 @@ fn bench_profile_and_tuning_flags() {
     assert!(
         decode
             .iter()
-            .any(|n| n.starts_with("matvec/") && n.contains("/8x8/")),
+            .any(|n| n.starts_with("matvec/") && n.contains("/8x8s/")),
         "{decode:?}"
     );
     assert!(decode.contains(&"argmax"), "{decode:?}");

@@ -437,7 +437,7 @@ fn diff(a: &[u8], b: &[u8]) -> (usize, u8) {
 #[test]
 fn every_case_matches_pydicom_or_fails_clearly() {
     let files = test_files();
-    let out = std::env::temp_dir().join(format!("meddr-dicom-pydicom-{}", std::process::id()));
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("meddr-dicom-pydicom-{}", std::process::id()));
     std::fs::create_dir_all(&out).unwrap();
     let cases = cases();
     let spec: Vec<Value> = cases

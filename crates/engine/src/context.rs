@@ -31,32 +31,56 @@ pub struct ContextOptions {
     /// Request timestamp queries (when the adapter has them) so that [`GpuContext::profile_begin`] can time
     /// every kernel on the GPU (`meddr bench --profile`).
     pub profile: bool,
+    /// Do not use subgroup operations even where the adapter has them: the default GPU matvec then reduces
+    /// rows in workgroup memory ([`MatvecShape::COOPERATIVE`]), the path of adapters without subgroups.
+    pub no_subgroups: bool,
 }
 
 /// How the decode matvec spreads a weight's rows over invocations.
+///
+/// Written `ROWSxLANES` (workgroup reduction) or `ROWSxLANESs` (subgroup reduction), e.g. `2x32s`, by
+/// `Display`/`FromStr` (`meddr bench --matvec-shape`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatvecShape {
     pub rows_per_group: u32,
-    /// Invocations that share one row (a power of two); 1 means no reduction.
+    /// Invocations that share one row (a power of two); 1 means no reduction. With `subgroup` it only sizes
+    /// the workgroup (`rows_per_group × lanes_per_row` invocations): a row then takes one whole subgroup,
+    /// whatever size the driver gives it.
     pub lanes_per_row: u32,
+    /// Each row is walked by one subgroup and summed with `subgroupAdd` (no workgroup memory, no barriers),
+    /// and Q4_K weights are read 16 bytes per load; needs the adapter's `subgroups` feature.
+    pub subgroup: bool,
 }
 
 impl MatvecShape {
-    /// GPUs: 32 lanes per row keep each row's reads together, two rows fill a 64-wide workgroup.
+    /// GPUs without subgroups: 32 lanes per row keep each row's reads together, two rows fill a 64-wide
+    /// workgroup, and each row's lanes are summed in workgroup memory.
     pub const COOPERATIVE: MatvecShape = MatvecShape {
         rows_per_group: 2,
         lanes_per_row: 32,
+        subgroup: false,
+    };
+    /// GPUs with subgroups: the same 64-wide workgroups, a subgroup per row (llama.cpp's Vulkan matvec
+    /// also reduces with subgroup operations where it can).
+    pub const SUBGROUP: MatvecShape = MatvecShape {
+        rows_per_group: 2,
+        lanes_per_row: 32,
+        subgroup: true,
     };
     /// CPU drivers (lavapipe, SwiftShader): a row per invocation. Their SIMD lanes gain nothing from
     /// neighbouring addresses, and a reduction costs barriers (coroutine switches) per row.
     pub const ROW_PER_LANE: MatvecShape = MatvecShape {
         rows_per_group: 32,
         lanes_per_row: 1,
+        subgroup: false,
     };
 
-    pub fn for_device(device_type: wgpu::DeviceType) -> MatvecShape {
+    /// The default for a device of this type, `subgroups` telling whether subgroup operations are enabled.
+    pub fn for_device(device_type: wgpu::DeviceType, subgroups: bool) -> MatvecShape {
         if device_type == wgpu::DeviceType::Cpu {
             Self::ROW_PER_LANE
+        } else if subgroups {
+            Self::SUBGROUP
         } else {
             Self::COOPERATIVE
         }
@@ -64,6 +88,53 @@ impl MatvecShape {
 
     pub fn workgroup_size(self) -> u32 {
         self.rows_per_group * self.lanes_per_row
+    }
+
+    /// Several invocations per row (GPU-style work split), whichever way they are summed.
+    pub fn cooperative(self) -> bool {
+        self.subgroup || self.lanes_per_row > 1
+    }
+}
+
+impl std::fmt::Display for MatvecShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = if self.subgroup { "s" } else { "" };
+        write!(f, "{}x{}{s}", self.rows_per_group, self.lanes_per_row)
+    }
+}
+
+impl std::str::FromStr for MatvecShape {
+    type Err = String;
+
+    /// `ROWSxLANES[s]`: rows ≥ 1, lanes a power of two, at most 256 invocations per workgroup (WebGPU's
+    /// default `maxComputeInvocationsPerWorkgroup`); `s` asks for the subgroup reduction.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let t = s.trim();
+        let (t, subgroup) = match t.strip_suffix(['s', 'S']) {
+            Some(t) => (t, true),
+            None => (t, false),
+        };
+        let (r, l) = t
+            .split_once(['x', 'X'])
+            .ok_or_else(|| format!("{s:?} is not ROWSxLANES or ROWSxLANESs (e.g. 2x32, 2x32s)"))?;
+        let rows: u32 = r
+            .trim()
+            .parse()
+            .map_err(|_| format!("rows {r:?} is not a whole number"))?;
+        let lanes: u32 = l
+            .trim()
+            .parse()
+            .map_err(|_| format!("lanes {l:?} is not a whole number"))?;
+        if rows == 0 || !lanes.is_power_of_two() || rows.saturating_mul(lanes) > 256 {
+            return Err(format!(
+                "{s:?}: rows must be ≥ 1, lanes a power of two, and rows × lanes ≤ 256"
+            ));
+        }
+        Ok(MatvecShape {
+            rows_per_group: rows,
+            lanes_per_row: lanes,
+            subgroup,
+        })
     }
 }
 
@@ -76,6 +147,8 @@ pub struct DeviceInfo {
     pub driver: String,
     /// shader-f16 enabled (and therefore an f16 KV cache).
     pub f16: bool,
+    /// Subgroup operations enabled (the `subgroups` feature): the GPU matvec reduces rows with them.
+    pub subgroups: bool,
     pub limits: wgpu::Limits,
     pub matvec_shape: MatvecShape,
 }
@@ -84,12 +157,14 @@ impl std::fmt::Display for DeviceInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} ({:?}, {:?}, driver {:?}), f16 {}, max storage binding {} MiB, max buffer {} MiB",
+            "{} ({:?}, {:?}, driver {:?}), f16 {}, subgroups {}, matvec {}, max storage binding {} MiB, max buffer {} MiB",
             self.name,
             self.backend,
             self.device_type,
             self.driver,
             self.f16,
+            self.subgroups,
+            self.matvec_shape,
             self.limits.max_storage_buffer_binding_size >> 20,
             self.limits.max_buffer_size >> 20
         )
@@ -185,6 +260,24 @@ impl GpuContext {
         if f16 {
             features |= wgpu::Features::SHADER_F16;
         }
+        // Subgroups natively only: wgpu keeps the feature native-only for now (its WebGPU mapping may
+        // differ from the browsers'), and the kernel uses `subgroup_id`/`num_subgroups`, which WebGPU's
+        // `subgroups` does not have.
+        let subgroups = !cfg!(target_arch = "wasm32")
+            && adapter.features().contains(wgpu::Features::SUBGROUP)
+            && !options.no_subgroups;
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
+        let matvec_shape = options
+            .matvec_shape
+            .unwrap_or_else(|| MatvecShape::for_device(adapter.get_info().device_type, subgroups));
+        if matvec_shape.subgroup && !subgroups {
+            return Err(EngineError::RequestDevice(format!(
+                "matvec shape {matvec_shape} needs subgroup operations, which {} (or these options) do not offer",
+                adapter.get_info().name
+            )));
+        }
         let profile =
             options.profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         if profile {
@@ -226,10 +319,9 @@ impl GpuContext {
             device_type: a.device_type,
             driver: format!("{} {}", a.driver, a.driver_info).trim().to_string(),
             f16,
+            subgroups,
             limits: device.limits(),
-            matvec_shape: options
-                .matvec_shape
-                .unwrap_or_else(|| MatvecShape::for_device(a.device_type)),
+            matvec_shape,
         };
         // Never above the device's buffer limit (forced small limits made it a validation error); a full
         // arena falls back to a buffer per op, so a smaller one only costs speed.

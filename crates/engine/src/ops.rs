@@ -113,7 +113,7 @@ impl GpuContext {
         y: &GpuBuffer,
         yv: Rows,
     ) -> Result<()> {
-        let op = if xv.rows <= MATVEC_MAX_ROWS || self.info.matvec_shape.lanes_per_row == 1 {
+        let op = if xv.rows <= MATVEC_MAX_ROWS || !self.info.matvec_shape.cooperative() {
             "matvec"
         } else {
             "matmul"
@@ -200,7 +200,7 @@ impl GpuContext {
         let shape = self.info.matvec_shape;
         // Tokens per workgroup: with one lane per row the decoded weights stay in registers for up to 8
         // tokens (a power of two, so few pipeline variants); cooperative rows take one token each.
-        let tokens = if shape.lanes_per_row == 1 {
+        let tokens = if !shape.cooperative() {
             n.min(MATVEC_TOKENS).next_power_of_two()
         } else {
             1
@@ -220,7 +220,7 @@ impl GpuContext {
             u64::from(xv.offset) + u64::from(n - 1) * u64::from(xv.stride) + u64::from(xv.width);
         let vec4s = span.div_ceil(4);
         let (source, key, binding) = if aligned
-            && shape.lanes_per_row == 1
+            && !shape.cooperative()
             && vec4s * 16 <= self.info.limits.max_uniform_buffer_binding_size
             && vec4s * 16 <= x.buffer.size()
         {
@@ -253,15 +253,17 @@ impl GpuContext {
                 x.buffer.as_entire_binding(),
             )
         };
-        let key = format!(
-            "matvec/{}/{}x{}/t{tokens}/{key}",
-            w.ty.ggml().name(),
-            shape.rows_per_group,
-            shape.lanes_per_row
-        );
+        let key = format!("matvec/{}/{shape}/t{tokens}/{key}", w.ty.ggml().name());
+        let (dequant, vec4) = if shape.subgroup {
+            shaders::dequant_dot_subgroup(w.ty)
+        } else if shape.lanes_per_row > 1 {
+            (shaders::dequant_dot_cooperative(w.ty), false)
+        } else {
+            (shaders::dequant_dot(w.ty), false)
+        };
         let pipeline = self.pipeline(&key, "main", || {
             render(
-                shaders::MATVEC,
+                &shaders::matvec(shape.subgroup),
                 &[
                     ("X_SOURCE", &source),
                     ("ROWS", &shape.rows_per_group.to_string()),
@@ -269,13 +271,14 @@ impl GpuContext {
                     ("TOKENS", &tokens.to_string()),
                     ("WG", &shape.workgroup_size().to_string()),
                     (
-                        "DEQUANT",
-                        &if shape.lanes_per_row > 1 {
-                            shaders::dequant_dot_cooperative(w.ty)
+                        "W4",
+                        if vec4 {
+                            "@group(0) @binding(5) var<storage, read> W4: array<vec4<u32>>;"
                         } else {
-                            shaders::dequant_dot(w.ty)
+                            ""
                         },
                     ),
+                    ("DEQUANT", &dequant),
                 ],
             )
         });
@@ -283,18 +286,26 @@ impl GpuContext {
             let params = linear_params(op, w, part, xv, yv, has_bias)?;
             let [gx, gy, _] =
                 self.grid(op, part.n_rows.div_ceil(u64::from(shape.rows_per_group)))?;
-            self.dispatch_bound(
-                enc,
-                &pipeline,
-                &params,
-                &[
-                    (1, part.buffer.as_entire_binding()),
-                    (2, binding.clone()),
-                    (3, b.as_entire_binding()),
-                    (4, y.buffer.as_entire_binding()),
-                ],
-                [gx, gy, z],
-            );
+            let mut entries = vec![
+                (1, part.buffer.as_entire_binding()),
+                (2, binding.clone()),
+                (3, b.as_entire_binding()),
+                (4, y.buffer.as_entire_binding()),
+            ];
+            if vec4 {
+                // Rows of whole 144-byte super-blocks: the part's size is a multiple of 16 (checked, since a
+                // vec4 view of a shorter tail would be a validation error, not a wrong answer).
+                if part.buffer.size() % 16 != 0 {
+                    return Err(invalid(
+                        op,
+                        "w.part bytes",
+                        part.buffer.size(),
+                        "must be a multiple of 16 for 16-byte weight loads",
+                    ));
+                }
+                entries.push((5, part.buffer.as_entire_binding()));
+            }
+            self.dispatch_bound(enc, &pipeline, &params, &entries, [gx, gy, z]);
         }
         Ok(())
     }
@@ -364,7 +375,7 @@ impl GpuContext {
             ));
         }
         // CPU drivers with rows to fill every core: a row per invocation (see norm.wgsl).
-        let lane = op == "rms_norm" && self.info.matvec_shape.lanes_per_row == 1 && xv.rows >= 256;
+        let lane = op == "rms_norm" && !self.info.matvec_shape.cooperative() && xv.rows >= 256;
         let entry = if lane { "rms_norm_lane" } else { op };
         let pipeline = self.pipeline(entry, entry, || shaders::NORM.to_string());
         let groups = if lane {
@@ -534,7 +545,7 @@ impl GpuContext {
         // `linear` uses) gain nothing from more workgroups.
         let jobs = u64::from(qv.rows) * u64::from(n_heads);
         let n_kv = u64::from(kv.rows);
-        let gpu_like = self.info.matvec_shape.lanes_per_row > 1;
+        let gpu_like = self.info.matvec_shape.cooperative();
         let (n_split, chunk) = if gpu_like && n_kv > 64 && jobs < 256 {
             let want = n_kv.div_ceil(64).min(512u64.div_ceil(jobs)).max(1);
             let chunk = n_kv.div_ceil(want).div_ceil(64) * 64;

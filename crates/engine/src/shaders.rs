@@ -55,6 +55,34 @@ pub(crate) fn dequant_dot_cooperative(ty: QuantType) -> String {
     }
 }
 
+/// For subgroup rows: the type's `dotv` section (16-byte weight loads through binding 5, `W4`) where it
+/// has one (`true`), else [`dequant_dot_cooperative`] (`false`).
+pub(crate) fn dequant_dot_subgroup(ty: QuantType) -> (String, bool) {
+    match try_section("dotv", ty) {
+        Some(dotv) => (format!("{}{dotv}", dequant(ty)), true),
+        None => (dequant_dot_cooperative(ty), false),
+    }
+}
+
+/// `matvec_quant.wgsl`'s shared part followed by one of its entry points: `//#main workgroup` or, with
+/// `subgroup`, `//#main subgroup`. (No `enable subgroups;`: naga 30 rejects the directive and accepts the
+/// subgroup built-ins on a device with `Features::SUBGROUP`.)
+pub(crate) fn matvec(subgroup: bool) -> String {
+    let (common, mains) = MATVEC
+        .split_once("//#main ")
+        .expect("matvec_quant.wgsl has entry-point sections");
+    let want = if subgroup { "subgroup\n" } else { "workgroup\n" };
+    let body = format!("//#main {mains}");
+    let start = body
+        .find(&format!("//#main {want}"))
+        .expect("both entry points are present")
+        + "//#main ".len()
+        + want.len();
+    let rest = &body[start..];
+    let end = rest.find("//#").expect("sections are terminated");
+    format!("{common}{}", &rest[..end])
+}
+
 fn section(kind: &str, ty: QuantType) -> &'static str {
     try_section(kind, ty).expect("every QuantType has dq4 and dotu sections")
 }
@@ -101,5 +129,22 @@ mod tests {
             assert_eq!(src.matches("const UNIT").count(), 1, "{ty:?}");
         }
         assert!(dequant_dot_cooperative(QuantType::Q4_K).contains("const UNIT: u32 = 16u;"));
+        for ty in QuantType::ALL {
+            let (src, vec4) = dequant_dot_subgroup(ty);
+            assert_eq!(src.matches("fn dotu(").count(), 1, "{ty:?}");
+            assert_eq!(vec4, src.contains("W4["), "{ty:?}");
+        }
+        assert!(dequant_dot_subgroup(QuantType::Q4_K).1);
+    }
+
+    #[test]
+    fn matvec_has_one_entry_point_per_variant() {
+        for subgroup in [false, true] {
+            let src = matvec(subgroup);
+            assert_eq!(src.matches("fn main(").count(), 1);
+            assert_eq!(src.contains("subgroupAdd("), subgroup);
+            assert_eq!(src.contains("workgroupBarrier("), !subgroup);
+            assert!(!src.contains("//#"));
+        }
     }
 }

@@ -267,46 +267,110 @@ fn matvec_every_type() {
     }
 }
 
-/// Rows long enough for many trips of each cooperative lane (Yi-34B's rows are 7168 and 20480 elements),
-/// ending in a partial trip.
-#[test]
-fn matvec_long_rows_on_cooperative_lanes() {
-    let c = GpuContext::new_blocking(ContextOptions {
-        matvec_shape: Some(MatvecShape::COOPERATIVE),
+/// A context forcing one matvec work split (the subgroup one needs lavapipe's subgroups).
+fn with_shape(shape: MatvecShape) -> GpuContext {
+    GpuContext::new_blocking(ContextOptions {
+        matvec_shape: Some(shape),
         ..Default::default()
     })
-    .unwrap();
-    for (i, (ty, k)) in [
-        (QuantType::Q4_K, 4352),
-        (QuantType::Q6_K, 33 * 256),
-        (QuantType::Q8_0, 8352),
-        (QuantType::F16, 4160),
+    .unwrap_or_else(|e| panic!("matvec shape {shape}: {e}"))
+}
+
+/// The GPU work splits: workgroup-memory reduction, subgroup reduction (lavapipe's subgroups are 8 wide, so a
+/// 32-lane row nominal takes 4 passes of a subgroup), and a subgroup shape with more rows per workgroup than
+/// subgroups, where each subgroup walks several rows.
+fn gpu_shaped_contexts() -> [&'static GpuContext; 3] {
+    static COOP: OnceLock<GpuContext> = OnceLock::new();
+    static SUB: OnceLock<GpuContext> = OnceLock::new();
+    static SUB_MANY: OnceLock<GpuContext> = OnceLock::new();
+    [
+        COOP.get_or_init(|| with_shape(MatvecShape::COOPERATIVE)),
+        SUB.get_or_init(|| with_shape(MatvecShape::SUBGROUP)),
+        SUB_MANY.get_or_init(|| {
+            with_shape(MatvecShape {
+                rows_per_group: 8,
+                lanes_per_row: 2,
+                subgroup: true,
+            })
+        }),
     ]
-    .into_iter()
-    .enumerate()
-    {
-        check_linear_len(&c, ty, 9, k, 2, false, 300 + i as u64, None, 0, 0);
-        check_linear_len(&c, ty, 9, k, 1, false, 310 + i as u64, None, 3, 5);
+}
+
+/// Rows long enough for many trips of each cooperative lane (Yi-34B's rows are 7168 and 20480 elements),
+/// ending in a partial trip, on every GPU work split.
+#[test]
+fn matvec_long_rows_on_cooperative_lanes() {
+    for c in gpu_shaped_contexts() {
+        for (i, (ty, k)) in [
+            (QuantType::Q4_K, 4352),
+            (QuantType::Q4_K, 7168),
+            (QuantType::Q6_K, 33 * 256),
+            (QuantType::Q8_0, 8352),
+            (QuantType::F16, 4160),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            check_linear_len(c, ty, 9, k, 2, false, 300 + i as u64, None, 0, 0);
+            check_linear_len(c, ty, 9, k, 1, false, 310 + i as u64, None, 3, 5);
+        }
     }
 }
 
-/// Both matvec work splits (the GPU one and the CPU-driver one) with every x binding: 4-aligned views
+/// The device reports subgroups on lavapipe and picks the subgroup split for GPUs that have them;
+/// `no_subgroups` and a subgroup shape asked of a device without them are refused up front.
+#[test]
+fn subgroup_matvec_is_chosen_and_can_be_refused() {
+    assert!(ctx().info.subgroups, "lavapipe has subgroups: {}", ctx().info);
+    assert_eq!(
+        MatvecShape::for_device(wgpu::DeviceType::DiscreteGpu, true),
+        MatvecShape::SUBGROUP
+    );
+    assert_eq!(
+        MatvecShape::for_device(wgpu::DeviceType::DiscreteGpu, false),
+        MatvecShape::COOPERATIVE
+    );
+    assert_eq!(
+        MatvecShape::for_device(wgpu::DeviceType::Cpu, true),
+        MatvecShape::ROW_PER_LANE
+    );
+    let e = GpuContext::new_blocking(ContextOptions {
+        matvec_shape: Some(MatvecShape::SUBGROUP),
+        no_subgroups: true,
+        ..Default::default()
+    })
+    .err()
+    .expect("a subgroup shape without subgroups must be refused");
+    assert!(e.to_string().contains("2x32s"), "{e}");
+    for (text, want) in [
+        ("2x32", Ok(MatvecShape::COOPERATIVE)),
+        ("2x32s", Ok(MatvecShape::SUBGROUP)),
+        ("32x1", Ok(MatvecShape::ROW_PER_LANE)),
+        ("2x3s", Err("power of two")),
+        ("0x32", Err("rows must be")),
+        ("4x128", Err("≤ 256")),
+        ("2by32", Err("not ROWSxLANES")),
+    ] {
+        let got = text.parse::<MatvecShape>();
+        match want {
+            Ok(shape) => {
+                assert_eq!(got, Ok(shape), "{text}");
+                assert_eq!(shape.to_string(), text);
+            }
+            Err(part) => assert!(got.as_ref().unwrap_err().contains(part), "{text}: {got:?}"),
+        }
+    }
+}
+
+/// Every matvec work split (the GPU ones and the CPU-driver one) with every x binding: 4-aligned views
 /// (uniform array for one lane per row, vec4 storage otherwise) and unaligned ones (scalar storage), and
 /// token counts that leave token slots of a workgroup empty.
 #[test]
 fn matvec_shapes_and_x_layouts() {
-    static COOP: OnceLock<GpuContext> = OnceLock::new();
     static ROW: OnceLock<GpuContext> = OnceLock::new();
-    let with = |shape| {
-        GpuContext::new_blocking(ContextOptions {
-            matvec_shape: Some(shape),
-            ..Default::default()
-        })
-        .unwrap()
-    };
-    let coop = COOP.get_or_init(|| with(MatvecShape::COOPERATIVE));
-    let row = ROW.get_or_init(|| with(MatvecShape::ROW_PER_LANE));
-    for c in [coop, row] {
+    let row = ROW.get_or_init(|| with_shape(MatvecShape::ROW_PER_LANE));
+    let [coop, sub, sub_many] = gpu_shaped_contexts();
+    for c in [coop, sub, sub_many, row] {
         for (i, ty) in QuantType::ALL.into_iter().enumerate() {
             let seed = 200 + 10 * i as u64;
             check_linear_at(c, ty, 37, 1, false, seed, None, 0, 0);

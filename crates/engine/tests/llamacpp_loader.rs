@@ -79,7 +79,7 @@ fn engine_greedy(file: &GgufFile, prompt: &[u32], n: usize) -> Vec<u32> {
 
 #[test]
 fn llama_cpp_loads_our_language_model_at_every_type_and_decodes_the_same_tokens() {
-    let dir = std::env::temp_dir().join(format!("meddr-llamacpp-loader-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("meddr-llamacpp-loader-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (prompt, upstream) = text_sample();
     let n = upstream.len();

@@ -7,11 +7,12 @@
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
-use common::{ctx, dev_gguf, root, samples, shared, tmp_dir};
+use common::{ctx, dev_gguf, new_ctx, root, samples, shared, tmp_dir};
 use meddr_engine::{
-    GpuModel, LoadOptions, MemoryPlan, ModelError, PlanDevice, Readback, StepInput, VisionEncoder,
+    ContextOptions, GpuContext, GpuModel, LoadOptions, MatvecShape, MemoryPlan, ModelError, PlanDevice, Readback, StepInput, VisionEncoder,
 };
 use meddr_gguf::{GgufFile, GgufWriter, TensorSpec, Value};
 use meddr_quantize::FileType;
@@ -75,8 +76,14 @@ struct E2e {
 
 /// Every fixture sample: vision features, last logits, and 24 greedy tokens fed back on the GPU.
 fn end_to_end(ft: FileType, opts: LoadOptions) -> E2e {
+    end_to_end_on(ctx(), ft, opts, usize::MAX)
+}
+
+/// [`end_to_end`] on context `c`, over the first `n` samples.
+fn end_to_end_on(c: Arc<GpuContext>, ft: FileType, opts: LoadOptions, n: usize) -> E2e {
     let path = dev_gguf(ft);
-    let mut m = load(&path, opts);
+    let f = GgufFile::open_model(&path, None).unwrap();
+    let mut m = GpuModel::load(c, &f, &opts).unwrap();
     let plan = m.memory_plan();
     eprintln!("{}: {plan}", ft.name());
     // Packed weights are uploaded as they are: GPU bytes = file bytes up to 4-byte padding per buffer.
@@ -95,7 +102,7 @@ fn end_to_end(ft: FileType, opts: LoadOptions) -> E2e {
         logits: 0.0,
         features: 0.0,
     };
-    for s in samples() {
+    for s in samples().into_iter().take(n) {
         let t = Instant::now();
         let feats = match &s.image {
             Some(img) => {
@@ -156,6 +163,64 @@ fn dev_f32_matches_upstream() {
     );
     assert!(w.logits < 1e-3, "logits {}", w.logits);
     assert!(w.features < 1e-4, "features {}", w.features);
+}
+
+/// The work split real GPUs take (subgroup matvec with 16-byte Q4_K loads, the tiled matmul for prefill and
+/// the ViT, split-key decode attention), forced on lavapipe: upstream's features, logits and greedy tokens
+/// with f32 weights as on the CPU-driver split, and with Q4_K_M weights the same greedy tokens and logits
+/// within float noise of the CPU-driver split. The first image sample and the text-only one: on a CPU
+/// driver the GPU split's ViT takes ~20 s per image.
+#[test]
+fn the_gpu_work_split_matches_upstream_end_to_end() {
+    let gpu = new_ctx(ContextOptions {
+        matvec_shape: Some(MatvecShape::SUBGROUP),
+        ..Default::default()
+    });
+    let w = end_to_end_on(
+        gpu.clone(),
+        FileType::F32,
+        LoadOptions {
+            context_length: Some(512),
+            kv_f32: true,
+            ..Default::default()
+        },
+        1,
+    );
+    assert!(w.logits < 1e-3, "logits {}", w.logits);
+    assert!(w.features < 1e-4, "features {}", w.features);
+    let f = GgufFile::open_model(&dev_gguf(FileType::Q4KM), None).unwrap();
+    let opts = LoadOptions {
+        context_length: Some(512),
+        kv_f32: true,
+        ..Default::default()
+    };
+    let mut on_gpu_split = GpuModel::load(gpu, &f, &opts).unwrap();
+    let mut on_cpu_split = GpuModel::load(ctx(), &f, &opts).unwrap();
+    let all = samples();
+    let image = all.iter().find(|s| s.image.is_some()).expect("an image sample");
+    let text = all.iter().find(|s| s.image.is_none()).expect("a text-only sample");
+    for s in [image, text] {
+        let run = |m: &mut GpuModel| {
+            let feats = s
+                .image
+                .as_ref()
+                .map(|img| m.encode_image(&pixel_values(img)).unwrap());
+            let step = m
+                .prefill(&s.input_ids, feats.as_ref(), 8, Readback::TokenAndLogits)
+                .unwrap();
+            let mut tokens = vec![step.token];
+            for _ in 1..8 {
+                tokens.push(m.decode_step(StepInput::Greedy, Readback::Token).unwrap().token);
+            }
+            (step.logits.unwrap(), tokens)
+        };
+        let (la, ta) = run(&mut on_gpu_split);
+        let (lb, tb) = run(&mut on_cpu_split);
+        assert_eq!(ta, tb, "{}: q4_k_m greedy tokens, GPU split vs CPU-driver split", s.id);
+        let d = max_abs_diff(&la, &lb);
+        assert!(d < 1e-3, "{}: q4_k_m last logits differ by {d}", s.id);
+        eprintln!("q4_k_m {}: GPU vs CPU-driver split, logits max |Δ| = {d:.3e}", s.id);
+    }
 }
 
 /// f16 weights (merged LoRA rounded to f16, ViT matrices and embeddings in f16) with the device's default

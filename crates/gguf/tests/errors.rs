@@ -137,7 +137,7 @@ fn invalid_keys() {
         .kv_u32("a.b2.c_3", 1);
     GgufHeader::from_bytes(&r.0).unwrap();
     // The writer refuses to write one.
-    let dir = std::env::temp_dir().join(format!("meddr-gguf-badkey-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("meddr-gguf-badkey-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let e = GgufWriter::create(dir.join("x.gguf"), vec![("".into(), Value::U32(1))], vec![])
         .err()

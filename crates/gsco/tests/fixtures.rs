@@ -41,7 +41,9 @@ fn dir(name: &str) -> PathBuf {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("meddr-gsco-test-{}", std::process::id()));
+    // Under cargo's per-target scratch directory (which CI removes after the tests), not /tmp: each run
+    // writes ~230 MB of indexes here, and /tmp would keep them.
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("meddr-gsco-test-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d.join(name)
 }

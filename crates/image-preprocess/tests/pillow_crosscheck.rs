@@ -7,7 +7,7 @@ use serde_json::Value;
 
 #[test]
 fn full_pipeline_matches_pillow_for_every_format() {
-    let dir = std::env::temp_dir().join(format!("meddr-image-pillow-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("meddr-image-pillow-{}", std::process::id()));
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pillow_reference.py");
     let out = std::process::Command::new(common::python())
         .arg(&script)

@@ -217,7 +217,7 @@ fn copy_fixture(name: &str) -> PathBuf {
     // (one's cleanup removed the other's files).
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dst = std::env::temp_dir().join(format!("meddr-spec-{}-{n}-{name}", std::process::id()));
+    let dst = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("meddr-spec-{}-{n}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dst);
     std::fs::create_dir_all(&dst).unwrap();
     for f in ["config.json", "model.safetensors"] {

@@ -288,6 +288,32 @@ fn dotu(rb: u32, u: u32) {
         acc4(xe + 32u + 4u * k, sc.z * u8x4((q >> 4u) & 0x0f0f0f0fu) - mb);
     }
 }
+//#dotv Q4_K
+// Subgroup rows (GPUs with subgroups): a unit is 32 elements taken from one 16-byte load. A super-block is
+// 144 bytes = 9 vec4s (d/dmin and the 12 scale bytes, then 8 of quants) and a Q4_K row is whole
+// super-blocks, so every block starts 16-byte aligned and `W4` (binding 5, the same buffer) reads it
+// directly: 8 lanes cover a super-block's 128 quant bytes side by side, and the header vec4 they share is
+// one broadcast load. Vec4 j holds half h = j & 1 of sub-block pair g = j >> 1: its low nibbles are elements
+// 64g + 16h .., its high nibbles 64g + 32 + 16h .. .
+const UNIT: u32 = 32u;
+fn dotu(rb: u32, u: u32) {
+    let sb = u >> 3u;
+    let j = u & 7u;
+    let g = j >> 1u;
+    let b4 = (rb >> 4u) + sb * 9u;
+    let hdr = W4[b4];
+    let dm = unpack2x16float(hdr.x);
+    let lo = dm * scale_min_w(hdr.y, hdr.z, hdr.w, 2u * g);
+    let hi = dm * scale_min_w(hdr.y, hdr.z, hdr.w, 2u * g + 1u);
+    let q = W4[b4 + 1u + j];
+    let xe = sb * 256u + g * 64u + (j & 1u) * 16u;
+    let mlo = vec4<f32>(lo.y);
+    let mhi = vec4<f32>(hi.y);
+    for (var k = 0u; k < 4u; k++) {
+        acc4(xe + 4u * k, lo.x * u8x4(q[k] & 0x0f0f0f0fu) - mlo);
+        acc4(xe + 32u + 4u * k, hi.x * u8x4((q[k] >> 4u) & 0x0f0f0f0fu) - mhi);
+    }
+}
 //#type Q4_K
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
     let blk = rb + (e >> 8u) * 144u;

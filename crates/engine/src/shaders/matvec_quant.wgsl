@@ -10,6 +10,10 @@
 // CPU drivers one lane per row needs no reduction at all, and reading x from a uniform buffer (identical
 // addresses across lanes) turns each x load into one vector gather instead of a per-lane loop.
 // A weight split into parts is dispatched once per part; `first_row` places this part's rows in the output.
+//
+// Two entry points, in the sections at the end, share everything above them (`shaders::matvec` renders
+// one): `workgroup` sums a row's lanes in workgroup memory; `subgroup` (adapters with subgroups) gives each
+// row to one subgroup and sums it with `subgroupAdd`.
 
 struct Params {
     n_rows: u32,     // rows in this part
@@ -30,6 +34,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> W: array<u32>;
 @group(0) @binding(3) var<storage, read> B: array<f32>;
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;
+// Binding 5 (`W4`, the same buffer as vec4s) where the type's unit loads 16 bytes at a time.
+{{W4}}
 
 // Binding 2 and `xv4(e)`: x[e .. e + 4].
 {{X_SOURCE}}
@@ -37,7 +43,6 @@ struct Params {
 const ROWS: u32 = {{ROWS}}u;
 const LANES: u32 = {{LANES}}u;
 const TOKENS: u32 = {{TOKENS}}u;
-var<workgroup> red: array<f32, {{WG}}>;
 var<private> accs: array<f32, TOKENS>;
 var<private> xbase: array<u32, TOKENS>;
 
@@ -49,17 +54,9 @@ fn acc4(e: u32, w: vec4<f32>) {
 
 {{DEQUANT}}
 
-@compute @workgroup_size({{WG}})
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let lane = lid % LANES;
-    let row = (wid.x + wid.y * nwg.x) * ROWS + lid / LANES;
-    // Rows past the end repeat the last row so that every invocation reaches the barriers.
-    let r = min(row, P.n_rows - 1u);
-    let t0 = wid.z * TOKENS;
+// Sets up `xbase` for the token slots from t0 and adds this lane's share of row r (lanes `lane`,
+// `lane + lanes`, ... of its units) into `accs`.
+fn row_partial(r: u32, t0: u32, lane: u32, lanes: u32) {
     for (var t = 0u; t < TOKENS; t++) {
         // Token slots past the end repeat the last token (results dropped).
         xbase[t] = P.x_offset + min(t0 + t, P.n_tok - 1u) * P.x_stride;
@@ -69,12 +66,36 @@ fn main(
     let units = P.row_len / UNIT;
     // (Unrolling this loop 4× to keep more loads in flight changed nothing on an H200: 4.09 against 4.07 ms
     // of Q4_K matvecs per token, tests/bench/results/h200-2026-11-30-run4-full.md.)
-    for (var u = lane; u < units; u += LANES) {
+    for (var u = lane; u < units; u += lanes) {
         dotu(rb, u);
     }
-    for (var e = units * UNIT + lane * 4u; e < P.row_len; e += LANES * 4u) {
+    for (var e = units * UNIT + lane * 4u; e < P.row_len; e += lanes * 4u) {
         acc4(e, dq4(rb, e));
     }
+}
+
+fn store(row: u32, t: u32, v: f32) {
+    var y = v;
+    if (P.has_bias != 0u) {
+        y += B[P.first_row + row];
+    }
+    Y[P.y_offset + t * P.y_stride + P.first_row + row] = y;
+}
+
+//#main workgroup
+var<workgroup> red: array<f32, {{WG}}>;
+
+@compute @workgroup_size({{WG}})
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let lane = lid % LANES;
+    let row = (wid.x + wid.y * nwg.x) * ROWS + lid / LANES;
+    // Rows past the end repeat the last row so that every invocation reaches the barriers.
+    let t0 = wid.z * TOKENS;
+    row_partial(min(row, P.n_rows - 1u), t0, lane, LANES);
     for (var t = 0u; t < TOKENS; t++) {
         var v = accs[t];
         if (LANES > 1u) {
@@ -90,10 +111,37 @@ fn main(
             workgroupBarrier();
         }
         if (lane == 0u && row < P.n_rows && t0 + t < P.n_tok) {
-            if (P.has_bias != 0u) {
-                v += B[P.first_row + row];
-            }
-            Y[P.y_offset + (t0 + t) * P.y_stride + P.first_row + row] = v;
+            store(row, t0 + t, v);
         }
     }
 }
+//#main subgroup
+// Rows are dealt to subgroups by `subgroup_id`, so the sums never depend on how the driver groups
+// invocations or on the subgroup size it picks (4 on SwiftShader, 8 on lavapipe, 32 on NVIDIA, 32 or 64 on
+// AMD); a subgroup skips the rest of its rows together, so `subgroupAdd` always sees the whole subgroup.
+@compute @workgroup_size({{WG}})
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_size) lanes: u32,
+    @builtin(subgroup_id) sg: u32,
+    @builtin(num_subgroups) nsg: u32,
+) {
+    let first = (wid.x + wid.y * nwg.x) * ROWS;
+    let t0 = wid.z * TOKENS;
+    for (var i = sg; i < ROWS; i += nsg) {
+        let row = first + i;
+        if (row >= P.n_rows) {
+            break;
+        }
+        row_partial(row, t0, lane, lanes);
+        for (var t = 0u; t < TOKENS; t++) {
+            let v = subgroupAdd(accs[t]);
+            if (lane == 0u && t0 + t < P.n_tok) {
+                store(row, t0 + t, v);
+            }
+        }
+    }
+}
+//#end

@@ -38,9 +38,9 @@ pub fn ctx() -> Arc<GpuContext> {
     C.get_or_init(|| new_ctx(ContextOptions::default())).clone()
 }
 
-/// A folder of this process's own under the system's temporary folder.
+/// A folder of this process's own under cargo's scratch folder for tests (`target/tmp`, which CI removes).
 pub fn tmp_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
+    let d = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "meddr-engine-{}-{}",
         env!("CARGO_CRATE_NAME"),
         std::process::id()

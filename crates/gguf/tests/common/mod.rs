@@ -54,7 +54,7 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
-        let p = std::env::temp_dir().join(format!(
+        let p = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "meddr-gguf-{tag}-{}-{n}-{nanos}",
             std::process::id()
         ));

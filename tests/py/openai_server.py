@@ -403,6 +403,51 @@ def section_queue(a):
     print("queue: a waiting stream got SSE keep-alives, then its answer once the running client left")
 
 
+# ------------------------------------------------------------------------------------------- slow client
+def closed_within(sock, limit_s, trickle=None):
+    """Seconds until the server closes `sock` (recv gives b"" or a reset), sending `trickle` bytes one at a
+    time every 0.2 s meanwhile; fails after limit_s."""
+    t0 = time.time()
+    sock.settimeout(0.2)
+    while time.time() - t0 < limit_s:
+        if trickle:
+            try:
+                sock.sendall(trickle[:1])
+            except OSError:
+                return time.time() - t0
+            trickle = trickle[1:]
+        try:
+            if sock.recv(65536) == b"":
+                return time.time() - t0
+        except socket.timeout:
+            continue
+        except OSError:
+            return time.time() - t0
+    check(False, f"the connection was still open after {limit_s} s")
+
+
+def section_slow(a):
+    """Started with --header-timeout-secs 1: trickled headers and idle connections are closed, a request that
+    runs longer than the header timeout is answered whole, and the server stays healthy."""
+    u = urllib.parse.urlparse(a.base_url)
+    trickler = socket.create_connection((u.hostname, u.port), timeout=30)
+    trickler.sendall(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    t_trickle = closed_within(trickler, 10, trickle=b"Host: x\r\nX-Slow: " + b"a" * 200)
+    check(t_trickle < 4, f"a client trickling its headers was cut after {t_trickle:.1f} s")
+    idle = socket.create_connection((u.hostname, u.port), timeout=30)
+    t_idle = closed_within(idle, 10)
+    check(t_idle < 4, f"an idle connection was closed after {t_idle:.1f} s")
+    # A stream that outlasts the header timeout is not cut: its headers came at once.
+    t0 = time.time()
+    s = open_stream(a, {"messages": [{"role": "user", "content": "Hi"}], "stream": True, "ignore_eos": True, "max_tokens": 40})
+    body = read_until(s, lambda b: b"data: [DONE]" in b)
+    s.close()
+    check(b"\"finish_reason\":\"length\"" in body, f"the stream ended whole: {body[-300:]!r}")
+    check(health(a)["status"] == "ok", "healthy")
+    print(f"slow: trickled headers cut after {t_trickle:.1f} s, an idle connection closed after {t_idle:.1f} s, "
+          f"a {time.time() - t0:.1f} s stream answered whole")
+
+
 # ---------------------------------------------------------------------------------------------- plain
 def section_plain(a):
     """A plain llama.cpp GGUF with its own chat template (SmolLM2): real weights, a real answer."""
@@ -431,7 +476,7 @@ def section_context(a):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("section", choices=["client", "raw", "load", "disconnect", "queue", "plain", "context"])
+    p.add_argument("section", choices=["client", "raw", "load", "disconnect", "queue", "slow", "plain", "context"])
     p.add_argument("--base-url", required=True)
     p.add_argument("--api-key", required=True)
     p.add_argument("--expect")

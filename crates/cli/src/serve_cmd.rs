@@ -57,6 +57,10 @@ pub(crate) struct ServeArgs {
     /// Seconds between SSE keep-alive comments on a waiting stream.
     #[arg(long, default_value_t = 5.0)]
     keep_alive_secs: f64,
+    /// Seconds a client has to send a request's headers (also how long an idle connection stays open);
+    /// slower connections are closed.
+    #[arg(long, default_value_t = ServerOptions::DEFAULT_HEADER_READ_TIMEOUT.as_secs_f64())]
+    header_timeout_secs: f64,
     /// How control tokens typed in messages are read: `literal` (plain text, the default for a server whose
     /// messages come from other programs) or `upstream` (chat markup, as upstream parses them).
     #[arg(long, value_enum, default_value_t = UserTextArg::Literal)]
@@ -80,6 +84,12 @@ pub(crate) fn serve(a: ServeArgs) -> Result<()> {
         bail!(
             "--keep-alive-secs {} is outside 0.01..=3600",
             a.keep_alive_secs
+        );
+    }
+    if !(a.header_timeout_secs.is_finite() && (0.1..=3600.0).contains(&a.header_timeout_secs)) {
+        bail!(
+            "--header-timeout-secs {} is outside 0.1..=3600",
+            a.header_timeout_secs
         );
     }
     if a.max_image_mpixels == 0 || a.max_image_mpixels > meddr_image::MAX_PIXELS >> 20 {
@@ -108,6 +118,7 @@ pub(crate) fn serve(a: ServeArgs) -> Result<()> {
         keep_alive: Duration::from_secs_f64(a.keep_alive_secs),
         user_text: a.user_text.into(),
         max_image_pixels: a.max_image_mpixels << 20,
+        header_read_timeout: Duration::from_secs_f64(a.header_timeout_secs),
     };
     if let Some(o) = &a.cors_origin {
         if axum_header_ok(o).is_none() {

@@ -210,6 +210,14 @@ fn a_queued_stream_gets_keep_alives_then_its_answer() {
     s.check("queue", &[]);
 }
 
+/// Slowloris-style clients: `--header-timeout-secs 1` closes a connection trickling its headers and an idle
+/// one, and does not cut a stream whose headers came at once.
+#[test]
+fn slow_and_idle_connections_are_closed_after_the_header_timeout() {
+    let mut s = Server::start_with("slow", &["--device", "cpu", "--header-timeout-secs", "1"]);
+    s.check("slow", &[]);
+}
+
 #[test]
 fn the_server_refuses_bad_flags_and_a_bad_model_before_listening() {
     let m = model().display().to_string();
@@ -222,6 +230,10 @@ fn the_server_refuses_bad_flags_and_a_bad_model_before_listening() {
         (
             vec!["serve", "-m", &m, "--cors-origin", "not an origin"],
             "--cors-origin",
+        ),
+        (
+            vec!["serve", "-m", &m, "--header-timeout-secs", "0"],
+            "--header-timeout-secs 0 is outside",
         ),
         (
             vec!["serve", "-m", "/nonexistent.gguf"],

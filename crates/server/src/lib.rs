@@ -15,7 +15,6 @@ mod error;
 mod worker;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +61,10 @@ pub struct ServerOptions {
     pub user_text: UserText,
     /// Images whose header declares more pixels are refused before decoding.
     pub max_image_pixels: u64,
+    /// Time a client has to send a request's whole header (from the connection's start, or from the end of
+    /// its previous response); a slower or idle connection is closed, so trickled headers cannot hold
+    /// connections open forever.
+    pub header_read_timeout: Duration,
 }
 
 impl ServerOptions {
@@ -70,6 +73,8 @@ impl ServerOptions {
     pub const DEFAULT_QUEUE: usize = 16;
     /// 64 Mi pixels (8192²): larger than any radiograph or photograph; a decoding costs at most ~200 MB.
     pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 64 << 20;
+    /// hyper's own default, which `axum::serve` leaves inactive (it sets no timer).
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 }
 
 /// The model's text side, known before the weights load (the GGUF header): enough to check requests.
@@ -137,14 +142,9 @@ pub async fn serve(
         next_id: AtomicU64::new(1),
         image_decode: Semaphore::new(1),
     });
+    let header_read_timeout = state.opts.header_read_timeout;
     let app = router(state);
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    });
+    let server = accept_loop(listener, app, header_read_timeout);
     let load_failed = async {
         match loaded_rx.await {
             Ok(Err(e)) => e,
@@ -156,6 +156,49 @@ pub async fn serve(
         r = server => r.map_err(|e| format!("server: {e}")),
         e = load_failed => Err(e),
     }
+}
+
+/// Serves HTTP/1 connections until Ctrl-C, then lets the open ones finish. Written out instead of
+/// `axum::serve` because that gives hyper no timer, which leaves hyper's header read timeout off; hyper's
+/// connection builder and hyper-util's graceful shutdown do the rest.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_read_timeout: Duration,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // Out of file descriptors and the like: the listener itself is fine, so wait and go on
+                // (what axum::serve does too) rather than end the server.
+                Err(e) => {
+                    eprintln!("meddr serve: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut ctrl_c => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // A closed or timed-out connection is the client's business; nothing to report.
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 fn router(state: Arc<AppState>) -> Router {

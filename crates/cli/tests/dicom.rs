@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use common::{assert_failed, json_of, meddr, model, tmp};
+use common::{assert_failed, chat_repl, json_of, meddr, model, tmp};
 use serde_json::Value as Json;
 
 fn dicom_file(name: &str) -> PathBuf {
@@ -190,47 +189,23 @@ fn chat_takes_dicom_and_reports_a_bad_one() {
         cut.display(),
         dicom_file("examples_ybr_color.dcm").display()
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meddr"))
-        .args([
-            "chat",
-            "-m",
-            model().to_str().unwrap(),
+    let (stdout, stderr) = chat_repl(
+        &[
             "--max-new-tokens",
             "2",
-            "--device",
-            "cpu",
             "--image",
             ct.to_str().unwrap(),
             "--window",
             "40,400",
             "--frame",
             "0",
-        ])
-        .env_remove("XDG_RUNTIME_DIR")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+        ],
+        &script,
+    );
     assert!(
         stderr.contains("half.dcm") && stderr.contains("truncated DICOM data"),
         "{stderr}"
     );
     // Two answers: about the CT, then about frame 0 of the 30-frame file.
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().count(),
-        2,
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
 }

@@ -98,6 +98,33 @@ pub fn meddr(args: &[&str]) -> Output {
 }
 
 /// Runs `meddr` and parses its stdout as one JSON object (`--json` output); panics with stderr on failure.
+/// `meddr chat -m <dev model> --device cpu ARGS` fed `script` on stdin, to its end; the run must succeed
+/// without a panic. Returns (stdout, stderr).
+pub fn chat_repl(args: &[&str], script: &str) -> (String, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meddr"))
+        .args(["chat", "-m", model().to_str().unwrap(), "--device", "cpu"])
+        .args(args)
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn meddr chat");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
 pub fn ok_json(args: &[&str]) -> serde_json::Value {
     json_of(&meddr(args))
 }

@@ -276,9 +276,9 @@ fn a_plain_llama_gguf_answers_with_its_own_template() {
 /// A conversation in the browser's session: the follow-up keeps the first turn's image and reuses the
 /// history's cached keys and values, and gives exactly the tokens a full run of the same history gives; a
 /// follow-up without a first question, or one bringing an image, is refused.
-#[test]
-fn follow_up_reuses_the_history_and_matches_a_full_run() {
-    let mut s = load(&quantized(FileType::F32));
+/// The f32 dev model's session, the report sample's image bytes and its question: the start of the two-turn
+/// conversation tests.
+fn two_turn_setup() -> (Session, Vec<u8>, String) {
     let smp = sample("img_test2_report");
     let image = std::fs::read(
         shared()
@@ -286,7 +286,14 @@ fn follow_up_reuses_the_history_and_matches_a_full_run() {
             .join(smp["image"].as_str().unwrap()),
     )
     .unwrap();
-    let q1 = smp["question"].as_str().unwrap();
+    let q1 = smp["question"].as_str().unwrap().to_owned();
+    (load(&quantized(FileType::F32)), image, q1)
+}
+
+#[test]
+fn follow_up_reuses_the_history_and_matches_a_full_run() {
+    let (mut s, image, q1) = two_turn_setup();
+    let q1 = q1.as_str();
     let q2 = "And what else do you see?";
     let opts = greedy(10, StopPolicy::IgnoreEos);
     let e = pollster::block_on(s.follow_up(UserText::Upstream, q2, &opts, |_, _| true))
@@ -326,15 +333,8 @@ fn follow_up_reuses_the_history_and_matches_a_full_run() {
 /// positions are kept, and a request without an image starts over.
 #[test]
 fn chat_with_the_whole_history_matches_generate_and_follow_up() {
-    let mut s = load(&quantized(FileType::F32));
-    let smp = sample("img_test2_report");
-    let image = std::fs::read(
-        shared()
-            .join("fixtures/images")
-            .join(smp["image"].as_str().unwrap()),
-    )
-    .unwrap();
-    let q1 = smp["question"].as_str().unwrap();
+    let (mut s, image, q1) = two_turn_setup();
+    let q1 = q1.as_str();
     let q2 = "And what else do you see?";
     let opts = greedy(8, StopPolicy::IgnoreEos);
     let g1 = pollster::block_on(s.generate(Some(&image), &Ask::default(), q1, &opts, |_, _| true))

@@ -17,6 +17,8 @@ pub struct GpuBackend {
     image: Option<(ImageFeatures, Vec<f32>)>,
     /// The pixels of an image encoded before the language model was loaded ([`VisionLoad::EncodeFirst`]).
     encoded_first: Option<Vec<f32>>,
+    /// The device's argmax after the last prefill or step read: what a queued step takes as its input.
+    last_token: Option<u32>,
 }
 
 /// When the vision tower is on the GPU.
@@ -72,6 +74,7 @@ impl GpuBackend {
             model,
             image,
             encoded_first,
+            last_token: None,
         })
     }
 
@@ -135,15 +138,17 @@ impl Backend for GpuBackend {
             },
         }
         .map_err(boxed)?;
+        self.last_token = Some(step.token);
         logits(step)
     }
 
     fn decode(&mut self, token: u32) -> Result<Vec<f32>, BackendError> {
-        logits(
-            self.model
-                .decode_step(StepInput::Token(token), Readback::TokenAndLogits)
-                .map_err(boxed)?,
-        )
+        let step = self
+            .model
+            .decode_step(StepInput::Token(token), Readback::TokenAndLogits)
+            .map_err(boxed)?;
+        self.last_token = Some(step.token);
+        logits(step)
     }
 
     fn context_length(&self) -> usize {
@@ -157,14 +162,55 @@ impl Backend for GpuBackend {
         _step: usize,
     ) -> Option<Result<u32, BackendError>> {
         // Only plain greedy runs on the device; the GPU argmax is the runtime's greedy choice (first max).
-        if sampling.temperature > 0.0 || sampling.repetition_penalty != 1.0 {
+        if !device_greedy(sampling) {
             return None;
         }
-        Some(
-            self.model
-                .decode_step(StepInput::Token(token), Readback::Token)
-                .map(|s| s.token)
-                .map_err(boxed),
-        )
+        Some(self.step_with(token))
+    }
+
+    fn max_queued_greedy(&self, sampling: &SamplingParams) -> usize {
+        if device_greedy(sampling) {
+            meddr_engine::MAX_QUEUED_STEPS
+        } else {
+            0
+        }
+    }
+
+    fn queue_greedy(&mut self) -> Result<(), BackendError> {
+        self.model.queue_greedy_step().map_err(boxed)
+    }
+
+    fn read_queued(&mut self, fed: u32) -> Result<u32, BackendError> {
+        // The oldest queued step took the device's last argmax: the token the last read (or the prefill)
+        // returned. Anything else from the caller means the queue computed the wrong continuation.
+        if Some(fed) != self.last_token {
+            self.model.drop_queued();
+            return self.step_with(fed);
+        }
+        let token = self.model.read_queued().map_err(boxed)?.token;
+        self.last_token = Some(token);
+        Ok(token)
+    }
+
+    fn drop_queued(&mut self) {
+        self.model.drop_queued();
+    }
+}
+
+/// Sampling the device does itself: greedy (first maximum), no repetition penalty.
+fn device_greedy(sampling: &SamplingParams) -> bool {
+    sampling.is_greedy() && sampling.repetition_penalty == 1.0
+}
+
+impl GpuBackend {
+    /// One unqueued greedy step on `token`, its choice remembered for [`Backend::read_queued`].
+    fn step_with(&mut self, token: u32) -> Result<u32, BackendError> {
+        let next = self
+            .model
+            .decode_step(StepInput::Token(token), Readback::Token)
+            .map_err(boxed)?
+            .token;
+        self.last_token = Some(next);
+        Ok(next)
     }
 }

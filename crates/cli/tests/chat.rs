@@ -288,3 +288,116 @@ fn the_chat_repl_streams_answers_takes_commands_and_saves_the_transcript() {
     // Only the transcript in the folder: the save went through a temporary file.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
 }
+
+/// The GPU backend with step queueing turned off: each greedy token is read before the next step is
+/// recorded, as before queueing.
+struct Unqueued(GpuBackend);
+
+impl Backend for Unqueued {
+    fn encode_image(&mut self, pv: &[f32]) -> Result<Vec<f32>, meddr_runtime::BackendError> {
+        self.0.encode_image(pv)
+    }
+    fn prefill(
+        &mut self,
+        ids: &[u32],
+        f: Option<&[f32]>,
+    ) -> Result<Vec<f32>, meddr_runtime::BackendError> {
+        self.0.prefill(ids, f)
+    }
+    fn prefill_from(
+        &mut self,
+        keep: usize,
+        ids: &[u32],
+        f: Option<&[f32]>,
+    ) -> Result<Vec<f32>, meddr_runtime::BackendError> {
+        self.0.prefill_from(keep, ids, f)
+    }
+    fn decode(&mut self, token: u32) -> Result<Vec<f32>, meddr_runtime::BackendError> {
+        self.0.decode(token)
+    }
+    fn context_length(&self) -> usize {
+        self.0.context_length()
+    }
+    fn decode_sampled(
+        &mut self,
+        token: u32,
+        s: &meddr_runtime::SamplingParams,
+        step: usize,
+    ) -> Option<Result<u32, meddr_runtime::BackendError>> {
+        self.0.decode_sampled(token, s, step)
+    }
+}
+
+fn gpu_backend() -> GpuBackend {
+    GpuBackend::load(
+        &GgufFile::open_model(model(), None).unwrap(),
+        &GpuOptions {
+            force_f32: false,
+            context_length: Some(512),
+            vision: VisionLoad::Resident,
+        },
+    )
+    .unwrap()
+}
+
+/// Greedy decoding keeps two steps queued on the device ahead of the token being streamed: the same tokens
+/// as reading each one before the next step, also when a turn is cut short with steps in flight (they are
+/// dropped, so the next turn's kept cache is exact), and a caller feeding a token other than the device's
+/// choice gets that token's continuation.
+#[test]
+fn queued_greedy_steps_change_no_token_and_are_dropped_when_a_turn_stops() {
+    let file = GgufFile::open_model(model(), None).unwrap();
+    let info = ModelInfo::from_gguf_header(&file.header).unwrap();
+    let tok = tokenizer_from_gguf_header(&file.header).unwrap();
+    let pv = pixels(&info);
+    let greedy_opts = GenerationOptions::default();
+    assert_eq!(
+        gpu_backend().max_queued_greedy(&greedy_opts.sampling),
+        meddr_engine::MAX_QUEUED_STEPS
+    );
+    let turns = |b: &mut dyn Backend| {
+        let mut conv = Conversation::new(UserText::Upstream);
+        conv.set_image(b.encode_image(&pv).unwrap());
+        let mut n = 0;
+        // Cut after 3 of 12 tokens: two steps are in flight then.
+        let r1 = conv
+            .ask(b, &tok, &info, "Describe the image.", &greedy(12), |_| {
+                n += 1;
+                if n == 3 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        let r2 = conv
+            .ask(b, &tok, &info, "Anything else?", &greedy(12), |_| {
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        (ids(&r1.result), ids(&r2.result), r2.reused_tokens)
+    };
+    let queued = turns(&mut gpu_backend());
+    let unqueued = turns(&mut Unqueued(gpu_backend()));
+    assert_eq!(queued.0.len(), 3);
+    assert_eq!(queued.1.len(), 12);
+    assert_eq!(queued, unqueued, "queued vs unqueued: turn 1, turn 2, reused positions");
+
+    // A fed token other than the device's choice: the queue is discarded and that token run.
+    let prompt = tok.encode("Hello").unwrap();
+    let mut q = gpu_backend();
+    let mut u = Unqueued(gpu_backend());
+    let lq = q.prefill(&prompt, None).unwrap();
+    let lu = u.prefill(&prompt, None).unwrap();
+    assert_eq!(lq, lu);
+    q.queue_greedy().unwrap();
+    q.queue_greedy().unwrap();
+    let other = 7;
+    let a = q.read_queued(other).unwrap();
+    let b = u.decode_sampled(other, &greedy_opts.sampling, 1).unwrap().unwrap();
+    assert_eq!(a, b, "the continuation of a token the device did not choose");
+    q.queue_greedy().unwrap();
+    let a2 = q.read_queued(a).unwrap();
+    let b2 = u.decode_sampled(b, &greedy_opts.sampling, 2).unwrap().unwrap();
+    assert_eq!(a2, b2, "queueing resumes after the fallback");
+}

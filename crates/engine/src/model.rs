@@ -999,6 +999,9 @@ impl GpuModel {
         })?;
         ctx.submit(enc);
         self.pos += 1;
+        // The step left its own argmax in `acts.tok` (over the host token it read): queued greedy steps
+        // may follow it.
+        self.have_argmax = true;
         self.finish_step(read).await
     }
 
@@ -1012,7 +1015,7 @@ impl GpuModel {
             return Err(input(
                 "position",
                 self.pos,
-                "queue_greedy_step needs a prefill (and no host-chosen token since)",
+                "queue_greedy_step needs a prefill or a decode step since the last dropped queue",
             ));
         }
         if self.queued.len() >= MAX_QUEUED_STEPS {

@@ -423,6 +423,9 @@ fn smollm2_greedy_matches_llama_cpp() {
         .decode_step(StepInput::Token(ids[1]), Readback::Token)
         .unwrap();
     assert_eq!((s.token, s.position as usize), (ids[2], prompt.len() + 2));
+    // That step left its own argmax on the device: queueing resumes from it.
+    m.queue_greedy_step().unwrap();
+    assert_eq!(m.read_queued().unwrap().token, ids[3]);
 }
 
 /// Copies `src` into a new GGUF, letting `edit` change the metadata and drop tensors.

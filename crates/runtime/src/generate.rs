@@ -50,6 +50,25 @@ pub trait Backend {
     ) -> Option<Result<u32, BackendError>> {
         None
     }
+    /// Greedy steps this backend can keep queued on the device ahead of the token being read, for these
+    /// sampling settings (each queued step feeds the device's own argmax to the next, so the device works on
+    /// step n + 1 while the host streams token n). 0, the default: no queueing. [`generate`] uses it only
+    /// when no log-probabilities are requested, and then calls the three methods below.
+    fn max_queued_greedy(&self, _sampling: &SamplingParams) -> usize {
+        0
+    }
+    /// Queues the next greedy step after the last prefill, read or queued step.
+    fn queue_greedy(&mut self) -> Result<(), BackendError> {
+        Err("this backend does not queue steps".into())
+    }
+    /// The token of the oldest queued step. `fed` is the token the caller appends before it (the previous
+    /// step's choice): a backend whose queued step took another input must discard its queue and run `fed`.
+    fn read_queued(&mut self, fed: u32) -> Result<u32, BackendError> {
+        let _ = fed;
+        Err("this backend does not queue steps".into())
+    }
+    /// Forgets queued steps that were not read (generation stopped): the cache ends at the last token read.
+    fn drop_queued(&mut self) {}
 }
 
 /// Which token ids end generation.
@@ -266,23 +285,48 @@ pub fn generate_from<B: Backend + ?Sized>(
         .prefill_from(keep, &prompt_ids[keep..], image_features)
         .map_err(RuntimeError::Backend)?;
     g.prefill_done(t0.elapsed().as_secs_f64());
+    let depth = if g.needs_logits() {
+        0
+    } else {
+        backend.max_queued_greedy(&opts.sampling)
+    };
+    let mut queued = 0usize;
     let mut next = Output::Logits(logits);
-    loop {
-        let fed = match &next {
-            Output::Logits(l) => g.step(Next::Logits(l), &mut on_token)?,
-            Output::Sampled(id) => g.step(Next::Sampled(*id), &mut on_token)?,
-        };
-        let Some(id) = fed else { break };
-        let device = if g.needs_logits() {
-            None
-        } else {
-            backend.decode_sampled(id, &opts.sampling, g.generated())
-        };
-        next = match device {
-            Some(r) => Output::Sampled(r.map_err(RuntimeError::Backend)?),
-            None => Output::Logits(backend.decode(id).map_err(RuntimeError::Backend)?),
-        };
+    let outcome = (|| -> Result<()> {
+        loop {
+            // Keep the device busy with the next steps while this token is streamed and checked, never
+            // queueing past max_new_tokens (check_request already fitted that into the context).
+            while queued < depth && g.generated() + 1 + queued < opts.max_new_tokens {
+                backend.queue_greedy().map_err(RuntimeError::Backend)?;
+                queued += 1;
+            }
+            let fed = match &next {
+                Output::Logits(l) => g.step(Next::Logits(l), &mut on_token)?,
+                Output::Sampled(id) => g.step(Next::Sampled(*id), &mut on_token)?,
+            };
+            let Some(id) = fed else { return Ok(()) };
+            if queued > 0 {
+                queued -= 1;
+                next = Output::Sampled(backend.read_queued(id).map_err(RuntimeError::Backend)?);
+                continue;
+            }
+            let device = if g.needs_logits() {
+                None
+            } else {
+                backend.decode_sampled(id, &opts.sampling, g.generated())
+            };
+            next = match device {
+                Some(r) => Output::Sampled(r.map_err(RuntimeError::Backend)?),
+                None => Output::Logits(backend.decode(id).map_err(RuntimeError::Backend)?),
+            };
+        }
+    })();
+    // Stopped early (a stop token, a stop string, the caller) or failed: forget the steps computed past the
+    // answer, so that the cache holds exactly the fed tokens.
+    if queued > 0 {
+        backend.drop_queued();
     }
+    outcome?;
     Ok(g.finish())
 }
 

@@ -49,6 +49,35 @@ pub fn quant_type(ty: GgmlType) -> Result<QuantType> {
         .ok_or_else(|| QuantizeError::Usage(format!("block type {} cannot be written", ty.name())))
 }
 
+/// Quantizes `checkpoint` to `ftype` as `dir/<name>-<ftype>.gguf` (and its `.mmproj.gguf`) once per process:
+/// later calls with the same output return at once, and concurrent callers wait for the first. For test
+/// suites and tools that need a GGUF of a fixture checkpoint (no progress output, earlier files replaced).
+/// Errors: those of [`quantize_checkpoint`], or creating `dir`; a failed call is not remembered.
+pub fn quantize_once(checkpoint: &Path, dir: &Path, name: &str, ftype: FileType) -> Result<PathBuf> {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static DONE: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    let out = dir.join(format!("{name}-{}.gguf", ftype.name()));
+    // Held while quantizing, so a second caller waits instead of writing the same file.
+    let mut done = DONE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if !done.contains(&out) {
+        std::fs::create_dir_all(dir).map_err(crate::error::io_err(dir))?;
+        let opts = Options {
+            ftype,
+            vision_type: None,
+            threads: None,
+            force: true,
+            progress: false,
+        };
+        quantize_checkpoint(checkpoint, &out, &opts)?;
+        done.insert(out.clone());
+    }
+    Ok(out)
+}
+
 /// Converts a checkpoint into llama.cpp's two-file layout: the language model at `output` and the vision
 /// tower + projector at [`meddr_gguf::mmproj_path_for`]`(output)` (`<stem>.mmproj.gguf`). Both are written
 /// under temporary names and renamed only when both are complete; an error leaves neither.

@@ -11,6 +11,6 @@ pub mod progress;
 pub mod recipe;
 pub mod synth;
 
-pub use convert::{quantize_checkpoint, write_layout, Options, Summary};
+pub use convert::{quantize_checkpoint, quantize_once, write_layout, Options, Summary};
 pub use error::{QuantizeError, Result};
 pub use recipe::FileType;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use meddr_engine::{ContextOptions, GpuContext, LoadOptions};
 use meddr_gguf::{ByteSource, FileSource, GgufHeader};
-use meddr_quantize::{quantize_checkpoint, FileType, Options};
+use meddr_quantize::{quantize_once, FileType};
 use meddr_runtime::{GenerationOptions, SamplingParams, StopPolicy, UserText};
 use meddr_web::session::{Ask, Session};
 
@@ -18,20 +18,9 @@ fn shared() -> PathBuf {
 }
 
 fn quantized(ft: FileType) -> PathBuf {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("meddr-web-session-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(format!("dev-{}.gguf", ft.name()));
-    if !out.exists() {
-        let opts = Options {
-            ftype: ft,
-            vision_type: None,
-            threads: Some(1),
-            force: true,
-            progress: false,
-        };
-        quantize_checkpoint(&shared().join("fixtures/checkpoints/dev"), &out, &opts).unwrap();
-    }
-    out
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("meddr-web-session-{}", std::process::id()));
+    quantize_once(&shared().join("fixtures/checkpoints/dev"), &dir, "dev", ft).unwrap()
 }
 
 fn load(path: &Path) -> Session {

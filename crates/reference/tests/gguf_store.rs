@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use common::*;
 use meddr_gguf::GgufHeader;
-use meddr_quantize::{quantize_checkpoint, FileType, Options};
+use meddr_quantize::{quantize_once, FileType};
 use meddr_reference::{
     GgufConfigError, GgufStore, ModelConfig, RefError, ReferenceModel, WeightStore,
 };
@@ -42,32 +42,10 @@ const Q4_KL_MEAN: f64 = 2.2;
 const Q4_TOP1_MIN: f64 = 0.70;
 
 fn gguf_path(ft: FileType) -> PathBuf {
-    static PATHS: [OnceLock<PathBuf>; 6] = [const { OnceLock::new() }; 6];
-    let slot = match ft {
-        FileType::F32 => 0,
-        FileType::F16 => 1,
-        FileType::Q8_0 => 2,
-        FileType::Q4_0 => 3,
-        FileType::Q4KS => 4,
-        FileType::Q4KM => 5,
-    };
-    PATHS[slot]
-        .get_or_init(|| {
-            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gguf_store_test");
-            std::fs::create_dir_all(&dir).unwrap();
-            let out = dir.join(format!("dev-{}-{}.gguf", ft.name(), std::process::id()));
-            let opts = Options {
-                ftype: ft,
-                vision_type: None,
-                threads: None,
-                force: true,
-                progress: false,
-            };
-            quantize_checkpoint(&fixtures().join("checkpoints/dev"), &out, &opts)
-                .unwrap_or_else(|e| panic!("quantizing the dev checkpoint to {}: {e}", ft.name()));
-            out
-        })
-        .clone()
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("gguf_store_test-{}", std::process::id()));
+    quantize_once(&fixtures().join("checkpoints/dev"), &dir, "dev", ft)
+        .unwrap_or_else(|e| panic!("quantizing the dev checkpoint to {}: {e}", ft.name()))
 }
 
 fn gguf_model(ft: FileType) -> &'static ReferenceModel {

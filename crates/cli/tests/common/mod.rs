@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use meddr_quantize::{quantize_checkpoint, FileType, Options};
+use meddr_quantize::{quantize_once, FileType};
 
 /// `../shared` (or `$MEDDR_SHARED`).
 pub fn shared() -> PathBuf {
@@ -73,17 +73,8 @@ pub fn tmp() -> PathBuf {
 pub fn model() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
     P.get_or_init(|| {
-        let out = tmp().join("dev-f32.gguf");
-        let opts = Options {
-            ftype: FileType::F32,
-            vision_type: None,
-            threads: None,
-            force: true,
-            progress: false,
-        };
-        quantize_checkpoint(&fixtures().join("checkpoints/dev"), &out, &opts)
-            .expect("quantize dev checkpoint");
-        out
+        quantize_once(&fixtures().join("checkpoints/dev"), &tmp(), "dev", FileType::F32)
+            .expect("quantize dev checkpoint")
     })
 }
 

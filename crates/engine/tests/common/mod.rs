@@ -3,9 +3,8 @@
 //! Each test binary uses its own subset.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use meddr_engine::{ContextOptions, GpuContext, GpuModel, ModelError, Readback, StepInput};
 use meddr_quantize::FileType;
@@ -52,26 +51,8 @@ pub fn tmp_dir() -> PathBuf {
 /// The dev checkpoint quantized to `ft` by `meddr-quantize` (once per type per process; tests of one
 /// binary run in parallel threads and share it read-only).
 pub fn dev_gguf(ft: FileType) -> PathBuf {
-    static DONE: OnceLock<Mutex<HashMap<&'static str, PathBuf>>> = OnceLock::new();
-    let mut m = DONE
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = m.get(ft.name()) {
-        return p.clone();
-    }
-    let out = tmp_dir().join(format!("dev-{}.gguf", ft.name()));
-    let opts = meddr_quantize::Options {
-        ftype: ft,
-        vision_type: None,
-        threads: None,
-        force: true,
-        progress: false,
-    };
-    meddr_quantize::quantize_checkpoint(&shared().join("fixtures/checkpoints/dev"), &out, &opts)
-        .unwrap_or_else(|e| panic!("quantizing the dev checkpoint to {}: {e}", ft.name()));
-    m.insert(ft.name(), out.clone());
-    out
+    meddr_quantize::quantize_once(&shared().join("fixtures/checkpoints/dev"), &tmp_dir(), "dev", ft)
+        .unwrap_or_else(|e| panic!("quantizing the dev checkpoint to {}: {e}", ft.name()))
 }
 
 /// One sample of the dev fixture's `expected.json` (what upstream PyTorch computed).

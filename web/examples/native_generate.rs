@@ -5,6 +5,8 @@
 //! `native_generate --model m.gguf [--image img] --question q --max-new-tokens N [--ignore-eos] [--f32]
 //! [--runs R]` prints `{"tokens": [...], "text": ..., "stats": {...}, "runs": [{...} × R], "device": ...}`:
 //! R generations (each a new conversation) in one process, as the browser benchmark runs them in one page.
+//! Also `loadMs`, the model's GPU bytes and memory plan (what the browser's `load()` reports) and, on
+//! Linux, the process's peak resident memory (`peakRssBytes`, VmHWM: the mapped file's pages included).
 
 use std::sync::Arc;
 
@@ -63,6 +65,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         |off, dst: &mut [u8]| file.read_at(off, dst),
     )?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let plan = session.model.memory_plan();
+    eprintln!("loaded in {:.1} s: {plan}", load_ms / 1e3);
     let image = image.map(std::fs::read).transpose()?;
     let gen = GenerationOptions {
         max_new_tokens: max_new,
@@ -95,8 +99,19 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "stats": out.stats,
         "runs": all,
         "loadMs": load_ms,
+        "gpuBytes": plan.total_gpu(),
+        "memoryPlan": plan.to_string(),
+        "peakRssBytes": peak_rss_bytes(),
         "device": ctx.info.to_string(),
     });
     println!("{json}");
     Ok(())
+}
+
+/// The process's peak resident set (VmHWM of /proc/self/status); None off Linux.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }

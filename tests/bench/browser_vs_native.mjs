@@ -12,6 +12,7 @@
 // copied; the way a multi-GB model is loaded).
 // Usage: node browser_vs_native.mjs --dist web/dist --model m.gguf [--mmproj m.mmproj.gguf] [--local-files]
 //        --image img.jpg --question "…" --max-new-tokens 128 --runs 5 [--warm-up 1] [--timeout 1800]
+//        (--runs 0 --warm-up 0: load only)
 import { createServer } from 'node:http';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
@@ -39,8 +40,9 @@ for (let i = 0; i < argv.length; i++) {
   }
 }
 for (const k of ['dist', 'model', 'image', 'question']) if (args[k] === undefined) throw new Error(`--${k} is required`);
-if (!(Number.isInteger(args.runs) && args.runs >= 0 && Number.isInteger(args.warmUp) && args.warmUp >= 0 && args.runs + args.warmUp > 0)) {
-  throw new Error('--runs and --warm-up must be integers >= 0, not both 0');
+// --runs 0 --warm-up 0: load only (the load's time and memory figures).
+if (!(Number.isInteger(args.runs) && args.runs >= 0 && Number.isInteger(args.warmUp) && args.warmUp >= 0)) {
+  throw new Error('--runs and --warm-up must be integers >= 0');
 }
 if (args.mmproj && !args.localFiles) throw new Error('--mmproj needs --local-files (a URL load finds <stem>.mmproj.gguf itself)');
 if (!existsSync(join(args.dist, 'package/index.js'))) throw new Error(`${args.dist}/package/index.js is missing: run web/build.sh`);

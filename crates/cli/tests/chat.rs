@@ -65,17 +65,7 @@ fn keeping_the_cache_between_turns_changes_no_token() {
     for device in ["gpu", "cpu"] {
         let load = || -> Box<dyn Backend> {
             if device == "gpu" {
-                Box::new(
-                    GpuBackend::load(
-                        &GgufFile::open_model(model(), None).unwrap(),
-                        &GpuOptions {
-                            force_f32: false,
-                            context_length: Some(512),
-                            vision: VisionLoad::Resident,
-                        },
-                    )
-                    .unwrap(),
-                )
+                Box::new(gpu_backend())
             } else {
                 Box::new(
                     CpuBackend::load(&GgufStore::from_file(
@@ -328,6 +318,7 @@ impl Backend for Unqueued {
     }
 }
 
+/// The GPU engine on the dev model, the vision tower resident, a 512-position cache.
 fn gpu_backend() -> GpuBackend {
     GpuBackend::load(
         &GgufFile::open_model(model(), None).unwrap(),

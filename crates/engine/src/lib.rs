@@ -28,7 +28,7 @@ pub use model::{
     ConfigError, GpuModel, ImageFeatures, LlmConfig, LoadOptions, MemoryPlan, ModelError,
     ModelResult, Readback, Step, StepInput, VisionConfig, VisionEncoder, MAX_QUEUED_STEPS,
 };
-pub use ops::{AttnShape, MATVEC_MAX_ROWS};
+pub use ops::{AttnShape, CPU_MATMUL_MIN_ROWS, CPU_MATMUL_MIN_ROW_LEN, MATVEC_MAX_ROWS};
 pub use plan::PlanDevice;
 pub use profile::KernelTime;
 pub use roofline::ReadBandwidth;

@@ -16,6 +16,13 @@ type Enc = Recorder;
 /// matmul's 32-token tiles would be mostly empty while it still streams the whole weight.
 pub const MATVEC_MAX_ROWS: u32 = 4;
 
+/// On one-lane-per-row devices (CPU drivers), [`GpuContext::linear`] takes the tiled matmul from this many
+/// tokens (one 64-token tile) when the weight's rows are at least [`CPU_MATMUL_MIN_ROW_LEN`] long.
+pub const CPU_MATMUL_MIN_ROWS: u32 = 64;
+
+/// See [`CPU_MATMUL_MIN_ROWS`]: rows (input widths) from which the matmul pays on CPU drivers.
+pub const CPU_MATMUL_MIN_ROW_LEN: u64 = 1024;
+
 /// Most tokens one matvec workgroup applies each decoded weight group to (one-lane-per-row devices).
 const MATVEC_TOKENS: u32 = 8;
 
@@ -99,9 +106,31 @@ impl GpuContext {
         self.linear_impl(enc, "matmul", w, x, xv, bias, y, yv)
     }
 
-    /// Matvec for up to [`MATVEC_MAX_ROWS`] rows, tiled matmul beyond; on one-lane-per-row devices (CPU
-    /// drivers) always the matvec, which streams the weight once per 8 tokens with far fewer loads per
-    /// multiply than the tiled kernel's workgroup-memory traffic.
+    /// The kernel [`GpuContext::linear`] runs for `rows` tokens through a weight of `row_len`-element rows:
+    /// `"matvec"` or `"matmul"`.
+    ///
+    /// GPU work splits: the matvec for up to [`MATVEC_MAX_ROWS`] tokens, the tiled matmul beyond. One lane
+    /// per row (CPU drivers): the matvec, which streams the weight once per 8 tokens, except for at least
+    /// [`CPU_MATMUL_MIN_ROWS`] tokens through rows of at least [`CPU_MATMUL_MIN_ROW_LEN`] elements, where
+    /// the tiled matmul, decoding each weight once per 64 tokens, wins on both CPU drivers. Measured with
+    /// `meddr bench --text-only` on synthetic q8_0 models (prefill tok/s, matvec → matmul): hidden 7168
+    /// (Yi-34B) SwiftShader 0.51 → 1.69 (64 tokens), lavapipe 3.68 → 5.14 (128); hidden 1536 SwiftShader
+    /// 6.6 → 13.2, lavapipe 37 → 51; hidden 512 61.9 → 61.6 (a tie); the dev fixture's 192-wide model
+    /// 230 → 58 on SwiftShader, where the matmul's few, short tiles cost more than they save.
+    pub fn linear_kernel(&self, rows: u32, row_len: u64) -> &'static str {
+        let matmul = if self.info.matvec_shape.cooperative() {
+            rows > MATVEC_MAX_ROWS
+        } else {
+            rows >= CPU_MATMUL_MIN_ROWS && row_len >= CPU_MATMUL_MIN_ROW_LEN
+        };
+        if matmul {
+            "matmul"
+        } else {
+            "matvec"
+        }
+    }
+
+    /// `y[t] = W x[t] (+ b)` through the kernel [`GpuContext::linear_kernel`] picks.
     #[allow(clippy::too_many_arguments)]
     pub fn linear(
         &self,
@@ -113,11 +142,7 @@ impl GpuContext {
         y: &GpuBuffer,
         yv: Rows,
     ) -> Result<()> {
-        let op = if xv.rows <= MATVEC_MAX_ROWS || !self.info.matvec_shape.cooperative() {
-            "matvec"
-        } else {
-            "matmul"
-        };
+        let op = self.linear_kernel(xv.rows, w.row_len);
         self.linear_impl(enc, op, w, x, xv, bias, y, yv)
     }
 

@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 
 use meddr_engine::{
     AttnShape, ContextOptions, DType, GpuBuffer, GpuContext, GpuWeight, KvCache, MatvecShape,
-    QuantType, Recorder, RopeTable, Rows, WeightDesc,
+    QuantType, Recorder, RopeTable, Rows, WeightDesc, CPU_MATMUL_MIN_ROWS, CPU_MATMUL_MIN_ROW_LEN,
+    MATVEC_MAX_ROWS,
 };
 use meddr_reference::ops as r;
 
@@ -198,6 +199,25 @@ fn check_linear_at(
     )
 }
 
+/// Which entry point a linear check calls: `false`/`true` for the matvec/the tiled matmul, or
+/// `Linear` for `GpuContext::linear`, which picks one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum LinearOp {
+    Matvec,
+    Matmul,
+    Linear,
+}
+
+impl From<bool> for LinearOp {
+    fn from(tiled: bool) -> Self {
+        if tiled {
+            LinearOp::Matmul
+        } else {
+            LinearOp::Matvec
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn check_linear_len(
     c: &GpuContext,
@@ -205,12 +225,13 @@ fn check_linear_len(
     rows: usize,
     k: usize,
     n: usize,
-    tiled: bool,
+    op: impl Into<LinearOp>,
     seed: u64,
     max_part: Option<u64>,
     x_offset: usize,
     x_pad: usize,
 ) {
+    let op = op.into();
     let (w, deq) = make_weight(c, ty, rows, k, seed, max_part);
     let stride = k + x_pad;
     let xs = rand_vec(seed + 1, n * k);
@@ -233,17 +254,16 @@ fn check_linear_len(
     let yv = Rows::dense(n as u32, rows as u32);
     run(c, |enc| {
         let bias = use_bias.then_some(&b);
-        if tiled {
-            c.matmul(enc, &w, &x, xv, bias, &y, yv).unwrap()
-        } else {
-            c.matvec(enc, &w, &x, xv, bias, &y, yv).unwrap()
+        match op {
+            LinearOp::Matmul => c.matmul(enc, &w, &x, xv, bias, &y, yv).unwrap(),
+            LinearOp::Matvec => c.matvec(enc, &w, &x, xv, bias, &y, yv).unwrap(),
+            LinearOp::Linear => c.linear(enc, &w, &x, xv, bias, &y, yv).unwrap(),
         }
     });
     let got = read(c, &y);
     let (want, mag) = naive_linear(&xs, n, k, &deq, rows, use_bias.then_some(&bias[..]));
     let what = format!(
-        "{} {ty:?} rows {rows} n {n} parts {} x at {x_offset}+{stride}t, {:?}",
-        if tiled { "matmul" } else { "matvec" },
+        "{op:?} {ty:?} rows {rows} n {n} parts {} x at {x_offset}+{stride}t, {:?}",
         w.parts.len(),
         c.info.matvec_shape
     );
@@ -321,7 +341,11 @@ fn matvec_long_rows_on_cooperative_lanes() {
 /// `no_subgroups` and a subgroup shape asked of a device without them are refused up front.
 #[test]
 fn subgroup_matvec_is_chosen_and_can_be_refused() {
-    assert!(ctx().info.subgroups, "lavapipe has subgroups: {}", ctx().info);
+    assert!(
+        ctx().info.subgroups,
+        "lavapipe has subgroups: {}",
+        ctx().info
+    );
     assert_eq!(
         MatvecShape::for_device(wgpu::DeviceType::DiscreteGpu, true),
         MatvecShape::SUBGROUP
@@ -379,6 +403,55 @@ fn matvec_shapes_and_x_layouts() {
             // More tokens than one workgroup takes (8 on one-lane-per-row devices), last group partial.
             check_linear_at(c, ty, 9, 11, false, seed + 3, None, 0, 0);
         }
+    }
+}
+
+/// `linear` on CPU drivers (one lane per row) takes the tiled matmul for a prefill through wide rows and the
+/// matvec otherwise; GPU work splits take the matvec only for a few tokens. Both routes match the reference
+/// there: 70 tokens (a full and a ragged 64-token tile) through 1056-wide rows, and just under each bound.
+#[test]
+fn linear_picks_the_kernel_by_tokens_and_row_width() {
+    static ROW: OnceLock<GpuContext> = OnceLock::new();
+    let row = ROW.get_or_init(|| with_shape(MatvecShape::ROW_PER_LANE));
+    let [coop, sub, _] = gpu_shaped_contexts();
+    for (n, k, want) in [
+        (CPU_MATMUL_MIN_ROWS, CPU_MATMUL_MIN_ROW_LEN, "matmul"),
+        (290, 7168, "matmul"),
+        (CPU_MATMUL_MIN_ROWS - 1, 20480, "matvec"),
+        (1025, CPU_MATMUL_MIN_ROW_LEN - 1, "matvec"),
+        (1, 7168, "matvec"),
+    ] {
+        assert_eq!(
+            row.linear_kernel(n, k),
+            want,
+            "CPU driver, {n} tokens, rows of {k}"
+        );
+    }
+    for c in [coop, sub] {
+        assert_eq!(c.linear_kernel(MATVEC_MAX_ROWS, 7168), "matvec");
+        assert_eq!(c.linear_kernel(MATVEC_MAX_ROWS + 1, 16), "matmul");
+    }
+    for (i, (ty, k, n)) in [
+        (QuantType::Q8_0, 1056, 70),
+        (QuantType::Q4_K, 1024, 64),
+        (QuantType::F16, 1024, 63),
+        (QuantType::Q6_K, 768, 70),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        check_linear_len(
+            row,
+            ty,
+            67,
+            k,
+            n,
+            LinearOp::Linear,
+            500 + i as u64,
+            None,
+            0,
+            0,
+        );
     }
 }
 

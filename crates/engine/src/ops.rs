@@ -13,7 +13,7 @@ use crate::weight::GpuWeight;
 type Enc = Recorder;
 
 /// Query rows at or below this count use the matvec kernel in [`GpuContext::linear`]: below it the tiled
-/// matmul's 32-token tiles would be mostly empty while it still streams the whole weight.
+/// matmul's 64-token tiles would be mostly empty while it still streams the whole weight.
 pub const MATVEC_MAX_ROWS: u32 = 4;
 
 /// On one-lane-per-row devices (CPU drivers), [`GpuContext::linear`] takes the tiled matmul from this many

@@ -316,6 +316,12 @@ fn gpu_shaped_contexts() -> [&'static GpuContext; 3] {
     ]
 }
 
+/// The CPU-driver work split (one lane per row) forced, whatever the adapter.
+fn row_per_lane_context() -> &'static GpuContext {
+    static ROW: OnceLock<GpuContext> = OnceLock::new();
+    ROW.get_or_init(|| with_shape(MatvecShape::ROW_PER_LANE))
+}
+
 /// Rows long enough for many trips of each cooperative lane (Yi-34B's rows are 7168 and 20480 elements),
 /// ending in a partial trip, on every GPU work split.
 #[test]
@@ -341,11 +347,7 @@ fn matvec_long_rows_on_cooperative_lanes() {
 /// `no_subgroups` and a subgroup shape asked of a device without them are refused up front.
 #[test]
 fn subgroup_matvec_is_chosen_and_can_be_refused() {
-    assert!(
-        ctx().info.subgroups,
-        "lavapipe has subgroups: {}",
-        ctx().info
-    );
+    assert!(ctx().info.subgroups, "lavapipe has subgroups: {}", ctx().info);
     assert_eq!(
         MatvecShape::for_device(wgpu::DeviceType::DiscreteGpu, true),
         MatvecShape::SUBGROUP
@@ -391,8 +393,7 @@ fn subgroup_matvec_is_chosen_and_can_be_refused() {
 /// token counts that leave token slots of a workgroup empty.
 #[test]
 fn matvec_shapes_and_x_layouts() {
-    static ROW: OnceLock<GpuContext> = OnceLock::new();
-    let row = ROW.get_or_init(|| with_shape(MatvecShape::ROW_PER_LANE));
+    let row = row_per_lane_context();
     let [coop, sub, sub_many] = gpu_shaped_contexts();
     for c in [coop, sub, sub_many, row] {
         for (i, ty) in QuantType::ALL.into_iter().enumerate() {
@@ -411,8 +412,7 @@ fn matvec_shapes_and_x_layouts() {
 /// there: 70 tokens (a full and a ragged 64-token tile) through 1056-wide rows, and just under each bound.
 #[test]
 fn linear_picks_the_kernel_by_tokens_and_row_width() {
-    static ROW: OnceLock<GpuContext> = OnceLock::new();
-    let row = ROW.get_or_init(|| with_shape(MatvecShape::ROW_PER_LANE));
+    let row = row_per_lane_context();
     let [coop, sub, _] = gpu_shaped_contexts();
     for (n, k, want) in [
         (CPU_MATMUL_MIN_ROWS, CPU_MATMUL_MIN_ROW_LEN, "matmul"),

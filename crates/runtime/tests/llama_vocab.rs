@@ -313,3 +313,76 @@ fn malformed_byte_level_headers_name_the_key() {
     );
     assert!(e.contains("tokenizer.ggml.tokens"), "{e}");
 }
+
+/// The streaming decoder's windowed steps equal, step for step, decoding every id so far and handing out the
+/// new complete text (its quadratic definition), on random id sequences of every vocabulary we accept
+/// (byte-level BPE and SentencePiece): half the ids among the specials, added tokens and single-byte pieces.
+#[test]
+fn decode_stream_steps_equal_whole_decodes_in_every_accepted_vocab() {
+    let dir = vocab_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    files.sort();
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut checked = 0;
+    for path in &files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Ok(tok) = tokenizer_from_gguf_header(&header(path)) else {
+            continue;
+        };
+        let n = tok.vocab_size() as u32;
+        let tricky: Vec<u32> = (0..n)
+            .filter(|&i| {
+                tok.is_special(i)
+                    || tok.token_bytes(i).is_some_and(|b| b.len() == 1)
+                    || tok.id_to_token(i).is_some_and(|t| t.starts_with('<'))
+            })
+            .collect();
+        for case in 0..300 {
+            let len = 1 + (next() % 40) as usize;
+            let seq: Vec<u32> = (0..len)
+                .map(|_| {
+                    if next() % 2 == 0 && !tricky.is_empty() {
+                        tricky[(next() % tricky.len() as u64) as usize]
+                    } else {
+                        (next() % u64::from(n)) as u32
+                    }
+                })
+                .collect();
+            let mut stream = tok.decode_stream();
+            let mut emitted = 0usize;
+            for (i, &id) in seq.iter().enumerate() {
+                let full = tok.decode(&seq[..=i], true).unwrap();
+                let last = i + 1 == len;
+                let want = if (!last && full.ends_with('\u{FFFD}'))
+                    || full.len() <= emitted
+                    || !full.is_char_boundary(emitted)
+                {
+                    None
+                } else {
+                    let d = full[emitted..].to_owned();
+                    emitted = full.len();
+                    Some(d)
+                };
+                let got = if last {
+                    stream.step_last(id)
+                } else {
+                    stream.step(id)
+                }
+                .unwrap();
+                assert_eq!(got, want, "{name}: case {case}, step {i} of {seq:?}");
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} vocabularies accepted");
+}

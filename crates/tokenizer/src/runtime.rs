@@ -642,6 +642,9 @@ impl MedDrTokenizer {
             tokenizer: self,
             ids: Vec::new(),
             emitted: 0,
+            prefix: 0,
+            read: 0,
+            prefix_text: String::new(),
         }
     }
 }
@@ -669,24 +672,59 @@ fn flush_bytes(bytes: &mut Vec<u8>, out: &mut String) {
 }
 
 /// Incremental detokenizer for generation, with `skip_special_tokens=True` semantics (what upstream `chat()`
-/// returns). Each step re-decodes the ids so far and yields only the new complete text: while the text ends in
-/// U+FFFD (possibly an unfinished multi-byte character) it holds back, so a delta never has to be retracted.
+/// returns). Each step decodes only a short window of the latest ids (the ids of the last text handed out,
+/// then the new ones) and yields the text past the window's first part, as `tokenizers`' `DecodeStream`
+/// does: a step costs the window, not the whole answer (re-decoding everything made a 4,096-token answer
+/// quadratic). While the text ends in U+FFFD (possibly an unfinished multi-byte character) it holds back,
+/// so a delta never has to be retracted. The deltas add up to [`MedDrTokenizer::decode`] of all the ids
+/// (tested on random id sequences against the whole decode, for SentencePiece and byte-level vocabularies).
 pub struct DecodeStream<'a> {
     tokenizer: &'a MedDrTokenizer,
     ids: Vec<u32>,
     /// Bytes of decoded text already handed out.
     emitted: usize,
+    /// The window starts at `ids[prefix]`; `ids[prefix..read]` decode to `prefix_text`, whose text (as part
+    /// of the whole) is handed out already; `ids[read..]` have not been.
+    prefix: usize,
+    read: usize,
+    prefix_text: String,
 }
 
 impl DecodeStream<'_> {
     /// Adds one generated id; returns the new text, if any is ready.
     pub fn step(&mut self, id: u32) -> Result<Option<String>> {
         self.ids.push(id);
-        let text = self.tokenizer.decode(&self.ids, true)?;
+        let text = self.tokenizer.decode(&self.ids[self.prefix..], true)?;
         if text.ends_with('\u{FFFD}') {
             return Ok(None);
         }
-        Ok(self.delta(text))
+        let delta = match text.strip_prefix(self.prefix_text.as_str()) {
+            Some("") => return Ok(None),
+            Some(d) => d.to_owned(),
+            // The window's start changed how its first part decodes (never seen; kept for safety): hand out
+            // what the whole decode adds and restart the window from the first id.
+            None => {
+                let full = self.tokenizer.decode(&self.ids, true)?;
+                let d = self.delta(&full);
+                self.prefix = 0;
+                self.read = self.ids.len();
+                self.prefix_text = full;
+                return Ok(d);
+            }
+        };
+        self.emitted += delta.len();
+        // The next window starts at the ids of this delta, unless they decode to nothing on their own (a
+        // lone space piece, a skipped special): a window's first piece loses its leading space, and that
+        // must happen inside the part already handed out.
+        let own = self.tokenizer.decode(&self.ids[self.read..], true)?;
+        if own.is_empty() {
+            self.prefix_text = text;
+        } else {
+            self.prefix = self.read;
+            self.prefix_text = own;
+        }
+        self.read = self.ids.len();
+        Ok(Some(delta))
     }
 
     /// Adds the last id of a generation and returns everything not yet handed out, held-back bytes included:
@@ -697,10 +735,15 @@ impl DecodeStream<'_> {
         self.finish()
     }
 
-    /// Flushes whatever is held back (e.g. a genuinely invalid byte at the end of generation).
+    /// Flushes whatever is held back (e.g. a genuinely invalid byte at the end of generation). Decodes every
+    /// id once, so the end of the stream is exactly the whole decode.
     pub fn finish(&mut self) -> Result<Option<String>> {
         let text = self.tokenizer.decode(&self.ids, true)?;
-        Ok(self.delta(text))
+        let d = self.delta(&text);
+        self.prefix = 0;
+        self.read = self.ids.len();
+        self.prefix_text = text;
+        Ok(d)
     }
 
     /// The whole text decoded so far.
@@ -708,7 +751,8 @@ impl DecodeStream<'_> {
         self.tokenizer.decode(&self.ids, true)
     }
 
-    fn delta(&mut self, text: String) -> Option<String> {
+    /// What the whole decode `text` adds past the text handed out.
+    fn delta(&mut self, text: &str) -> Option<String> {
         // With specials skipped, appending ids only appends text once byte sequences are complete; should a
         // prefix ever change anyway, hand out only what extends past the last emitted position.
         if text.len() <= self.emitted || !text.is_char_boundary(self.emitted) {

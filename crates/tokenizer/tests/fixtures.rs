@@ -129,6 +129,90 @@ fn decode_stream_yields_the_same_text() {
     }
 }
 
+/// The streaming decoder's windowed steps hand out, step for step, what decoding every id so far and
+/// taking the new complete text gives (the quadratic definition it replaced), on random sequences biased
+/// towards the pieces that make a window's start tricky: byte pieces, a lone or short `▁` piece, specials
+/// and added tokens, the unknown piece. Half end with `step_last`, half with `finish`.
+#[test]
+fn decode_stream_steps_equal_whole_decodes_on_random_ids() {
+    let spec = fixture_spec();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for (name, tok) in all_runtimes(&spec) {
+        let n = tok.vocab_size() as u32;
+        let tricky: Vec<u32> = (0..n)
+            .filter(|&i| {
+                let t = tok.id_to_token(i).unwrap_or_default();
+                t.starts_with("<0x")
+                    || (t.starts_with('\u{2581}') && t.chars().count() <= 2)
+                    || tok.is_special(i)
+                    || i < 3
+                    || i >= 2000
+            })
+            .collect();
+        assert!(tricky.len() > 256, "[{name}] {} tricky ids", tricky.len());
+        // By hand first: windows that start at a lone `▁` (1920: nothing on its own) or at a skipped
+        // `<|im_end|>` (7), before words (`▁the` 269, `▁a` 267).
+        let mut seqs: Vec<Vec<u32>> = vec![
+            vec![269, 1920, 269],
+            vec![269, 1920, 1920, 267],
+            vec![1920, 269, 1920, 7, 267],
+            vec![269, 7, 267, 1920, 7, 269],
+        ];
+        for _ in 0..1500 {
+            let len = 1 + (next() % 48) as usize;
+            seqs.push(
+                (0..len)
+                    .map(|_| {
+                        if next() % 2 == 0 {
+                            tricky[(next() % tricky.len() as u64) as usize]
+                        } else {
+                            (next() % u64::from(n)) as u32
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        for (case, seq) in seqs.iter().enumerate() {
+            let len = seq.len();
+            let mut stream = tok.decode_stream();
+            let mut emitted = 0usize;
+            let whole_delta = |full: String, emitted: &mut usize| {
+                if full.len() <= *emitted || !full.is_char_boundary(*emitted) {
+                    return None;
+                }
+                let d = full[*emitted..].to_owned();
+                *emitted = full.len();
+                Some(d)
+            };
+            let last_step = case % 2 == 0;
+            for (i, &id) in seq.iter().enumerate() {
+                let full = tok.decode(&seq[..=i], true).unwrap();
+                let (got, want) = if last_step && i + 1 == len {
+                    (stream.step_last(id).unwrap(), whole_delta(full, &mut emitted))
+                } else {
+                    let want = if full.ends_with('\u{FFFD}') {
+                        None
+                    } else {
+                        whole_delta(full, &mut emitted)
+                    };
+                    (stream.step(id).unwrap(), want)
+                };
+                assert_eq!(got, want, "[{name}] case {case}, step {i} of {seq:?}");
+            }
+            if !last_step {
+                let want = whole_delta(tok.decode(&seq, true).unwrap(), &mut emitted);
+                assert_eq!(stream.finish().unwrap(), want, "[{name}] finish of {seq:?}");
+            }
+        }
+    }
+}
+
 fn kind_name(k: PieceKind) -> &'static str {
     match k {
         PieceKind::Normal => "normal",

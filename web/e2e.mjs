@@ -5,11 +5,11 @@
 // Prints one JSON object on stdout: {"tokens": [...], "text": "...", ...}; with --gsco-*, the GSCo panel is
 // opened, fed the specialist folder's two files and the index, and run on --image: adds "gsco" (the panel's
 // result) and "gscoLazy" (requests for the panel's code before it was opened: must be none).
-import { createServer } from 'node:http';
-import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
-import { extname, join, resolve, dirname } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { launchChromium } from './chromium.mjs';
+import { sendFile, startServer } from './static-server.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const args = { dist: join(here, 'dist'), timeout: 900, temperature: 0 };
@@ -44,60 +44,27 @@ if (!args.model) throw new Error('--model is required');
 if (!existsSync(join(args.dist, 'index.html'))) throw new Error(`${args.dist}/index.html missing: run web/build.sh first`);
 const log = (...m) => process.stderr.write(m.join(' ') + '\n');
 
-// ---- static server on 127.0.0.1 with Range support (for the resumable URL download) -------------------
-const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css',
-  '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png', '.jpg': 'image/jpeg' };
+// ---- static server on 127.0.0.1 (web/static-server.mjs): the app, and the model by URL with Range support
+// (for the resumable URL download) and a cut first download -------------------------------------------
 const mmprojOf = (p) => p.replace(/\.gguf$/, '') + '.mmproj.gguf';
 const modelStat = statSync(args.model);
-const etag = `"${modelStat.size}-${Math.floor(modelStat.mtimeMs)}"`;
 const served = { modelBytes: 0, modelRequests: 0, interruptNext: 0, paths: [] };
-const server = createServer((req, res) => {
-  const url = new URL(req.url, 'http://x');
+const { server, base } = await startServer(args.dist, (req, res, url) => {
   served.paths.push(url.pathname);
   if (url.pathname === '/__model.mmproj.gguf') {
     // The vision tower beside the model (llama.cpp's layout); counted apart from the model's bytes.
-    const mm = mmprojOf(args.model);
-    if (!existsSync(mm)) { res.writeHead(404); res.end(); return; }
     served.mmprojRequests = (served.mmprojRequests || 0) + 1;
-    res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': statSync(mm).size, 'Cache-Control': 'no-store' });
-    if (req.method === 'HEAD') { res.end(); return; }
-    createReadStream(mm).pipe(res);
-    return;
+    sendFile(req, res, mmprojOf(args.model));
+    return true;
   }
   if (url.pathname === '/__model.gguf') {
     served.modelRequests++;
-    let start = 0, end = modelStat.size - 1, status = 200;
-    const range = /^bytes=(\d+)-$/.exec(req.headers.range || '');
-    if (range && (!req.headers['if-range'] || req.headers['if-range'] === etag)) {
-      start = Number(range[1]); status = 206;
-      res.setHeader('Content-Range', `bytes ${start}-${end}/${modelStat.size}`);
-    }
-    res.writeHead(status, { 'Content-Type': 'application/octet-stream', 'Content-Length': end - start + 1,
-      'ETag': etag, 'Accept-Ranges': 'bytes', 'Cache-Control': 'no-store' });
-    const cut = served.interruptNext; served.interruptNext = 0;
-    const stream = createReadStream(args.model, { start, end });
-    let sent = 0;
-    stream.on('data', (chunk) => {
-      if (cut && sent + chunk.length > cut) {
-        const part = chunk.subarray(0, cut - sent);
-        res.write(part); served.modelBytes += part.length; sent += part.length;
-        // Cut the connection only once the partial bytes have had time to reach the page: an immediate reset
-        // can discard them in flight, and then there is nothing to resume from.
-        stream.destroy(); setTimeout(() => res.socket.destroy(), 500); return;
-      }
-      sent += chunk.length; served.modelBytes += chunk.length;
-      if (!res.write(chunk)) { stream.pause(); res.once('drain', () => stream.resume()); }
-    });
-    stream.on('end', () => res.end());
-    return;
+    const cutAfter = served.interruptNext; served.interruptNext = 0;
+    sendFile(req, res, args.model, { cutAfter, onBytes: (n) => { served.modelBytes += n; } });
+    return true;
   }
-  const file = join(args.dist, url.pathname === '/' ? 'index.html' : decodeURIComponent(url.pathname));
-  if (!file.startsWith(args.dist) || !existsSync(file) || statSync(file).isDirectory()) { res.writeHead(404); res.end(); return; }
-  res.writeHead(200, { 'Content-Type': MIME[extname(file)] || 'application/octet-stream', 'Cache-Control': 'no-store' });
-  res.end(readFileSync(file));
+  return false;
 });
-await new Promise((r) => server.listen(0, '127.0.0.1', r));
-const base = `http://127.0.0.1:${server.address().port}/`;
 
 const browser = await launchChromium();
 let exitCode = 0;

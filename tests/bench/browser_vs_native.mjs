@@ -13,12 +13,12 @@
 // Usage: node browser_vs_native.mjs --dist web/dist --model m.gguf [--mmproj m.mmproj.gguf] [--local-files]
 //        --image img.jpg --question "…" --max-new-tokens 128 --runs 5 [--warm-up 1] [--timeout 1800]
 //        (--runs 0 --warm-up 0: load only)
-import { createServer } from 'node:http';
-import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 
 // web/chromium.mjs (and its playwright-core, web/'s dev dependency) starts the browser as the CI test does.
 import { chromiumMemory, launchChromium } from '../../web/chromium.mjs';
+import { modelPath, sendFile, startServer } from '../../web/static-server.mjs';
 
 const args = { runs: 5, warmUp: 1, maxNewTokens: 128, timeout: 1800, localFiles: false };
 const argv = process.argv.slice(2);
@@ -94,26 +94,13 @@ try {
 } catch (e) { window.__error = String(e && e.stack || e); }
 </script>`;
 
-const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json' };
-const server = createServer((req, res) => {
-  const url = new URL(req.url, 'http://x');
-  if (url.pathname === '/') { res.writeHead(200, { 'Content-Type': 'text/html' }); res.end(page); return; }
-  let file;
-  if (url.pathname.startsWith('/models/')) {
-    const name = decodeURIComponent(url.pathname.slice('/models/'.length));
-    file = name.includes('/') ? '' : join(dirname(args.model), name);
-  } else {
-    file = join(args.dist, decodeURIComponent(url.pathname));
-    if (!file.startsWith(args.dist)) file = '';
-  }
-  if (!file || !existsSync(file) || statSync(file).isDirectory()) { res.writeHead(404); res.end(); return; }
-  res.writeHead(200, { 'Content-Type': MIME[extname(file)] || 'application/octet-stream',
-    'Content-Length': statSync(file).size, 'Cache-Control': 'no-store' });
-  if (req.method === 'HEAD') { res.end(); return; }
-  createReadStream(file).pipe(res);
+// The page, the app's files and /models/ (web/static-server.mjs).
+const { server, base } = await startServer(args.dist, (req, res, url) => {
+  if (url.pathname === '/') { res.writeHead(200, { 'Content-Type': 'text/html' }); res.end(page); return true; }
+  if (!url.pathname.startsWith('/models/')) return false;
+  sendFile(req, res, modelPath(dirname(args.model), url));
+  return true;
 });
-await new Promise((r) => server.listen(0, '127.0.0.1', r));
-const base = `http://127.0.0.1:${server.address().port}/`;
 
 // WebGPU on Chromium's SwiftShader (the native side runs on the same ICD).
 const browser = await launchChromium();

@@ -7,10 +7,10 @@
 // without `stream` with the image as a Blob, options the server refuses, and a cancelled stream.
 // Usage: node e2e-package.mjs --app DIR --model m.gguf --image img.jpg --question "…" --max-new-tokens N
 // Prints one JSON object (the runs, the chunks, the errors); the checks are e2e-test.sh's.
-import { createServer } from 'node:http';
-import { createReadStream, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { basename, dirname, extname, join, resolve } from 'node:path';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { launchChromium } from './chromium.mjs';
+import { modelPath, sendFile, startServer } from './static-server.mjs';
 
 const args = { timeout: 900 };
 const argv = process.argv.slice(2);
@@ -83,6 +83,14 @@ try {
   for await (const c of s) { if (c.choices[0]?.delta.content) { __n++; __ctl.abort(); } }
   __out.aborted = { chunksAfterAbort: __n, error: null };
 } catch (e) { __out.aborted = { contentChunks: __n, error: __err(e) }; }
+// Aborted as soon as it starts, during a prompt of three 512-token chunks: the engine stops between chunks
+// (its message says after how many tokens), not after the whole prompt.
+const __ctl2 = new AbortController();
+try {
+  const s = await medDr.chat.completions.create({ messages: [{ role: 'user', content: 'Summarise: ' + 'the lungs are clear '.repeat(260) }], stream: true, max_tokens: 4 }, { signal: __ctl2.signal });
+  for await (const c of s) { __ctl2.abort(); }
+  __out.abortedInPrompt = { error: null };
+} catch (e) { __out.abortedInPrompt = { error: __err(e) }; }
 const __after = await medDr.chat.completions.create({ messages: [{ role: 'user', content: 'Hello' }], max_tokens: 2 });
 __out.afterAbort = __after.choices[0].finish_reason;
 window.__result = __out;
@@ -98,51 +106,17 @@ addEventListener('unhandledrejection', (e) => window.__errors.push(e.reason && e
 writeFileSync(join(args.app, 'example.js'), prelude + code + epilogue);
 writeFileSync(join(args.app, 'index.html'), page);
 
-// ---- static server on 127.0.0.1: the app dir, and /models/ with Range (resume) and a cut first download
-const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json' };
+// ---- static server on 127.0.0.1 (web/static-server.mjs): the app dir, and /models/ with Range (resume) and a
+// cut first download of the model
 const served = { modelBytes: 0, interruptNext: 0 };
-const server = createServer((req, res) => {
-  const url = new URL(req.url, 'http://x');
-  if (url.pathname.startsWith('/models/')) {
-    const name = decodeURIComponent(url.pathname.slice('/models/'.length));
-    const file = join(dirname(args.model), name);
-    if (name.includes('/') || !existsSync(file)) { res.writeHead(404); res.end(); return; }
-    const st = statSync(file);
-    const etag = `"${st.size}-${Math.floor(st.mtimeMs)}"`;
-    let start = 0, status = 200;
-    const range = /^bytes=(\d+)-$/.exec(req.headers.range || '');
-    if (range && (!req.headers['if-range'] || req.headers['if-range'] === etag)) {
-      start = Number(range[1]); status = 206;
-      res.setHeader('Content-Range', `bytes ${start}-${st.size - 1}/${st.size}`);
-    }
-    res.writeHead(status, { 'Content-Type': 'application/octet-stream', 'Content-Length': st.size - start, 'ETag': etag,
-      'Accept-Ranges': 'bytes', 'Cache-Control': 'no-store' });
-    if (req.method === 'HEAD') { res.end(); return; }
-    const isModel = name === modelName;
-    const cut = isModel ? served.interruptNext : 0;
-    if (isModel) served.interruptNext = 0;
-    const stream = createReadStream(file, { start });
-    let sent = 0;
-    stream.on('data', (chunk) => {
-      if (cut && sent + chunk.length > cut) {
-        const part = chunk.subarray(0, cut - sent);
-        res.write(part); if (isModel) served.modelBytes += part.length; sent += part.length;
-        // As in e2e.mjs: cut only once the partial bytes have reached the page.
-        stream.destroy(); setTimeout(() => res.socket.destroy(), 500); return;
-      }
-      sent += chunk.length; if (isModel) served.modelBytes += chunk.length;
-      if (!res.write(chunk)) { stream.pause(); res.once('drain', () => stream.resume()); }
-    });
-    stream.on('end', () => res.end());
-    return;
-  }
-  const file = join(args.app, url.pathname === '/' ? 'index.html' : decodeURIComponent(url.pathname));
-  if (!file.startsWith(args.app) || !existsSync(file) || statSync(file).isDirectory()) { res.writeHead(404); res.end(); return; }
-  res.writeHead(200, { 'Content-Type': MIME[extname(file)] || 'application/octet-stream', 'Cache-Control': 'no-store' });
-  res.end(readFileSync(file));
+const { server, base } = await startServer(args.app, (req, res, url) => {
+  if (!url.pathname.startsWith('/models/')) return false;
+  const file = modelPath(dirname(args.model), url);
+  if (basename(file) !== modelName) { sendFile(req, res, file); return true; }
+  const cutAfter = served.interruptNext; served.interruptNext = 0;
+  sendFile(req, res, file, { cutAfter, onBytes: (n) => { served.modelBytes += n; } });
+  return true;
 });
-await new Promise((r) => server.listen(0, '127.0.0.1', r));
-const base = `http://127.0.0.1:${server.address().port}/`;
 
 const browser = await launchChromium();
 let exitCode = 0;

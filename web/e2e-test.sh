@@ -238,6 +238,11 @@ for k, (param, msg) in want.items():
 a = b["aborted"]
 check("AbortSignal cancels the stream (code aborted), the engine answers next", (a.get("error") or {}).get("code") == "aborted"
       and b["afterAbort"] in ("stop", "length"), a)
+ap = b["abortedInPrompt"]["error"] or {}
+import re
+m = re.search(r"during the prompt, after (\d+) of its (\d+) tokens", ap.get("message", ""))
+check("AbortSignal during a long prompt stops it between chunks, before its end", ap.get("code") == "aborted"
+      and m and int(m.group(1)) < int(m.group(2)), ap.get("message"))
 ld, size = b["load"], b["modelBytes"]
 check("OPFS: first download cut, the reload resumed through the package", b["interrupted"]["errors"]
       and "interrupted" in b["interrupted"]["errors"][0] and ld["source"] == "resumed" and 0 < ld["resumedFrom"] <= b["interrupted"]["servedBytes"]

@@ -7,7 +7,7 @@ and the file's own system message (read with gguf-py), independently of the serv
 
 usage: openai_server.py SECTION --base-url URL --api-key KEY [--expect FILE] [--model GGUF] [--image FILE]
        [--log SERVER_STDERR] [--queue N]
-SECTION: client | raw | load | disconnect | queue | plain | context
+SECTION: client | raw | load | disconnect | prefill_disconnect | queue | slow | plain | context
 Exits 1 with the failed check's message.
 """
 import argparse
@@ -380,6 +380,34 @@ def section_disconnect(a):
     print(f"disconnect: generation stopped after {m[-1]} of 4000 tokens, {time.time() - t0:.2f} s after the client left")
 
 
+def section_prefill_disconnect(a):
+    """A client that hangs up during a long prompt stops it between chunks (the server runs with a small
+    --ubatch-size), not after the whole prefill; the next request is answered."""
+    before = health(a)["cancelled"]
+    long = {"messages": [{"role": "user", "content": "Summarise: " + "the lungs are clear " * 700}],
+            "stream": True, "max_tokens": 4}
+    s = open_stream(a, long)
+    # The role chunk goes out when the model thread takes the request, before its prompt runs.
+    read_until(s, lambda b: b'"role":"assistant"' in b)
+    s.close()
+    t0 = time.time()
+    while health(a)["busy"] or health(a)["cancelled"] == before:
+        check(time.time() - t0 < 120, "the server noticed that the client left")
+        time.sleep(0.05)
+    waited = time.time() - t0
+    log = open(a.log).read()
+    m = re.findall(r"client disconnected during the prompt, after (\d+) of its (\d+) tokens", log)
+    check(m, f"the log says the prompt was stopped: {log[-1500:]}")
+    done, total = map(int, m[-1])
+    check(total > 2000 and done < total, f"stopped after {done} of {total} prompt tokens")
+    status, body, _ = request(a, "POST", "/v1/chat/completions",
+                              {"messages": [{"role": "user", "content": "Hello?"}], "max_tokens": 3, "ignore_eos": True})
+    check(status == 200, f"the next request is answered: {status} {body[:300]}")
+    check(json.loads(body)["usage"]["completion_tokens"] == 3, f"three tokens: {body[:300]}")
+    print(f"prefill_disconnect: the prompt stopped after {done} of {total} tokens, {waited:.2f} s after the "
+          "client left; the next request answered")
+
+
 def section_queue(a):
     first = open_stream(a, LONG)
     read_until(first, lambda b: b"\"content\":" in b)
@@ -476,7 +504,7 @@ def section_context(a):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("section", choices=["client", "raw", "load", "disconnect", "queue", "slow", "plain", "context"])
+    p.add_argument("section", choices=["client", "raw", "load", "disconnect", "prefill_disconnect", "queue", "slow", "plain", "context"])
     p.add_argument("--base-url", required=True)
     p.add_argument("--api-key", required=True)
     p.add_argument("--expect")

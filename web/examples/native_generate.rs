@@ -77,6 +77,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             StopPolicy::UpstreamEos
         },
         logprobs: None,
+        interrupt: Default::default(),
     };
     let mut all = Vec::with_capacity(runs);
     let mut out = None;

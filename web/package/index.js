@@ -18,7 +18,8 @@ export class MedDrError extends Error {
   }
 }
 
-const abortError = () => new MedDrError({ message: 'the request was cancelled', code: 'aborted', type: 'aborted', status: 499 });
+// The engine's message when it has one (a stop during a long prompt says how much of it ran).
+const abortError = (message = 'the request was cancelled') => new MedDrError({ message, code: 'aborted', type: 'aborted', status: 499 });
 
 /** The media type of image bytes for a data: URL: the Blob's own type, else sniffed (DICOM's `DICM` at 128,
  *  PNG, JPEG), so a dropped .dcm file without a type still reaches the DICOM decoder. */
@@ -125,7 +126,7 @@ export class MedDr {
     else if (m.type === 'result') { this._pending.delete(m.id); p.resolve(m.value); }
     else if (m.type === 'error') {
       this._pending.delete(m.id);
-      p.reject(m.error.code === 'aborted' ? abortError() : new MedDrError(m.error));
+      p.reject(m.error.code === 'aborted' ? abortError(m.error.message) : new MedDrError(m.error));
     }
   }
 

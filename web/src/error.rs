@@ -31,6 +31,9 @@ pub enum WebError {
     Image(String),
     #[error("reading the model file at byte {offset}: {message}")]
     Read { offset: u64, message: String },
+    /// `GenerationOptions::interrupt` said stop during the prompt (Stop pressed, request aborted).
+    #[error("stopped during the prompt, after {done} of its {total} tokens")]
+    Interrupted { done: u32, total: u32 },
     #[error("{0}")]
     Other(String),
 }

@@ -351,16 +351,19 @@ impl Session {
             out.stats = stats;
             return Ok(out);
         }
-        let engine = |e: meddr_engine::ModelError| WebError::Other(e.to_string());
+        let engine = |e: meddr_engine::ModelError| match e {
+            meddr_engine::ModelError::Interrupted { done, total } => {
+                WebError::Interrupted { done, total }
+            }
+            e => WebError::Other(e.to_string()),
+        };
         let features = if plan.with_image {
             self.image.as_ref()
         } else {
             None
         };
         // Greedy (no penalty, no log-probs): the GPU picks the token and only it is read back.
-        let greedy = opts.sampling.is_greedy()
-            && opts.sampling.repetition_penalty == 1.0
-            && !gen.needs_logits();
+        let greedy = gen.device_picks();
         let read = if greedy {
             Readback::Token
         } else {
@@ -371,7 +374,9 @@ impl Session {
             u32::try_from(plan.keep).map_err(|_| WebError::Other("prompt too long".into()))?;
         let mut step = self
             .model
-            .prefill_from_async(keep, &ids[plan.keep..], features, max_new, read)
+            .prefill_interruptible_async(keep, &ids[plan.keep..], features, max_new, read, &|| {
+                opts.interrupt.is_set()
+            })
             .await
             .map_err(engine)?;
         gen.prefill_done(t1.elapsed().as_secs_f64());
@@ -388,10 +393,7 @@ impl Session {
             // Greedy: keep the GPU busy with the next steps while this token is handled and the next one
             // is read back (mapAsync resolves on a later event-loop turn).
             let tr = Instant::now();
-            while greedy
-                && self.model.queued_steps() < MAX_QUEUED_STEPS
-                && gen.generated() + 1 + self.model.queued_steps() < opts.max_new_tokens
-            {
+            while greedy && gen.may_queue(self.model.queued_steps(), MAX_QUEUED_STEPS) {
                 self.model.queue_greedy_step().map_err(engine)?;
             }
             let th = Instant::now();

@@ -121,6 +121,12 @@ fn web_request_err(e: WebError) -> RequestError {
     match e {
         WebError::Image(m) => RequestError::bad_request(Some("messages"), format!("image: {m}")),
         WebError::Tokenizer(_) => RequestError::bad_request(Some("messages"), e.to_string()),
+        WebError::Interrupted { done, total } => {
+            RequestError::from(meddr_runtime::RuntimeError::Interrupted {
+                done: done as usize,
+                total: total as usize,
+            })
+        }
         other => RequestError::server(other.to_string()),
     }
 }
@@ -304,6 +310,7 @@ fn generation_options(o: &JsValue) -> Result<GenerationOptions> {
         sampling,
         stop,
         logprobs: None,
+        interrupt: Default::default(),
     })
 }
 
@@ -752,6 +759,15 @@ async fn chat_with(
         context,
     )?;
     let mut opts = plan.opts;
+    if let Some(cb) = on_chunk.clone() {
+        // `onChunk(undefined)` is asked between the prompt's chunks too: a stop during a long prompt ends it
+        // there (the worker handles the stop message while the engine awaits each chunk).
+        opts.interrupt = meddr_runtime::Interrupt::new(move || {
+            cb.call1(&JsValue::NULL, &JsValue::UNDEFINED)
+                .map(|r| r.as_bool() == Some(false))
+                .unwrap_or(true)
+        });
+    }
     opts.max_new_tokens =
         openai::settle_max_tokens(plan.asked_max_tokens, prompt.ids.len(), context)?;
     let mut warnings = plan.warnings;

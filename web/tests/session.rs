@@ -86,6 +86,7 @@ fn greedy(n: usize, stop: StopPolicy) -> GenerationOptions {
         sampling: SamplingParams::default(),
         stop,
         logprobs: None,
+        interrupt: Default::default(),
     }
 }
 

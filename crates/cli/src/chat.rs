@@ -85,6 +85,7 @@ pub(crate) fn chat(a: ChatArgs) -> Result<()> {
         },
         stop: StopPolicy::UpstreamEos,
         logprobs: None,
+        interrupt: Default::default(),
     };
     opts.sampling.validate()?;
     let first_image = a
@@ -96,6 +97,7 @@ pub(crate) fn chat(a: ChatArgs) -> Result<()> {
         force_f32: false,
         context_length: a.context_length,
         vision: VisionLoad::Resident,
+        prefill_chunk: None,
     };
     let mut backend = load_backend(&a.model, file, a.device, &gopts)?;
     let user_text = UserText::from(a.user_text);

@@ -9,7 +9,7 @@ use meddr_engine::{
     VisionEncoder,
 };
 use meddr_gguf::GgufFile;
-use meddr_runtime::{Backend, BackendError, SamplingParams};
+use meddr_runtime::{Backend, BackendError, Prefill, SamplingParams};
 
 pub struct GpuBackend {
     model: GpuModel,
@@ -36,6 +36,8 @@ pub struct GpuOptions {
     pub force_f32: bool,
     pub context_length: Option<u32>,
     pub vision: VisionLoad,
+    /// Prompt tokens per submit ([`LoadOptions::prefill_chunk`]); `None`: the engine's default.
+    pub prefill_chunk: Option<u32>,
 }
 
 impl GpuBackend {
@@ -58,6 +60,9 @@ impl GpuBackend {
             load_vision: matches!(opts.vision, VisionLoad::Resident),
             ..Default::default()
         };
+        if let Some(chunk) = opts.prefill_chunk {
+            load.prefill_chunk = chunk;
+        }
         let (image, encoded_first) = match &opts.vision {
             VisionLoad::EncodeFirst(pixels) => {
                 let encoder = VisionEncoder::load(ctx.clone(), file)?;
@@ -123,23 +128,47 @@ impl Backend for GpuBackend {
         ids: &[u32],
         image_features: Option<&[f32]>,
     ) -> Result<Vec<f32>, BackendError> {
+        match self.prefill_interruptible(keep, ids, image_features, &|| false)? {
+            Prefill::Logits(l) => Ok(l),
+            Prefill::Interrupted { .. } => Err("the prefill was interrupted".into()),
+        }
+    }
+
+    fn prefill_interruptible(
+        &mut self,
+        keep: usize,
+        ids: &[u32],
+        image_features: Option<&[f32]>,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Prefill, BackendError> {
         let keep = u32::try_from(keep)
             .map_err(|_| format!("keep = {keep} positions is beyond any cache"))?;
-        let step = match image_features {
-            None => self
-                .model
-                .prefill_from(keep, ids, None, 0, Readback::TokenAndLogits),
+        let image = match image_features {
+            None => None,
             Some(host) => match &self.image {
-                Some((gpu, cached)) if cached.as_slice() == host => {
-                    self.model
-                        .prefill_from(keep, ids, Some(gpu), 0, Readback::TokenAndLogits)
-                }
+                Some((gpu, cached)) if cached.as_slice() == host => Some(gpu),
                 _ => return Err("image features must come from this backend's encode_image".into()),
             },
-        }
-        .map_err(boxed)?;
+        };
+        let step = match self.model.prefill_interruptible(
+            keep,
+            ids,
+            image,
+            0,
+            Readback::TokenAndLogits,
+            interrupted,
+        ) {
+            Ok(step) => step,
+            Err(meddr_engine::ModelError::Interrupted { done, .. }) => {
+                self.last_token = None;
+                return Ok(Prefill::Interrupted {
+                    done: done as usize,
+                });
+            }
+            Err(e) => return Err(boxed(e)),
+        };
         self.last_token = Some(step.token);
-        logits(step)
+        logits(step).map(Prefill::Logits)
     }
 
     fn decode(&mut self, token: u32) -> Result<Vec<f32>, BackendError> {
@@ -199,7 +228,7 @@ impl Backend for GpuBackend {
 
 /// Sampling the device does itself: greedy (first maximum), no repetition penalty.
 fn device_greedy(sampling: &SamplingParams) -> bool {
-    sampling.is_greedy() && sampling.repetition_penalty == 1.0
+    sampling.is_device_argmax()
 }
 
 impl GpuBackend {

@@ -834,6 +834,7 @@ impl MedDr {
                         force_f32: c.force_f32,
                         context_length: None,
                         vision: VisionLoad::Resident,
+                        prefill_chunk: None,
                     },
                 )
                 .with_context(|| format!("loading {} on the GPU", c.model.display()))?,

@@ -397,6 +397,7 @@ fn run(mut a: RunArgs) -> Result<()> {
             StopPolicy::UpstreamEos
         },
         logprobs: a.logprobs,
+        interrupt: Default::default(),
     };
     let (pixel_values, warnings) = match a.image.as_deref() {
         Some(p) => {
@@ -439,6 +440,7 @@ fn run(mut a: RunArgs) -> Result<()> {
             // A text question needs no vision tower on the GPU.
             None => VisionLoad::Skip,
         },
+        prefill_chunk: None,
     };
     let mut backend = match load_backend(&model_path, file, a.device, &gopts) {
         Ok(b) => b,
@@ -565,6 +567,7 @@ fn bench(b: BenchArgs) -> Result<()> {
             force_f32: b.force_f32,
             context_length: None,
             vision: VisionLoad::Resident,
+            prefill_chunk: None,
         },
     )
     .with_context(|| format!("loading {} on the GPU", b.model.display()))?;

@@ -71,6 +71,10 @@ pub(crate) struct ServeArgs {
     /// GPU: KV-cache positions (default: the model's context length).
     #[arg(long)]
     context_length: Option<u32>,
+    /// GPU: prompt tokens run per submit (llama.cpp's physical batch). A client that hangs up during a long
+    /// prompt is noticed after the chunk running then; smaller chunks also take less activation memory.
+    #[arg(long, value_name = "N", default_value_t = meddr_engine::LoadOptions::default().prefill_chunk)]
+    ubatch_size: u32,
 }
 
 pub(crate) fn serve(a: ServeArgs) -> Result<()> {
@@ -97,6 +101,13 @@ pub(crate) fn serve(a: ServeArgs) -> Result<()> {
             "--max-image-mpixels {} is outside 1..={}",
             a.max_image_mpixels,
             meddr_image::MAX_PIXELS >> 20
+        );
+    }
+    if a.ubatch_size == 0 || a.ubatch_size > meddr_engine::MAX_PREFILL_CHUNK {
+        bail!(
+            "--ubatch-size {} is outside 1..={}",
+            a.ubatch_size,
+            meddr_engine::MAX_PREFILL_CHUNK
         );
     }
     if a.api_key.as_deref().is_some_and(str::is_empty) {
@@ -129,6 +140,7 @@ pub(crate) fn serve(a: ServeArgs) -> Result<()> {
         force_f32: false,
         context_length: a.context_length,
         vision: VisionLoad::Resident,
+        prefill_chunk: Some(a.ubatch_size),
     };
     let (path, device) = (a.model.clone(), a.device);
     let load: meddr_server::BackendLoader = Box::new(move || {

@@ -144,6 +144,7 @@ fn a_full_context_is_a_clear_error_saying_how_much_is_left() {
             force_f32: false,
             context_length: Some(300),
             vision: VisionLoad::Resident,
+            prefill_chunk: None,
         },
     )
     .unwrap();
@@ -326,6 +327,7 @@ fn gpu_backend() -> GpuBackend {
             force_f32: false,
             context_length: Some(512),
             vision: VisionLoad::Resident,
+            prefill_chunk: None,
         },
     )
     .unwrap()

@@ -204,6 +204,17 @@ fn a_client_that_vanishes_mid_stream_stops_its_generation() {
     s.check("disconnect", &[]);
 }
 
+/// On the GPU engine (lavapipe here), 32-token chunks: a client that hangs up during a prompt of over 2,000
+/// tokens stops it between chunks; the log says after how many.
+#[test]
+fn a_client_that_hangs_up_during_the_prompt_stops_the_prefill() {
+    let mut s = Server::start_with(
+        "prefill-disconnect",
+        &["--device", "gpu", "--ubatch-size", "32"],
+    );
+    s.check("prefill_disconnect", &[]);
+}
+
 #[test]
 fn a_queued_stream_gets_keep_alives_then_its_answer() {
     let mut s = Server::start("queue");
@@ -234,6 +245,14 @@ fn the_server_refuses_bad_flags_and_a_bad_model_before_listening() {
         (
             vec!["serve", "-m", &m, "--header-timeout-secs", "0"],
             "--header-timeout-secs 0 is outside",
+        ),
+        (
+            vec!["serve", "-m", &m, "--ubatch-size", "0"],
+            "--ubatch-size 0 is outside 1..=4096",
+        ),
+        (
+            vec!["serve", "-m", &m, "--ubatch-size", "4097"],
+            "--ubatch-size 4097 is outside 1..=4096",
         ),
         (
             vec!["serve", "-m", "/nonexistent.gguf"],

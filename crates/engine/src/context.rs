@@ -582,6 +582,33 @@ impl GpuContext {
         }
     }
 
+    /// Registers for the completion of everything submitted so far; `last` is the newest of those
+    /// submissions (natively [`GpuContext::wait_done`] waits for it only, not for work submitted later).
+    /// Register before submitting more: the prefill waits for chunk k − 1 while chunk k runs, so the GPU
+    /// never idles on the host's check between chunks.
+    pub fn work_done(&self, last: wgpu::SubmissionIndex) -> WorkDone {
+        let (tx, rx) = oneshot();
+        self.queue.on_submitted_work_done(move || tx.send(()));
+        WorkDone { rx, last }
+    }
+
+    /// Waits for a [`GpuContext::work_done`] registration (in the browser by yielding to the event loop until
+    /// WebGPU's `onSubmittedWorkDone` resolves, so the page's messages, e.g. a stop request, are handled).
+    pub async fn wait_done(&self, done: WorkDone) -> Result<()> {
+        self.check_healthy()?;
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = self.device.poll(wgpu::PollType::Wait {
+                submission_index: Some(done.last),
+                timeout: None,
+            });
+        }
+        #[cfg(target_arch = "wasm32")]
+        let _ = done.last;
+        done.rx.await;
+        self.check_healthy()
+    }
+
     /// Copies `len_bytes` from `offset_bytes` of `src` to the host (rounded to 4-byte multiples).
     pub async fn read_bytes(
         &self,
@@ -949,6 +976,12 @@ const PARAM_ARENA_BYTES: u64 = 1 << 20;
 struct ParamArena {
     staged: Vec<u8>,
     open_encoders: usize,
+}
+
+/// A pending [`GpuContext::work_done`] registration.
+pub struct WorkDone {
+    rx: Receiver<()>,
+    last: wgpu::SubmissionIndex,
 }
 
 /// Minimal one-shot channel for map_async's callback, so readback is a plain future on the web too.

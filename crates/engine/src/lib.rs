@@ -21,12 +21,13 @@ mod shaders;
 mod tensor;
 mod weight;
 
-pub use context::{ContextOptions, DeviceInfo, GpuContext, MatvecShape, Recorder};
+pub use context::{ContextOptions, DeviceInfo, GpuContext, MatvecShape, Recorder, WorkDone};
 pub use error::{EngineError, Result};
 pub use kv::{KvCache, RopeTable};
 pub use model::{
     ConfigError, GpuModel, ImageFeatures, LlmConfig, LoadOptions, MemoryPlan, ModelError,
-    ModelResult, Readback, Step, StepInput, VisionConfig, VisionEncoder, MAX_QUEUED_STEPS,
+    ModelResult, Readback, Step, StepInput, VisionConfig, VisionEncoder, MAX_PREFILL_CHUNK,
+    MAX_QUEUED_STEPS,
 };
 pub use ops::{AttnShape, CPU_MATMUL_MIN_ROWS, CPU_MATMUL_MIN_ROW_LEN, MATVEC_MAX_ROWS};
 pub use plan::PlanDevice;

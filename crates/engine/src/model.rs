@@ -58,6 +58,9 @@ pub enum ModelError {
     },
     #[error("this model has no vision tower ({0})")]
     NoVision(&'static str),
+    /// The caller's check ([`GpuModel::prefill_interruptible_async`]) said stop between two prompt chunks.
+    #[error("stopped by the caller during the prompt, after {done} of its {total} tokens")]
+    Interrupted { done: u32, total: u32 },
 }
 
 // By hand rather than `#[from]`: the GGUF error's text is already in the message (no `source()` to print twice).
@@ -76,6 +79,9 @@ fn input(field: &'static str, value: impl TryInto<u64>, why: impl Into<String>) 
         why: why.into(),
     }
 }
+
+/// Largest [`LoadOptions::prefill_chunk`].
+pub const MAX_PREFILL_CHUNK: u32 = 4096;
 
 /// Greedy steps that may be submitted ahead of the host reading their tokens.
 pub const MAX_QUEUED_STEPS: usize = 2;
@@ -502,11 +508,11 @@ impl GpuModel {
         meddr_config::check_has_weights(header)?;
         let cfg = LlmConfig::from_header(header)?;
         let vcfg = VisionConfig::from_header(header, cfg.hidden)?;
-        if opts.prefill_chunk == 0 || opts.prefill_chunk > 4096 {
+        if opts.prefill_chunk == 0 || opts.prefill_chunk > MAX_PREFILL_CHUNK {
             return Err(input(
                 "prefill_chunk",
                 opts.prefill_chunk,
-                "must be in 1..=4096",
+                format!("must be in 1..={MAX_PREFILL_CHUNK}"),
             ));
         }
         let capacity = opts
@@ -854,6 +860,27 @@ impl GpuModel {
         max_new_tokens: u32,
         read: Readback,
     ) -> ModelResult<Step> {
+        self.prefill_interruptible_async(keep, ids, image, max_new_tokens, read, &|| false)
+            .await
+    }
+
+    /// [`GpuModel::prefill_from_async`] that asks `interrupted()` before the prompt and after each chunk
+    /// ([`LoadOptions::prefill_chunk`] tokens) has run, and gives up with [`ModelError::Interrupted`] when it
+    /// says so: a server whose client left, or a page whose Stop was pressed, does not wait for the rest of
+    /// a long prompt (minutes for MedDr on a CPU adapter). Chunk k + 1 is submitted before chunk k is waited
+    /// for, so checking costs the GPU nothing; a one-chunk prompt is checked only before it starts. After an
+    /// interruption the cache holds an unknown prefix of `ids`: the next prefill must not keep any of it
+    /// (the runtime's `Conversation` forgets its cached ids before every run and records them only after
+    /// a finished one).
+    pub async fn prefill_interruptible_async(
+        &mut self,
+        keep: u32,
+        ids: &[u32],
+        image: Option<&ImageFeatures>,
+        max_new_tokens: u32,
+        read: Readback,
+        interrupted: &dyn Fn() -> bool,
+    ) -> ModelResult<Step> {
         if ids.is_empty() {
             return Err(input("ids.len", 0u32, "the prompt must not be empty"));
         }
@@ -903,6 +930,10 @@ impl GpuModel {
             }
             None => None,
         };
+        let total = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+        if interrupted() {
+            return Err(ModelError::Interrupted { done: 0, total });
+        }
         self.queued.clear();
         self.pos = keep;
         self.have_argmax = false;
@@ -910,6 +941,8 @@ impl GpuModel {
         let mut consumed = 0u32;
         let chunks: Vec<&[u32]> = ids.chunks(self.chunk as usize).collect();
         let n_chunks = chunks.len();
+        // The chunk before the one just submitted, when a check follows it.
+        let mut previous: Option<(crate::context::WorkDone, u32)> = None;
         for (ci, chunk) in chunks.into_iter().enumerate() {
             let t = chunk.len() as u32;
             ctx.write_u32(&self.acts.ids, 0, chunk)?;
@@ -955,8 +988,17 @@ impl GpuModel {
             if last {
                 self.record_readback(&mut enc, read);
             }
-            ctx.submit(enc);
+            let index = ctx.submit(enc);
             self.pos += t;
+            if let Some((done, ran)) = previous.take() {
+                ctx.wait_done(done).await?;
+                if interrupted() {
+                    return Err(ModelError::Interrupted { done: ran, total });
+                }
+            }
+            if !last {
+                previous = Some((ctx.work_done(index), self.pos - keep));
+            }
         }
         self.have_argmax = true;
         self.finish_step(read).await
@@ -1244,6 +1286,27 @@ impl GpuModel {
         read: Readback,
     ) -> ModelResult<Step> {
         pollster::block_on(self.prefill_from_async(keep, ids, image, max_new_tokens, read))
+    }
+
+    /// Blocking [`GpuModel::prefill_interruptible_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn prefill_interruptible(
+        &mut self,
+        keep: u32,
+        ids: &[u32],
+        image: Option<&ImageFeatures>,
+        max_new_tokens: u32,
+        read: Readback,
+        interrupted: &dyn Fn() -> bool,
+    ) -> ModelResult<Step> {
+        pollster::block_on(self.prefill_interruptible_async(
+            keep,
+            ids,
+            image,
+            max_new_tokens,
+            read,
+            interrupted,
+        ))
     }
 
     /// Blocking [`GpuModel::read_queued_step`].

@@ -165,6 +165,66 @@ fn dev_f32_matches_upstream() {
     assert!(w.features < 1e-4, "features {}", w.features);
 }
 
+/// A prefill asks its check before the prompt and after each chunk but the last, and when the check says
+/// stop it reports how many prompt tokens ran; the next prefill (nothing kept) still gives upstream's
+/// logits and greedy tokens. 50-token chunks put the image's 256 tokens across six of them.
+#[test]
+fn an_interrupted_prefill_stops_between_chunks_and_the_next_one_is_exact() {
+    let s = samples()
+        .into_iter()
+        .find(|s| s.image.is_some())
+        .expect("an image sample");
+    let mut m = load(
+        &dev_gguf(FileType::F32),
+        LoadOptions {
+            context_length: Some(512),
+            prefill_chunk: 50,
+            kv_f32: true,
+            ..Default::default()
+        },
+    );
+    let f = m
+        .encode_image(&pixel_values(s.image.as_deref().unwrap()))
+        .unwrap();
+    let (ids, n) = (&s.input_ids, s.input_ids.len() as u32);
+    assert!(n > 150, "the sample needs several chunks: {n} tokens");
+    let checks = std::cell::Cell::new(0u32);
+    let stop_at = |k: u32| {
+        let checks = &checks;
+        move || {
+            checks.set(checks.get() + 1);
+            checks.get() >= k
+        }
+    };
+    for (k, done) in [(1, 0), (2, 50), (4, 150)] {
+        checks.set(0);
+        match m.prefill_interruptible(0, ids, Some(&f), 24, Readback::Token, &stop_at(k)) {
+            Err(ModelError::Interrupted { done: d, total }) => {
+                assert_eq!((d, total), (done, n), "stopped at check {k}")
+            }
+            other => panic!("check {k} said stop: {:?}", other.map(|s| s.token)),
+        }
+    }
+    // Never stopping: one check before the prompt and one after each chunk but the last.
+    checks.set(0);
+    let step = m
+        .prefill_interruptible(0, ids, Some(&f), 24, Readback::TokenAndLogits, &stop_at(u32::MAX))
+        .unwrap();
+    assert_eq!(checks.get(), n.div_ceil(50));
+    let want: Array1<f32> = arrays()
+        .by_name(&format!("f32.{}.last_logits.npy", s.id))
+        .unwrap();
+    let d = max_abs_diff(step.logits.as_ref().unwrap(), want.as_slice().unwrap());
+    assert!(d < 1e-3, "logits after interrupted prefills: max |Δ| = {d}");
+    let mut tokens = vec![step.token];
+    for _ in 1..24 {
+        tokens.push(m.decode_step(StepInput::Greedy, Readback::Token).unwrap().token);
+    }
+    assert_eq!(tokens, s.greedy, "greedy tokens after interrupted prefills");
+    let e = ModelError::Interrupted { done: 50, total: n }.to_string();
+    assert!(e.contains(&format!("after 50 of its {n} tokens")), "{e}");
+}
+
 /// The work split real GPUs take (subgroup matvec with 16-byte Q4_K loads, the tiled matmul for prefill and
 /// the ViT, split-key decode attention), forced on lavapipe: upstream's features, logits and greedy tokens
 /// with f32 weights as on the CPU-driver split, and with Q4_K_M weights the same greedy tokens and logits

@@ -59,6 +59,9 @@ pub enum RuntimeError {
     TokenOutOfRange { id: u32, vocab: usize },
     #[error("tokenizer: {0}")]
     Tokenizer(meddr_tokenizer::TokenizerError),
+    /// [`crate::GenerationOptions::interrupt`] said stop before the first token.
+    #[error("stopped by the caller during the prompt, after {done} of its {total} tokens")]
+    Interrupted { done: usize, total: usize },
     #[error("backend: {0}")]
     Backend(BackendError),
 }

@@ -37,6 +37,22 @@ pub trait Backend {
         }
         Err("this backend cannot keep part of its cache".into())
     }
+    /// [`Backend::prefill_from`] that asks `interrupted()` before it starts and, in backends that run a
+    /// prompt in chunks, between chunks, stopping with [`Prefill::Interrupted`] when it says so. The default
+    /// checks only before starting.
+    fn prefill_interruptible(
+        &mut self,
+        keep: usize,
+        ids: &[u32],
+        image_features: Option<&[f32]>,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Prefill, BackendError> {
+        if interrupted() {
+            return Ok(Prefill::Interrupted { done: 0 });
+        }
+        self.prefill_from(keep, ids, image_features)
+            .map(Prefill::Logits)
+    }
     /// Appends one token and returns the next logits.
     fn decode(&mut self, token: u32) -> Result<Vec<f32>, BackendError>;
     fn context_length(&self) -> usize;
@@ -90,6 +106,9 @@ pub struct GenerationOptions {
     pub stop: StopPolicy,
     /// Report this many most likely alternatives per token (≤ [`MAX_LOGPROBS`]); `None` skips log-probs.
     pub logprobs: Option<usize>,
+    /// Asked between the prompt's chunks whether the caller still wants the answer (once a token is out,
+    /// the token callback's `Break` stops instead). Default: never.
+    pub interrupt: Interrupt,
 }
 
 impl Default for GenerationOptions {
@@ -100,8 +119,71 @@ impl Default for GenerationOptions {
             sampling: SamplingParams::default(),
             stop: StopPolicy::UpstreamEos,
             logprobs: None,
+            interrupt: Interrupt::default(),
         }
     }
+}
+
+// Natively the check travels with the options to the server's model thread; in the browser (one thread)
+// it calls into JavaScript, whose functions are not `Send`.
+#[cfg(not(target_arch = "wasm32"))]
+type InterruptCheck = dyn Fn() -> bool + Send + Sync;
+#[cfg(target_arch = "wasm32")]
+type InterruptCheck = dyn Fn() -> bool;
+
+/// A check that stops a generation before its first token: a long prompt runs in chunks
+/// ([`Backend::prefill_interruptible`]), and the backend asks `check()` between them. A server passes "the client
+/// hung up", a page "Stop was pressed". Clones share the check; the default never interrupts.
+#[derive(Clone, Default)]
+pub struct Interrupt(Option<std::sync::Arc<InterruptCheck>>);
+
+impl Interrupt {
+    /// Interrupts once `check` returns true.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new(check: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Interrupt(Some(std::sync::Arc::new(check)))
+    }
+
+    /// Interrupts once `check` returns true.
+    #[cfg(target_arch = "wasm32")]
+    pub fn new(check: impl Fn() -> bool + 'static) -> Self {
+        Interrupt(Some(std::sync::Arc::new(check)))
+    }
+
+    /// Whether the caller asked to stop.
+    pub fn is_set(&self) -> bool {
+        self.0.as_ref().is_some_and(|c| c())
+    }
+}
+
+impl std::fmt::Debug for Interrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Interrupt(check)"
+        } else {
+            "Interrupt(never)"
+        })
+    }
+}
+
+impl PartialEq for Interrupt {
+    /// The same check (or none on both sides): options compare equal only when they stop alike.
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// How [`Backend::prefill_interruptible`] ended.
+#[derive(Debug)]
+pub enum Prefill {
+    /// The last position's logits.
+    Logits(Vec<f32>),
+    /// The check said stop after `done` of the prompt's tokens had run; the cache holds an unknown prefix.
+    Interrupted { done: usize },
 }
 
 /// One generated token. `text` is the text it added to the output (may be empty: special tokens, or bytes of a
@@ -281,9 +363,19 @@ pub fn generate_from<B: Backend + ?Sized>(
         return Ok(g.finish());
     }
     let t0 = Instant::now();
-    let logits = backend
-        .prefill_from(keep, &prompt_ids[keep..], image_features)
-        .map_err(RuntimeError::Backend)?;
+    let run = &prompt_ids[keep..];
+    let logits = match backend
+        .prefill_interruptible(keep, run, image_features, &|| opts.interrupt.is_set())
+        .map_err(RuntimeError::Backend)?
+    {
+        Prefill::Logits(l) => l,
+        Prefill::Interrupted { done } => {
+            return Err(RuntimeError::Interrupted {
+                done,
+                total: run.len(),
+            })
+        }
+    };
     g.prefill_done(t0.elapsed().as_secs_f64());
     let depth = if g.needs_logits() {
         0
@@ -294,9 +386,8 @@ pub fn generate_from<B: Backend + ?Sized>(
     let mut next = Output::Logits(logits);
     let outcome = (|| -> Result<()> {
         loop {
-            // Keep the device busy with the next steps while this token is streamed and checked, never
-            // queueing past max_new_tokens (check_request already fitted that into the context).
-            while queued < depth && g.generated() + 1 + queued < opts.max_new_tokens {
+            // Keep the device busy with the next steps while this token is streamed and checked.
+            while g.may_queue(queued, depth) {
                 backend.queue_greedy().map_err(RuntimeError::Backend)?;
                 queued += 1;
             }
@@ -409,6 +500,18 @@ impl<'t> Generation<'t> {
     /// sample on the device and give [`Next::Sampled`].
     pub fn needs_logits(&self) -> bool {
         self.opts.logprobs.is_some()
+    }
+
+    /// Whether the device may pick the tokens itself (its argmax is this generation's choice and no
+    /// log-probabilities are wanted), so that steps can be queued ahead of the token being read.
+    pub fn device_picks(&self) -> bool {
+        !self.needs_logits() && self.opts.sampling.is_device_argmax()
+    }
+
+    /// Whether one more step may be queued on the device, with `queued` steps queued already and at most
+    /// `depth` allowed: never past `max_new_tokens` (which [`check_request`] fitted into the context).
+    pub fn may_queue(&self, queued: usize, depth: usize) -> bool {
+        queued < depth && self.generated() + 1 + queued < self.opts.max_new_tokens
     }
 
     /// Tokens generated so far.

@@ -19,8 +19,8 @@ pub use conversation::{Conversation, Reply, RunPlan, Turn};
 pub use error::{BackendError, Result, RuntimeError};
 pub use generate::{
     check_image_tokens, check_request, generate, generate_from, Backend, Generation,
-    GenerationOptions, GenerationResult, Next, StopPolicy, StopReason, Timings, TokenEvent,
-    TokenOut, MAX_LOGPROBS,
+    GenerationOptions, GenerationResult, Interrupt, Next, Prefill, StopPolicy, StopReason, Timings,
+    TokenEvent, TokenOut, MAX_LOGPROBS,
 };
 pub use info::{
     tokenizer_from_gguf_header, ImagePreprocessing, ModelInfo, PromptFormat, VisionInfo,

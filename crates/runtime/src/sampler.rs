@@ -40,6 +40,12 @@ impl SamplingParams {
         self.temperature == 0.0
     }
 
+    /// The choice is the first maximum of the raw logits (greedy, no repetition penalty): what a device's
+    /// own argmax gives, so the device may pick the token and feed it to the next step by itself.
+    pub fn is_device_argmax(&self) -> bool {
+        self.is_greedy() && self.repetition_penalty == 1.0
+    }
+
     pub fn validate(&self) -> Result<()> {
         let t = self.temperature;
         if !(t.is_finite() && t >= 0.0) {

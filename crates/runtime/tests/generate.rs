@@ -199,6 +199,42 @@ fn callback_streams_and_cancels() {
     assert_eq!(b.decoded, vec![955]);
 }
 
+/// An interrupt that is set before the prompt runs ends the generation with `Interrupted` and nothing run
+/// (the default `prefill_interruptible` checks before starting); one that never fires changes nothing.
+#[test]
+fn an_interrupt_stops_before_the_prompt_runs() {
+    let tok = tokenizer();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    let mut o = opts(4, StopPolicy::IgnoreEos);
+    o.interrupt = meddr_runtime::Interrupt::new(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        true
+    });
+    let mut b = Scripted::new(&SCRIPT);
+    let mut seen = 0;
+    let e = generate(&mut b, &tok, &info(), &[6, 9, 11], None, &o, |_| {
+        seen += 1;
+        ControlFlow::Continue(())
+    })
+    .unwrap_err();
+    assert!(
+        matches!(e, RuntimeError::Interrupted { done: 0, total: 3 }),
+        "{e:?}"
+    );
+    assert_eq!(e.to_string(), "stopped by the caller during the prompt, after 0 of its 3 tokens");
+    assert_eq!((b.prefills, seen, asked.load(std::sync::atomic::Ordering::SeqCst)), (0, 0, 1));
+    assert_ne!(o, opts(4, StopPolicy::IgnoreEos), "options with a check differ from options without");
+    assert_eq!(o.clone(), o, "clones share the check");
+
+    let mut never = opts(4, StopPolicy::IgnoreEos);
+    never.interrupt = meddr_runtime::Interrupt::new(|| false);
+    let mut b = Scripted::new(&SCRIPT);
+    let r = generate(&mut b, &tok, &info(), &[6], None, &never, |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(r.tokens.len(), 4);
+    assert_eq!(b.prefills, 1);
+}
+
 #[test]
 fn context_overflow_is_refused_before_any_work() {
     let tok = tokenizer();

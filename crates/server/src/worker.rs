@@ -13,8 +13,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use meddr_runtime::{
-    Backend, Conversation, GenerationOptions, GenerationResult, ModelInfo, StopStrings, TokenEvent,
-    Turn, UserText,
+    Backend, Conversation, GenerationOptions, GenerationResult, Interrupt, ModelInfo, RuntimeError,
+    StopStrings, TokenEvent, Turn, UserText,
 };
 use meddr_tokenizer::MedDrTokenizer;
 use tokio::sync::mpsc;
@@ -206,9 +206,18 @@ pub fn run(
                     t.elapsed().as_secs_f64()
                 );
             }
-            Outcome::ClientLeft { generated } => {
+            Outcome::ClientLeft { generated, prompt } => {
                 state.cancelled.fetch_add(1, Ordering::SeqCst);
-                eprintln!("meddr serve: request {id}: client disconnected after {generated} token(s); generation stopped");
+                match prompt {
+                    Some((done, total)) => eprintln!(
+                        "meddr serve: request {id}: client disconnected during the prompt, after {done} of its \
+                         {total} tokens; prefill stopped"
+                    ),
+                    None => eprintln!(
+                        "meddr serve: request {id}: client disconnected after {generated} token(s); generation \
+                         stopped"
+                    ),
+                }
             }
             Outcome::Failed(e) => {
                 eprintln!("meddr serve: request {id}: error: {}", e.message);
@@ -225,6 +234,8 @@ enum Outcome {
     },
     ClientLeft {
         generated: usize,
+        /// Left during the prompt: `(tokens run, tokens in all)`.
+        prompt: Option<(usize, usize)>,
     },
     Failed(ApiError),
 }
@@ -244,12 +255,15 @@ fn serve_one(
 ) -> Outcome {
     let Job {
         work,
-        opts,
+        mut opts,
         mut stop,
         events,
         ..
     } = job;
     let _ = events.send(Event::Started);
+    // A client that hangs up during a long prompt stops it between chunks, not only at the first token.
+    let watch = events.clone();
+    opts.interrupt = Interrupt::new(move || watch.is_closed());
     let stop_ids = info.stop_ids(opts.stop);
     let mut client_left = false;
     let mut generated = 0usize;
@@ -330,7 +344,16 @@ fn serve_one(
         Work::Completion { ids } => conv.complete(backend, tokenizer, info, &ids, &opts, on_token),
     };
     if client_left {
-        return Outcome::ClientLeft { generated };
+        return Outcome::ClientLeft {
+            generated,
+            prompt: None,
+        };
+    }
+    if let Err(RuntimeError::Interrupted { done, total }) = &ran {
+        return Outcome::ClientLeft {
+            generated: 0,
+            prompt: Some((*done, *total)),
+        };
     }
     match ran {
         Ok((result, reused)) => {

@@ -99,6 +99,15 @@ impl From<RuntimeError> for RequestError {
             RuntimeError::Tokenizer(_) | RuntimeError::ChatTemplate { .. } => {
                 RequestError::bad_request(Some("messages"), e.to_string())
             }
+            // The caller stopped it (the browser package's abort): what the package reports for a cancel.
+            RuntimeError::Interrupted { done, total } => RequestError {
+                status: 499,
+                kind: "aborted",
+                param: None,
+                message: format!(
+                    "the request was cancelled during the prompt, after {done} of its {total} tokens"
+                ),
+            },
             _ => RequestError::server(e.to_string()),
         }
     }
@@ -185,6 +194,7 @@ pub fn sampling_options(
             StopPolicy::UpstreamEos
         },
         logprobs,
+        interrupt: Default::default(),
     };
     opts.sampling.validate().map_err(RequestError::from)?;
     Ok((opts, stop, s.max_completion_tokens.or(s.max_tokens)))

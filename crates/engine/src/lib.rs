@@ -29,7 +29,9 @@ pub use model::{
     ModelResult, Readback, Step, StepInput, VisionConfig, VisionEncoder, MAX_PREFILL_CHUNK,
     MAX_QUEUED_STEPS,
 };
-pub use ops::{AttnShape, CPU_MATMUL_MIN_ROWS, CPU_MATMUL_MIN_ROW_LEN, MATVEC_MAX_ROWS};
+pub use ops::{
+    AttnShape, LinearKernel, CPU_MATMUL_MIN_ROWS, CPU_MATMUL_MIN_ROW_LEN, MATVEC_MAX_ROWS,
+};
 pub use plan::PlanDevice;
 pub use profile::KernelTime;
 pub use roofline::ReadBandwidth;

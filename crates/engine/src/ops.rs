@@ -75,6 +75,24 @@ fn same_width(op: &'static str, field: &'static str, got: u32, want: u64) -> Res
     Ok(())
 }
 
+/// The two kernels behind [`GpuContext::linear`]: `matvec_quant.wgsl` (a weight row per lane or per 32 lanes,
+/// up to 8 tokens per weight read) and the tiled `matmul.wgsl` (64 × 64 tiles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearKernel {
+    Matvec,
+    Matmul,
+}
+
+impl LinearKernel {
+    /// The op's name in error messages and profiles.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinearKernel::Matvec => "matvec",
+            LinearKernel::Matmul => "matmul",
+        }
+    }
+}
+
 impl GpuContext {
     /// `y[t] = W x[t] (+ b)` for each row t of `xv` via the matvec kernel (decode; few rows).
     #[allow(clippy::too_many_arguments)]
@@ -88,7 +106,7 @@ impl GpuContext {
         y: &GpuBuffer,
         yv: Rows,
     ) -> Result<()> {
-        self.linear_impl(enc, "matvec", w, x, xv, bias, y, yv)
+        self.linear_impl(enc, LinearKernel::Matvec, w, x, xv, bias, y, yv)
     }
 
     /// `Y = X Wᵀ (+ b)` via the tiled matmul (prefill, ViT).
@@ -103,11 +121,10 @@ impl GpuContext {
         y: &GpuBuffer,
         yv: Rows,
     ) -> Result<()> {
-        self.linear_impl(enc, "matmul", w, x, xv, bias, y, yv)
+        self.linear_impl(enc, LinearKernel::Matmul, w, x, xv, bias, y, yv)
     }
 
-    /// The kernel [`GpuContext::linear`] runs for `rows` tokens through a weight of `row_len`-element rows:
-    /// `"matvec"` or `"matmul"`.
+    /// The kernel [`GpuContext::linear`] runs for `rows` tokens through a weight of `row_len`-element rows.
     ///
     /// GPU work splits: the matvec for up to [`MATVEC_MAX_ROWS`] tokens, the tiled matmul beyond. One lane
     /// per row (CPU drivers): the matvec, which streams the weight once per 8 tokens, except for at least
@@ -117,16 +134,16 @@ impl GpuContext {
     /// (Yi-34B) SwiftShader 0.51 → 1.69 (64 tokens), lavapipe 3.68 → 5.14 (128); hidden 1536 SwiftShader
     /// 6.6 → 13.2, lavapipe 37 → 51; hidden 512 61.9 → 61.6 (a tie); the dev fixture's 192-wide model
     /// 230 → 58 on SwiftShader, where the matmul's few, short tiles cost more than they save.
-    pub fn linear_kernel(&self, rows: u32, row_len: u64) -> &'static str {
+    pub fn linear_kernel(&self, rows: u32, row_len: u64) -> LinearKernel {
         let matmul = if self.info.matvec_shape.cooperative() {
             rows > MATVEC_MAX_ROWS
         } else {
             rows >= CPU_MATMUL_MIN_ROWS && row_len >= CPU_MATMUL_MIN_ROW_LEN
         };
         if matmul {
-            "matmul"
+            LinearKernel::Matmul
         } else {
-            "matvec"
+            LinearKernel::Matvec
         }
     }
 
@@ -142,15 +159,15 @@ impl GpuContext {
         y: &GpuBuffer,
         yv: Rows,
     ) -> Result<()> {
-        let op = self.linear_kernel(xv.rows, w.row_len);
-        self.linear_impl(enc, op, w, x, xv, bias, y, yv)
+        let kernel = self.linear_kernel(xv.rows, w.row_len);
+        self.linear_impl(enc, kernel, w, x, xv, bias, y, yv)
     }
 
     #[allow(clippy::too_many_arguments)]
     fn linear_impl(
         &self,
         enc: &mut Enc,
-        op: &'static str,
+        kernel: LinearKernel,
         w: &GpuWeight,
         x: &GpuBuffer,
         xv: Rows,
@@ -158,6 +175,7 @@ impl GpuContext {
         y: &GpuBuffer,
         yv: Rows,
     ) -> Result<()> {
+        let op = kernel.name();
         x.expect(op, "x", DType::F32)?;
         y.expect(op, "y", DType::F32)?;
         same_width(op, "x.width", xv.width, w.row_len)?;
@@ -173,9 +191,8 @@ impl GpuContext {
         if n == 0 {
             return Ok(());
         }
-        let matvec = op == "matvec";
         let b = bias.map_or(&self.dummy, |b| &b.buffer);
-        if matvec {
+        if kernel == LinearKernel::Matvec {
             return self.record_matvec(enc, w, x, xv, b, bias.is_some(), y, yv);
         }
         let pipeline = self.pipeline(&format!("matmul/{}", w.ty.ggml().name()), "main", || {

@@ -5,9 +5,9 @@
 use std::sync::OnceLock;
 
 use meddr_engine::{
-    AttnShape, ContextOptions, DType, GpuBuffer, GpuContext, GpuWeight, KvCache, MatvecShape,
-    QuantType, Recorder, RopeTable, Rows, WeightDesc, CPU_MATMUL_MIN_ROWS, CPU_MATMUL_MIN_ROW_LEN,
-    MATVEC_MAX_ROWS,
+    AttnShape, ContextOptions, DType, GpuBuffer, GpuContext, GpuWeight, KvCache, LinearKernel,
+    MatvecShape, QuantType, Recorder, RopeTable, Rows, WeightDesc, CPU_MATMUL_MIN_ROWS,
+    CPU_MATMUL_MIN_ROW_LEN, MATVEC_MAX_ROWS,
 };
 use meddr_reference::ops as r;
 
@@ -415,11 +415,11 @@ fn linear_picks_the_kernel_by_tokens_and_row_width() {
     let row = row_per_lane_context();
     let [coop, sub, _] = gpu_shaped_contexts();
     for (n, k, want) in [
-        (CPU_MATMUL_MIN_ROWS, CPU_MATMUL_MIN_ROW_LEN, "matmul"),
-        (290, 7168, "matmul"),
-        (CPU_MATMUL_MIN_ROWS - 1, 20480, "matvec"),
-        (1025, CPU_MATMUL_MIN_ROW_LEN - 1, "matvec"),
-        (1, 7168, "matvec"),
+        (CPU_MATMUL_MIN_ROWS, CPU_MATMUL_MIN_ROW_LEN, LinearKernel::Matmul),
+        (290, 7168, LinearKernel::Matmul),
+        (CPU_MATMUL_MIN_ROWS - 1, 20480, LinearKernel::Matvec),
+        (1025, CPU_MATMUL_MIN_ROW_LEN - 1, LinearKernel::Matvec),
+        (1, 7168, LinearKernel::Matvec),
     ] {
         assert_eq!(
             row.linear_kernel(n, k),
@@ -428,8 +428,8 @@ fn linear_picks_the_kernel_by_tokens_and_row_width() {
         );
     }
     for c in [coop, sub] {
-        assert_eq!(c.linear_kernel(MATVEC_MAX_ROWS, 7168), "matvec");
-        assert_eq!(c.linear_kernel(MATVEC_MAX_ROWS + 1, 16), "matmul");
+        assert_eq!(c.linear_kernel(MATVEC_MAX_ROWS, 7168), LinearKernel::Matvec);
+        assert_eq!(c.linear_kernel(MATVEC_MAX_ROWS + 1, 16), LinearKernel::Matmul);
     }
     for (i, (ty, k, n)) in [
         (QuantType::Q8_0, 1056, 70),

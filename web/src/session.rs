@@ -4,24 +4,25 @@
 //! the CLI's `chat` and the server keep): it renders the history, says which cached positions to keep
 //! ([`Conversation::plan`]) and records each turn; only the awaiting of the GPU is this file's.
 //!
-//! The loop is async because the browser can only wait for GPU readback by yielding to the event loop
-//! (`meddr_runtime::generate` drives a blocking `Backend`). Greedy decoding feeds the GPU's argmax straight
-//! back and keeps up to two steps queued ahead of the token being read (`GpuModel::queue_greedy_step`): each
-//! step reads back 4 bytes and the GPU never idles on the readback; sampling reads the logits row.
+//! The loop is the runtime's [`drive`] (the CLI's and the server's too, over a blocking backend); this file
+//! gives it the GPU model as [`Steps`] whose readbacks are awaited, because the browser can only wait for
+//! them by yielding to the event loop. Greedy decoding feeds the GPU's argmax straight back and keeps up to
+//! two steps queued ahead of the token being read (`GpuModel::queue_greedy_step`): each step reads back
+//! 4 bytes and the GPU never idles on the readback; sampling reads the logits row.
 
 use std::sync::Arc;
 
 use std::ops::ControlFlow;
 
 use meddr_engine::{
-    GpuContext, GpuModel, ImageFeatures, LoadOptions, Readback, StepInput, MAX_QUEUED_STEPS,
+    GpuContext, GpuModel, ImageFeatures, LoadOptions, Readback, Step, StepInput, MAX_QUEUED_STEPS,
 };
 use meddr_gguf::GgufHeader;
 use meddr_image::{preprocess_with_options, DicomOptions, PreprocessConfig};
 use meddr_runtime::{
-    encode_prompt, tokenizer_from_gguf_header, Conversation, EncodedPrompt, Generation,
-    GenerationOptions, ModelInfo, Next, PromptFormat, RuntimeError, StopReason, TokenEvent,
-    UserText,
+    drive, encode_prompt, tokenizer_from_gguf_header, Conversation, EncodedPrompt, Generation,
+    GenerationOptions, ModelInfo, PromptFormat, RuntimeError, StepOutput, Steps, StopReason,
+    TokenEvent, UserText,
 };
 use meddr_tokenizer::MedDrTokenizer;
 use serde::Serialize;
@@ -329,11 +330,10 @@ impl Session {
             .conversation
             .plan(&self.tokenizer, &self.info, &ids)
             .map_err(runtime)?;
-        // Sampling, stop rules and streamed text are the runtime's (`Generation`, the same code as the CLI's
-        // and the server's loop); this function only awaits the GPU.
-        let mut gen = Generation::new(&self.tokenizer, &self.info, context, plan.keep, &ids, opts)
+        // The loop is the runtime's (`drive`: sampling, stop rules, streamed text, step queueing, timings;
+        // the same code as the CLI's and the server's); only the awaiting of the GPU is `GpuSteps`'.
+        let gen = Generation::new(&self.tokenizer, &self.info, context, plan.keep, &ids, opts)
             .map_err(|e| WebError::Other(e.to_string()))?;
-        let max_new = u32::try_from(opts.max_new_tokens).unwrap_or(u32::MAX);
         let mut stats = GenerateStats {
             prompt_tokens: ids.len(),
             reused_tokens: plan.keep,
@@ -351,87 +351,143 @@ impl Session {
             out.stats = stats;
             return Ok(out);
         }
-        let engine = |e: meddr_engine::ModelError| match e {
-            meddr_engine::ModelError::Interrupted { done, total } => {
-                WebError::Interrupted { done, total }
-            }
-            e => WebError::Other(e.to_string()),
-        };
         let features = if plan.with_image {
             self.image.as_ref()
         } else {
             None
         };
-        // Greedy (no penalty, no log-probs): the GPU picks the token and only it is read back.
-        let greedy = gen.device_picks();
-        let read = if greedy {
-            Readback::Token
-        } else {
-            Readback::TokenAndLogits
+        let mut steps = GpuSteps {
+            model: &mut self.model,
+            image: features,
+            max_new: u32::try_from(opts.max_new_tokens).unwrap_or(u32::MAX),
         };
-        let t1 = Instant::now();
-        let keep =
-            u32::try_from(plan.keep).map_err(|_| WebError::Other("prompt too long".into()))?;
-        let mut step = self
-            .model
-            .prefill_interruptible_async(keep, &ids[plan.keep..], features, max_new, read, &|| {
-                opts.interrupt.is_set()
-            })
-            .await
-            .map_err(engine)?;
-        gen.prefill_done(t1.elapsed().as_secs_f64());
-        stats.prefill_ms = t1.elapsed().as_secs_f64() * 1e3;
-        let t2 = Instant::now();
-        let mut callback = |ev: &TokenEvent| {
+        let result = drive(gen, &mut steps, |ev: &TokenEvent| {
             if on_token(ev.token.id, &ev.token.text) {
                 ControlFlow::Continue(())
             } else {
                 ControlFlow::Break(())
             }
-        };
-        loop {
-            // Greedy: keep the GPU busy with the next steps while this token is handled and the next one
-            // is read back (mapAsync resolves on a later event-loop turn).
-            let tr = Instant::now();
-            while greedy && gen.may_queue(self.model.queued_steps(), MAX_QUEUED_STEPS) {
-                self.model.queue_greedy_step().map_err(engine)?;
-            }
-            let th = Instant::now();
-            stats.decode_record_ms += (th - tr).as_secs_f64() * 1e3;
-            let next = match (&step.logits, greedy) {
-                (Some(l), false) => gen.step(Next::Logits(l), &mut callback),
-                _ => gen.step(Next::Sampled(step.token), &mut callback),
-            }
-            .map_err(runtime)?;
-            let tw = Instant::now();
-            stats.decode_host_ms += (tw - th).as_secs_f64() * 1e3;
-            let Some(id) = next else { break };
-            step = if greedy {
-                self.model.read_queued_step().await
-            } else {
-                // Unqueued steps record, submit and wait here: all of it counts as waiting.
-                self.model
-                    .decode_step_async(StepInput::Token(id), read)
-                    .await
-            }
-            .map_err(engine)?;
-            stats.decode_wait_ms += tw.elapsed().as_secs_f64() * 1e3;
-        }
-        // Stopped early: forget the steps computed past the answer.
-        self.model.drop_queued();
-        let result = gen.finish();
+        })
+        .await
+        .map_err(|e| match e {
+            RuntimeError::Interrupted { done, total } => WebError::Interrupted {
+                done: u32::try_from(done).unwrap_or(u32::MAX),
+                total: u32::try_from(total).unwrap_or(u32::MAX),
+            },
+            // The engine's own message, as before the loop was shared.
+            RuntimeError::Backend(e) => WebError::Other(e.to_string()),
+            other => runtime(other),
+        })?;
         self.conversation.record(&ids, &result);
         self.conversation.record_turn(question, &result);
         out.tokens = result.tokens.iter().map(|t| t.id).collect();
         out.text = result.text;
         out.stop_reason = result.stop_reason.as_str();
         out.stopped = result.stop_reason == StopReason::Cancelled;
-        stats.decode_ms = t2.elapsed().as_secs_f64() * 1e3;
+        let t = &result.timings;
+        stats.prefill_ms = t.prefill_s * 1e3;
+        stats.decode_ms = t.decode_s * 1e3;
+        stats.decode_record_ms = t.decode_record_s * 1e3;
+        stats.decode_wait_ms = t.decode_wait_s * 1e3;
+        stats.decode_host_ms = t.decode_host_s * 1e3;
         stats.new_tokens = out.tokens.len();
-        if out.tokens.len() > 1 && stats.decode_ms > 0.0 {
-            stats.decode_tokens_per_sec = (out.tokens.len() - 1) as f64 / (stats.decode_ms / 1e3);
-        }
+        stats.decode_tokens_per_sec = t.decode_tokens_per_s;
         out.stats = stats;
         Ok(out)
+    }
+}
+
+/// The GPU model as the runtime's generation loop ([`drive`]) drives it: the prefill and the steps are
+/// awaited (a readback resolves on a later event-loop turn in the browser). Greedy reads back only the
+/// GPU's 4-byte argmax and keeps up to [`MAX_QUEUED_STEPS`] steps queued; sampling reads the logits row.
+struct GpuSteps<'a> {
+    model: &'a mut GpuModel,
+    image: Option<&'a ImageFeatures>,
+    max_new: u32,
+}
+
+fn engine_error(e: meddr_engine::ModelError) -> RuntimeError {
+    match e {
+        meddr_engine::ModelError::Interrupted { done, total } => RuntimeError::Interrupted {
+            done: done as usize,
+            total: total as usize,
+        },
+        e => RuntimeError::Backend(e.to_string().into()),
+    }
+}
+
+fn readback(device_picks: bool) -> Readback {
+    if device_picks {
+        Readback::Token
+    } else {
+        Readback::TokenAndLogits
+    }
+}
+
+fn output(step: Step) -> StepOutput {
+    match step.logits {
+        Some(l) => StepOutput::Logits(l),
+        None => StepOutput::Sampled(step.token),
+    }
+}
+
+impl Steps for GpuSteps<'_> {
+    async fn prefill(
+        &mut self,
+        keep: usize,
+        ids: &[u32],
+        device_picks: bool,
+        interrupted: &dyn Fn() -> bool,
+    ) -> std::result::Result<StepOutput, RuntimeError> {
+        let keep = u32::try_from(keep).map_err(|_| RuntimeError::InvalidOption {
+            field: "keep",
+            value: keep.to_string(),
+            reason: "past the engine's u32 positions",
+        })?;
+        self.model
+            .prefill_interruptible_async(
+                keep,
+                ids,
+                self.image,
+                self.max_new,
+                readback(device_picks),
+                interrupted,
+            )
+            .await
+            .map(output)
+            .map_err(engine_error)
+    }
+
+    fn max_queued(&self, _: &Generation<'_>) -> usize {
+        MAX_QUEUED_STEPS
+    }
+
+    fn queue(&mut self) -> std::result::Result<(), RuntimeError> {
+        self.model.queue_greedy_step().map_err(engine_error)
+    }
+
+    async fn read_queued(&mut self, _fed: u32) -> std::result::Result<u32, RuntimeError> {
+        // A queued step was fed the GPU's own argmax, which is the loop's choice whenever it queues.
+        self.model
+            .read_queued_step()
+            .await
+            .map(|s| s.token)
+            .map_err(engine_error)
+    }
+
+    async fn step(
+        &mut self,
+        fed: u32,
+        g: &Generation<'_>,
+    ) -> std::result::Result<StepOutput, RuntimeError> {
+        self.model
+            .decode_step_async(StepInput::Token(fed), readback(g.device_picks()))
+            .await
+            .map(output)
+            .map_err(engine_error)
+    }
+
+    fn drop_queued(&mut self) {
+        self.model.drop_queued();
     }
 }

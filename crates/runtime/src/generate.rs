@@ -232,6 +232,13 @@ pub struct Timings {
     pub decode_s: f64,
     pub prefill_tokens_per_s: f64,
     pub decode_tokens_per_s: f64,
+    /// Where `decode_s` went (the rest is the loop itself), seconds: recording and submitting queued
+    /// steps (command encoding; in a browser also the commands' trip to its GPU process)…
+    pub decode_record_s: f64,
+    /// …awaiting each step's output (device time not hidden behind queued steps, plus readback latency)…
+    pub decode_wait_s: f64,
+    /// …and the host's share of each token: sampling, stop rules, detokenizing, the token callback.
+    pub decode_host_s: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -355,75 +362,189 @@ pub fn generate_from<B: Backend + ?Sized>(
     prompt_ids: &[u32],
     image_features: Option<&[f32]>,
     opts: &GenerationOptions,
-    mut on_token: impl FnMut(&TokenEvent) -> ControlFlow<()>,
+    on_token: impl FnMut(&TokenEvent) -> ControlFlow<()>,
 ) -> Result<GenerationResult> {
     let context_length = backend.context_length().min(info.context_length);
-    let mut g = Generation::new(tokenizer, info, context_length, keep, prompt_ids, opts)?;
+    let g = Generation::new(tokenizer, info, context_length, keep, prompt_ids, opts)?;
+    let mut steps = BackendSteps {
+        backend,
+        image_features,
+    };
+    ready(drive(g, &mut steps, on_token))?
+}
+
+/// Polls a future that cannot wait (every await in it is [`BackendSteps`]', whose calls return at once).
+/// Hand-written instead of an executor crate: nothing here ever needs waking.
+fn ready<F: std::future::Future>(f: F) -> Result<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Ok(v),
+        std::task::Poll::Pending => Err(RuntimeError::Backend(
+            "a blocking backend's step did not finish when called".into(),
+        )),
+    }
+}
+
+/// What the device gave for the next position.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepOutput {
+    /// Its logits, `[vocab]`, sampled on the host.
+    Logits(Vec<f32>),
+    /// The token the device picked itself (its argmax, or its own sampler).
+    Sampled(u32),
+}
+
+/// The device side of the one generation loop ([`drive`]), each call awaited: a blocking [`Backend`]
+/// (through [`generate_from`], whose calls are ready at once) and the browser's GPU model (whose readbacks
+/// resolve on a later event-loop turn) run the same loop, so queueing, timing and the order of feeds are one
+/// implementation. Implementations keep their own image features and readback choices.
+// The futures are awaited where they are made, on one thread (the browser's is not `Send`).
+#[allow(async_fn_in_trait)]
+pub trait Steps {
+    /// Runs `ids` after the first `keep` cached positions (the generation's prompt minus the kept part) and
+    /// gives the output for the next position; `device_picks` ([`Generation::device_picks`]) allows a
+    /// [`StepOutput::Sampled`]. Asks `interrupted()` between chunks of the prompt and then fails with
+    /// [`RuntimeError::Interrupted`].
+    async fn prefill(
+        &mut self,
+        keep: usize,
+        ids: &[u32],
+        device_picks: bool,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<StepOutput>;
+    /// Greedy steps that may be queued ahead of the token being read for this generation (0: none; only
+    /// asked when [`Generation::device_picks`]).
+    fn max_queued(&self, generation: &Generation<'_>) -> usize;
+    /// Queues the next greedy step (fed the device's own choice) after the last prefill, read or queued step.
+    fn queue(&mut self) -> Result<()>;
+    /// The token of the oldest queued step; `fed` is what the loop appends before it (its previous choice).
+    async fn read_queued(&mut self, fed: u32) -> Result<u32>;
+    /// Appends `fed` and gives the output for the next position; logits when
+    /// [`Generation::needs_logits`], otherwise whatever the device offers.
+    async fn step(&mut self, fed: u32, generation: &Generation<'_>) -> Result<StepOutput>;
+    /// Forgets queued steps that were not read: the cache ends at the last token read.
+    fn drop_queued(&mut self);
+}
+
+/// Runs a generation on `steps`: prefill, then each token through [`Generation::step`] (sampling, streaming
+/// to `on_token`, stop rules), keeping up to [`Steps::max_queued`] greedy steps on the device while the host
+/// handles the token before them. Fills [`Timings`], with the decode time split into recording, waiting and
+/// the host's share. Stopped early or failed, the queued steps are dropped so the cache holds exactly the
+/// fed tokens.
+pub async fn drive<S: Steps + ?Sized>(
+    mut g: Generation<'_>,
+    steps: &mut S,
+    mut on_token: impl FnMut(&TokenEvent) -> ControlFlow<()>,
+) -> Result<GenerationResult> {
     if g.is_finished() {
         return Ok(g.finish());
     }
+    let run = g.history[g.keep..].to_vec();
+    let interrupt = g.opts.interrupt.clone();
     let t0 = Instant::now();
-    let run = &prompt_ids[keep..];
-    let logits = match backend
-        .prefill_interruptible(keep, run, image_features, &|| opts.interrupt.is_set())
-        .map_err(RuntimeError::Backend)?
-    {
-        Prefill::Logits(l) => l,
-        Prefill::Interrupted { done } => {
-            return Err(RuntimeError::Interrupted {
-                done,
-                total: run.len(),
-            })
-        }
-    };
+    let picks = g.device_picks();
+    let mut next = steps
+        .prefill(g.keep, &run, picks, &|| interrupt.is_set())
+        .await?;
     g.prefill_done(t0.elapsed().as_secs_f64());
-    let depth = if g.needs_logits() {
-        0
-    } else {
-        backend.max_queued_greedy(&opts.sampling)
-    };
+    let depth = if picks { steps.max_queued(&g) } else { 0 };
     let mut queued = 0usize;
-    let mut next = Output::Logits(logits);
-    let outcome = (|| -> Result<()> {
+    let (mut record, mut host, mut wait) = (0.0f64, 0.0f64, 0.0f64);
+    let outcome: Result<()> = async {
         loop {
-            // Keep the device busy with the next steps while this token is streamed and checked.
+            let tr = Instant::now();
             while g.may_queue(queued, depth) {
-                backend.queue_greedy().map_err(RuntimeError::Backend)?;
+                steps.queue()?;
                 queued += 1;
             }
+            let th = Instant::now();
+            record += (th - tr).as_secs_f64();
             let fed = match &next {
-                Output::Logits(l) => g.step(Next::Logits(l), &mut on_token)?,
-                Output::Sampled(id) => g.step(Next::Sampled(*id), &mut on_token)?,
+                StepOutput::Logits(l) => g.step(Next::Logits(l), &mut on_token)?,
+                StepOutput::Sampled(id) => g.step(Next::Sampled(*id), &mut on_token)?,
             };
-            let Some(id) = fed else { return Ok(()) };
-            if queued > 0 {
+            let tw = Instant::now();
+            host += (tw - th).as_secs_f64();
+            let Some(id) = fed else {
+                return Ok::<(), RuntimeError>(());
+            };
+            next = if queued > 0 {
                 queued -= 1;
-                next = Output::Sampled(backend.read_queued(id).map_err(RuntimeError::Backend)?);
-                continue;
-            }
-            let device = if g.needs_logits() {
-                None
+                StepOutput::Sampled(steps.read_queued(id).await?)
             } else {
-                backend.decode_sampled(id, &opts.sampling, g.generated())
+                steps.step(id, &g).await?
             };
-            next = match device {
-                Some(r) => Output::Sampled(r.map_err(RuntimeError::Backend)?),
-                None => Output::Logits(backend.decode(id).map_err(RuntimeError::Backend)?),
-            };
+            wait += tw.elapsed().as_secs_f64();
         }
-    })();
-    // Stopped early (a stop token, a stop string, the caller) or failed: forget the steps computed past the
-    // answer, so that the cache holds exactly the fed tokens.
+    }
+    .await;
     if queued > 0 {
-        backend.drop_queued();
+        steps.drop_queued();
     }
     outcome?;
-    Ok(g.finish())
+    let mut result = g.finish();
+    result.timings.decode_record_s = record;
+    result.timings.decode_host_s = host;
+    result.timings.decode_wait_s = wait;
+    Ok(result)
 }
 
-enum Output {
-    Logits(Vec<f32>),
-    Sampled(u32),
+/// A blocking [`Backend`] as [`Steps`]: every call returns before its future is first polled.
+struct BackendSteps<'a, B: Backend + ?Sized> {
+    backend: &'a mut B,
+    image_features: Option<&'a [f32]>,
+}
+
+impl<B: Backend + ?Sized> Steps for BackendSteps<'_, B> {
+    async fn prefill(
+        &mut self,
+        keep: usize,
+        ids: &[u32],
+        _device_picks: bool,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<StepOutput> {
+        match self
+            .backend
+            .prefill_interruptible(keep, ids, self.image_features, interrupted)
+            .map_err(RuntimeError::Backend)?
+        {
+            Prefill::Logits(l) => Ok(StepOutput::Logits(l)),
+            Prefill::Interrupted { done } => Err(RuntimeError::Interrupted {
+                done,
+                total: ids.len(),
+            }),
+        }
+    }
+
+    fn max_queued(&self, g: &Generation<'_>) -> usize {
+        self.backend.max_queued_greedy(&g.opts.sampling)
+    }
+
+    fn queue(&mut self) -> Result<()> {
+        self.backend.queue_greedy().map_err(RuntimeError::Backend)
+    }
+
+    async fn read_queued(&mut self, fed: u32) -> Result<u32> {
+        self.backend.read_queued(fed).map_err(RuntimeError::Backend)
+    }
+
+    async fn step(&mut self, fed: u32, g: &Generation<'_>) -> Result<StepOutput> {
+        let device = if g.needs_logits() {
+            None
+        } else {
+            self.backend
+                .decode_sampled(fed, &g.opts.sampling, g.generated())
+        };
+        Ok(match device {
+            Some(r) => StepOutput::Sampled(r.map_err(RuntimeError::Backend)?),
+            None => StepOutput::Logits(self.backend.decode(fed).map_err(RuntimeError::Backend)?),
+        })
+    }
+
+    fn drop_queued(&mut self) {
+        self.backend.drop_queued();
+    }
 }
 
 /// What the model gave for the next position: its logits, or a token it sampled on the device.

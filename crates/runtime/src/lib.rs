@@ -18,9 +18,9 @@ mod template;
 pub use conversation::{Conversation, Reply, RunPlan, Turn};
 pub use error::{BackendError, Result, RuntimeError};
 pub use generate::{
-    check_image_tokens, check_request, generate, generate_from, Backend, Generation,
-    GenerationOptions, GenerationResult, Interrupt, Next, Prefill, StopPolicy, StopReason, Timings,
-    TokenEvent, TokenOut, MAX_LOGPROBS,
+    check_image_tokens, check_request, drive, generate, generate_from, Backend, Generation,
+    GenerationOptions, GenerationResult, Interrupt, Next, Prefill, StepOutput, Steps, StopPolicy,
+    StopReason, Timings, TokenEvent, TokenOut, MAX_LOGPROBS,
 };
 pub use info::{
     tokenizer_from_gguf_header, ImagePreprocessing, ModelInfo, PromptFormat, VisionInfo,

@@ -222,15 +222,32 @@ fn an_interrupt_stops_before_the_prompt_runs() {
         matches!(e, RuntimeError::Interrupted { done: 0, total: 3 }),
         "{e:?}"
     );
-    assert_eq!(e.to_string(), "stopped by the caller during the prompt, after 0 of its 3 tokens");
-    assert_eq!((b.prefills, seen, asked.load(std::sync::atomic::Ordering::SeqCst)), (0, 0, 1));
-    assert_ne!(o, opts(4, StopPolicy::IgnoreEos), "options with a check differ from options without");
+    assert_eq!(
+        e.to_string(),
+        "stopped by the caller during the prompt, after 0 of its 3 tokens"
+    );
+    assert_eq!(
+        (
+            b.prefills,
+            seen,
+            asked.load(std::sync::atomic::Ordering::SeqCst)
+        ),
+        (0, 0, 1)
+    );
+    assert_ne!(
+        o,
+        opts(4, StopPolicy::IgnoreEos),
+        "options with a check differ from options without"
+    );
     assert_eq!(o.clone(), o, "clones share the check");
 
     let mut never = opts(4, StopPolicy::IgnoreEos);
     never.interrupt = meddr_runtime::Interrupt::new(|| false);
     let mut b = Scripted::new(&SCRIPT);
-    let r = generate(&mut b, &tok, &info(), &[6], None, &never, |_| ControlFlow::Continue(())).unwrap();
+    let r = generate(&mut b, &tok, &info(), &[6], None, &never, |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
     assert_eq!(r.tokens.len(), 4);
     assert_eq!(b.prefills, 1);
 }
@@ -401,4 +418,176 @@ fn streamed_text_is_the_final_text_when_the_answer_ends_inside_a_character() {
     .unwrap();
     assert_eq!(r.stop_reason, StopReason::Cancelled);
     assert_eq!(streamed, r.text);
+}
+
+/// A future that is pending once and ready when polled again: a GPU readback that resolves on a later turn
+/// of the browser's event loop.
+struct Later(bool);
+
+impl std::future::Future for Later {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            std::task::Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
+}
+
+/// `SCRIPT` as an asynchronous device that picks greedy tokens itself and queues up to two steps, like the
+/// browser's GPU model; it records what it was fed and how many queued steps were dropped.
+struct AsyncScripted {
+    script: Vec<u32>,
+    /// Outputs given or queued so far (the prefill's is the first).
+    issued: usize,
+    queued: std::collections::VecDeque<u32>,
+    fed: Vec<u32>,
+    dropped: usize,
+    polls: usize,
+}
+
+impl AsyncScripted {
+    fn next(&mut self) -> u32 {
+        self.issued += 1;
+        self.script[self.issued - 1]
+    }
+}
+
+impl meddr_runtime::Steps for AsyncScripted {
+    async fn prefill(
+        &mut self,
+        _keep: usize,
+        _ids: &[u32],
+        device_picks: bool,
+        _interrupted: &dyn Fn() -> bool,
+    ) -> meddr_runtime::Result<meddr_runtime::StepOutput> {
+        Later(false).await;
+        self.polls += 1;
+        assert!(device_picks, "greedy without log-probs: the device picks");
+        Ok(meddr_runtime::StepOutput::Sampled(self.next()))
+    }
+    fn max_queued(&self, _: &meddr_runtime::Generation<'_>) -> usize {
+        2
+    }
+    fn queue(&mut self) -> meddr_runtime::Result<()> {
+        let t = self.next();
+        self.queued.push_back(t);
+        Ok(())
+    }
+    async fn read_queued(&mut self, fed: u32) -> meddr_runtime::Result<u32> {
+        Later(false).await;
+        self.polls += 1;
+        self.fed.push(fed);
+        Ok(self.queued.pop_front().expect("read with nothing queued"))
+    }
+    async fn step(
+        &mut self,
+        fed: u32,
+        _: &meddr_runtime::Generation<'_>,
+    ) -> meddr_runtime::Result<meddr_runtime::StepOutput> {
+        Later(false).await;
+        self.polls += 1;
+        self.fed.push(fed);
+        Ok(meddr_runtime::StepOutput::Sampled(self.next()))
+    }
+    fn drop_queued(&mut self) {
+        self.dropped += self.queued.len();
+        self.queued.clear();
+    }
+}
+
+/// Polls `f` to the end on this thread (what the browser's event loop does for the generation).
+fn run_to_end<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn an_awaited_queueing_device_runs_the_same_loop_as_a_blocking_backend() {
+    let tok = tokenizer();
+    for (max, stop) in [
+        (8, StopPolicy::UpstreamEos),
+        (3, StopPolicy::UpstreamEos),
+        (8, StopPolicy::IgnoreEos),
+    ] {
+        let mut b = Scripted::new(&SCRIPT);
+        let blocking = generate(
+            &mut b,
+            &tok,
+            &info(),
+            &[6, 1923],
+            None,
+            &opts(max, stop),
+            |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+        let mut d = AsyncScripted {
+            script: SCRIPT.to_vec(),
+            issued: 0,
+            queued: Default::default(),
+            fed: vec![],
+            dropped: 0,
+            polls: 0,
+        };
+        let g =
+            meddr_runtime::Generation::new(&tok, &info(), 4096, 0, &[6, 1923], &opts(max, stop))
+                .unwrap();
+        let mut streamed = String::new();
+        let r = run_to_end(meddr_runtime::drive(g, &mut d, |ev| {
+            streamed.push_str(&ev.token.text);
+            ControlFlow::Continue(())
+        }))
+        .unwrap();
+        let ids: Vec<u32> = r.tokens.iter().map(|t| t.id).collect();
+        let want: Vec<u32> = blocking.tokens.iter().map(|t| t.id).collect();
+        assert_eq!(ids, want, "max {max}, {stop:?}");
+        assert_eq!(r.text, blocking.text);
+        assert_eq!(streamed, r.text);
+        assert_eq!(r.stop_reason, blocking.stop_reason);
+        // Every token but the last was fed, in order, as the blocking backend was fed them.
+        assert_eq!(d.fed, b.decoded, "max {max}, {stop:?}");
+        assert_eq!(d.polls, ids.len(), "one awaited output per token");
+        // Never queued past max_new_tokens; what was queued past the stop token is dropped.
+        assert!(d.issued <= max, "issued {} of max {max}", d.issued);
+        assert_eq!(d.issued, ids.len() + d.dropped);
+        assert!(d.queued.is_empty());
+        let t = r.timings;
+        assert!(t.decode_record_s >= 0.0 && t.decode_wait_s >= 0.0 && t.decode_host_s >= 0.0);
+        assert!(t.decode_record_s + t.decode_wait_s + t.decode_host_s <= t.decode_s + 1e-9);
+    }
+    // Eos at index 4 with two steps queued ahead: both are dropped.
+    let mut d = AsyncScripted {
+        script: SCRIPT.to_vec(),
+        issued: 0,
+        queued: Default::default(),
+        fed: vec![],
+        dropped: 0,
+        polls: 0,
+    };
+    let g = meddr_runtime::Generation::new(
+        &tok,
+        &info(),
+        4096,
+        0,
+        &[6],
+        &opts(8, StopPolicy::UpstreamEos),
+    )
+    .unwrap();
+    let r = run_to_end(meddr_runtime::drive(g, &mut d, |_| {
+        ControlFlow::Continue(())
+    }))
+    .unwrap();
+    assert_eq!(r.tokens.len(), 5);
+    assert_eq!(d.dropped, 2);
 }

@@ -43,7 +43,9 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 if [ "$build" = 1 ]; then
   echo "building web/dist (release wasm) and the release native twin" >&2
   web/build.sh
-  cargo build -q --release --locked -p meddr-web --example native_generate -p meddr-quantize
+  # Two invocations: `--example` would narrow a joint one to examples, leaving meddr-quantize's binary unbuilt.
+  cargo build -q --release --locked -p meddr-web --example native_generate
+  cargo build -q --release --locked -p meddr-quantize
 fi
 rel="${CARGO_TARGET_DIR:-$root/target}/release"
 dist="${dist:-$root/web/dist}"

@@ -21,9 +21,10 @@
 #   --peak-gb-s X    the device's datasheet bandwidth (e.g. 4800 for an H200)
 #   --budget S       stop starting new steps after S seconds (default 420: the whole run stays under 8 minutes)
 #   --profile        time every kernel on the GPU (meddr bench --profile) in the main run
-#   --matvec-shapes "2x32 2x32s 4x32s"   also time decode (text only) with each decode matvec work split
-#                    (ROWSxLANES; a trailing s = subgroup reduction, the default where the GPU has subgroups;
-#                    default: the workgroup kernel against the subgroup ones; "" skips)
+#   --matvec-shapes "2x32 2x32s 4x32s 8x32s2 8x32s4"   also time decode (text only) with each decode matvec
+#                    work split (ROWSxLANES; a trailing s = subgroup reduction, the default where the GPU has
+#                    subgroups; sN = N rows per subgroup at once, x read once for them; default: the workgroup
+#                    kernel against the subgroup ones; "" skips)
 #   --skip STEPS     comma list of steps to leave out: tests, llama, f32
 # Output (8 files at most): summary.md, bench.json, bench-f32.json, llama-bench.json, shapes.jsonl, tests.txt,
 # machine.txt, log.txt (with `meddr info` of the model).
@@ -32,7 +33,7 @@ set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 BIN="" TESTS="" FIXTURES="" LLAMA="" GGUFPY="" OUTD="$PWD/gpu-bench-out" WORK=""
-PRESET=full VIT=45 LLM=8 VOCAB=64000 TYPE=q4_k_m PROMPT=512 DECODE=256 PEAK="" BUDGET=420 PROFILE=() SHAPES="2x32 2x32s 4x32s" SKIP=""
+PRESET=full VIT=45 LLM=8 VOCAB=64000 TYPE=q4_k_m PROMPT=512 DECODE=256 PEAK="" BUDGET=420 PROFILE=() SHAPES="2x32 2x32s 4x32s 8x32s2 8x32s4" SKIP=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN="$2"; shift 2 ;;
@@ -54,7 +55,7 @@ while [ $# -gt 0 ]; do
     --profile) PROFILE=(--profile); shift ;;
     --matvec-shapes) SHAPES="$2"; shift 2 ;;
     --skip) SKIP=",$2,"; shift 2 ;;
-    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -211,9 +211,10 @@ struct BenchArgs {
     #[arg(long)]
     profile: bool,
     /// Decode matvec work split as ROWSxLANES (rows per workgroup × invocations per row; a trailing `s`
-    /// sums each row with subgroup operations, a subgroup per row), overriding the device default (2x32s
-    /// on GPUs with subgroups, 2x32 without, 32x1 on CPU drivers): for tuning on new hardware.
-    #[arg(long, value_name = "ROWSxLANES[s]", value_parser = clap::value_parser!(meddr_engine::MatvecShape))]
+    /// sums each row with subgroup operations, a subgroup per row; `sN` gives each subgroup N rows at once,
+    /// e.g. 8x32s4), overriding the device default (2x32s on GPUs with subgroups, 2x32 without, 32x1 on
+    /// CPU drivers): for tuning on new hardware.
+    #[arg(long, value_name = "ROWSxLANES[s[N]]", value_parser = clap::value_parser!(meddr_engine::MatvecShape))]
     matvec_shape: Option<meddr_engine::MatvecShape>,
     /// Size of the streaming-read measurement's buffer in MiB (0 skips it).
     #[arg(long, default_value_t = 1024, value_name = "MIB")]

@@ -599,7 +599,7 @@ fn bench_profile_and_tuning_flags() {
         "0",
         "--profile",
         "--matvec-shape",
-        "8x8s",
+        "16x8s2",
         "--peak-gb-s",
         "100",
         "--json",
@@ -610,7 +610,7 @@ fn bench_profile_and_tuning_flags() {
         String::from_utf8_lossy(&out.stderr)
     );
     let j: Json = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(j["matvec_shape"], "8x8s");
+    assert_eq!(j["matvec_shape"], "16x8s2");
     assert!(j["read_kernel_gb_per_s"].is_null());
     let frac = j["fraction_of_peak"].as_f64().unwrap();
     assert!((frac - j["effective_gb_per_s"].as_f64().unwrap() / 100.0).abs() < 1e-12);
@@ -643,7 +643,7 @@ fn bench_profile_and_tuning_flags() {
     assert!(
         decode
             .iter()
-            .any(|n| n.starts_with("matvec/") && n.contains("/8x8s/")),
+            .any(|n| n.starts_with("matvec/") && n.contains("/16x8s2/")),
         "{decode:?}"
     );
     assert!(decode.contains(&"argmax"), "{decode:?}");
@@ -699,6 +699,7 @@ fn bench_profile_and_tuning_flags() {
     for (args, needle, code) in [
         (&["--matvec-shape", "3x3"][..], "lanes a power of two", 2),
         (&["--matvec-shape", "2"][..], "is not ROWSxLANES", 2),
+        (&["--matvec-shape", "6x32s4"][..], "divide the rows", 2),
         (
             &["--text-only", "--image", "x.png"][..],
             "cannot be used with",

@@ -50,6 +50,11 @@ pub struct MatvecShape {
     /// Each row is walked by one subgroup and summed with `subgroupAdd` (no workgroup memory, no barriers),
     /// and Q4_K weights are read 16 bytes per load; needs the adapter's `subgroups` feature.
     pub subgroup: bool,
+    /// With `subgroup`: rows a subgroup walks side by side (1 = one at a time). For types with a multi-row
+    /// kernel (Q4_K, Q6_K) each lane reads x once for all of them and keeps that many weight loads in flight;
+    /// other types walk the rows one after another. The workgroup then has
+    /// `rows_per_group / rows_per_subgroup × lanes_per_row` invocations.
+    pub rows_per_subgroup: u32,
 }
 
 impl MatvecShape {
@@ -59,6 +64,7 @@ impl MatvecShape {
         rows_per_group: 2,
         lanes_per_row: 32,
         subgroup: false,
+        rows_per_subgroup: 1,
     };
     /// GPUs with subgroups: the same 64-wide workgroups, a subgroup per row (llama.cpp's Vulkan matvec
     /// also reduces with subgroup operations where it can).
@@ -66,6 +72,7 @@ impl MatvecShape {
         rows_per_group: 2,
         lanes_per_row: 32,
         subgroup: true,
+        rows_per_subgroup: 1,
     };
     /// CPU drivers (lavapipe, SwiftShader): a row per invocation. Their SIMD lanes gain nothing from
     /// neighbouring addresses, and a reduction costs barriers (coroutine switches) per row.
@@ -73,6 +80,7 @@ impl MatvecShape {
         rows_per_group: 32,
         lanes_per_row: 1,
         subgroup: false,
+        rows_per_subgroup: 1,
     };
 
     /// The default for a device of this type, `subgroups` telling whether subgroup operations are enabled.
@@ -86,8 +94,9 @@ impl MatvecShape {
         }
     }
 
+    /// Invocations per workgroup: `rows_per_group / rows_per_subgroup × lanes_per_row`.
     pub fn workgroup_size(self) -> u32 {
-        self.rows_per_group * self.lanes_per_row
+        self.rows_per_group / self.rows_per_subgroup.max(1) * self.lanes_per_row
     }
 
     /// Several invocations per row (GPU-style work split), whichever way they are summed.
@@ -98,7 +107,11 @@ impl MatvecShape {
 
 impl std::fmt::Display for MatvecShape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = if self.subgroup { "s" } else { "" };
+        let s = match (self.subgroup, self.rows_per_subgroup) {
+            (false, _) => String::new(),
+            (true, 0 | 1) => "s".to_string(),
+            (true, r) => format!("s{r}"),
+        };
         write!(f, "{}x{}{s}", self.rows_per_group, self.lanes_per_row)
     }
 }
@@ -106,17 +119,29 @@ impl std::fmt::Display for MatvecShape {
 impl std::str::FromStr for MatvecShape {
     type Err = String;
 
-    /// `ROWSxLANES[s]`: rows ≥ 1, lanes a power of two, at most 256 invocations per workgroup (WebGPU's
-    /// default `maxComputeInvocationsPerWorkgroup`); `s` asks for the subgroup reduction.
+    /// `ROWSxLANES[s[N]]`: rows ≥ 1, lanes a power of two, at most 256 invocations per workgroup (WebGPU's
+    /// default `maxComputeInvocationsPerWorkgroup`); `s` asks for the subgroup reduction and `sN` for N rows
+    /// per subgroup (1 to 8, dividing the rows).
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let t = s.trim();
-        let (t, subgroup) = match t.strip_suffix(['s', 'S']) {
-            Some(t) => (t, true),
-            None => (t, false),
+        let (t, subgroup, per_subgroup) = match t.find(['s', 'S']) {
+            Some(i) => {
+                let n = &t[i + 1..];
+                let per = if n.is_empty() {
+                    1
+                } else {
+                    n.parse::<u32>()
+                        .map_err(|_| format!("rows per subgroup {n:?} is not a whole number"))?
+                };
+                (&t[..i], true, per)
+            }
+            None => (t, false, 1),
         };
-        let (r, l) = t
-            .split_once(['x', 'X'])
-            .ok_or_else(|| format!("{s:?} is not ROWSxLANES or ROWSxLANESs (e.g. 2x32, 2x32s)"))?;
+        let (r, l) = t.split_once(['x', 'X']).ok_or_else(|| {
+            format!(
+                "{s:?} is not ROWSxLANES, ROWSxLANESs or ROWSxLANESsN (e.g. 2x32, 2x32s, 8x32s4)"
+            )
+        })?;
         let rows: u32 = r
             .trim()
             .parse()
@@ -125,15 +150,24 @@ impl std::str::FromStr for MatvecShape {
             .trim()
             .parse()
             .map_err(|_| format!("lanes {l:?} is not a whole number"))?;
-        if rows == 0 || !lanes.is_power_of_two() || rows.saturating_mul(lanes) > 256 {
+        if !(1..=8).contains(&per_subgroup) || rows % per_subgroup.max(1) != 0 {
             return Err(format!(
-                "{s:?}: rows must be ≥ 1, lanes a power of two, and rows × lanes ≤ 256"
+                "{s:?}: rows per subgroup must be 1 to 8 and divide the rows ({rows})"
+            ));
+        }
+        if rows == 0
+            || !lanes.is_power_of_two()
+            || (rows / per_subgroup).saturating_mul(lanes) > 256
+        {
+            return Err(format!(
+                "{s:?}: rows must be ≥ 1, lanes a power of two, and rows / rows per subgroup × lanes ≤ 256"
             ));
         }
         Ok(MatvecShape {
             rows_per_group: rows,
             lanes_per_row: lanes,
             subgroup,
+            rows_per_subgroup: per_subgroup,
         })
     }
 }

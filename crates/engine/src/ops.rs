@@ -296,21 +296,45 @@ impl GpuContext {
             )
         };
         let key = format!("matvec/{}/{shape}/t{tokens}/{key}", w.ty.ggml().name());
-        let (dequant, vec4) = if shape.subgroup {
-            shaders::dequant_dot_subgroup(w.ty)
-        } else if shape.lanes_per_row > 1 {
-            (shaders::dequant_dot_cooperative(w.ty), false)
+        // Several rows per subgroup where the type has a kernel for it; other types walk those rows one
+        // after another with the one-row subgroup kernel (same workgroup size, same rows per workgroup).
+        let rows_kernel = if shape.subgroup && shape.rows_per_subgroup > 1 {
+            shaders::dequant_dot_rows(w.ty)
         } else {
-            (shaders::dequant_dot(w.ty), false)
+            None
+        };
+        let (main, dequant, vec4) = if let Some((src, vec4)) = rows_kernel {
+            (shaders::MatvecMain::SubgroupRows, src, vec4)
+        } else if shape.subgroup {
+            let (src, vec4) = shaders::dequant_dot_subgroup(w.ty);
+            (shaders::MatvecMain::Subgroup, src, vec4)
+        } else if shape.lanes_per_row > 1 {
+            (
+                shaders::MatvecMain::Workgroup,
+                shaders::dequant_dot_cooperative(w.ty),
+                false,
+            )
+        } else {
+            (
+                shaders::MatvecMain::Workgroup,
+                shaders::dequant_dot(w.ty),
+                false,
+            )
+        };
+        let rsg = if main == shaders::MatvecMain::SubgroupRows {
+            shape.rows_per_subgroup
+        } else {
+            1
         };
         let pipeline = self.pipeline(&key, "main", || {
             render(
-                &shaders::matvec(shape.subgroup),
+                &shaders::matvec(main),
                 &[
                     ("X_SOURCE", &source),
                     ("ROWS", &shape.rows_per_group.to_string()),
                     ("LANES", &shape.lanes_per_row.to_string()),
                     ("TOKENS", &tokens.to_string()),
+                    ("RSG", &rsg.to_string()),
                     ("WG", &shape.workgroup_size().to_string()),
                     (
                         "W4",

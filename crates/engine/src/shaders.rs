@@ -64,18 +64,46 @@ pub(crate) fn dequant_dot_subgroup(ty: QuantType) -> (String, bool) {
     }
 }
 
-/// `matvec_quant.wgsl`'s shared part followed by one of its entry points: `//#main workgroup` or, with
-/// `subgroup`, `//#main subgroup`. (No `enable subgroups;`: naga 30 rejects the directive and accepts the
-/// subgroup built-ins on a device with `Features::SUBGROUP`.)
-pub(crate) fn matvec(subgroup: bool) -> String {
+/// For subgroups walking several rows at once: [`dequant_dot_cooperative`] (whose `dotu` the shared
+/// `row_partial` names) plus the type's `dotr` section (`dotr(r0, u)` over `RUNIT`-element units, x read
+/// once for `RSG` rows), and whether `dotr` reads 16 bytes at a time through binding 5 (`W4`); `None` where
+/// the type has no `dotr` (it walks its rows one at a time).
+pub(crate) fn dequant_dot_rows(ty: QuantType) -> Option<(String, bool)> {
+    try_section("dotr", ty).map(|dotr| {
+        (
+            format!("{}{dotr}", dequant_dot_cooperative(ty)),
+            dotr.contains("W4["),
+        )
+    })
+}
+
+/// The entry points of `matvec_quant.wgsl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MatvecMain {
+    /// A row's lanes summed in workgroup memory.
+    Workgroup,
+    /// A subgroup per row, summed with `subgroupAdd`.
+    Subgroup,
+    /// A subgroup per `RSG` rows (`dotr`).
+    SubgroupRows,
+}
+
+/// `matvec_quant.wgsl`'s shared part followed by one of its entry points (`//#main workgroup`,
+/// `//#main subgroup`, `//#main subgroup_rows`). (No `enable subgroups;`: naga 30 rejects the directive and
+/// accepts the subgroup built-ins on a device with `Features::SUBGROUP`.)
+pub(crate) fn matvec(main: MatvecMain) -> String {
     let (common, mains) = MATVEC
         .split_once("//#main ")
         .expect("matvec_quant.wgsl has entry-point sections");
-    let want = if subgroup { "subgroup\n" } else { "workgroup\n" };
+    let want = match main {
+        MatvecMain::Workgroup => "workgroup\n",
+        MatvecMain::Subgroup => "subgroup\n",
+        MatvecMain::SubgroupRows => "subgroup_rows\n",
+    };
     let body = format!("//#main {mains}");
     let start = body
         .find(&format!("//#main {want}"))
-        .expect("both entry points are present")
+        .expect("every entry point is present")
         + "//#main ".len()
         + want.len();
     let rest = &body[start..];
@@ -139,12 +167,36 @@ mod tests {
 
     #[test]
     fn matvec_has_one_entry_point_per_variant() {
-        for subgroup in [false, true] {
-            let src = matvec(subgroup);
-            assert_eq!(src.matches("fn main(").count(), 1);
-            assert_eq!(src.contains("subgroupAdd("), subgroup);
-            assert_eq!(src.contains("workgroupBarrier("), !subgroup);
+        for main in [
+            MatvecMain::Workgroup,
+            MatvecMain::Subgroup,
+            MatvecMain::SubgroupRows,
+        ] {
+            let src = matvec(main);
+            let subgroup = main != MatvecMain::Workgroup;
+            assert_eq!(src.matches("fn main(").count(), 1, "{main:?}");
+            assert_eq!(src.contains("subgroupAdd("), subgroup, "{main:?}");
+            assert_eq!(src.contains("workgroupBarrier("), !subgroup, "{main:?}");
+            assert_eq!(
+                src.contains("dotr("),
+                main == MatvecMain::SubgroupRows,
+                "{main:?}"
+            );
             assert!(!src.contains("//#"));
         }
+        for ty in QuantType::ALL {
+            if let Some((src, _)) = dequant_dot_rows(ty) {
+                assert_eq!(src.matches("fn dotr(").count(), 1, "{ty:?}");
+                assert_eq!(src.matches("fn dotu(").count(), 1, "{ty:?}");
+                assert_eq!(src.matches("const UNIT").count(), 1, "{ty:?}");
+                assert_eq!(src.matches("const RUNIT").count(), 1, "{ty:?}");
+                // Binding 5 is declared only when `dotr` reads it: the one-row part must not.
+                assert!(!dequant_dot_cooperative(ty).contains("W4["), "{ty:?}");
+                assert_eq!(src.matches("fn sc6(").count(), 1, "{ty:?}");
+            }
+        }
+        // Q4_K's super-blocks are 16-byte aligned (vec4 loads), Q6_K's 210-byte blocks are not.
+        assert_eq!(dequant_dot_rows(QuantType::Q4_K).map(|r| r.1), Some(true));
+        assert_eq!(dequant_dot_rows(QuantType::Q6_K).map(|r| r.1), Some(false));
     }
 }

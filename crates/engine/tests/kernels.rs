@@ -297,12 +297,15 @@ fn with_shape(shape: MatvecShape) -> GpuContext {
 }
 
 /// The GPU work splits: workgroup-memory reduction, subgroup reduction (lavapipe's subgroups are 8 wide, so a
-/// 32-lane row nominal takes 4 passes of a subgroup), and a subgroup shape with more rows per workgroup than
-/// subgroups, where each subgroup walks several rows.
-fn gpu_shaped_contexts() -> [&'static GpuContext; 3] {
+/// 32-lane row nominal takes 4 passes of a subgroup), a subgroup shape with more rows per workgroup than
+/// subgroups, where each subgroup walks several rows, and `24x4s3`: a subgroup takes 3 rows at once (Q4_K's and
+/// Q6_K's multi-row kernels; other types one after another), twice per workgroup (32 invocations are 4 of
+/// lavapipe's subgroups, 12 rows a trip), so row counts that are not multiples of 3 or 24 end mid-trip.
+fn gpu_shaped_contexts() -> [&'static GpuContext; 4] {
     static COOP: OnceLock<GpuContext> = OnceLock::new();
     static SUB: OnceLock<GpuContext> = OnceLock::new();
     static SUB_MANY: OnceLock<GpuContext> = OnceLock::new();
+    static SUB_ROWS: OnceLock<GpuContext> = OnceLock::new();
     [
         COOP.get_or_init(|| with_shape(MatvecShape::COOPERATIVE)),
         SUB.get_or_init(|| with_shape(MatvecShape::SUBGROUP)),
@@ -311,8 +314,10 @@ fn gpu_shaped_contexts() -> [&'static GpuContext; 3] {
                 rows_per_group: 8,
                 lanes_per_row: 2,
                 subgroup: true,
+                rows_per_subgroup: 1,
             })
         }),
+        SUB_ROWS.get_or_init(|| with_shape("24x4s3".parse().expect("a valid shape"))),
     ]
 }
 
@@ -372,6 +377,20 @@ fn subgroup_matvec_is_chosen_and_can_be_refused() {
         ("2x32", Ok(MatvecShape::COOPERATIVE)),
         ("2x32s", Ok(MatvecShape::SUBGROUP)),
         ("32x1", Ok(MatvecShape::ROW_PER_LANE)),
+        (
+            "8x32s4",
+            Ok(MatvecShape {
+                rows_per_group: 8,
+                lanes_per_row: 32,
+                subgroup: true,
+                rows_per_subgroup: 4,
+            }),
+        ),
+        ("6x32s4", Err("divide the rows")),
+        ("8x32s0", Err("1 to 8")),
+        ("16x32s16", Err("1 to 8")),
+        ("8x32sx", Err("not a whole number")),
+        ("32x32s2", Err("≤ 256")),
         ("2x3s", Err("power of two")),
         ("0x32", Err("rows must be")),
         ("4x128", Err("≤ 256")),
@@ -394,8 +413,8 @@ fn subgroup_matvec_is_chosen_and_can_be_refused() {
 #[test]
 fn matvec_shapes_and_x_layouts() {
     let row = row_per_lane_context();
-    let [coop, sub, sub_many] = gpu_shaped_contexts();
-    for c in [coop, sub, sub_many, row] {
+    let [coop, sub, sub_many, sub_rows] = gpu_shaped_contexts();
+    for c in [coop, sub, sub_many, sub_rows, row] {
         for (i, ty) in QuantType::ALL.into_iter().enumerate() {
             let seed = 200 + 10 * i as u64;
             check_linear_at(c, ty, 37, 1, false, seed, None, 0, 0);
@@ -413,7 +432,7 @@ fn matvec_shapes_and_x_layouts() {
 #[test]
 fn linear_picks_the_kernel_by_tokens_and_row_width() {
     let row = row_per_lane_context();
-    let [coop, sub, _] = gpu_shaped_contexts();
+    let [coop, sub, _, _] = gpu_shaped_contexts();
     for (n, k, want) in [
         (CPU_MATMUL_MIN_ROWS, CPU_MATMUL_MIN_ROW_LEN, LinearKernel::Matmul),
         (290, 7168, LinearKernel::Matmul),

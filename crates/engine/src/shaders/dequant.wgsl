@@ -105,6 +105,11 @@ fn kpair_scales(wi: u32, g: u32) -> vec4<f32> {
     return vec4<f32>(dm * scale_min_w(s0, s1, s2, 2u * g), dm * scale_min_w(s0, s1, s2, 2u * g + 1u));
 }
 
+// Q6_K: signed scale byte i (0..8) of a half block's two scale words.
+fn sc6(s0: u32, s1: u32, i: u32) -> f32 {
+    return f32(bitcast<i32>(select(s0, s1, i >= 4u) << (24u - (i & 3u) * 8u)) >> 24u);
+}
+
 //#dot F32
 const UNIT: u32 = 32u;
 fn dotu(rb: u32, u: u32) {
@@ -314,6 +319,43 @@ fn dotu(rb: u32, u: u32) {
         acc4(xe + 32u + 4u * k, hi.x * u8x4((q[k] >> 4u) & 0x0f0f0f0fu) - mhi);
     }
 }
+//#dotr Q4_K
+// `dotv`'s unit for RSG rows at once (subgroup shapes `ROWSxLANESsN`): its 8 vec4s of x are read once for
+// all of them, and each lane has RSG independent 16-byte weight loads in flight. On an H200 the one-row
+// kernels read Q4_K at ~530 GB/s, an eighth of the streaming-read kernel: per 16 weight bytes a lane loads
+// 128 bytes of x, so x, not the weights, fills the load path, and one weight load per trip leaves the
+// memory system idle (tests/bench/results/h200-2026-11-30-run4-full.md). Rows past the end repeat the last
+// row (their sums are dropped).
+const RUNIT: u32 = 32u;
+fn dotr(r0: u32, u: u32) {
+    let sb = u >> 3u;
+    let j = u & 7u;
+    let g = j >> 1u;
+    let xe = xbase[0] + sb * 256u + g * 64u + (j & 1u) * 16u;
+    var xl: array<vec4<f32>, 4>;
+    var xh: array<vec4<f32>, 4>;
+    for (var k = 0u; k < 4u; k++) {
+        xl[k] = xv4(xe + 4u * k);
+        xh[k] = xv4(xe + 32u + 4u * k);
+    }
+    for (var s = 0u; s < RSG; s++) {
+        let r = min(r0 + s, P.n_rows - 1u);
+        let b4 = ((r * P.row_bytes) >> 4u) + sb * 9u;
+        let hdr = W4[b4];
+        let q = W4[b4 + 1u + j];
+        let dm = unpack2x16float(hdr.x);
+        let lo = dm * scale_min_w(hdr.y, hdr.z, hdr.w, 2u * g);
+        let hi = dm * scale_min_w(hdr.y, hdr.z, hdr.w, 2u * g + 1u);
+        let mlo = vec4<f32>(lo.y);
+        let mhi = vec4<f32>(hi.y);
+        var a = 0.0;
+        for (var k = 0u; k < 4u; k++) {
+            a += dot(lo.x * u8x4(q[k] & 0x0f0f0f0fu) - mlo, xl[k]);
+            a += dot(hi.x * u8x4((q[k] >> 4u) & 0x0f0f0f0fu) - mhi, xh[k]);
+        }
+        accr[s] += a;
+    }
+}
 //#type Q4_K
 fn dq4(rb: u32, e: u32) -> vec4<f32> {
     let blk = rb + (e >> 8u) * 144u;
@@ -357,10 +399,6 @@ fn dq4(rb: u32, e: u32) -> vec4<f32> {
 }
 //#dot Q6_K
 const UNIT: u32 = 128u;
-// Signed scale byte i (0..8) of a half block's two scale words.
-fn sc6(s0: u32, s1: u32, i: u32) -> f32 {
-    return f32(bitcast<i32>(select(s0, s1, i >= 4u) << (24u - (i & 3u) * 8u)) >> 24u);
-}
 fn dotu(rb: u32, u: u32) {
     let xe = u * UNIT;
     let b = rb + (u >> 1u) * 210u;
@@ -398,6 +436,45 @@ fn dotu(rb: u32, u: u32) {
         pa = na;
         pb = nb;
         ph = nh;
+    }
+}
+//#dotr Q6_K
+// RSG rows at once (subgroup shapes `ROWSxLANESsN`), 16 elements per unit: word k (0..8) of one half block's
+// three quant streams, as in `dotu`, so the 8 lanes of a half block read its words side by side instead of
+// each lane walking a whole half block 105 bytes from its neighbours; x's 4 vec4s are read once for all RSG
+// rows. Rows past the end repeat the last row (their sums are dropped).
+const RUNIT: u32 = 16u;
+fn dotr(r0: u32, u: u32) {
+    let hb = u >> 3u;
+    let k = u & 7u;
+    let h = hb & 1u;
+    let hs = k >> 2u;
+    let xe = xbase[0] + hb * 128u + 4u * k;
+    let x0 = xv4(xe);
+    let x1 = xv4(xe + 32u);
+    let x2 = xv4(xe + 64u);
+    let x3 = xv4(xe + 96u);
+    for (var s = 0u; s < RSG; s++) {
+        let r = min(r0 + s, P.n_rows - 1u);
+        let b = r * P.row_bytes + (hb >> 1u) * 210u;
+        let split = (b & 2u) != 0u;
+        let a0 = (b + 64u * h) >> 2u;
+        let b0 = a0 + 8u;
+        let h0 = (b + 128u + 32u * h) >> 2u;
+        let c0 = (b + 192u + 8u * h) >> 2u;
+        let s0 = join16(W[c0], W[c0 + 1u], split);
+        let s1 = join16(W[c0 + 1u], W[c0 + 2u], split);
+        let dw = W[(b + 208u) >> 2u];
+        let d = select(f16lo(dw), f16hi(dw), split);
+        let qa = join16(W[a0 + k], W[a0 + k + 1u], split);
+        let qb = join16(W[b0 + k], W[b0 + k + 1u], split);
+        let hh = join16(W[h0 + k], W[h0 + k + 1u], split);
+        let v0 = u8x4((qa & 0x0f0f0f0fu) | ((hh & 0x03030303u) << 4u)) - vec4<f32>(32.0);
+        let v1 = u8x4((qb & 0x0f0f0f0fu) | (((hh >> 2u) & 0x03030303u) << 4u)) - vec4<f32>(32.0);
+        let v2 = u8x4(((qa >> 4u) & 0x0f0f0f0fu) | (((hh >> 4u) & 0x03030303u) << 4u)) - vec4<f32>(32.0);
+        let v3 = u8x4(((qb >> 4u) & 0x0f0f0f0fu) | (((hh >> 6u) & 0x03030303u) << 4u)) - vec4<f32>(32.0);
+        accr[s] += dot((d * sc6(s0, s1, hs)) * v0, x0) + dot((d * sc6(s0, s1, 2u + hs)) * v1, x1)
+            + dot((d * sc6(s0, s1, 4u + hs)) * v2, x2) + dot((d * sc6(s0, s1, 6u + hs)) * v3, x3);
     }
 }
 //#type Q6_K

@@ -11,9 +11,9 @@
 // addresses across lanes) turns each x load into one vector gather instead of a per-lane loop.
 // A weight split into parts is dispatched once per part; `first_row` places this part's rows in the output.
 //
-// Two entry points, in the sections at the end, share everything above them (`shaders::matvec` renders
+// Three entry points, in the sections at the end, share everything above them (`shaders::matvec` renders
 // one): `workgroup` sums a row's lanes in workgroup memory; `subgroup` (adapters with subgroups) gives each
-// row to one subgroup and sums it with `subgroupAdd`.
+// row to one subgroup and sums it with `subgroupAdd`; `subgroup_rows` gives a subgroup RSG rows at once.
 
 struct Params {
     n_rows: u32,     // rows in this part
@@ -43,6 +43,8 @@ struct Params {
 const ROWS: u32 = {{ROWS}}u;
 const LANES: u32 = {{LANES}}u;
 const TOKENS: u32 = {{TOKENS}}u;
+// Rows a subgroup walks side by side (`subgroup_rows`; 1 elsewhere).
+const RSG: u32 = {{RSG}}u;
 var<private> accs: array<f32, TOKENS>;
 var<private> xbase: array<u32, TOKENS>;
 
@@ -140,6 +142,51 @@ fn main(
             let v = subgroupAdd(accs[t]);
             if (lane == 0u && t0 + t < P.n_tok) {
                 store(row, t0 + t, v);
+            }
+        }
+    }
+}
+//#main subgroup_rows
+// A subgroup takes RSG consecutive rows at once (`dotr`); as in
+// `subgroup`, rows are dealt by `subgroup_id` and a subgroup leaves its loop together. Cooperative shapes
+// handle one token per workgroup (wid.z).
+var<private> accr: array<f32, RSG>;
+
+@compute @workgroup_size({{WG}})
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_size) lanes: u32,
+    @builtin(subgroup_id) sg: u32,
+    @builtin(num_subgroups) nsg: u32,
+) {
+    let first = (wid.x + wid.y * nwg.x) * ROWS;
+    let t = wid.z;
+    xbase[0] = P.x_offset + min(t, P.n_tok - 1u) * P.x_stride;
+    let units = P.row_len / RUNIT;
+    for (var i = sg * RSG; i < ROWS; i += nsg * RSG) {
+        let row = first + i;
+        if (row >= P.n_rows) {
+            break;
+        }
+        for (var s = 0u; s < RSG; s++) {
+            accr[s] = 0.0;
+        }
+        for (var u = lane; u < units; u += lanes) {
+            dotr(row, u);
+        }
+        // Rows that are not whole units (none of today's `dotr` types: their blocks are whole units).
+        for (var s = 0u; s < RSG; s++) {
+            let rb = min(row + s, P.n_rows - 1u) * P.row_bytes;
+            for (var e = units * RUNIT + lane * 4u; e < P.row_len; e += lanes * 4u) {
+                accr[s] += dot(dq4(rb, e), xv4(xbase[0] + e));
+            }
+        }
+        for (var s = 0u; s < RSG; s++) {
+            let v = subgroupAdd(accr[s]);
+            if (lane == 0u && row + s < P.n_rows && t < P.n_tok) {
+                store(row + s, t, v);
             }
         }
     }

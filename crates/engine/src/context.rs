@@ -38,14 +38,14 @@ pub struct ContextOptions {
 
 /// How the decode matvec spreads a weight's rows over invocations.
 ///
-/// Written `ROWSxLANES` (workgroup reduction) or `ROWSxLANESs` (subgroup reduction), e.g. `2x32s`, by
-/// `Display`/`FromStr` (`meddr bench --matvec-shape`).
+/// Written `ROWSxLANES` (workgroup reduction), `ROWSxLANESs` (subgroup reduction) or `ROWSxLANESsN` (N rows
+/// per subgroup), e.g. `2x32`, `2x32s`, `8x32s4`, by `Display`/`FromStr` (`meddr bench --matvec-shape`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatvecShape {
     pub rows_per_group: u32,
     /// Invocations that share one row (a power of two); 1 means no reduction. With `subgroup` it only sizes
-    /// the workgroup (`rows_per_group × lanes_per_row` invocations): a row then takes one whole subgroup,
-    /// whatever size the driver gives it.
+    /// the workgroup ([`MatvecShape::workgroup_size`]): a row then takes one whole subgroup, whatever size
+    /// the driver gives it.
     pub lanes_per_row: u32,
     /// Each row is walked by one subgroup and summed with `subgroupAdd` (no workgroup memory, no barriers),
     /// and Q4_K weights are read 16 bytes per load; needs the adapter's `subgroups` feature.

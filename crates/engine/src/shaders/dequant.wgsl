@@ -110,6 +110,41 @@ fn sc6(s0: u32, s1: u32, i: u32) -> f32 {
     return f32(bitcast<i32>(select(s0, s1, i >= 4u) << (24u - (i & 3u) * 8u)) >> 24u);
 }
 
+// Q6_K: half block h (0/1) of the block at byte b (even). Streams (first word index): low quants of elements
+// 0..32 and 64..96 (a0), of 32..64 and 96..128 (b0), high bits (h0); its 8 scale bytes (s0, s1) and d;
+// `split` when b is 2 mod 4 (words re-joined with `join16`). Shared by `dotu` and `dotr`.
+struct Q6Half {
+    a0: u32,
+    b0: u32,
+    h0: u32,
+    s0: u32,
+    s1: u32,
+    d: f32,
+    split: bool,
+}
+
+fn q6_half(b: u32, h: u32) -> Q6Half {
+    let split = (b & 2u) != 0u;
+    let a0 = (b + 64u * h) >> 2u;
+    let c0 = (b + 192u + 8u * h) >> 2u;
+    let dw = W[(b + 208u) >> 2u];
+    return Q6Half(
+        a0,
+        a0 + 8u,
+        (b + 128u + 32u * h) >> 2u,
+        join16(W[c0], W[c0 + 1u], split),
+        join16(W[c0 + 1u], W[c0 + 2u], split),
+        select(f16lo(dw), f16hi(dw), split),
+        split,
+    );
+}
+
+// Q6_K: 4 signed values from 4 low-quant bytes `q` (their nibble at `qs`) and 4 high-bit bytes `hh` (their
+// 2 bits at `hs`).
+fn q6v(q: u32, qs: u32, hh: u32, hs: u32) -> vec4<f32> {
+    return u8x4(((q >> qs) & 0x0f0f0f0fu) | (((hh >> hs) & 0x03030303u) << 4u)) - vec4<f32>(32.0);
+}
+
 //#dot F32
 const UNIT: u32 = 32u;
 fn dotu(rb: u32, u: u32) {
@@ -401,38 +436,23 @@ fn dq4(rb: u32, e: u32) -> vec4<f32> {
 const UNIT: u32 = 128u;
 fn dotu(rb: u32, u: u32) {
     let xe = u * UNIT;
-    let b = rb + (u >> 1u) * 210u;
-    let h = u & 1u;
-    let split = (b & 2u) != 0u;
-    // Streams (first word index): low quants of elements 0..32 and 64..96 (qa), of 32..64 and 96..128 (qb),
-    // high bits (hh), 8 scales, d.
-    let a0 = (b + 64u * h) >> 2u;
-    let b0 = a0 + 8u;
-    let h0 = (b + 128u + 32u * h) >> 2u;
-    let c0 = (b + 192u + 8u * h) >> 2u;
-    let s0 = join16(W[c0], W[c0 + 1u], split);
-    let s1 = join16(W[c0 + 1u], W[c0 + 2u], split);
-    let dw = W[(b + 208u) >> 2u];
-    let d = select(f16lo(dw), f16hi(dw), split);
-    var pa = W[a0];
-    var pb = W[b0];
-    var ph = W[h0];
+    let q = q6_half(rb + (u >> 1u) * 210u, u & 1u);
+    let d = q.d;
+    var pa = W[q.a0];
+    var pb = W[q.b0];
+    var ph = W[q.h0];
     for (var k = 0u; k < 8u; k++) {
-        let na = W[a0 + 1u + k];
-        let nb = W[b0 + 1u + k];
-        let nh = W[h0 + 1u + k];
-        let qa = join16(pa, na, split);
-        let qb = join16(pb, nb, split);
-        let hh = join16(ph, nh, split);
+        let na = W[q.a0 + 1u + k];
+        let nb = W[q.b0 + 1u + k];
+        let nh = W[q.h0 + 1u + k];
+        let qa = join16(pa, na, q.split);
+        let qb = join16(pb, nb, q.split);
+        let hh = join16(ph, nh, q.split);
         let hs = k >> 2u;
-        let v0 = u8x4((qa & 0x0f0f0f0fu) | ((hh & 0x03030303u) << 4u)) - vec4<f32>(32.0);
-        let v1 = u8x4((qb & 0x0f0f0f0fu) | (((hh >> 2u) & 0x03030303u) << 4u)) - vec4<f32>(32.0);
-        let v2 = u8x4(((qa >> 4u) & 0x0f0f0f0fu) | (((hh >> 4u) & 0x03030303u) << 4u)) - vec4<f32>(32.0);
-        let v3 = u8x4(((qb >> 4u) & 0x0f0f0f0fu) | (((hh >> 6u) & 0x03030303u) << 4u)) - vec4<f32>(32.0);
-        acc4(xe + 4u * k, (d * sc6(s0, s1, hs)) * v0);
-        acc4(xe + 32u + 4u * k, (d * sc6(s0, s1, 2u + hs)) * v1);
-        acc4(xe + 64u + 4u * k, (d * sc6(s0, s1, 4u + hs)) * v2);
-        acc4(xe + 96u + 4u * k, (d * sc6(s0, s1, 6u + hs)) * v3);
+        acc4(xe + 4u * k, (d * sc6(q.s0, q.s1, hs)) * q6v(qa, 0u, hh, 0u));
+        acc4(xe + 32u + 4u * k, (d * sc6(q.s0, q.s1, 2u + hs)) * q6v(qb, 0u, hh, 2u));
+        acc4(xe + 64u + 4u * k, (d * sc6(q.s0, q.s1, 4u + hs)) * q6v(qa, 4u, hh, 4u));
+        acc4(xe + 96u + 4u * k, (d * sc6(q.s0, q.s1, 6u + hs)) * q6v(qb, 4u, hh, 6u));
         pa = na;
         pb = nb;
         ph = nh;
@@ -456,25 +476,15 @@ fn dotr(r0: u32, u: u32) {
     let x3 = xv4(xe + 96u);
     for (var s = 0u; s < RSG; s++) {
         let r = min(r0 + s, P.n_rows - 1u);
-        let b = r * P.row_bytes + (hb >> 1u) * 210u;
-        let split = (b & 2u) != 0u;
-        let a0 = (b + 64u * h) >> 2u;
-        let b0 = a0 + 8u;
-        let h0 = (b + 128u + 32u * h) >> 2u;
-        let c0 = (b + 192u + 8u * h) >> 2u;
-        let s0 = join16(W[c0], W[c0 + 1u], split);
-        let s1 = join16(W[c0 + 1u], W[c0 + 2u], split);
-        let dw = W[(b + 208u) >> 2u];
-        let d = select(f16lo(dw), f16hi(dw), split);
-        let qa = join16(W[a0 + k], W[a0 + k + 1u], split);
-        let qb = join16(W[b0 + k], W[b0 + k + 1u], split);
-        let hh = join16(W[h0 + k], W[h0 + k + 1u], split);
-        let v0 = u8x4((qa & 0x0f0f0f0fu) | ((hh & 0x03030303u) << 4u)) - vec4<f32>(32.0);
-        let v1 = u8x4((qb & 0x0f0f0f0fu) | (((hh >> 2u) & 0x03030303u) << 4u)) - vec4<f32>(32.0);
-        let v2 = u8x4(((qa >> 4u) & 0x0f0f0f0fu) | (((hh >> 4u) & 0x03030303u) << 4u)) - vec4<f32>(32.0);
-        let v3 = u8x4(((qb >> 4u) & 0x0f0f0f0fu) | (((hh >> 6u) & 0x03030303u) << 4u)) - vec4<f32>(32.0);
-        accr[s] += dot((d * sc6(s0, s1, hs)) * v0, x0) + dot((d * sc6(s0, s1, 2u + hs)) * v1, x1)
-            + dot((d * sc6(s0, s1, 4u + hs)) * v2, x2) + dot((d * sc6(s0, s1, 6u + hs)) * v3, x3);
+        let q = q6_half(r * P.row_bytes + (hb >> 1u) * 210u, h);
+        let qa = join16(W[q.a0 + k], W[q.a0 + k + 1u], q.split);
+        let qb = join16(W[q.b0 + k], W[q.b0 + k + 1u], q.split);
+        let hh = join16(W[q.h0 + k], W[q.h0 + k + 1u], q.split);
+        accr[s] += q.d
+            * (sc6(q.s0, q.s1, hs) * dot(q6v(qa, 0u, hh, 0u), x0)
+                + sc6(q.s0, q.s1, 2u + hs) * dot(q6v(qb, 0u, hh, 2u), x1)
+                + sc6(q.s0, q.s1, 4u + hs) * dot(q6v(qa, 4u, hh, 4u), x2)
+                + sc6(q.s0, q.s1, 6u + hs) * dot(q6v(qb, 4u, hh, 6u), x3));
     }
 }
 //#type Q6_K

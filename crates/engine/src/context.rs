@@ -150,7 +150,7 @@ impl std::str::FromStr for MatvecShape {
             .trim()
             .parse()
             .map_err(|_| format!("lanes {l:?} is not a whole number"))?;
-        if !(1..=8).contains(&per_subgroup) || rows % per_subgroup.max(1) != 0 {
+        if !(1..=8).contains(&per_subgroup) || rows % per_subgroup != 0 {
             return Err(format!(
                 "{s:?}: rows per subgroup must be 1 to 8 and divide the rows ({rows})"
             ));

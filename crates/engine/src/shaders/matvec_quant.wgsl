@@ -147,9 +147,9 @@ fn main(
     }
 }
 //#main subgroup_rows
-// A subgroup takes RSG consecutive rows at once (`dotr`); as in
-// `subgroup`, rows are dealt by `subgroup_id` and a subgroup leaves its loop together. Cooperative shapes
-// handle one token per workgroup (wid.z).
+// A subgroup takes RSG consecutive rows at once (`dotr`); as in `subgroup`, rows are dealt by `subgroup_id`
+// and a subgroup leaves its loop together. Cooperative shapes handle one token per workgroup (wid.z). (The
+// entry points repeat their built-in parameter lists: WGSL has no way to share them.)
 var<private> accr: array<f32, RSG>;
 
 @compute @workgroup_size({{WG}})
